@@ -1,0 +1,3 @@
+//! The `ringscale` command: wires the crates of the workspace into subcommands.
+
+pub mod cli;
