@@ -88,7 +88,9 @@ pub struct AuthenticationRef {
 impl AuthenticationRef {
     /// The kind in effect: the one given, or TriggerAuthentication.
     pub fn effective_kind(&self) -> AuthenticationKind {
-        self.kind.clone().unwrap_or(AuthenticationKind::TriggerAuthentication)
+        self.kind
+            .clone()
+            .unwrap_or(AuthenticationKind::TriggerAuthentication)
     }
 }
 
@@ -120,10 +122,10 @@ string_enum! {
     }
 }
 
-/// The state of one aspect of an object.
-///
-/// KEDA's condition has `type`, `status`, `reason` and `message`. ringscale adds the optional
-/// `lastTransitionTime` (set when `status` changes), which KEDA's CRD prunes and KEDA ignores.
+// KEDA's condition has `type`, `status`, `reason` and `message`. ringscale adds the optional
+// `lastTransitionTime` (set when `status` changes), which KEDA's CRD prunes and KEDA ignores.
+
+/// The state of one aspect of the object.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Condition {
@@ -189,6 +191,9 @@ pub struct HealthStatus {
 }
 
 /// Finds the condition of the given type.
-pub fn find_condition<'a>(conditions: &'a [Condition], type_: &ConditionType) -> Option<&'a Condition> {
+pub fn find_condition<'a>(
+    conditions: &'a [Condition],
+    type_: &ConditionType,
+) -> Option<&'a Condition> {
     conditions.iter().find(|c| &c.type_ == type_)
 }

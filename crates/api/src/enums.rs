@@ -110,7 +110,10 @@ mod tests {
         let parsed: Colour = serde_json::from_str("\"Blue\"").unwrap_or(Colour::Red);
         assert_eq!(parsed, Colour::Other("Blue".into()));
         assert!(!parsed.is_known());
-        assert_eq!(serde_json::to_string(&parsed).ok().as_deref(), Some("\"Blue\""));
+        assert_eq!(
+            serde_json::to_string(&parsed).ok().as_deref(),
+            Some("\"Blue\"")
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@
 pub mod common;
 pub mod crds;
 mod enums;
+pub mod manifest;
 pub mod names;
 pub mod scaled_job;
 pub mod scaled_object;

@@ -1,5 +1,8 @@
 //! `ScaledJob`: one Kubernetes Job per unit of queued work.
 
+// Each `printcolumn(...)` of the kube derive repeats the keys `name`, `type_` and `json_path`.
+#![allow(clippy::duplicated_attributes)]
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -33,15 +36,46 @@ pub const DEFAULT_MAX_REPLICA_COUNT: i32 = 100;
     namespaced,
     status = "ScaledJobStatus",
     doc = "ScaledJob runs Kubernetes Jobs in proportion to queued events.",
-    crates(kube_core = "::kube_core", k8s_openapi = "::k8s_openapi", schemars = "::schemars", serde = "::serde", serde_json = "::serde_json"),
+    derive = "PartialEq",
+    crates(
+        kube_core = "::kube_core",
+        k8s_openapi = "::k8s_openapi",
+        schemars = "::schemars",
+        serde = "::serde",
+        serde_json = "::serde_json"
+    ),
     printcolumn(name = "Min", type_ = "integer", json_path = ".spec.minReplicaCount"),
     printcolumn(name = "Max", type_ = "integer", json_path = ".spec.maxReplicaCount"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Active", type_ = "string", json_path = ".status.conditions[?(@.type==\"Active\")].status"),
-    printcolumn(name = "Paused", type_ = "string", json_path = ".status.conditions[?(@.type==\"Paused\")].status"),
-    printcolumn(name = "Triggers", type_ = "string", json_path = ".status.triggersTypes"),
-    printcolumn(name = "Authentications", type_ = "string", json_path = ".status.authenticationsTypes"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Active",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Active\")].status"
+    ),
+    printcolumn(
+        name = "Paused",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Paused\")].status"
+    ),
+    printcolumn(
+        name = "Triggers",
+        type_ = "string",
+        json_path = ".status.triggersTypes"
+    ),
+    printcolumn(
+        name = "Authentications",
+        type_ = "string",
+        json_path = ".status.authenticationsTypes"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ScaledJobSpec {
@@ -199,7 +233,9 @@ impl ScaledJobSpec {
 
     /// `minReplicaCount` in effect; KEDA caps it at `maxReplicaCount`.
     pub fn min_replicas(&self) -> i32 {
-        self.min_replica_count.unwrap_or(DEFAULT_MIN_REPLICA_COUNT).min(self.max_replicas())
+        self.min_replica_count
+            .unwrap_or(DEFAULT_MIN_REPLICA_COUNT)
+            .min(self.max_replicas())
     }
 
     /// The rollout strategy in effect (`rollout.strategy`, else the deprecated

@@ -1,5 +1,8 @@
 //! `ScaledObject`: event-driven scaling of any workload with a `/scale` subresource.
 
+// Each `printcolumn(...)` of the kube derive repeats the keys `name`, `type_` and `json_path`.
+#![allow(clippy::duplicated_attributes)]
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -30,11 +33,12 @@ pub const DEFAULT_SCALE_TARGET_API_VERSION: &str = "apps/v1";
 /// Default `scaleTargetRef.kind`.
 pub const DEFAULT_SCALE_TARGET_KIND: &str = "Deployment";
 
+// Integer fields are `i32` (KEDA's `int32`) rather than unsigned: ringscale must read every
+// object that KEDA's own CRDs admit, including out-of-range values, and report them through
+// validation and the Ready condition instead of failing to decode the object. The getters
+// (`polling_interval()`, ...) give the effective values.
+
 /// Specification of a ScaledObject: what to scale, between which bounds, on which triggers.
-///
-/// Integer fields are `i32` (KEDA's `int32`) rather than unsigned: ringscale must read every
-/// object that KEDA's own CRDs admit, including out-of-range values, and report them through
-/// validation and the Ready condition instead of failing to decode the object.
 #[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     group = "keda.sh",
@@ -45,18 +49,61 @@ pub const DEFAULT_SCALE_TARGET_KIND: &str = "Deployment";
     namespaced,
     status = "ScaledObjectStatus",
     doc = "ScaledObject scales a Deployment, StatefulSet or any resource with a /scale subresource on events.",
-    crates(kube_core = "::kube_core", k8s_openapi = "::k8s_openapi", schemars = "::schemars", serde = "::serde", serde_json = "::serde_json"),
-    printcolumn(name = "ScaleTargetKind", type_ = "string", json_path = ".status.scaleTargetKind"),
-    printcolumn(name = "ScaleTargetName", type_ = "string", json_path = ".spec.scaleTargetRef.name"),
+    derive = "PartialEq",
+    crates(
+        kube_core = "::kube_core",
+        k8s_openapi = "::k8s_openapi",
+        schemars = "::schemars",
+        serde = "::serde",
+        serde_json = "::serde_json"
+    ),
+    printcolumn(
+        name = "ScaleTargetKind",
+        type_ = "string",
+        json_path = ".status.scaleTargetKind"
+    ),
+    printcolumn(
+        name = "ScaleTargetName",
+        type_ = "string",
+        json_path = ".spec.scaleTargetRef.name"
+    ),
     printcolumn(name = "Min", type_ = "integer", json_path = ".spec.minReplicaCount"),
     printcolumn(name = "Max", type_ = "integer", json_path = ".spec.maxReplicaCount"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Active", type_ = "string", json_path = ".status.conditions[?(@.type==\"Active\")].status"),
-    printcolumn(name = "Fallback", type_ = "string", json_path = ".status.conditions[?(@.type==\"Fallback\")].status"),
-    printcolumn(name = "Paused", type_ = "string", json_path = ".status.conditions[?(@.type==\"Paused\")].status"),
-    printcolumn(name = "Triggers", type_ = "string", json_path = ".status.triggersTypes"),
-    printcolumn(name = "Authentications", type_ = "string", json_path = ".status.authenticationsTypes"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Active",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Active\")].status"
+    ),
+    printcolumn(
+        name = "Fallback",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Fallback\")].status"
+    ),
+    printcolumn(
+        name = "Paused",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Paused\")].status"
+    ),
+    printcolumn(
+        name = "Triggers",
+        type_ = "string",
+        json_path = ".status.triggersTypes"
+    ),
+    printcolumn(
+        name = "Authentications",
+        type_ = "string",
+        json_path = ".status.authenticationsTypes"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[schemars(extend("x-kubernetes-validations" = [{
     "rule": "!has(self.minReplicaCount) || self.minReplicaCount <= (has(self.maxReplicaCount) ? self.maxReplicaCount : 100)",
@@ -235,7 +282,11 @@ pub struct ScaledObjectStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scale_target_kind: Option<String>,
     /// Group, version, kind and resource of the scale target.
-    #[serde(rename = "scaleTargetGVKR", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "scaleTargetGVKR",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub scale_target_gvkr: Option<GroupVersionKindResource>,
     /// Replica count of the target before it was first scaled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -288,7 +339,10 @@ impl ScaledObjectSpec {
 
     /// Initial cooldown period in effect.
     pub fn initial_cooldown_period(&self) -> Duration {
-        secs(self.initial_cooldown_period, DEFAULT_INITIAL_COOLDOWN_PERIOD)
+        secs(
+            self.initial_cooldown_period,
+            DEFAULT_INITIAL_COOLDOWN_PERIOD,
+        )
     }
 
     /// `minReplicaCount` in effect.
@@ -311,17 +365,27 @@ impl ScaledObjectSpec {
 
     /// The scaling modifiers, when set and not empty.
     pub fn scaling_modifiers(&self) -> Option<&ScalingModifiers> {
-        self.advanced.as_ref()?.scaling_modifiers.as_ref().filter(|m| m.is_used())
+        self.advanced
+            .as_ref()?
+            .scaling_modifiers
+            .as_ref()
+            .filter(|m| m.is_used())
     }
 
     /// The HPA config, when set.
     pub fn hpa_config(&self) -> Option<&HorizontalPodAutoscalerConfig> {
-        self.advanced.as_ref()?.horizontal_pod_autoscaler_config.as_ref()
+        self.advanced
+            .as_ref()?
+            .horizontal_pod_autoscaler_config
+            .as_ref()
     }
 
     /// Whether the target is restored to its original replica count on deletion.
     pub fn restore_to_original_replica_count(&self) -> bool {
-        self.advanced.as_ref().and_then(|a| a.restore_to_original_replica_count).unwrap_or(false)
+        self.advanced
+            .as_ref()
+            .and_then(|a| a.restore_to_original_replica_count)
+            .unwrap_or(false)
     }
 
     /// Whether every trigger is cpu or memory (such an object cannot scale to zero).
@@ -333,10 +397,15 @@ impl ScaledObjectSpec {
 impl ScaledObject {
     /// Name of the HPA this ScaledObject manages.
     pub fn hpa_name(&self) -> String {
-        let configured = self.spec.hpa_config().and_then(|c| non_empty(c.name.as_deref()));
+        let configured = self
+            .spec
+            .hpa_config()
+            .and_then(|c| non_empty(c.name.as_deref()));
         match configured {
             Some(name) => name.to_owned(),
-            None => crate::names::default_hpa_name(self.metadata.name.as_deref().unwrap_or_default()),
+            None => {
+                crate::names::default_hpa_name(self.metadata.name.as_deref().unwrap_or_default())
+            }
         }
     }
 

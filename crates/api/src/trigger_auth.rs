@@ -1,6 +1,9 @@
 //! `TriggerAuthentication` (namespaced) and `ClusterTriggerAuthentication` (cluster-scoped):
 //! where a trigger's credentials and other parameters come from.
 
+// Each `printcolumn(...)` of the kube derive repeats the keys `name`, `type_` and `json_path`.
+#![allow(clippy::duplicated_attributes)]
+
 use std::collections::BTreeMap;
 
 use kube_derive::CustomResource;
@@ -21,13 +24,42 @@ use crate::enums::string_enum;
     namespaced,
     status = "TriggerAuthenticationStatus",
     doc = "TriggerAuthentication supplies trigger parameters (credentials, connection strings) to triggers in its namespace.",
-    crates(kube_core = "::kube_core", k8s_openapi = "::k8s_openapi", schemars = "::schemars", serde = "::serde", serde_json = "::serde_json"),
-    printcolumn(name = "PodIdentity", type_ = "string", json_path = ".spec.podIdentity.provider"),
-    printcolumn(name = "Secret", type_ = "string", json_path = ".spec.secretTargetRef[*].name"),
+    derive = "PartialEq",
+    crates(
+        kube_core = "::kube_core",
+        k8s_openapi = "::k8s_openapi",
+        schemars = "::schemars",
+        serde = "::serde",
+        serde_json = "::serde_json"
+    ),
+    printcolumn(
+        name = "PodIdentity",
+        type_ = "string",
+        json_path = ".spec.podIdentity.provider"
+    ),
+    printcolumn(
+        name = "Secret",
+        type_ = "string",
+        json_path = ".spec.secretTargetRef[*].name"
+    ),
     printcolumn(name = "Env", type_ = "string", json_path = ".spec.env[*].name"),
-    printcolumn(name = "VaultAddress", type_ = "string", json_path = ".spec.hashiCorpVault.address"),
-    printcolumn(name = "ScaledObjects", type_ = "string", priority = 1, json_path = ".status.scaledobjects"),
-    printcolumn(name = "ScaledJobs", type_ = "string", priority = 1, json_path = ".status.scaledjobs")
+    printcolumn(
+        name = "VaultAddress",
+        type_ = "string",
+        json_path = ".spec.hashiCorpVault.address"
+    ),
+    printcolumn(
+        name = "ScaledObjects",
+        type_ = "string",
+        priority = 1,
+        json_path = ".status.scaledobjects"
+    ),
+    printcolumn(
+        name = "ScaledJobs",
+        type_ = "string",
+        priority = 1,
+        json_path = ".status.scaledjobs"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct TriggerAuthenticationSpec {
@@ -71,7 +103,7 @@ pub struct TriggerAuthenticationSpec {
     pub oauth2: Option<OAuth2>,
 }
 
-/// Same sources as [`TriggerAuthenticationSpec`], usable from every namespace.
+/// Sources of trigger parameters, usable by triggers in every namespace.
 #[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     group = "keda.sh",
@@ -82,13 +114,42 @@ pub struct TriggerAuthenticationSpec {
     shortname = "clustertriggerauth",
     status = "TriggerAuthenticationStatus",
     doc = "ClusterTriggerAuthentication supplies trigger parameters to triggers in every namespace.",
-    crates(kube_core = "::kube_core", k8s_openapi = "::k8s_openapi", schemars = "::schemars", serde = "::serde", serde_json = "::serde_json"),
-    printcolumn(name = "PodIdentity", type_ = "string", json_path = ".spec.podIdentity.provider"),
-    printcolumn(name = "Secret", type_ = "string", json_path = ".spec.secretTargetRef[*].name"),
+    derive = "PartialEq",
+    crates(
+        kube_core = "::kube_core",
+        k8s_openapi = "::k8s_openapi",
+        schemars = "::schemars",
+        serde = "::serde",
+        serde_json = "::serde_json"
+    ),
+    printcolumn(
+        name = "PodIdentity",
+        type_ = "string",
+        json_path = ".spec.podIdentity.provider"
+    ),
+    printcolumn(
+        name = "Secret",
+        type_ = "string",
+        json_path = ".spec.secretTargetRef[*].name"
+    ),
     printcolumn(name = "Env", type_ = "string", json_path = ".spec.env[*].name"),
-    printcolumn(name = "VaultAddress", type_ = "string", json_path = ".spec.hashiCorpVault.address"),
-    printcolumn(name = "ScaledObjects", type_ = "string", priority = 1, json_path = ".status.scaledobjects"),
-    printcolumn(name = "ScaledJobs", type_ = "string", priority = 1, json_path = ".status.scaledjobs")
+    printcolumn(
+        name = "VaultAddress",
+        type_ = "string",
+        json_path = ".spec.hashiCorpVault.address"
+    ),
+    printcolumn(
+        name = "ScaledObjects",
+        type_ = "string",
+        priority = 1,
+        json_path = ".status.scaledobjects"
+    ),
+    printcolumn(
+        name = "ScaledJobs",
+        type_ = "string",
+        priority = 1,
+        json_path = ".status.scaledjobs"
+    )
 )]
 pub struct ClusterTriggerAuthenticationSpec {
     /// The parameter sources.
@@ -162,7 +223,11 @@ pub struct AuthPodIdentity {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role_arn: Option<String>,
     /// AWS: external id used when assuming roleArn.
-    #[serde(rename = "externalID", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "externalID",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub external_id: Option<String>,
     /// AWS: whose identity is used, keda or workload.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -412,7 +477,11 @@ pub struct AzureKeyVaultCloud {
     #[serde(rename = "type")]
     pub type_: AzureCloudType,
     /// Key Vault resource URL (Private clouds).
-    #[serde(rename = "keyVaultResourceURL", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "keyVaultResourceURL",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub key_vault_resource_url: Option<String>,
     /// Active Directory endpoint (Private clouds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -565,30 +634,58 @@ impl TriggerAuthenticationSpec {
     /// Every `(path, parameter)` this object fills, in KEDA's resolution order.
     pub fn parameters(&self) -> Vec<(String, &str)> {
         let mut out = Vec::new();
-        push_params(&mut out, "env", list(&self.env).map(|e| e.parameter.as_str()));
-        push_params(&mut out, "secretTargetRef", list(&self.secret_target_ref).map(|r| r.parameter.as_str()));
+        push_params(
+            &mut out,
+            "env",
+            list(&self.env).map(|e| e.parameter.as_str()),
+        );
+        push_params(
+            &mut out,
+            "secretTargetRef",
+            list(&self.secret_target_ref).map(|r| r.parameter.as_str()),
+        );
         push_params(
             &mut out,
             "configMapTargetRef",
             list(&self.config_map_target_ref).map(|r| r.parameter.as_str()),
         );
-        push_params(&mut out, "filePath", list(&self.file_path).map(|r| r.parameter.as_str()));
+        push_params(
+            &mut out,
+            "filePath",
+            list(&self.file_path).map(|r| r.parameter.as_str()),
+        );
         push_params(
             &mut out,
             "boundServiceAccountToken",
             list(&self.bound_service_account_token).map(|r| r.parameter.as_str()),
         );
         if let Some(vault) = &self.hashi_corp_vault {
-            push_params(&mut out, "hashiCorpVault.secrets", vault.secrets.iter().map(|s| s.parameter.as_str()));
+            push_params(
+                &mut out,
+                "hashiCorpVault.secrets",
+                vault.secrets.iter().map(|s| s.parameter.as_str()),
+            );
         }
         if let Some(akv) = &self.azure_key_vault {
-            push_params(&mut out, "azureKeyVault.secrets", akv.secrets.iter().map(|s| s.parameter.as_str()));
+            push_params(
+                &mut out,
+                "azureKeyVault.secrets",
+                akv.secrets.iter().map(|s| s.parameter.as_str()),
+            );
         }
         if let Some(gcp) = &self.gcp_secret_manager {
-            push_params(&mut out, "gcpSecretManager.secrets", gcp.secrets.iter().map(|s| s.parameter.as_str()));
+            push_params(
+                &mut out,
+                "gcpSecretManager.secrets",
+                gcp.secrets.iter().map(|s| s.parameter.as_str()),
+            );
         }
         if let Some(aws) = &self.aws_secret_manager {
-            push_params(&mut out, "awsSecretManager.secrets", aws.secrets.iter().map(|s| s.parameter.as_str()));
+            push_params(
+                &mut out,
+                "awsSecretManager.secrets",
+                aws.secrets.iter().map(|s| s.parameter.as_str()),
+            );
         }
         if let Some(aws) = &self.aws_parameter_store {
             push_params(
@@ -601,7 +698,11 @@ impl TriggerAuthenticationSpec {
     }
 }
 
-fn push_params<'a>(out: &mut Vec<(String, &'a str)>, field: &str, names: impl Iterator<Item = &'a str>) {
+fn push_params<'a>(
+    out: &mut Vec<(String, &'a str)>,
+    field: &str,
+    names: impl Iterator<Item = &'a str>,
+) {
     for (i, parameter) in names.enumerate() {
         out.push((format!("spec.{field}[{i}].parameter"), parameter));
     }

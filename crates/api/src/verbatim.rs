@@ -21,7 +21,10 @@ pub struct Verbatim<T> {
 impl<T> Verbatim<T> {
     /// Wraps a JSON object.
     pub fn new(raw: Map<String, Value>) -> Self {
-        Self { raw, _type: PhantomData }
+        Self {
+            raw,
+            _type: PhantomData,
+        }
     }
 
     /// The JSON object as written.
@@ -47,7 +50,9 @@ impl<T: Serialize> Verbatim<T> {
     pub fn from_typed(value: &T) -> Result<Self, serde_json::Error> {
         match serde_json::to_value(value)? {
             Value::Object(raw) => Ok(Self::new(raw)),
-            _ => Err(serde::ser::Error::custom("value does not serialize to a JSON object")),
+            _ => Err(serde::ser::Error::custom(
+                "value does not serialize to a JSON object",
+            )),
         }
     }
 }
@@ -124,6 +129,11 @@ mod tests {
         let behavior: HpaBehavior = serde_json::from_value(json.clone()).unwrap();
         assert_eq!(serde_json::to_value(&behavior).unwrap(), json);
         let typed = behavior.typed().unwrap();
-        assert_eq!(typed.scale_down.and_then(|r| r.stabilization_window_seconds), Some(60));
+        assert_eq!(
+            typed
+                .scale_down
+                .and_then(|r| r.stabilization_window_seconds),
+            Some(60)
+        );
     }
 }

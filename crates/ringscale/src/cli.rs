@@ -1,10 +1,14 @@
+//! Command-line interface: one subcommand per job, parsed with clap.
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::{crds, validate};
+
 /// ringscale: an event-driven autoscaler for Kubernetes that speaks KEDA's API.
 #[derive(Debug, Parser)]
-#[command(name = "ringscale", version, about)]
+#[command(name = "ringscale", version, about, long_about = None)]
 pub struct Args {
     #[command(subcommand)]
     command: Command,
@@ -12,19 +16,34 @@ pub struct Args {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Print the CustomResourceDefinitions of the keda.sh kinds as YAML.
-    Crds,
+    /// Print the CustomResourceDefinitions of the keda.sh kinds (or write them to a directory).
+    Crds(crds::CrdsArgs),
+    /// Check ScaledObject, ScaledJob and (Cluster)TriggerAuthentication manifests offline.
+    Validate(validate::ValidateArgs),
 }
 
-pub fn main() -> ExitCode {
-    let args = Args::parse();
-    match args.command {
-        Command::Crds => {
-            for crd in ringscale_api::crds::all() {
-                println!("---");
-                print!("{}", serde_saphyr::to_string(&crd).unwrap_or_default());
-            }
-            ExitCode::SUCCESS
+impl Args {
+    /// Runs the chosen subcommand and returns the process exit code.
+    pub fn run(self) -> ExitCode {
+        let Self { command } = self;
+        match command {
+            Command::Crds(args) => crds::run(args),
+            Command::Validate(args) => validate::run(args),
         }
+    }
+}
+
+/// Parses the command line and runs it.
+pub fn main() -> ExitCode {
+    Args::parse().run()
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        super::Args::command().debug_assert();
     }
 }

@@ -1,3 +1,5 @@
 //! The `ringscale` command: wires the crates of the workspace into subcommands.
 
 pub mod cli;
+mod crds;
+mod validate;

@@ -12,8 +12,20 @@ pub const MAX_FORMULA_LEN: usize = 4096;
 pub const MAX_NESTING: usize = 64;
 
 const KEYWORDS: &[&str] = &[
-    "true", "false", "nil", "and", "or", "not", "in", "matches", "contains", "startsWith", "endsWith",
-    "let", "if", "else",
+    "true",
+    "false",
+    "nil",
+    "and",
+    "or",
+    "not",
+    "in",
+    "matches",
+    "contains",
+    "startsWith",
+    "endsWith",
+    "let",
+    "if",
+    "else",
 ];
 
 /// A formula problem.
@@ -39,10 +51,16 @@ impl std::fmt::Display for FormulaError {
             Self::UnknownNames(names) => write!(
                 f,
                 "formula uses {}, which {} not the name of a trigger (only named triggers other than cpu and memory can be used)",
-                names.iter().map(|n| format!("{n:?}")).collect::<Vec<_>>().join(", "),
+                names
+                    .iter()
+                    .map(|n| format!("{n:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 if names.len() == 1 { "is" } else { "are" }
             ),
-            Self::Evaluation(err) => write!(f, "formula fails when run with every trigger at -1: {err}"),
+            Self::Evaluation(err) => {
+                write!(f, "formula fails when run with every trigger at -1: {err}")
+            }
             Self::NotANumber(got) => write!(f, "formula must return a number, returned {got}"),
         }
     }
@@ -80,7 +98,9 @@ pub fn check(formula: &str, trigger_names: &[&str]) -> Vec<FormulaError> {
 
 fn check_size(formula: &str) -> Result<(), FormulaError> {
     if formula.len() > MAX_FORMULA_LEN {
-        return Err(FormulaError::TooComplex(format!("longer than {MAX_FORMULA_LEN} bytes")));
+        return Err(FormulaError::TooComplex(format!(
+            "longer than {MAX_FORMULA_LEN} bytes"
+        )));
     }
     let mut depth = 0usize;
     for c in formula.chars() {
@@ -88,7 +108,9 @@ fn check_size(formula: &str) -> Result<(), FormulaError> {
             '(' | '[' | '{' => {
                 depth += 1;
                 if depth > MAX_NESTING {
-                    return Err(FormulaError::TooComplex(format!("brackets nested deeper than {MAX_NESTING}")));
+                    return Err(FormulaError::TooComplex(format!(
+                        "brackets nested deeper than {MAX_NESTING}"
+                    )));
                 }
             }
             ')' | ']' | '}' => depth = depth.saturating_sub(1),
@@ -122,10 +144,8 @@ pub fn variables(formula: &str) -> BTreeSet<String> {
         let next = tokens.get(i + 1).copied();
         match *token {
             Token::Punct(c @ ('(' | '[' | '{')) => frames.push((c, 0)),
-            Token::Punct(')' | ']' | '}') => {
-                if frames.len() > 1 {
-                    frames.pop();
-                }
+            Token::Punct(')' | ']' | '}') if frames.len() > 1 => {
+                frames.pop();
             }
             Token::Punct('?') => {
                 if let Some(frame) = frames.last_mut() {
@@ -145,9 +165,17 @@ pub fn variables(formula: &str) -> BTreeSet<String> {
                 let member = prev == Some(Token::Punct('.'));
                 let call = next == Some(Token::Punct('('));
                 let map_key = next == Some(Token::Punct(':'))
-                    && frames.last().is_some_and(|(kind, pending)| *kind == '{' && *pending == 0);
+                    && frames
+                        .last()
+                        .is_some_and(|(kind, pending)| *kind == '{' && *pending == 0);
                 let special = name.starts_with('$') || name.starts_with('#');
-                if !member && !call && !map_key && !special && !KEYWORDS.contains(&name) && !bound.contains(name) {
+                if !member
+                    && !call
+                    && !map_key
+                    && !special
+                    && !KEYWORDS.contains(&name)
+                    && !bound.contains(name)
+                {
                     found.insert(name.to_owned());
                 }
             }
@@ -169,7 +197,9 @@ fn tokenize(formula: &str) -> Vec<Token<'_>> {
             i = skip_string(bytes, i);
             tokens.push(Token::Other);
         } else if b.is_ascii_digit() {
-            while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_' || bytes[i] == b'.') {
+            while i < bytes.len()
+                && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_' || bytes[i] == b'.')
+            {
                 // `1..3` is a range, not a number with two dots.
                 if bytes[i] == b'.' && bytes.get(i + 1) == Some(&b'.') {
                     break;
@@ -263,15 +293,27 @@ mod tests {
 
     #[test]
     fn syntax_errors_and_non_numbers_are_reported() {
-        assert!(matches!(check("queue +* 2", &["queue"]).as_slice(), [FormulaError::Syntax(_)]));
-        assert!(matches!(check("queue > 2", &["queue"]).as_slice(), [FormulaError::NotANumber(_)]));
+        assert!(matches!(
+            check("queue +* 2", &["queue"]).as_slice(),
+            [FormulaError::Syntax(_)]
+        ));
+        assert!(matches!(
+            check("queue > 2", &["queue"]).as_slice(),
+            [FormulaError::NotANumber(_)]
+        ));
     }
 
     #[test]
     fn hostile_formulas_are_refused_before_parsing() {
         let deep = format!("{}1{}", "(".repeat(10_000), ")".repeat(10_000));
-        assert!(matches!(check(&deep, &[]).as_slice(), [FormulaError::TooComplex(_)]));
+        assert!(matches!(
+            check(&deep, &[]).as_slice(),
+            [FormulaError::TooComplex(_)]
+        ));
         let long = "a + ".repeat(2_000) + "a";
-        assert!(matches!(check(&long, &["a"]).as_slice(), [FormulaError::TooComplex(_)]));
+        assert!(matches!(
+            check(&long, &["a"]).as_slice(),
+            [FormulaError::TooComplex(_)]
+        ));
     }
 }

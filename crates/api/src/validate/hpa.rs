@@ -16,7 +16,10 @@ pub fn check_behavior(behavior: &HpaBehavior, path: &FieldPath, out: &mut Findin
     let typed = match behavior.typed() {
         Ok(typed) => typed,
         Err(err) => {
-            out.invalid(path.clone(), format!("is not a valid autoscaling/v2 HorizontalPodAutoscalerBehavior: {err}"));
+            out.invalid(
+                path.clone(),
+                format!("is not a valid autoscaling/v2 HorizontalPodAutoscalerBehavior: {err}"),
+            );
             return;
         }
     };
@@ -43,7 +46,9 @@ fn check_rules(rules: &HPAScalingRules, path: &FieldPath, out: &mut Findings) {
         out.problem(
             ProblemKind::NotSupported,
             path.field("selectPolicy"),
-            format!("unsupported value {policy:?}: supported values: \"Disabled\", \"Max\", \"Min\""),
+            format!(
+                "unsupported value {policy:?}: supported values: \"Disabled\", \"Max\", \"Min\""
+            ),
         );
     }
     let policies = rules.policies.as_deref().unwrap_or_default();
@@ -56,23 +61,35 @@ fn check_rules(rules: &HPAScalingRules, path: &FieldPath, out: &mut Findings) {
             out.problem(
                 ProblemKind::NotSupported,
                 at.field("type"),
-                format!("unsupported value {:?}: supported values: \"Percent\", \"Pods\"", policy.type_),
+                format!(
+                    "unsupported value {:?}: supported values: \"Percent\", \"Pods\"",
+                    policy.type_
+                ),
             );
         }
         if policy.value <= 0 {
-            out.invalid(at.field("value"), format!("must be greater than zero, got {}", policy.value));
+            out.invalid(
+                at.field("value"),
+                format!("must be greater than zero, got {}", policy.value),
+            );
         }
         if policy.period_seconds <= 0 || policy.period_seconds > MAX_PERIOD_SECONDS {
             out.invalid(
                 at.field("periodSeconds"),
-                format!("must be greater than zero and at most {MAX_PERIOD_SECONDS}, got {}", policy.period_seconds),
+                format!(
+                    "must be greater than zero and at most {MAX_PERIOD_SECONDS}, got {}",
+                    policy.period_seconds
+                ),
             );
         }
     }
     if let Some(tolerance) = &rules.tolerance {
         let negative = tolerance.0.trim_start().starts_with('-');
         if negative {
-            out.invalid(path.field("tolerance"), format!("must be greater than or equal to 0, got {}", tolerance.0));
+            out.invalid(
+                path.field("tolerance"),
+                format!("must be greater than or equal to 0, got {}", tolerance.0),
+            );
         }
     }
 }

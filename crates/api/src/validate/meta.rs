@@ -13,11 +13,16 @@ pub const MAX_ANNOTATIONS_BYTES: usize = 256 * 1024;
 /// Why `value` is not a lowercase RFC 1123 subdomain (object names), if it is not one.
 pub fn dns1123_subdomain_error(value: &str) -> Option<String> {
     if value.len() > 253 {
-        return Some(format!("must be no more than 253 characters, got {}", value.len()));
+        return Some(format!(
+            "must be no more than 253 characters, got {}",
+            value.len()
+        ));
     }
     let ok = !value.is_empty()
-        && value.split('.').all(|part| is_dns_label_body(part))
-        && value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+        && value.split('.').all(is_dns_label_body)
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
     (!ok).then(|| {
         format!(
             "{value:?} is not a lowercase RFC 1123 subdomain: use lowercase letters, digits, '-' and '.', \
@@ -29,7 +34,10 @@ pub fn dns1123_subdomain_error(value: &str) -> Option<String> {
 /// Why `value` is not a lowercase RFC 1123 label (namespaces), if it is not one.
 pub fn dns1123_label_error(value: &str) -> Option<String> {
     if value.len() > 63 {
-        return Some(format!("must be no more than 63 characters, got {}", value.len()));
+        return Some(format!(
+            "must be no more than 63 characters, got {}",
+            value.len()
+        ));
     }
     (!is_dns_label_body(value)).then(|| {
         format!(
@@ -42,7 +50,9 @@ pub fn dns1123_label_error(value: &str) -> Option<String> {
 fn is_dns_label_body(part: &str) -> bool {
     let bytes = part.as_bytes();
     !bytes.is_empty()
-        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
         && bytes.first().is_some_and(u8::is_ascii_alphanumeric)
         && bytes.last().is_some_and(u8::is_ascii_alphanumeric)
 }
@@ -53,7 +63,9 @@ fn is_qualified_name_part(part: &str) -> bool {
     let bytes = part.as_bytes();
     !bytes.is_empty()
         && bytes.len() <= 63
-        && bytes.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
         && bytes.first().is_some_and(u8::is_ascii_alphanumeric)
         && bytes.last().is_some_and(u8::is_ascii_alphanumeric)
 }
@@ -102,7 +114,10 @@ pub fn check(meta: &ObjectMeta, namespaced: bool, out: &mut Findings) {
     }
     match &meta.namespace {
         Some(ns) if !namespaced => {
-            out.warn(path.field("namespace"), format!("namespace {ns:?} is ignored: this kind is cluster-scoped"));
+            out.warn(
+                path.field("namespace"),
+                format!("namespace {ns:?} is ignored: this kind is cluster-scoped"),
+            );
         }
         Some(ns) => {
             if let Some(why) = dns1123_label_error(ns) {
@@ -126,7 +141,11 @@ fn check_labels(labels: Option<&BTreeMap<String, String>>, path: &FieldPath, out
     }
 }
 
-fn check_annotations(annotations: Option<&BTreeMap<String, String>>, path: &FieldPath, out: &mut Findings) {
+fn check_annotations(
+    annotations: Option<&BTreeMap<String, String>>,
+    path: &FieldPath,
+    out: &mut Findings,
+) {
     let mut total = 0usize;
     for (key, value) in annotations.into_iter().flatten() {
         total += key.len() + value.len();
@@ -138,7 +157,9 @@ fn check_annotations(annotations: Option<&BTreeMap<String, String>>, path: &Fiel
         out.problem(
             ProblemKind::TooLong,
             path.clone(),
-            format!("annotations may not exceed {MAX_ANNOTATIONS_BYTES} bytes in total, got {total}"),
+            format!(
+                "annotations may not exceed {MAX_ANNOTATIONS_BYTES} bytes in total, got {total}"
+            ),
         );
     }
 }

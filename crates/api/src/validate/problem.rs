@@ -38,7 +38,9 @@ impl FieldPath {
     /// dots, slashes or other characters.
     pub fn key(&self, key: &str) -> Self {
         let plain = !key.is_empty()
-            && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            && key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
         if plain {
             self.field(key)
         } else {
@@ -123,13 +125,18 @@ pub struct Problem {
 impl Problem {
     /// A problem of the given kind.
     pub fn new(kind: ProblemKind, path: FieldPath, message: impl Into<String>) -> Self {
-        Self { path, message: message.into(), kind }
+        Self {
+            path,
+            message: message.into(),
+            kind,
+        }
     }
 }
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.path.as_str().is_empty() {
+        // A message that already names its field (a rule over two fields) is shown as is.
+        if self.path.as_str().is_empty() || self.message.starts_with(self.path.as_str()) {
             f.write_str(&self.message)
         } else {
             write!(f, "{}: {}", self.path, self.message)
@@ -169,7 +176,8 @@ impl Findings {
 
     /// Records a warning.
     pub fn warn(&mut self, path: FieldPath, message: impl Into<String>) {
-        self.warnings.push(Problem::new(ProblemKind::Invalid, path, message));
+        self.warnings
+            .push(Problem::new(ProblemKind::Invalid, path, message));
     }
 
     /// Adds the findings of `other`.
@@ -186,9 +194,18 @@ mod tests {
     #[test]
     fn paths_use_kubernetes_notation() {
         let triggers = FieldPath::root().field("spec").field("triggers");
-        assert_eq!(triggers.index(2).field("metadata").key("listLength").as_str(), "spec.triggers[2].metadata.listLength");
         assert_eq!(
-            FieldPath::new("metadata.annotations").key("autoscaling.keda.sh/paused").as_str(),
+            triggers
+                .index(2)
+                .field("metadata")
+                .key("listLength")
+                .as_str(),
+            "spec.triggers[2].metadata.listLength"
+        );
+        assert_eq!(
+            FieldPath::new("metadata.annotations")
+                .key("autoscaling.keda.sh/paused")
+                .as_str(),
             "metadata.annotations[autoscaling.keda.sh/paused]"
         );
     }

@@ -23,10 +23,30 @@ pub fn check_spec(spec: &ScaledJobSpec, out: &mut Findings) {
     let path = FieldPath::new("spec");
     check_job_template(spec, &path.field("jobTargetRef"), out);
     at_least(spec.polling_interval, 1, path.field("pollingInterval"), out);
-    at_least(spec.successful_jobs_history_limit, 0, path.field("successfulJobsHistoryLimit"), out);
-    at_least(spec.failed_jobs_history_limit, 0, path.field("failedJobsHistoryLimit"), out);
-    at_least(spec.min_replica_count, 0, path.field("minReplicaCount"), out);
-    at_least(spec.max_replica_count, 0, path.field("maxReplicaCount"), out);
+    at_least(
+        spec.successful_jobs_history_limit,
+        0,
+        path.field("successfulJobsHistoryLimit"),
+        out,
+    );
+    at_least(
+        spec.failed_jobs_history_limit,
+        0,
+        path.field("failedJobsHistoryLimit"),
+        out,
+    );
+    at_least(
+        spec.min_replica_count,
+        0,
+        path.field("minReplicaCount"),
+        out,
+    );
+    at_least(
+        spec.max_replica_count,
+        0,
+        path.field("maxReplicaCount"),
+        out,
+    );
     if let (Some(min), Some(max)) = (spec.min_replica_count, spec.max_replica_count)
         && min > max
     {
@@ -40,7 +60,10 @@ pub fn check_spec(spec: &ScaledJobSpec, out: &mut Findings) {
         if trigger.is_resource() {
             out.invalid(
                 path.field("triggers").index(i).field("type"),
-                format!("{} triggers need an HPA and cannot drive a ScaledJob", trigger.type_),
+                format!(
+                    "{} triggers need an HPA and cannot drive a ScaledJob",
+                    trigger.type_
+                ),
             );
         }
     }
@@ -52,7 +75,10 @@ fn check_job_template(spec: &ScaledJobSpec, path: &FieldPath, out: &mut Findings
     let job = match spec.job_target_ref.typed() {
         Ok(job) => job,
         Err(err) => {
-            out.invalid(path.clone(), format!("is not a valid batch/v1 JobSpec: {err}"));
+            out.invalid(
+                path.clone(),
+                format!("is not a valid batch/v1 JobSpec: {err}"),
+            );
             return;
         }
     };
@@ -62,7 +88,10 @@ fn check_job_template(spec: &ScaledJobSpec, path: &FieldPath, out: &mut Findings
         return;
     };
     if pod.containers.is_empty() {
-        out.required(template.field("containers"), "the Job template needs at least one container");
+        out.required(
+            template.field("containers"),
+            "the Job template needs at least one container",
+        );
     }
     match pod.restart_policy.as_deref() {
         Some("Never" | "OnFailure") => {}
@@ -76,7 +105,10 @@ fn check_job_template(spec: &ScaledJobSpec, path: &FieldPath, out: &mut Findings
             "Jobs need restartPolicy OnFailure or Never (the pod default, Always, is rejected for Jobs)",
         ),
     }
-    if let Some(container) = spec.env_source_container_name.as_deref().filter(|n| !n.is_empty())
+    if let Some(container) = spec
+        .env_source_container_name
+        .as_deref()
+        .filter(|n| !n.is_empty())
         && !pod.containers.iter().any(|c| c.name == container)
     {
         out.invalid(
@@ -88,30 +120,63 @@ fn check_job_template(spec: &ScaledJobSpec, path: &FieldPath, out: &mut Findings
 
 fn check_rollout(spec: &ScaledJobSpec, path: &FieldPath, out: &mut Findings) {
     if let Some(strategy) = &spec.rollout_strategy {
-        out.warn(path.field("rolloutStrategy"), "rolloutStrategy is deprecated; use rollout.strategy");
+        out.warn(
+            path.field("rolloutStrategy"),
+            "rolloutStrategy is deprecated; use rollout.strategy",
+        );
         if let RolloutStrategy::Other(other) = strategy {
-            not_supported(out, path.field("rolloutStrategy"), other, RolloutStrategy::KNOWN);
+            not_supported(
+                out,
+                path.field("rolloutStrategy"),
+                other,
+                RolloutStrategy::KNOWN,
+            );
         }
     }
     let Some(rollout) = &spec.rollout else { return };
     if let Some(RolloutStrategy::Other(other)) = &rollout.strategy {
-        not_supported(out, path.field("rollout").field("strategy"), other, RolloutStrategy::KNOWN);
+        not_supported(
+            out,
+            path.field("rollout").field("strategy"),
+            other,
+            RolloutStrategy::KNOWN,
+        );
     }
     if let Some(PropagationPolicy::Other(other)) = &rollout.propagation_policy {
-        not_supported(out, path.field("rollout").field("propagationPolicy"), other, PropagationPolicy::KNOWN);
+        not_supported(
+            out,
+            path.field("rollout").field("propagationPolicy"),
+            other,
+            PropagationPolicy::KNOWN,
+        );
     }
 }
 
 fn check_scaling_strategy(spec: &ScaledJobSpec, path: &FieldPath, out: &mut Findings) {
-    let Some(strategy) = &spec.scaling_strategy else { return };
+    let Some(strategy) = &spec.scaling_strategy else {
+        return;
+    };
     if let Some(ScalingStrategyKind::Other(other)) = &strategy.strategy {
-        not_supported(out, path.field("strategy"), other, ScalingStrategyKind::KNOWN);
+        not_supported(
+            out,
+            path.field("strategy"),
+            other,
+            ScalingStrategyKind::KNOWN,
+        );
     }
     if let Some(MultipleScalersCalculation::Other(other)) = &strategy.multiple_scalers_calculation {
-        not_supported(out, path.field("multipleScalersCalculation"), other, MultipleScalersCalculation::KNOWN);
+        not_supported(
+            out,
+            path.field("multipleScalersCalculation"),
+            other,
+            MultipleScalersCalculation::KNOWN,
+        );
     }
     if let Some(percentage) = strategy.custom_scaling_running_job_percentage.as_deref() {
-        let ok = percentage.trim().parse::<f64>().is_ok_and(|p| p.is_finite() && p >= 0.0);
+        let ok = percentage
+            .trim()
+            .parse::<f64>()
+            .is_ok_and(|p| p.is_finite() && p >= 0.0);
         if !ok {
             out.invalid(
                 path.field("customScalingRunningJobPercentage"),
@@ -120,8 +185,8 @@ fn check_scaling_strategy(spec: &ScaledJobSpec, path: &FieldPath, out: &mut Find
         }
     }
     let custom = strategy.strategy == Some(ScalingStrategyKind::Custom);
-    let has_custom_fields =
-        strategy.custom_scaling_queue_length_deduction.is_some() || strategy.custom_scaling_running_job_percentage.is_some();
+    let has_custom_fields = strategy.custom_scaling_queue_length_deduction.is_some()
+        || strategy.custom_scaling_running_job_percentage.is_some();
     if has_custom_fields && !custom {
         out.warn(
             path.clone(),
@@ -138,6 +203,14 @@ fn check_scaling_strategy(spec: &ScaledJobSpec, path: &FieldPath, out: &mut Find
 }
 
 fn not_supported(out: &mut Findings, path: FieldPath, value: &str, known: &[&str]) {
-    let list = known.iter().map(|v| format!("{v:?}")).collect::<Vec<_>>().join(", ");
-    out.problem(ProblemKind::NotSupported, path, format!("unsupported value {value:?}: supported values: {list}"));
+    let list = known
+        .iter()
+        .map(|v| format!("{v:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    out.problem(
+        ProblemKind::NotSupported,
+        path,
+        format!("unsupported value {value:?}: supported values: {list}"),
+    );
 }

@@ -24,10 +24,30 @@ pub fn check_spec(spec: &ScaledObjectSpec, out: &mut Findings) {
     check_scale_target(spec, &path.field("scaleTargetRef"), out);
     at_least(spec.polling_interval, 1, path.field("pollingInterval"), out);
     at_least(spec.cooldown_period, 0, path.field("cooldownPeriod"), out);
-    at_least(spec.initial_cooldown_period, 0, path.field("initialCooldownPeriod"), out);
-    at_least(spec.idle_replica_count, 0, path.field("idleReplicaCount"), out);
-    at_least(spec.min_replica_count, 0, path.field("minReplicaCount"), out);
-    at_least(spec.max_replica_count, 1, path.field("maxReplicaCount"), out);
+    at_least(
+        spec.initial_cooldown_period,
+        0,
+        path.field("initialCooldownPeriod"),
+        out,
+    );
+    at_least(
+        spec.idle_replica_count,
+        0,
+        path.field("idleReplicaCount"),
+        out,
+    );
+    at_least(
+        spec.min_replica_count,
+        0,
+        path.field("minReplicaCount"),
+        out,
+    );
+    at_least(
+        spec.max_replica_count,
+        1,
+        path.field("maxReplicaCount"),
+        out,
+    );
     check_replica_bounds(spec, &path, out);
     check_triggers(&spec.triggers, &path.field("triggers"), out);
     if spec.only_resource_triggers() && spec.min_replica_count.unwrap_or(0) == 0 {
@@ -39,7 +59,9 @@ pub fn check_spec(spec: &ScaledObjectSpec, out: &mut Findings) {
     check_fallback(spec, &path, out);
     check_scaling_modifiers(spec, &path.field("advanced").field("scalingModifiers"), out);
     if let Some(config) = spec.hpa_config() {
-        let hpa_path = path.field("advanced").field("horizontalPodAutoscalerConfig");
+        let hpa_path = path
+            .field("advanced")
+            .field("horizontalPodAutoscalerConfig");
         if let Some(name) = config.name.as_deref().filter(|n| !n.is_empty())
             && let Some(why) = meta::dns1123_subdomain_error(name)
         {
@@ -54,7 +76,10 @@ pub fn check_spec(spec: &ScaledObjectSpec, out: &mut Findings) {
 fn check_scale_target(spec: &ScaledObjectSpec, path: &FieldPath, out: &mut Findings) {
     let target = &spec.scale_target_ref;
     if target.name.is_empty() {
-        out.required(path.field("name"), "the name of the workload to scale is required");
+        out.required(
+            path.field("name"),
+            "the name of the workload to scale is required",
+        );
     }
     if let Some(api_version) = target.api_version.as_deref().filter(|v| !v.is_empty()) {
         let parts: Vec<&str> = api_version.split('/').collect();
@@ -64,7 +89,10 @@ fn check_scale_target(spec: &ScaledObjectSpec, path: &FieldPath, out: &mut Findi
             _ => false,
         };
         if !ok {
-            out.invalid(path.field("apiVersion"), format!("{api_version:?} is not of the form <group>/<version> or <version>"));
+            out.invalid(
+                path.field("apiVersion"),
+                format!("{api_version:?} is not of the form <group>/<version> or <version>"),
+            );
         }
     }
 }
@@ -73,7 +101,11 @@ fn check_scale_target(spec: &ScaledObjectSpec, path: &FieldPath, out: &mut Findi
 /// `CheckReplicaCountBoundsAreValid` does), the maximum defaults to 100.
 fn check_replica_bounds(spec: &ScaledObjectSpec, path: &FieldPath, out: &mut Findings) {
     let max = spec.max_replicas();
-    let max_note = if spec.max_replica_count.is_some() { String::new() } else { ", the default".to_owned() };
+    let max_note = if spec.max_replica_count.is_some() {
+        String::new()
+    } else {
+        ", the default".to_owned()
+    };
     if let Some(min) = spec.min_replica_count
         && min > max
     {
@@ -83,11 +115,17 @@ fn check_replica_bounds(spec: &ScaledObjectSpec, path: &FieldPath, out: &mut Fin
         );
     }
     if let Some(idle) = spec.idle_replica_count {
-        let min = if spec.min_replica_count.is_some() { spec.hpa_min_replicas() } else { 0 };
+        let min = if spec.min_replica_count.is_some() {
+            spec.hpa_min_replicas()
+        } else {
+            0
+        };
         if idle >= min {
             out.invalid(
                 path.field("idleReplicaCount"),
-                format!("spec.idleReplicaCount ({idle}) must be less than spec.minReplicaCount ({min})"),
+                format!(
+                    "spec.idleReplicaCount ({idle}) must be less than spec.minReplicaCount ({min})"
+                ),
             );
         } else if idle != 0 {
             out.warn(
@@ -99,17 +137,29 @@ fn check_replica_bounds(spec: &ScaledObjectSpec, path: &FieldPath, out: &mut Fin
 }
 
 fn check_fallback(spec: &ScaledObjectSpec, path: &FieldPath, out: &mut Findings) {
-    let Some(fallback) = &spec.fallback else { return };
+    let Some(fallback) = &spec.fallback else {
+        return;
+    };
     let fb = path.field("fallback");
-    at_least(Some(fallback.failure_threshold), 0, fb.field("failureThreshold"), out);
+    at_least(
+        Some(fallback.failure_threshold),
+        0,
+        fb.field("failureThreshold"),
+        out,
+    );
     at_least(Some(fallback.replicas), 0, fb.field("replicas"), out);
     match &fallback.behavior {
         Some(FallbackBehavior::Other(other)) => out.problem(
             ProblemKind::NotSupported,
             fb.field("behavior"),
-            format!("unsupported behavior {other:?}: supported values: {}", quoted(FallbackBehavior::KNOWN)),
+            format!(
+                "unsupported behavior {other:?}: supported values: {}",
+                quoted(FallbackBehavior::KNOWN)
+            ),
         ),
-        Some(FallbackBehavior::ScalingModifiers) if spec.scaling_modifiers().is_none_or(|m| m.formula.is_none()) => {
+        Some(FallbackBehavior::ScalingModifiers)
+            if spec.scaling_modifiers().is_none_or(|m| m.formula.is_none()) =>
+        {
             out.invalid(
                 fb.field("behavior"),
                 "behavior scalingModifiers requires spec.advanced.scalingModifiers.formula",
@@ -126,10 +176,18 @@ fn check_fallback(spec: &ScaledObjectSpec, path: &FieldPath, out: &mut Findings)
 }
 
 fn check_scaling_modifiers(spec: &ScaledObjectSpec, path: &FieldPath, out: &mut Findings) {
-    let Some(modifiers) = spec.scaling_modifiers() else { return };
-    let formula = modifiers.formula.as_deref().filter(|f| !f.trim().is_empty());
+    let Some(modifiers) = spec.scaling_modifiers() else {
+        return;
+    };
+    let formula = modifiers
+        .formula
+        .as_deref()
+        .filter(|f| !f.trim().is_empty());
     match formula {
-        None => out.required(path.field("formula"), "formula is required when scalingModifiers is used"),
+        None => out.required(
+            path.field("formula"),
+            "formula is required when scalingModifiers is used",
+        ),
         Some(formula) => {
             let trigger_names: Vec<&str> = spec
                 .triggers
@@ -144,17 +202,33 @@ fn check_scaling_modifiers(spec: &ScaledObjectSpec, path: &FieldPath, out: &mut 
         }
     }
     match modifiers.target.as_deref().filter(|t| !t.trim().is_empty()) {
-        None => out.required(path.field("target"), "target is required when scalingModifiers is used"),
+        None => out.required(
+            path.field("target"),
+            "target is required when scalingModifiers is used",
+        ),
         Some(target) => {
-            if !target.trim().parse::<f64>().is_ok_and(|v| v.is_finite() && v > 0.0) {
-                out.invalid(path.field("target"), format!("{target:?} is not a positive number"));
+            if !target
+                .trim()
+                .parse::<f64>()
+                .is_ok_and(|v| v.is_finite() && v > 0.0)
+            {
+                out.invalid(
+                    path.field("target"),
+                    format!("{target:?} is not a positive number"),
+                );
             }
         }
     }
-    if let Some(activation) = modifiers.activation_target.as_deref().filter(|t| !t.trim().is_empty())
+    if let Some(activation) = modifiers
+        .activation_target
+        .as_deref()
+        .filter(|t| !t.trim().is_empty())
         && !activation.trim().parse::<f64>().is_ok_and(f64::is_finite)
     {
-        out.invalid(path.field("activationTarget"), format!("{activation:?} is not a number"));
+        out.invalid(
+            path.field("activationTarget"),
+            format!("{activation:?} is not a number"),
+        );
     }
     if let Some(metric_type) = &modifiers.metric_type
         && !matches!(metric_type, MetricType::AverageValue | MetricType::Value)
@@ -162,7 +236,10 @@ fn check_scaling_modifiers(spec: &ScaledObjectSpec, path: &FieldPath, out: &mut 
         out.problem(
             ProblemKind::NotSupported,
             path.field("metricType"),
-            format!("unsupported metricType {:?}: supported values: \"AverageValue\", \"Value\"", metric_type.as_str()),
+            format!(
+                "unsupported metricType {:?}: supported values: \"AverageValue\", \"Value\"",
+                metric_type.as_str()
+            ),
         );
     }
     for (i, trigger) in spec.triggers.iter().enumerate() {
@@ -176,5 +253,9 @@ fn check_scaling_modifiers(spec: &ScaledObjectSpec, path: &FieldPath, out: &mut 
 }
 
 fn quoted(values: &[&str]) -> String {
-    values.iter().map(|v| format!("{v:?}")).collect::<Vec<_>>().join(", ")
+    values
+        .iter()
+        .map(|v| format!("{v:?}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

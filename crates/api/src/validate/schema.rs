@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
     JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
 };
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::{Map, Number, Value};
 
 use super::problem::{FieldPath, Problem, ProblemKind};
@@ -44,7 +45,12 @@ impl SchemaChecker {
     }
 
     /// Checks `value` found at `path` against `schema`.
-    pub fn check_value(&mut self, schema: &JSONSchemaProps, value: &Value, path: &FieldPath) -> Vec<Problem> {
+    pub fn check_value(
+        &mut self,
+        schema: &JSONSchemaProps,
+        value: &Value,
+        path: &FieldPath,
+    ) -> Vec<Problem> {
         let mut problems = Vec::new();
         self.check(schema, value, path, false, 0, &mut problems);
         problems
@@ -60,7 +66,11 @@ impl SchemaChecker {
         out: &mut Vec<Problem>,
     ) {
         if depth > MAX_DEPTH {
-            out.push(Problem::new(ProblemKind::Invalid, path.clone(), format!("nested deeper than {MAX_DEPTH} levels")));
+            out.push(Problem::new(
+                ProblemKind::Invalid,
+                path.clone(),
+                format!("nested deeper than {MAX_DEPTH} levels"),
+            ));
             return;
         }
         if value.is_null() {
@@ -82,47 +92,63 @@ impl SchemaChecker {
     }
 
     /// Returns false when the type is wrong (nothing below is checked then).
-    fn check_type(&self, schema: &JSONSchemaProps, value: &Value, path: &FieldPath, out: &mut Vec<Problem>) -> bool {
-        if schema.x_kubernetes_int_or_string == Some(true) {
-            let ok = value.is_string() || value.as_number().is_some_and(is_integral);
-            if !ok {
-                out.push(type_problem(path, "integer or string", value));
-            }
-            return ok;
-        }
-        let Some(expected) = schema.type_.as_deref() else {
-            return true;
-        };
-        let ok = match expected {
-            "object" => value.is_object(),
-            "array" => value.is_array(),
-            "string" => value.is_string(),
-            "boolean" => value.is_boolean(),
-            "number" => value.is_number(),
-            "integer" => value.as_number().is_some_and(is_integral),
-            _ => true,
-        };
+    fn check_type(
+        &self,
+        schema: &JSONSchemaProps,
+        value: &Value,
+        path: &FieldPath,
+        out: &mut Vec<Problem>,
+    ) -> bool {
+        let ok = type_matches(schema, value);
         if !ok {
+            let expected = if schema.x_kubernetes_int_or_string == Some(true) {
+                "integer or string"
+            } else {
+                schema.type_.as_deref().unwrap_or("any")
+            };
             out.push(type_problem(path, expected, value));
         }
         ok
     }
 
-    fn check_enum(&self, schema: &JSONSchemaProps, value: &Value, path: &FieldPath, out: &mut Vec<Problem>) {
+    fn check_enum(
+        &self,
+        schema: &JSONSchemaProps,
+        value: &Value,
+        path: &FieldPath,
+        out: &mut Vec<Problem>,
+    ) {
         let Some(allowed) = &schema.enum_ else { return };
-        let allowed: Vec<&Value> = allowed.iter().map(|j| &j.0).filter(|v| !v.is_null()).collect();
+        let allowed: Vec<&Value> = allowed
+            .iter()
+            .map(|j| &j.0)
+            .filter(|v| !v.is_null())
+            .collect();
         if allowed.is_empty() || allowed.iter().any(|a| json_equal(a, value)) {
             return;
         }
-        let list = allowed.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(", ");
+        let list = allowed
+            .iter()
+            .map(|v| v.to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
         out.push(Problem::new(
             ProblemKind::NotSupported,
             path.clone(),
-            format!("unsupported value {}: supported values: {list}", short(value)),
+            format!(
+                "unsupported value {}: supported values: {list}",
+                short(value)
+            ),
         ));
     }
 
-    fn check_string(&mut self, schema: &JSONSchemaProps, s: &str, path: &FieldPath, out: &mut Vec<Problem>) {
+    fn check_string(
+        &mut self,
+        schema: &JSONSchemaProps,
+        s: &str,
+        path: &FieldPath,
+        out: &mut Vec<Problem>,
+    ) {
         let len = i64::try_from(s.chars().count()).unwrap_or(i64::MAX);
         if let Some(min) = schema.min_length.filter(|min| len < *min) {
             out.push(Problem::new(
@@ -147,7 +173,10 @@ impl SchemaChecker {
                 Some(re) if !re.is_match(s) => out.push(Problem::new(
                     ProblemKind::Invalid,
                     path.clone(),
-                    format!("{} does not match the pattern {pattern:?}", short(&Value::String(s.to_owned()))),
+                    format!(
+                        "{} does not match the pattern {pattern:?}",
+                        short(&Value::String(s.to_owned()))
+                    ),
                 )),
                 Some(_) => {}
                 None => out.push(Problem::new(
@@ -157,26 +186,19 @@ impl SchemaChecker {
                 )),
             }
         }
-        match schema.format.as_deref() {
-            Some("date-time") => {
-                if serde_json::from_value::<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>(Value::String(
-                    s.to_owned(),
-                ))
+        let bad_format = match schema.format.as_deref() {
+            Some("date-time") => serde_json::from_value::<Time>(Value::String(s.to_owned()))
                 .is_err()
-                {
-                    out.push(Problem::new(
-                        ProblemKind::Invalid,
-                        path.clone(),
-                        format!("{} is not an RFC 3339 date-time", short(&Value::String(s.to_owned()))),
-                    ));
-                }
-            }
-            Some("byte") => {
-                if !is_base64(s) {
-                    out.push(Problem::new(ProblemKind::Invalid, path.clone(), "is not valid base64"));
-                }
-            }
-            _ => {}
+                .then_some("is not an RFC 3339 date-time"),
+            Some("byte") => (!is_base64(s)).then_some("is not valid base64"),
+            _ => None,
+        };
+        if let Some(why) = bad_format {
+            out.push(Problem::new(
+                ProblemKind::Invalid,
+                path.clone(),
+                format!("{} {why}", short(&Value::String(s.to_owned()))),
+            ));
         }
     }
 
@@ -208,7 +230,8 @@ impl SchemaChecker {
                 self.check(item_schema, item, &path.index(i), false, depth + 1, out);
             }
         }
-        let set_semantics = schema.unique_items == Some(true) || schema.x_kubernetes_list_type.as_deref() == Some("set");
+        let set_semantics = schema.unique_items == Some(true)
+            || schema.x_kubernetes_list_type.as_deref() == Some("set");
         if set_semantics {
             for (i, item) in items.iter().enumerate() {
                 if items[..i].iter().any(|earlier| json_equal(earlier, item)) {
@@ -221,10 +244,16 @@ impl SchemaChecker {
             }
         }
         if schema.x_kubernetes_list_type.as_deref() == Some("map") {
-            let keys = schema.x_kubernetes_list_map_keys.as_deref().unwrap_or_default();
+            let keys = schema
+                .x_kubernetes_list_map_keys
+                .as_deref()
+                .unwrap_or_default();
             let mut seen: Vec<Vec<&Value>> = Vec::new();
             for (i, item) in items.iter().enumerate() {
-                let key: Vec<&Value> = keys.iter().map(|k| item.get(k).unwrap_or(&Value::Null)).collect();
+                let key: Vec<&Value> = keys
+                    .iter()
+                    .map(|k| item.get(k).unwrap_or(&Value::Null))
+                    .collect();
                 if seen.contains(&key) {
                     let shown = keys
                         .iter()
@@ -232,7 +261,11 @@ impl SchemaChecker {
                         .map(|(k, v)| format!("{k}={}", short(v)))
                         .collect::<Vec<_>>()
                         .join(", ");
-                    out.push(Problem::new(ProblemKind::Duplicate, path.index(i), format!("duplicate entry with {shown}")));
+                    out.push(Problem::new(
+                        ProblemKind::Duplicate,
+                        path.index(i),
+                        format!("duplicate entry with {shown}"),
+                    ));
                 } else {
                     seen.push(key);
                 }
@@ -251,22 +284,41 @@ impl SchemaChecker {
     ) {
         for name in schema.required.iter().flatten() {
             if map.get(name).is_none_or(Value::is_null) {
-                out.push(Problem::new(ProblemKind::Required, path.field(name), "required value is missing"));
+                out.push(Problem::new(
+                    ProblemKind::Required,
+                    path.field(name),
+                    "required value is missing",
+                ));
             }
         }
         let count = i64::try_from(map.len()).unwrap_or(i64::MAX);
         if let Some(min) = schema.min_properties.filter(|min| count < *min) {
-            out.push(Problem::new(ProblemKind::Invalid, path.clone(), format!("must have at least {min} entries")));
+            out.push(Problem::new(
+                ProblemKind::Invalid,
+                path.clone(),
+                format!("must have at least {min} entries"),
+            ));
         }
         if let Some(max) = schema.max_properties.filter(|max| count > *max) {
-            out.push(Problem::new(ProblemKind::TooLong, path.clone(), format!("must have at most {max} entries")));
+            out.push(Problem::new(
+                ProblemKind::TooLong,
+                path.clone(),
+                format!("must have at most {max} entries"),
+            ));
         }
         let preserve = schema.x_kubernetes_preserve_unknown_fields == Some(true);
         let embedded = schema.x_kubernetes_embedded_resource == Some(true);
         let properties = schema.properties.as_ref();
         for (name, child) in map {
             if let Some(child_schema) = properties.and_then(|p| p.get(name)) {
-                self.check(child_schema, child, &path.field(name), false, depth + 1, out);
+                self.check(
+                    child_schema,
+                    child,
+                    &path.field(name),
+                    false,
+                    depth + 1,
+                    out,
+                );
                 continue;
             }
             match &schema.additional_properties {
@@ -275,9 +327,14 @@ impl SchemaChecker {
                 }
                 Some(JSONSchemaPropsOrBool::Bool(true)) => {}
                 _ => {
-                    let implicit = (root || embedded) && matches!(name.as_str(), "apiVersion" | "kind" | "metadata");
-                    let declares_fields = properties.is_some() || schema.additional_properties.is_some();
-                    if !preserve && !implicit && (declares_fields || schema.type_.as_deref() == Some("object")) {
+                    let implicit = (root || embedded)
+                        && matches!(name.as_str(), "apiVersion" | "kind" | "metadata");
+                    let declares_fields =
+                        properties.is_some() || schema.additional_properties.is_some();
+                    if !preserve
+                        && !implicit
+                        && (declares_fields || schema.type_.as_deref() == Some("object"))
+                    {
                         out.push(Problem::new(
                             ProblemKind::UnknownField,
                             path.field(name),
@@ -301,40 +358,127 @@ impl SchemaChecker {
             self.check_value_only(sub, value, path, depth, out);
         }
         if let Some(any_of) = schema.any_of.as_ref().filter(|a| !a.is_empty()) {
-            let passing = any_of.iter().filter(|sub| self.passes(sub, value, path, depth)).count();
+            let passing = any_of
+                .iter()
+                .filter(|sub| self.passes(sub, value, path, depth))
+                .count();
             if passing == 0 {
-                out.push(Problem::new(ProblemKind::Invalid, path.clone(), "must match at least one of the allowed schemas (anyOf)"));
+                out.push(Problem::new(
+                    ProblemKind::Invalid,
+                    path.clone(),
+                    "must match at least one of the allowed schemas (anyOf)",
+                ));
             }
         }
         if let Some(one_of) = schema.one_of.as_ref().filter(|a| !a.is_empty()) {
-            let passing = one_of.iter().filter(|sub| self.passes(sub, value, path, depth)).count();
+            let passing = one_of
+                .iter()
+                .filter(|sub| self.passes(sub, value, path, depth))
+                .count();
             if passing != 1 {
                 out.push(Problem::new(
                     ProblemKind::Invalid,
                     path.clone(),
-                    format!("must match exactly one of the allowed schemas (oneOf), matches {passing}"),
+                    format!(
+                        "must match exactly one of the allowed schemas (oneOf), matches {passing}"
+                    ),
                 ));
             }
         }
         if let Some(not) = &schema.not
             && self.passes(not, value, path, depth)
         {
-            out.push(Problem::new(ProblemKind::Invalid, path.clone(), "must not match the forbidden schema (not)"));
+            out.push(Problem::new(
+                ProblemKind::Invalid,
+                path.clone(),
+                "must not match the forbidden schema (not)",
+            ));
         }
     }
 
     /// Checks a value-validation sub-schema (inside allOf/anyOf/oneOf/not): in structural
     /// schemas these may not declare fields, so unknown fields are not judged there.
-    fn check_value_only(&mut self, schema: &JSONSchemaProps, value: &Value, path: &FieldPath, depth: usize, out: &mut Vec<Problem>) {
+    fn check_value_only(
+        &mut self,
+        schema: &JSONSchemaProps,
+        value: &Value,
+        path: &FieldPath,
+        depth: usize,
+        out: &mut Vec<Problem>,
+    ) {
         let mut found = Vec::new();
         self.check(schema, value, path, false, depth + 1, &mut found);
-        out.extend(found.into_iter().filter(|p| p.kind != ProblemKind::UnknownField));
+        out.extend(
+            found
+                .into_iter()
+                .filter(|p| p.kind != ProblemKind::UnknownField),
+        );
     }
 
-    fn passes(&mut self, schema: &JSONSchemaProps, value: &Value, path: &FieldPath, depth: usize) -> bool {
+    fn passes(
+        &mut self,
+        schema: &JSONSchemaProps,
+        value: &Value,
+        path: &FieldPath,
+        depth: usize,
+    ) -> bool {
         let mut found = Vec::new();
         self.check_value_only(schema, value, path, depth, &mut found);
         found.is_empty()
+    }
+}
+
+/// Removes the object fields whose JSON type the schema rejects (recursively), so that the
+/// rest of a flawed object can still be decoded and judged. List elements are left alone:
+/// removing one would shift the indices of the others.
+pub fn strip_mistyped(schema: &JSONSchemaProps, value: &mut Value) {
+    strip(schema, value, 0);
+}
+
+fn strip(schema: &JSONSchemaProps, value: &mut Value, depth: usize) {
+    if depth > MAX_DEPTH {
+        return;
+    }
+    match value {
+        Value::Object(map) => {
+            let props = schema.properties.as_ref();
+            let additional = match &schema.additional_properties {
+                Some(JSONSchemaPropsOrBool::Schema(s)) => Some(s.as_ref()),
+                _ => None,
+            };
+            map.retain(|name, child| {
+                let child_schema = props.and_then(|p| p.get(name)).or(additional);
+                child_schema.is_none_or(|s| child.is_null() || type_matches(s, child))
+            });
+            for (name, child) in map.iter_mut() {
+                if let Some(child_schema) = props.and_then(|p| p.get(name)).or(additional) {
+                    strip(child_schema, child, depth + 1);
+                }
+            }
+        }
+        Value::Array(items) => {
+            if let Some(JSONSchemaPropsOrArray::Schema(item_schema)) = &schema.items {
+                for item in items {
+                    strip(item_schema, item, depth + 1);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+fn type_matches(schema: &JSONSchemaProps, value: &Value) -> bool {
+    if schema.x_kubernetes_int_or_string == Some(true) {
+        return value.is_string() || value.as_number().is_some_and(is_integral);
+    }
+    match schema.type_.as_deref() {
+        Some("object") => value.is_object(),
+        Some("array") => value.is_array(),
+        Some("string") => value.is_string(),
+        Some("boolean") => value.is_boolean(),
+        Some("number") => value.is_number(),
+        Some("integer") => value.as_number().is_some_and(is_integral),
+        _ => true,
     }
 }
 
@@ -343,21 +487,41 @@ fn check_number(schema: &JSONSchemaProps, n: &Number, path: &FieldPath, out: &mu
     if let Some(min) = schema.minimum {
         let exclusive = schema.exclusive_minimum == Some(true);
         if v < min || (exclusive && v == min) {
-            let rel = if exclusive { "greater than" } else { "greater than or equal to" };
-            out.push(Problem::new(ProblemKind::Invalid, path.clone(), format!("must be {rel} {}, got {n}", fmt_num(min))));
+            let rel = if exclusive {
+                "greater than"
+            } else {
+                "greater than or equal to"
+            };
+            out.push(Problem::new(
+                ProblemKind::Invalid,
+                path.clone(),
+                format!("must be {rel} {}, got {n}", fmt_num(min)),
+            ));
         }
     }
     if let Some(max) = schema.maximum {
         let exclusive = schema.exclusive_maximum == Some(true);
         if v > max || (exclusive && v == max) {
-            let rel = if exclusive { "less than" } else { "less than or equal to" };
-            out.push(Problem::new(ProblemKind::Invalid, path.clone(), format!("must be {rel} {}, got {n}", fmt_num(max))));
+            let rel = if exclusive {
+                "less than"
+            } else {
+                "less than or equal to"
+            };
+            out.push(Problem::new(
+                ProblemKind::Invalid,
+                path.clone(),
+                format!("must be {rel} {}, got {n}", fmt_num(max)),
+            ));
         }
     }
     if let Some(step) = schema.multiple_of.filter(|s| *s > 0.0) {
         let ratio = v / step;
         if (ratio - ratio.round()).abs() > 1e-9 {
-            out.push(Problem::new(ProblemKind::Invalid, path.clone(), format!("must be a multiple of {}, got {n}", fmt_num(step))));
+            out.push(Problem::new(
+                ProblemKind::Invalid,
+                path.clone(),
+                format!("must be a multiple of {}, got {n}", fmt_num(step)),
+            ));
         }
     }
     let range = match schema.format.as_deref() {
@@ -368,21 +532,32 @@ fn check_number(schema: &JSONSchemaProps, n: &Number, path: &FieldPath, out: &mu
     if let Some((lo, hi, name)) = range
         && (v < lo || v > hi)
     {
-        out.push(Problem::new(ProblemKind::Invalid, path.clone(), format!("{n} does not fit in {name}")));
+        out.push(Problem::new(
+            ProblemKind::Invalid,
+            path.clone(),
+            format!("{n} does not fit in {name}"),
+        ));
     }
 }
 
 fn is_integral(n: &Number) -> bool {
-    n.is_i64() || n.is_u64() || n.as_f64().is_some_and(|f| f.is_finite() && f.fract() == 0.0)
+    n.is_i64()
+        || n.is_u64()
+        || n.as_f64()
+            .is_some_and(|f| f.is_finite() && f.fract() == 0.0)
 }
 
 /// JSON equality that treats `1` and `1.0` as equal, as Go's decoding does.
 fn json_equal(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
-        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(p, q)| json_equal(p, q)),
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| json_equal(p, q))
+        }
         (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| json_equal(v, w)))
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| json_equal(v, w)))
         }
         _ => a == b,
     }
@@ -392,7 +567,11 @@ fn type_problem(path: &FieldPath, expected: &str, value: &Value) -> Problem {
     Problem::new(
         ProblemKind::TypeInvalid,
         path.clone(),
-        format!("must be of type {expected}, got {} {}", json_type(value), short(value)),
+        format!(
+            "must be of type {expected}, got {} {}",
+            json_type(value),
+            short(value)
+        ),
     )
 }
 
@@ -426,12 +605,16 @@ pub(crate) fn short(value: &Value) -> String {
 }
 
 fn fmt_num(v: f64) -> String {
-    if v.fract() == 0.0 && v.abs() < 1e15 { format!("{}", v as i64) } else { v.to_string() }
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{}", v as i64)
+    } else {
+        v.to_string()
+    }
 }
 
 fn is_base64(s: &str) -> bool {
     let bytes: Vec<u8> = s.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-    if bytes.len() % 4 != 0 {
+    if !bytes.len().is_multiple_of(4) {
         return false;
     }
     let padding = bytes.iter().rev().take_while(|b| **b == b'=').count();
@@ -470,7 +653,10 @@ mod tests {
                 "tags": {"type": "object", "additionalProperties": {"type": "string"}}
             }
         });
-        let got = messages(s, json!({"name": "", "mode": "c", "tags": {"x": 5}, "typo": true}));
+        let got = messages(
+            s,
+            json!({"name": "", "mode": "c", "tags": {"x": 5}, "typo": true}),
+        );
         assert_eq!(
             got,
             vec![
@@ -486,15 +672,27 @@ mod tests {
     #[test]
     fn int32_range_and_minimum_are_enforced() {
         let s = json!({"type": "integer", "format": "int32", "minimum": 0});
-        assert_eq!(messages(s.clone(), json!(-1)), vec!["spec: must be greater than or equal to 0, got -1"]);
-        assert_eq!(messages(s.clone(), json!(3_000_000_000_u64)), vec!["spec: 3000000000 does not fit in int32"]);
-        assert!(messages(s, json!(2.0)).is_empty(), "an integral float is an integer");
+        assert_eq!(
+            messages(s.clone(), json!(-1)),
+            vec!["spec: must be greater than or equal to 0, got -1"]
+        );
+        assert_eq!(
+            messages(s.clone(), json!(3_000_000_000_u64)),
+            vec!["spec: 3000000000 does not fit in int32"]
+        );
+        assert!(
+            messages(s, json!(2.0)).is_empty(),
+            "an integral float is an integer"
+        );
     }
 
     #[test]
     fn null_counts_as_absent() {
         let s = json!({"type": "object", "required": ["a"], "properties": {"a": {"type": "string"}, "b": {"type": "string"}}});
-        assert_eq!(messages(s, json!({"a": null, "b": null})), vec!["spec.a: required value is missing"]);
+        assert_eq!(
+            messages(s, json!({"a": null, "b": null})),
+            vec!["spec.a: required value is missing"]
+        );
     }
 
     #[test]
@@ -508,7 +706,10 @@ mod tests {
         let s = json!({"x-kubernetes-int-or-string": true});
         assert!(messages(s.clone(), json!(5)).is_empty());
         assert!(messages(s.clone(), json!("10%")).is_empty());
-        assert_eq!(messages(s, json!(true)), vec!["spec: must be of type integer or string, got boolean true"]);
+        assert_eq!(
+            messages(s, json!(true)),
+            vec!["spec: must be of type integer or string, got boolean true"]
+        );
     }
 
     #[test]
@@ -526,13 +727,44 @@ mod tests {
     #[test]
     fn patterns_and_formats_are_checked() {
         assert_eq!(
-            messages(json!({"type": "string", "pattern": "^[a-z]+$"}), json!("ABC")),
+            messages(
+                json!({"type": "string", "pattern": "^[a-z]+$"}),
+                json!("ABC")
+            ),
             vec!["spec: \"ABC\" does not match the pattern \"^[a-z]+$\""]
         );
-        assert!(messages(json!({"type": "string", "format": "date-time"}), json!("2026-11-28T01:02:03Z")).is_empty());
+        assert!(
+            messages(
+                json!({"type": "string", "format": "date-time"}),
+                json!("2026-11-28T01:02:03Z")
+            )
+            .is_empty()
+        );
         assert_eq!(
-            messages(json!({"type": "string", "format": "date-time"}), json!("yesterday")),
+            messages(
+                json!({"type": "string", "format": "date-time"}),
+                json!("yesterday")
+            ),
             vec!["spec: \"yesterday\" is not an RFC 3339 date-time"]
+        );
+    }
+
+    #[test]
+    fn mistyped_fields_are_stripped_so_the_rest_can_be_judged() {
+        let s = schema(json!({
+            "type": "object",
+            "properties": {
+                "n": {"type": "integer"},
+                "tags": {"type": "object", "additionalProperties": {"type": "string"}},
+                "list": {"type": "array", "items": {"type": "object", "properties": {"x": {"type": "string"}}}}
+            }
+        }));
+        let mut v =
+            json!({"n": "five", "tags": {"a": "ok", "b": 5}, "list": [{"x": 1}, 7], "other": true});
+        strip_mistyped(&s, &mut v);
+        assert_eq!(
+            v,
+            json!({"tags": {"a": "ok"}, "list": [{}, 7], "other": true})
         );
     }
 
@@ -540,7 +772,10 @@ mod tests {
     fn combinators_are_honoured() {
         let s = json!({"type": "integer", "anyOf": [{"minimum": 10}, {"maximum": 0}]});
         assert!(messages(s.clone(), json!(11)).is_empty());
-        assert_eq!(messages(s, json!(5)), vec!["spec: must match at least one of the allowed schemas (anyOf)"]);
+        assert_eq!(
+            messages(s, json!(5)),
+            vec!["spec: must match at least one of the allowed schemas (anyOf)"]
+        );
     }
 
     #[test]
@@ -550,7 +785,10 @@ mod tests {
             value = json!([value]);
         }
         let s = json!({"type": "array"});
-        assert!(messages(s, value).is_empty(), "items without a schema are not descended into");
+        assert!(
+            messages(s, value).is_empty(),
+            "items without a schema are not descended into"
+        );
         let mut nested_schema = json!({"type": "integer"});
         let mut nested_value = json!(1);
         for _ in 0..(MAX_DEPTH + 5) {

@@ -39,19 +39,47 @@ pub fn check_spec(spec: &TriggerAuthenticationSpec, cluster: bool, out: &mut Fin
     }
     for (i, r) in spec.secret_target_ref.iter().flatten().enumerate() {
         let at = path.field("secretTargetRef").index(i);
-        non_empty(out, &at, &[("parameter", &r.parameter), ("name", &r.name), ("key", &r.key)]);
+        non_empty(
+            out,
+            &at,
+            &[
+                ("parameter", &r.parameter),
+                ("name", &r.name),
+                ("key", &r.key),
+            ],
+        );
     }
     for (i, r) in spec.config_map_target_ref.iter().flatten().enumerate() {
         let at = path.field("configMapTargetRef").index(i);
-        non_empty(out, &at, &[("parameter", &r.parameter), ("name", &r.name), ("key", &r.key)]);
+        non_empty(
+            out,
+            &at,
+            &[
+                ("parameter", &r.parameter),
+                ("name", &r.name),
+                ("key", &r.key),
+            ],
+        );
     }
     for (i, e) in spec.env.iter().flatten().enumerate() {
         let at = path.field("env").index(i);
         non_empty(out, &at, &[("parameter", &e.parameter), ("name", &e.name)]);
     }
-    for (i, t) in spec.bound_service_account_token.iter().flatten().enumerate() {
+    for (i, t) in spec
+        .bound_service_account_token
+        .iter()
+        .flatten()
+        .enumerate()
+    {
         let at = path.field("boundServiceAccountToken").index(i);
-        non_empty(out, &at, &[("parameter", &t.parameter), ("serviceAccountName", &t.service_account_name)]);
+        non_empty(
+            out,
+            &at,
+            &[
+                ("parameter", &t.parameter),
+                ("serviceAccountName", &t.service_account_name),
+            ],
+        );
     }
     check_file_paths(spec, cluster, &path, out);
     check_vault(spec, &path.field("hashiCorpVault"), out);
@@ -65,7 +93,14 @@ pub fn check_spec(spec: &TriggerAuthenticationSpec, cluster: bool, out: &mut Fin
                 format!("unsupported value {other:?}: supported values: \"clientCredentials\""),
             );
         }
-        non_empty(out, &at, &[("clientId", &oauth.client_id), ("tokenUrl", &oauth.token_url)]);
+        non_empty(
+            out,
+            &at,
+            &[
+                ("clientId", &oauth.client_id),
+                ("tokenUrl", &oauth.token_url),
+            ],
+        );
     }
     check_duplicate_parameters(spec, out);
     if spec == &TriggerAuthenticationSpec::default() {
@@ -81,23 +116,49 @@ fn check_pod_identity(identity: &AuthPodIdentity, path: &FieldPath, out: &mut Fi
             path.field("provider"),
             format!(
                 "unsupported provider {other:?}: supported values: {}",
-                PodIdentityProvider::KNOWN.iter().map(|v| format!("{v:?}")).collect::<Vec<_>>().join(", ")
+                PodIdentityProvider::KNOWN
+                    .iter()
+                    .map(|v| format!("{v:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         );
     }
     if *provider == PodIdentityProvider::AwsEks {
-        out.warn(path.field("provider"), "provider aws-eks is deprecated; use aws");
+        out.warn(
+            path.field("provider"),
+            "provider aws-eks is deprecated; use aws",
+        );
     }
     let azure = *provider == PodIdentityProvider::AzureWorkload;
-    let aws = matches!(provider, PodIdentityProvider::Aws | PodIdentityProvider::AwsEks);
+    let aws = matches!(
+        provider,
+        PodIdentityProvider::Aws | PodIdentityProvider::AwsEks
+    );
     if azure && identity.identity_id.as_deref() == Some("") {
-        out.invalid(path.field("identityId"), "identityId must not be empty when set");
+        out.invalid(
+            path.field("identityId"),
+            "identityId must not be empty when set",
+        );
     }
-    if identity.identity_tenant_id.is_some() && identity.identity_id.as_deref().is_none_or(str::is_empty) {
-        out.required(path.field("identityId"), "identityTenantId requires identityId");
+    if identity.identity_tenant_id.is_some()
+        && identity.identity_id.as_deref().is_none_or(str::is_empty)
+    {
+        out.required(
+            path.field("identityId"),
+            "identityTenantId requires identityId",
+        );
     }
-    if identity.identity_authority_host.is_some() && identity.identity_tenant_id.as_deref().is_none_or(str::is_empty) {
-        out.required(path.field("identityTenantId"), "identityAuthorityHost requires identityTenantId");
+    if identity.identity_authority_host.is_some()
+        && identity
+            .identity_tenant_id
+            .as_deref()
+            .is_none_or(str::is_empty)
+    {
+        out.required(
+            path.field("identityTenantId"),
+            "identityAuthorityHost requires identityTenantId",
+        );
     }
     let workload_owner = identity.identity_owner == Some(IdentityOwner::Workload);
     if aws && workload_owner && identity.role_arn.as_deref().is_some_and(|r| !r.is_empty()) {
@@ -108,14 +169,25 @@ fn check_pod_identity(identity: &AuthPodIdentity, path: &FieldPath, out: &mut Fi
         );
     }
     if !azure && identity.identity_id.is_some() {
-        out.warn(path.field("identityId"), format!("identityId is only used by azure-workload, not {provider}"));
+        out.warn(
+            path.field("identityId"),
+            format!("identityId is only used by azure-workload, not {provider}"),
+        );
     }
     if !aws && (identity.role_arn.is_some() || identity.identity_owner.is_some()) {
-        out.warn(path.clone(), format!("roleArn and identityOwner are only used by aws, not {provider}"));
+        out.warn(
+            path.clone(),
+            format!("roleArn and identityOwner are only used by aws, not {provider}"),
+        );
     }
 }
 
-fn check_file_paths(spec: &TriggerAuthenticationSpec, cluster: bool, path: &FieldPath, out: &mut Findings) {
+fn check_file_paths(
+    spec: &TriggerAuthenticationSpec,
+    cluster: bool,
+    path: &FieldPath,
+    out: &mut Findings,
+) {
     let Some(files) = &spec.file_path else { return };
     let at = path.field("filePath");
     if !cluster {
@@ -127,14 +199,26 @@ fn check_file_paths(spec: &TriggerAuthenticationSpec, cluster: bool, path: &Fiel
     }
     for (i, f) in files.iter().enumerate() {
         let entry = at.index(i);
-        non_empty(out, &entry, &[("parameter", &f.parameter), ("path", &f.path)]);
+        non_empty(
+            out,
+            &entry,
+            &[("parameter", &f.parameter), ("path", &f.path)],
+        );
         let p = Path::new(&f.path);
         let escapes = p.is_absolute()
-            || p.components().any(|c| matches!(c, Component::ParentDir | Component::RootDir | Component::Prefix(_)));
+            || p.components().any(|c| {
+                matches!(
+                    c,
+                    Component::ParentDir | Component::RootDir | Component::Prefix(_)
+                )
+            });
         if escapes {
             out.invalid(
                 entry.field("path"),
-                format!("{:?} must be a relative path that stays inside the file-auth root", f.path),
+                format!(
+                    "{:?} must be a relative path that stays inside the file-auth root",
+                    f.path
+                ),
             );
         }
         if f.path.contains("kubernetes.io/serviceaccount") {
@@ -148,13 +232,21 @@ fn check_file_paths(spec: &TriggerAuthenticationSpec, cluster: bool, path: &Fiel
 }
 
 fn check_vault(spec: &TriggerAuthenticationSpec, path: &FieldPath, out: &mut Findings) {
-    let Some(vault) = &spec.hashi_corp_vault else { return };
+    let Some(vault) = &spec.hashi_corp_vault else {
+        return;
+    };
     non_empty(out, path, &[("address", &vault.address)]);
     let credential = vault.credential.as_ref();
     match &vault.authentication {
         VaultAuthentication::Token => {
-            if credential.and_then(|c| c.token.as_deref()).is_none_or(str::is_empty) {
-                out.required(path.field("credential").field("token"), "token authentication needs credential.token");
+            if credential
+                .and_then(|c| c.token.as_deref())
+                .is_none_or(str::is_empty)
+            {
+                out.required(
+                    path.field("credential").field("token"),
+                    "token authentication needs credential.token",
+                );
             }
         }
         VaultAuthentication::Kubernetes => {
@@ -162,7 +254,10 @@ fn check_vault(spec: &TriggerAuthenticationSpec, path: &FieldPath, out: &mut Fin
                 out.required(path.field("role"), "kubernetes authentication needs a role");
             }
             if vault.mount.as_deref().is_none_or(str::is_empty) {
-                out.required(path.field("mount"), "kubernetes authentication needs the mount of the auth method");
+                out.required(
+                    path.field("mount"),
+                    "kubernetes authentication needs the mount of the auth method",
+                );
             }
         }
         VaultAuthentication::Other(other) => out.problem(
@@ -176,7 +271,15 @@ fn check_vault(spec: &TriggerAuthenticationSpec, path: &FieldPath, out: &mut Fin
     }
     for (i, secret) in vault.secrets.iter().enumerate() {
         let at = path.field("secrets").index(i);
-        non_empty(out, &at, &[("parameter", &secret.parameter), ("path", &secret.path), ("key", &secret.key)]);
+        non_empty(
+            out,
+            &at,
+            &[
+                ("parameter", &secret.parameter),
+                ("path", &secret.path),
+                ("key", &secret.key),
+            ],
+        );
         if let Some(VaultSecretType::Other(other)) = &secret.type_ {
             out.problem(
                 ProblemKind::NotSupported,
@@ -192,7 +295,10 @@ fn check_cloud_stores(spec: &TriggerAuthenticationSpec, path: &FieldPath, out: &
         let at = path.field("azureKeyVault");
         non_empty(out, &at, &[("vaultUri", &akv.vault_uri)]);
         if akv.credentials.is_none() && akv.pod_identity.is_none() {
-            out.required(at.field("credentials"), "credentials or podIdentity is required");
+            out.required(
+                at.field("credentials"),
+                "credentials or podIdentity is required",
+            );
         }
         if let Some(identity) = &akv.pod_identity {
             check_pod_identity(identity, &at.field("podIdentity"), out);
@@ -201,10 +307,21 @@ fn check_cloud_stores(spec: &TriggerAuthenticationSpec, path: &FieldPath, out: &
             let cloud_path = at.field("cloud");
             match &cloud.type_ {
                 AzureCloudType::Private => {
-                    if cloud.key_vault_resource_url.as_deref().is_none_or(str::is_empty) {
-                        out.required(cloud_path.field("keyVaultResourceURL"), "a Private cloud needs keyVaultResourceURL");
+                    if cloud
+                        .key_vault_resource_url
+                        .as_deref()
+                        .is_none_or(str::is_empty)
+                    {
+                        out.required(
+                            cloud_path.field("keyVaultResourceURL"),
+                            "a Private cloud needs keyVaultResourceURL",
+                        );
                     }
-                    if cloud.active_directory_endpoint.as_deref().is_none_or(str::is_empty) {
+                    if cloud
+                        .active_directory_endpoint
+                        .as_deref()
+                        .is_none_or(str::is_empty)
+                    {
                         out.required(
                             cloud_path.field("activeDirectoryEndpoint"),
                             "a Private cloud needs activeDirectoryEndpoint",
@@ -216,7 +333,11 @@ fn check_cloud_stores(spec: &TriggerAuthenticationSpec, path: &FieldPath, out: &
                     cloud_path.field("type"),
                     format!(
                         "unsupported value {other:?}: supported values: {}",
-                        AzureCloudType::KNOWN.iter().map(|v| format!("{v:?}")).collect::<Vec<_>>().join(", ")
+                        AzureCloudType::KNOWN
+                            .iter()
+                            .map(|v| format!("{v:?}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                 ),
                 _ => {}
@@ -227,19 +348,28 @@ fn check_cloud_stores(spec: &TriggerAuthenticationSpec, path: &FieldPath, out: &
         && gcp.credentials.is_none()
         && gcp.pod_identity.is_none()
     {
-        out.required(path.field("gcpSecretManager").field("credentials"), "credentials or podIdentity is required");
+        out.required(
+            path.field("gcpSecretManager").field("credentials"),
+            "credentials or podIdentity is required",
+        );
     }
     if let Some(aws) = &spec.aws_secret_manager
         && aws.credentials.is_none()
         && aws.pod_identity.is_none()
     {
-        out.required(path.field("awsSecretManager").field("credentials"), "credentials or podIdentity is required");
+        out.required(
+            path.field("awsSecretManager").field("credentials"),
+            "credentials or podIdentity is required",
+        );
     }
     if let Some(aws) = &spec.aws_parameter_store
         && aws.credentials.is_none()
         && aws.pod_identity.is_none()
     {
-        out.required(path.field("awsParameterStore").field("credentials"), "credentials or podIdentity is required");
+        out.required(
+            path.field("awsParameterStore").field("credentials"),
+            "credentials or podIdentity is required",
+        );
     }
 }
 

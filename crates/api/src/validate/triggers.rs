@@ -71,7 +71,10 @@ fn check_trigger(trigger: &ScaleTrigger, at: &FieldPath, out: &mut Findings) {
     if let Some(auth) = &trigger.authentication_ref {
         let ref_path = at.field("authenticationRef");
         if auth.name.is_empty() {
-            out.required(ref_path.field("name"), "authenticationRef.name must not be empty");
+            out.required(
+                ref_path.field("name"),
+                "authenticationRef.name must not be empty",
+            );
         }
         if let Some(AuthenticationKind::Other(kind)) = &auth.kind {
             out.problem(
@@ -88,7 +91,9 @@ fn check_trigger(trigger: &ScaleTrigger, at: &FieldPath, out: &mut Findings) {
 /// Checks the pause and activation annotations shared by ScaledObjects and ScaledJobs.
 pub fn check_annotations(annotations: Option<&BTreeMap<String, String>>, out: &mut Findings) {
     let path = FieldPath::new("metadata.annotations");
-    let Some(annotations) = annotations else { return };
+    let Some(annotations) = annotations else {
+        return;
+    };
     if let Some(value) = annotations.get(names::ANNOTATION_PAUSED_REPLICAS) {
         let ok = value.trim().parse::<i32>().is_ok_and(|n| n >= 0);
         if !ok {
@@ -129,7 +134,10 @@ pub fn at_least(value: Option<i32>, min: i32, path: FieldPath, out: &mut Finding
     if let Some(v) = value
         && v < min
     {
-        out.invalid(path, format!("must be greater than or equal to {min}, got {v}"));
+        out.invalid(
+            path,
+            format!("must be greater than or equal to {min}, got {v}"),
+        );
     }
 }
 
@@ -166,8 +174,14 @@ mod tests {
 
     #[test]
     fn close_misspellings_get_a_suggestion() {
-        assert_eq!(suggestion("reddis", names::KEDA_TRIGGER_TYPES), Some("redis"));
-        assert_eq!(suggestion("Postgres", names::KEDA_TRIGGER_TYPES), Some("postgresql"));
+        assert_eq!(
+            suggestion("reddis", names::KEDA_TRIGGER_TYPES),
+            Some("redis")
+        );
+        assert_eq!(
+            suggestion("Postgres", names::KEDA_TRIGGER_TYPES),
+            Some("postgresql")
+        );
         assert_eq!(suggestion("zzzzzzzz", names::KEDA_TRIGGER_TYPES), None);
     }
 
