@@ -22,31 +22,20 @@ pub fn check(sj: &ScaledJob) -> Findings {
 pub fn check_spec(spec: &ScaledJobSpec, out: &mut Findings) {
     let path = FieldPath::new("spec");
     check_job_template(spec, &path.field("jobTargetRef"), out);
-    at_least(spec.polling_interval, 1, path.field("pollingInterval"), out);
-    at_least(
-        spec.successful_jobs_history_limit,
-        0,
-        path.field("successfulJobsHistoryLimit"),
-        out,
-    );
-    at_least(
-        spec.failed_jobs_history_limit,
-        0,
-        path.field("failedJobsHistoryLimit"),
-        out,
-    );
-    at_least(
-        spec.min_replica_count,
-        0,
-        path.field("minReplicaCount"),
-        out,
-    );
-    at_least(
-        spec.max_replica_count,
-        0,
-        path.field("maxReplicaCount"),
-        out,
-    );
+    let lower_bounds = [
+        (spec.polling_interval, 1, "pollingInterval"),
+        (
+            spec.successful_jobs_history_limit,
+            0,
+            "successfulJobsHistoryLimit",
+        ),
+        (spec.failed_jobs_history_limit, 0, "failedJobsHistoryLimit"),
+        (spec.min_replica_count, 0, "minReplicaCount"),
+        (spec.max_replica_count, 0, "maxReplicaCount"),
+    ];
+    for (value, min, field) in lower_bounds {
+        at_least(value, min, path.field(field), out);
+    }
     if let (Some(min), Some(max)) = (spec.min_replica_count, spec.max_replica_count)
         && min > max
     {

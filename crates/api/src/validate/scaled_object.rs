@@ -22,32 +22,17 @@ pub fn check(so: &ScaledObject) -> Findings {
 pub fn check_spec(spec: &ScaledObjectSpec, out: &mut Findings) {
     let path = FieldPath::new("spec");
     check_scale_target(spec, &path.field("scaleTargetRef"), out);
-    at_least(spec.polling_interval, 1, path.field("pollingInterval"), out);
-    at_least(spec.cooldown_period, 0, path.field("cooldownPeriod"), out);
-    at_least(
-        spec.initial_cooldown_period,
-        0,
-        path.field("initialCooldownPeriod"),
-        out,
-    );
-    at_least(
-        spec.idle_replica_count,
-        0,
-        path.field("idleReplicaCount"),
-        out,
-    );
-    at_least(
-        spec.min_replica_count,
-        0,
-        path.field("minReplicaCount"),
-        out,
-    );
-    at_least(
-        spec.max_replica_count,
-        1,
-        path.field("maxReplicaCount"),
-        out,
-    );
+    let lower_bounds = [
+        (spec.polling_interval, 1, "pollingInterval"),
+        (spec.cooldown_period, 0, "cooldownPeriod"),
+        (spec.initial_cooldown_period, 0, "initialCooldownPeriod"),
+        (spec.idle_replica_count, 0, "idleReplicaCount"),
+        (spec.min_replica_count, 0, "minReplicaCount"),
+        (spec.max_replica_count, 1, "maxReplicaCount"),
+    ];
+    for (value, min, field) in lower_bounds {
+        at_least(value, min, path.field(field), out);
+    }
     check_replica_bounds(spec, &path, out);
     check_triggers(&spec.triggers, &path.field("triggers"), out);
     if spec.only_resource_triggers() && spec.min_replica_count.unwrap_or(0) == 0 {

@@ -37,29 +37,23 @@ pub fn check_spec(spec: &TriggerAuthenticationSpec, cluster: bool, out: &mut Fin
     if let Some(identity) = &spec.pod_identity {
         check_pod_identity(identity, &path.field("podIdentity"), out);
     }
-    for (i, r) in spec.secret_target_ref.iter().flatten().enumerate() {
-        let at = path.field("secretTargetRef").index(i);
-        non_empty(
-            out,
-            &at,
-            &[
-                ("parameter", &r.parameter),
-                ("name", &r.name),
-                ("key", &r.key),
-            ],
-        );
-    }
-    for (i, r) in spec.config_map_target_ref.iter().flatten().enumerate() {
-        let at = path.field("configMapTargetRef").index(i);
-        non_empty(
-            out,
-            &at,
-            &[
-                ("parameter", &r.parameter),
-                ("name", &r.name),
-                ("key", &r.key),
-            ],
-        );
+    let target_refs = [
+        ("secretTargetRef", &spec.secret_target_ref),
+        ("configMapTargetRef", &spec.config_map_target_ref),
+    ];
+    for (field, refs) in target_refs {
+        for (i, r) in refs.iter().flatten().enumerate() {
+            let at = path.field(field).index(i);
+            non_empty(
+                out,
+                &at,
+                &[
+                    ("parameter", &r.parameter),
+                    ("name", &r.name),
+                    ("key", &r.key),
+                ],
+            );
+        }
     }
     for (i, e) in spec.env.iter().flatten().enumerate() {
         let at = path.field("env").index(i);
