@@ -9,6 +9,7 @@ pub mod crds;
 mod enums;
 pub mod manifest;
 pub mod names;
+pub mod quantity;
 pub mod scaled_job;
 pub mod scaled_object;
 pub mod trigger_auth;
