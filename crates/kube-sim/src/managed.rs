@@ -569,7 +569,21 @@ pub fn record(
         // `server_side_apply` wrote the entries itself.
         return;
     }
-    let mut entries = old.map(entries_of).unwrap_or_default();
+    let mut entries = match (object.pointer("/metadata/managedFields"), old) {
+        // A client may rewrite managedFields itself (kubectl does so when it moves ownership from
+        // client-side to server-side apply); `[{}]` clears them, an empty list changes nothing.
+        (Some(Value::Array(list)), Some(old))
+            if Some(&Value::Array(list.clone())) != old.pointer("/metadata/managedFields") =>
+        {
+            if list.is_empty() {
+                entries_of(old)
+            } else {
+                entries_of(object)
+            }
+        }
+        (_, Some(old)) => entries_of(old),
+        (_, None) => Vec::new(),
+    };
     {
         let changed = changed_fields(old, object, info, subresource);
         if !changed.is_empty() {

@@ -597,6 +597,10 @@ async fn resource_request(
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default()
                 .to_owned();
+            if content_type.starts_with("application/vnd.kubernetes.protobuf") {
+                // Protobuf bodies are not decoded; clients fall back to JSON on 415.
+                return error_response(&ApiError::unsupported_media_type(&content_type));
+            }
             match read_body(req).await {
                 Err(e) => Err(e),
                 Ok((_, body)) => write_options(&q, &headers).and_then(|options| match verb {

@@ -498,6 +498,30 @@ async fn watchers_and_reflectors_recover_from_410_and_dropped_watches() {
 }
 
 #[tokio::test]
+async fn streaming_lists_end_their_initial_events_with_a_bookmark() {
+    let (_sim, client) = cluster(fast()).await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    for i in 0..3 {
+        cms.create(&PostParams::default(), &cm(&format!("s{i}"), json!({})))
+            .await
+            .unwrap();
+    }
+    let (reader, writer) = reflector::store::<ConfigMap>();
+    let stream = reflector(
+        writer,
+        watcher(cms.clone(), watcher::Config::default().streaming_lists()),
+    )
+    .applied_objects();
+    let task = tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while stream.next().await.is_some() {}
+    });
+    reader.wait_until_ready().await.unwrap();
+    assert_eq!(reader.state().len(), 3);
+    task.abort();
+}
+
+#[tokio::test]
 async fn watch_from_a_compacted_resource_version_gets_410_gone() {
     let (sim, client) = cluster(fast()).await;
     let cms: Api<ConfigMap> = Api::namespaced(client, "default");

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::{crds, validate};
+use crate::{crds, sim, validate};
 
 /// ringscale: an event-driven autoscaler for Kubernetes that speaks KEDA's API.
 #[derive(Debug, Parser)]
@@ -20,6 +20,8 @@ enum Command {
     Crds(crds::CrdsArgs),
     /// Check ScaledObject, ScaledJob and (Cluster)TriggerAuthentication manifests offline.
     Validate(validate::ValidateArgs),
+    /// Run kube-sim, the built-in Kubernetes API simulator, until Ctrl-C.
+    Sim(sim::SimArgs),
 }
 
 impl Args {
@@ -29,6 +31,7 @@ impl Args {
         match command {
             Command::Crds(args) => crds::run(args),
             Command::Validate(args) => validate::run(args),
+            Command::Sim(args) => sim::run(args),
         }
     }
 }

@@ -2,4 +2,6 @@
 
 pub mod cli;
 mod crds;
+mod signals;
+mod sim;
 mod validate;
