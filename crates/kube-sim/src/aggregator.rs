@@ -4,8 +4,8 @@
 //! server adds.
 
 use std::collections::HashMap;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -73,7 +73,7 @@ impl Backends {
     }
 }
 
-fn api_service(sim: &Sim, group: &str, version: &str) -> Option<Arc<Value>> {
+fn api_service(sim: &Sim, group: &str, version: &str) -> Option<crate::store::Obj> {
     let (object, _) = sim.store.get(
         &GroupResource::new("apiregistration.k8s.io", "apiservices"),
         &ObjKey::new("", &format!("{version}.{group}")),

@@ -263,11 +263,11 @@ pub fn selectable_fields(info: &ResourceInfo) -> Vec<String> {
 
 /// Whether an object passes a list's selectors.
 pub fn selected(object: &Value, labels: &LabelSelector, fields: &FieldSelector) -> bool {
-    labels.matches(
-        object
-            .pointer("/metadata/labels")
-            .and_then(Value::as_object),
-    ) && fields.matches(object)
+    let object_labels = object
+        .get("metadata")
+        .and_then(|m| m.get("labels"))
+        .and_then(Value::as_object);
+    labels.matches(object_labels) && fields.matches(object)
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -277,8 +277,17 @@ struct ContinueToken {
     name: String,
 }
 
+/// A page of a list: the objects as stored and the list's metadata.
+#[derive(Debug)]
+pub struct ListPage {
+    /// The objects, in key order.
+    pub items: Vec<crate::store::Obj>,
+    /// The list's `metadata` (resourceVersion, continue, remainingItemCount).
+    pub metadata: Value,
+}
+
 /// LIST: a page of matching objects with the list's resourceVersion.
-pub fn list(sim: &Sim, target: &Target, options: &ListOptions) -> Result<Value, ApiError> {
+pub fn list_page(sim: &Sim, target: &Target, options: &ListOptions) -> Result<ListPage, ApiError> {
     let after = match &options.continue_token {
         Some(token) => {
             let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
@@ -321,14 +330,52 @@ pub fn list(sim: &Sim, target: &Target, options: &ListOptions) -> Result<Value, 
             Value::String(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token));
         metadata["remainingItemCount"] = json!(page.remaining);
     }
+    Ok(ListPage {
+        items: page.items,
+        metadata,
+    })
+}
+
+/// LIST as a JSON value.
+pub fn list(sim: &Sim, target: &Target, options: &ListOptions) -> Result<Value, ApiError> {
+    let page = list_page(sim, target, options)?;
     let items: Vec<Value> = page
         .items
         .iter()
         .map(|o| served_as(&target.info, o))
         .collect();
     Ok(
-        json!({"kind": target.info.list_kind, "apiVersion": target.info.api_version(), "metadata": metadata, "items": items}),
+        json!({"kind": target.info.list_kind, "apiVersion": target.info.api_version(), "metadata": page.metadata, "items": items}),
     )
+}
+
+/// A list response serialized without copying the objects: the stored JSON of each item is
+/// concatenated (items stored under another version are rewritten).
+pub fn list_json(info: &ResourceInfo, page: &ListPage) -> bytes::Bytes {
+    let served = info.api_version();
+    let size: usize = page.items.iter().map(|o| o.json().len() + 1).sum();
+    let mut out = Vec::with_capacity(size + 256);
+    out.extend_from_slice(b"{\"kind\":");
+    out.extend_from_slice(&serde_json::to_vec(&info.list_kind).unwrap_or_default());
+    out.extend_from_slice(b",\"apiVersion\":");
+    out.extend_from_slice(&serde_json::to_vec(&served).unwrap_or_default());
+    out.extend_from_slice(b",\"metadata\":");
+    out.extend_from_slice(&serde_json::to_vec(&page.metadata).unwrap_or_default());
+    out.extend_from_slice(b",\"items\":[");
+    for (i, item) in page.items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        let as_stored = item.get("apiVersion").and_then(Value::as_str) == Some(served.as_str())
+            && item.get("kind").and_then(Value::as_str) == Some(info.kind.as_str());
+        if as_stored {
+            out.extend_from_slice(item.json());
+        } else {
+            out.extend_from_slice(&serde_json::to_vec(&served_as(info, item)).unwrap_or_default());
+        }
+    }
+    out.extend_from_slice(b"]}");
+    bytes::Bytes::from(out)
 }
 
 /// Checks that a namespaced create lands in an existing, live namespace.

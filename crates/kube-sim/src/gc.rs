@@ -40,7 +40,7 @@ pub async fn run(sim: Arc<Sim>, mut shutdown: watch::Receiver<bool>) {
 struct Live {
     info: Arc<ResourceInfo>,
     key: ObjKey,
-    object: Arc<Value>,
+    object: crate::store::Obj,
 }
 
 fn storage_info(sim: &Sim, resource: &GroupResource) -> Option<Arc<ResourceInfo>> {

@@ -36,6 +36,8 @@ pub type Body = BoxBody<Bytes, Infallible>;
 const MAX_BODY: usize = 3 * 1024 * 1024;
 /// Frames buffered per watch before the watch blocks (and, if still behind, is closed).
 const WATCH_BUFFER: usize = 1024;
+/// Most bytes of queued events a watch sends in one frame.
+const WATCH_BATCH_BYTES: usize = 64 * 1024;
 
 fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into()).boxed()
@@ -44,6 +46,17 @@ fn full(bytes: impl Into<Bytes>) -> Body {
 /// A JSON response.
 pub fn json_response(code: StatusCode, value: &Value) -> Response<Body> {
     let mut response = Response::new(full(serde_json::to_vec(value).unwrap_or_default()));
+    *response.status_mut() = code;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// A JSON response from bytes already serialized.
+pub fn bytes_response(code: StatusCode, body: Bytes) -> Response<Body> {
+    let mut response = Response::new(full(body));
     *response.status_mut() = code;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -580,15 +593,15 @@ async fn resource_request(
                 json_response(StatusCode::OK, &o)
             }
         }),
-        "list" => list_options(&info, &q)
-            .and_then(|o| api::list(sim, &target, &o))
-            .map(|l| {
-                if table {
-                    json_response(StatusCode::OK, &table::render_list(&info, &l))
-                } else {
-                    json_response(StatusCode::OK, &l)
-                }
-            }),
+        "list" => list_options(&info, &q).and_then(|o| {
+            if table {
+                api::list(sim, &target, &o)
+                    .map(|l| json_response(StatusCode::OK, &table::render_list(&info, &l)))
+            } else {
+                api::list_page(sim, &target, &o)
+                    .map(|page| bytes_response(StatusCode::OK, api::list_json(&info, &page)))
+            }
+        }),
         "watch" => return watch(sim.clone(), target, q, table, user.clone()),
         "create" | "update" | "patch" => {
             let headers = req.headers().clone();
@@ -719,9 +732,7 @@ fn delete_options(q: &HashMap<String, String>, body: &[u8]) -> Result<DeleteOpti
 }
 
 fn event_frame(kind: &str, object: &Value) -> Result<Frame<Bytes>, Infallible> {
-    let mut line = serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap_or_default();
-    line.push(b'\n');
-    Ok(Frame::data(Bytes::from(line)))
+    Ok(Frame::data(crate::store::watch_line(kind, object)))
 }
 
 /// A watch: a 200 response whose body streams one JSON event per line.
@@ -801,6 +812,7 @@ fn watch(
     let started = sim.store.watch_from(start_rv);
     let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, Infallible>>(WATCH_BUFFER);
     let info = target.info.clone();
+    let served_version = info.api_version();
     let bookmark_every = sim.config.bookmark_interval;
     let sim2 = sim.clone();
     tokio::spawn(async move {
@@ -841,7 +853,11 @@ fn watch(
             }
         }
         let mut last_rv = start_rv;
-        let deliver = |event: &crate::store::Event| -> Option<(&'static str, Value)> {
+        let stored_version = |o: &Value| {
+            o.get("apiVersion").and_then(Value::as_str) == Some(served_version.as_str())
+        };
+        let unfiltered = options.label_selector.is_empty() && options.field_selector.is_empty();
+        let deliver = |event: &crate::store::Event| -> Option<Bytes> {
             if event.resource != resource || event.rv <= start_rv {
                 return None;
             }
@@ -857,27 +873,42 @@ fn watch(
             }
             let matches =
                 |o: &Value| api::selected(o, &options.label_selector, &options.field_selector);
-            let now = matches(&event.object);
-            let before = event.previous.as_deref().is_some_and(matches);
-            match event.kind {
-                EventKind::Added if now => Some(("ADDED", render(&event.object))),
-                EventKind::Modified if now && before => Some(("MODIFIED", render(&event.object))),
-                EventKind::Modified if now => Some(("ADDED", render(&event.object))),
+            let now = unfiltered || matches(&event.object);
+            let before = event
+                .previous
+                .as_deref()
+                .is_some_and(|o| unfiltered || matches(o));
+            let (kind, object) = match event.kind {
+                EventKind::Added if now => ("ADDED", None),
+                EventKind::Modified if now && before => ("MODIFIED", None),
+                EventKind::Modified if now => ("ADDED", None),
                 EventKind::Modified if before => {
-                    let mut gone = event.previous.as_deref().cloned().unwrap_or_default();
+                    let mut gone = event
+                        .previous
+                        .as_ref()
+                        .map(|p| p.value.clone())
+                        .unwrap_or_default();
                     if let Some(meta) = gone.get_mut("metadata").and_then(Value::as_object_mut) {
                         meta.insert("resourceVersion".to_owned(), json!(event.rv.to_string()));
                     }
-                    Some(("DELETED", render(&gone)))
+                    ("DELETED", Some(gone))
                 }
-                EventKind::Deleted if before || now => Some(("DELETED", render(&event.object))),
-                _ => None,
+                EventKind::Deleted if before || now => ("DELETED", None),
+                _ => return None,
+            };
+            match object {
+                // The common case: the event as stored, serialized once for all watchers.
+                None if !table && kind == event.type_name() && stored_version(&event.object) => {
+                    Some(event.line())
+                }
+                None => Some(crate::store::watch_line(kind, &render(&event.object))),
+                Some(gone) => Some(crate::store::watch_line(kind, &render(&gone))),
             }
         };
         for event in &backlog {
             last_rv = event.rv;
-            if let Some((kind, object)) = deliver(event)
-                && tx.send(event_frame(kind, &object)).await.is_err()
+            if let Some(line) = deliver(event)
+                && tx.send(Ok(Frame::data(line))).await.is_err()
             {
                 return;
             }
@@ -892,10 +923,29 @@ fn watch(
             tokio::select! {
                 received = events.recv() => match received {
                     Ok(event) => {
+                        // Send this event with every one already queued behind it as one frame.
                         last_rv = last_rv.max(event.rv);
-                        if let Some((kind, object)) = deliver(&event)
-                            && tx.send(event_frame(kind, &object)).await.is_err()
-                        {
+                        let mut lines: Vec<Bytes> = deliver(&event).into_iter().collect();
+                        let mut size: usize = lines.iter().map(Bytes::len).sum();
+                        while size < WATCH_BATCH_BYTES {
+                            match events.try_recv() {
+                                Ok(next) => {
+                                    last_rv = last_rv.max(next.rv);
+                                    if let Some(line) = deliver(&next) {
+                                        size += line.len();
+                                        lines.push(line);
+                                    }
+                                }
+                                Err(broadcast::error::TryRecvError::Empty) => break,
+                                Err(_) => return,
+                            }
+                        }
+                        let frame = match lines.len() {
+                            0 => continue,
+                            1 => lines.pop().unwrap_or_default(),
+                            _ => Bytes::from(lines.concat()),
+                        };
+                        if tx.send(Ok(Frame::data(frame))).await.is_err() {
                             return;
                         }
                     }

@@ -8,6 +8,48 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde_json::Value;
 use tokio::sync::broadcast;
 
+/// A stored object: its JSON value, and its serialization, made once on first use and shared
+/// by every list, get and watch line that serves it as stored.
+#[derive(Debug)]
+pub struct Object {
+    /// The object.
+    pub value: Value,
+    json: std::sync::OnceLock<bytes::Bytes>,
+}
+
+impl Object {
+    /// Wraps a value.
+    pub fn new(value: Value) -> Self {
+        Self {
+            value,
+            json: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The object serialized as JSON.
+    pub fn json(&self) -> &bytes::Bytes {
+        self.json
+            .get_or_init(|| bytes::Bytes::from(serde_json::to_vec(&self.value).unwrap_or_default()))
+    }
+}
+
+impl PartialEq for Object {
+    fn eq(&self, other: &Self) -> bool {
+        self.value == other.value
+    }
+}
+
+impl std::ops::Deref for Object {
+    type Target = Value;
+
+    fn deref(&self) -> &Value {
+        &self.value
+    }
+}
+
+/// A shared stored object.
+pub type Obj = Arc<Object>;
+
 /// Group and plural resource: objects of every version of a kind share one table.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct GroupResource {
@@ -68,11 +110,55 @@ pub struct Event {
     pub kind: EventKind,
     /// The object after the change (for deletions: the last state, with the deletion's
     /// resourceVersion).
-    pub object: Arc<Value>,
+    pub object: Obj,
     /// The object before the change (modifications and deletions).
-    pub previous: Option<Arc<Value>>,
+    pub previous: Option<Obj>,
     /// resourceVersion of the change.
     pub rv: u64,
+    /// The watch line `{"type":..,"object":..}` serialized once for every watcher that sees
+    /// the event as is (the watch cache of a real API server shares it the same way).
+    line: std::sync::OnceLock<bytes::Bytes>,
+}
+
+impl Event {
+    /// The event's natural watch type.
+    pub fn type_name(&self) -> &'static str {
+        match self.kind {
+            EventKind::Added => "ADDED",
+            EventKind::Modified => "MODIFIED",
+            EventKind::Deleted => "DELETED",
+        }
+    }
+
+    /// The watch line of this event as stored, built on first use from the object's cached
+    /// JSON.
+    pub fn line(&self) -> bytes::Bytes {
+        self.line
+            .get_or_init(|| {
+                let json = self.object.json();
+                let mut out = Vec::with_capacity(json.len() + 32);
+                out.extend_from_slice(b"{\"type\":\"");
+                out.extend_from_slice(self.type_name().as_bytes());
+                out.extend_from_slice(b"\",\"object\":");
+                out.extend_from_slice(json);
+                out.extend_from_slice(b"}\n");
+                bytes::Bytes::from(out)
+            })
+            .clone()
+    }
+}
+
+/// One line of a watch stream: `{"type": kind, "object": object}` and a newline.
+pub fn watch_line(kind: &str, object: &Value) -> bytes::Bytes {
+    #[derive(serde::Serialize)]
+    struct Line<'a> {
+        #[serde(rename = "type")]
+        kind: &'a str,
+        object: &'a Value,
+    }
+    let mut out = serde_json::to_vec(&Line { kind, object }).unwrap_or_default();
+    out.push(b'\n');
+    bytes::Bytes::from(out)
 }
 
 /// A write that could not be applied.
@@ -95,7 +181,7 @@ pub struct TooOld {
 
 #[derive(Debug)]
 struct Entry {
-    object: Arc<Value>,
+    object: Obj,
     rv: u64,
 }
 
@@ -128,7 +214,7 @@ pub struct Store {
 #[derive(Debug)]
 pub struct Page {
     /// The objects, in key order.
-    pub items: Vec<Arc<Value>>,
+    pub items: Vec<Obj>,
     /// resourceVersion of the store when the page was read.
     pub rv: u64,
     /// Key of the last item when more items follow.
@@ -164,7 +250,7 @@ impl Store {
     }
 
     /// An object and its resourceVersion.
-    pub fn get(&self, resource: &GroupResource, key: &ObjKey) -> Option<(Arc<Value>, u64)> {
+    pub fn get(&self, resource: &GroupResource, key: &ObjKey) -> Option<(Obj, u64)> {
         let inner = self.lock();
         inner
             .tables
@@ -232,7 +318,7 @@ impl Store {
     }
 
     /// Every object of a resource with its key (for controllers and garbage collection).
-    pub fn snapshot(&self, resource: &GroupResource) -> Vec<(ObjKey, Arc<Value>)> {
+    pub fn snapshot(&self, resource: &GroupResource) -> Vec<(ObjKey, Obj)> {
         let inner = self.lock();
         inner
             .tables
@@ -261,7 +347,7 @@ impl Store {
         resource: &GroupResource,
         key: &ObjKey,
         mut object: Value,
-    ) -> Result<Arc<Value>, StoreError> {
+    ) -> Result<Obj, StoreError> {
         let mut inner = self.lock();
         if inner
             .tables
@@ -272,7 +358,7 @@ impl Store {
         }
         let rv = inner.rv + 1;
         set_rv(&mut object, rv);
-        let object = Arc::new(object);
+        let object = Arc::new(Object::new(object));
         inner.rv = rv;
         inner.tables.entry(resource.clone()).or_default().insert(
             key.clone(),
@@ -290,6 +376,7 @@ impl Store {
                 object: object.clone(),
                 previous: None,
                 rv,
+                line: Default::default(),
             },
         );
         Ok(object)
@@ -302,7 +389,7 @@ impl Store {
         key: &ObjKey,
         expected: u64,
         mut object: Value,
-    ) -> Result<Arc<Value>, StoreError> {
+    ) -> Result<Obj, StoreError> {
         let mut inner = self.lock();
         let current = inner
             .tables
@@ -317,7 +404,7 @@ impl Store {
         }
         let rv = inner.rv + 1;
         set_rv(&mut object, rv);
-        let object = Arc::new(object);
+        let object = Arc::new(Object::new(object));
         inner.rv = rv;
         if let Some(table) = inner.tables.get_mut(resource) {
             table.insert(
@@ -337,6 +424,7 @@ impl Store {
                 object: object.clone(),
                 previous: Some(previous),
                 rv,
+                line: Default::default(),
             },
         );
         Ok(object)
@@ -349,7 +437,7 @@ impl Store {
         resource: &GroupResource,
         key: &ObjKey,
         expected: Option<u64>,
-    ) -> Result<Arc<Value>, StoreError> {
+    ) -> Result<Obj, StoreError> {
         let mut inner = self.lock();
         let current = inner
             .tables
@@ -367,9 +455,9 @@ impl Store {
         }
         let rv = inner.rv + 1;
         inner.rv = rv;
-        let mut last = (*previous).clone();
+        let mut last = previous.value.clone();
         set_rv(&mut last, rv);
-        let object = Arc::new(last);
+        let object = Arc::new(Object::new(last));
         self.publish(
             &mut inner,
             Event {
@@ -379,6 +467,7 @@ impl Store {
                 object: object.clone(),
                 previous: Some(previous),
                 rv,
+                line: Default::default(),
             },
         );
         Ok(object)

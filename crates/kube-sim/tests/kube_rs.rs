@@ -630,14 +630,17 @@ async fn finalizers_and_owner_references_are_honoured() {
         .await
         .unwrap();
     let doomed: Api<ConfigMap> = Api::namespaced(client.clone(), "doomed");
+    let mut inside = cm("inside", json!({}));
+    inside.metadata.finalizers = Some(vec!["example.com/hold".into()]);
     doomed
-        .create(&PostParams::default(), &cm("inside", json!({})))
+        .create(&PostParams::default(), &inside)
         .await
         .unwrap();
     namespaces
         .delete("doomed", &DeleteParams::default())
         .await
         .unwrap();
+    // The held object keeps the namespace terminating; new content is refused meanwhile.
     let terminating = api_error(
         doomed
             .create(&PostParams::default(), &cm("late", json!({})))
@@ -645,6 +648,31 @@ async fn finalizers_and_owner_references_are_honoured() {
             .unwrap_err(),
     );
     assert_eq!(terminating.code, 403);
+    eventually(
+        Duration::from_secs(10),
+        "the held object to be marked for deletion",
+        || {
+            let doomed = doomed.clone();
+            async move {
+                doomed
+                    .get("inside")
+                    .await
+                    .ok()?
+                    .metadata
+                    .deletion_timestamp
+                    .map(|_| ())
+            }
+        },
+    )
+    .await;
+    doomed
+        .patch(
+            "inside",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+        )
+        .await
+        .unwrap();
     eventually(Duration::from_secs(10), "the namespace to go", || {
         let namespaces = namespaces.clone();
         async move {

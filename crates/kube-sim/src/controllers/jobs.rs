@@ -59,7 +59,7 @@ fn jobs() -> GroupResource {
     GroupResource::new("batch", "jobs")
 }
 
-fn pods_of(sim: &Sim, job: &Value) -> Vec<(ObjKey, Arc<Value>)> {
+fn pods_of(sim: &Sim, job: &Value) -> Vec<(ObjKey, crate::store::Obj)> {
     let uid = job
         .pointer("/metadata/uid")
         .and_then(Value::as_str)
