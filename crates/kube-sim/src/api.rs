@@ -1315,8 +1315,10 @@ pub fn delete_collection(
             subresource: None,
             info: target.info.clone(),
         };
+        // Like the real registry, the response lists the objects as they were found, not the
+        // per-object delete results.
         match delete(sim, &one, options) {
-            Ok((_, body)) => deleted.push(body),
+            Ok(_) => deleted.push(item.clone()),
             Err(e) if e.reason == "NotFound" => {}
             Err(e) => return Err(e),
         }

@@ -1145,3 +1145,146 @@ async fn injected_faults_reach_clients() {
             && r.user == "kube-sim-admin")
     );
 }
+
+#[tokio::test]
+async fn the_admin_endpoint_controls_faults_and_reports_requests() {
+    let (_sim, client) = cluster_with_retries(fast(), false).await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    cms.create(&PostParams::default(), &cm("counted", json!({})))
+        .await
+        .unwrap();
+    cms.create(&PostParams::default(), &cm("also", json!({"gone": "yes"})))
+        .await
+        .unwrap();
+    cms.delete_collection(
+        &DeleteParams::default(),
+        &ListParams::default().labels("gone=yes"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        cms.list(&ListParams::default()).await.unwrap().items.len(),
+        1,
+        "deletecollection honoured the selector"
+    );
+
+    let put = |path: &str, body: Value| {
+        http::Request::put(path)
+            .header("content-type", "application/json")
+            .body(serde_json::to_vec(&body).unwrap())
+            .unwrap()
+    };
+    client
+        .request_text(put(
+            "/_sim/faults",
+            json!({"errors": [{"verbs": ["get"], "rate": 1.0, "error": {"type": "internal"}}]}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(api_error(cms.get("counted").await.unwrap_err()).code, 500);
+    let spec = client
+        .request_text(http::Request::get("/_sim/faults").body(Vec::new()).unwrap())
+        .await
+        .unwrap();
+    assert!(spec.contains("\"internal\""), "{spec}");
+    client
+        .request_text(
+            http::Request::delete("/_sim/faults")
+                .body(Vec::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert!(cms.get("counted").await.is_ok());
+
+    let stats: Value = serde_json::from_str(
+        &client
+            .request_text(http::Request::get("/_sim/stats").body(Vec::new()).unwrap())
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(stats["objects"]["configmaps"], 1);
+    assert!(
+        stats["requests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["verb"] == "get" && r["code"] == 500)
+    );
+    let metrics = client
+        .request_text(
+            http::Request::get("/_sim/metrics")
+                .body(Vec::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert!(metrics.contains("kubesim_requests_total{verb=\"deletecollection\",group=\"\",resource=\"configmaps\",code=\"200\"} 1"), "{metrics}");
+    assert!(metrics.contains("kubesim_open_watches"));
+    let requests: Value = serde_json::from_str(
+        &client
+            .request_text(
+                http::Request::get("/_sim/requests")
+                    .body(Vec::new())
+                    .unwrap(),
+            )
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        requests
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["verb"] == "create" && r["name"].is_null() && r["namespace"] == "default")
+    );
+}
+
+#[tokio::test]
+async fn the_hpa_scales_on_cpu_utilisation() {
+    let (sim, client) = cluster(fast()).await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    deployments
+        .create(&PostParams::default(), &deployment("cpu-bound", 2))
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(5), "ready replicas", || {
+        let deployments = deployments.clone();
+        async move {
+            (deployments
+                .get("cpu-bound")
+                .await
+                .ok()?
+                .status?
+                .ready_replicas
+                == Some(2))
+            .then_some(())
+        }
+    })
+    .await;
+    sim.sim().set_utilization(
+        "default",
+        "Deployment",
+        "cpu-bound",
+        ringscale_kube_sim::Utilization {
+            cpu: Some(160.0),
+            memory: None,
+        },
+    );
+    let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), "default");
+    let hpa: HorizontalPodAutoscaler = serde_json::from_value(json!({
+        "metadata": {"name": "cpu-bound"},
+        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "cpu-bound"}, "minReplicas": 1, "maxReplicas": 10,
+                 "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}}}]}
+    }))
+    .unwrap();
+    hpas.create(&PostParams::default(), &hpa).await.unwrap();
+    // 160% against 80%: ratio 2 with 2 ready pods → 4.
+    eventually(Duration::from_secs(10), "scale to 4", || {
+        let deployments = deployments.clone();
+        async move { (deployments.get("cpu-bound").await.ok()?.spec?.replicas == Some(4)).then_some(()) }
+    })
+    .await;
+}

@@ -173,3 +173,37 @@ fn crds_prints_the_committed_crds() {
         "`ringscale crds` differs from crds/*.yaml"
     );
 }
+
+#[test]
+fn sim_writes_a_kubeconfig_serves_and_stops_on_sigterm() {
+    use std::io::{BufRead, BufReader};
+    let dir = std::env::temp_dir().join(format!("ringscale-sim-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let kubeconfig = dir.join("kubeconfig");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ringscale"))
+        .args([
+            "sim",
+            "--kubeconfig",
+            kubeconfig.to_str().expect("utf-8"),
+            "--no-controllers",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("ringscale sim starts");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let first = lines.next().expect("a line").expect("readable");
+    assert!(
+        first.starts_with("kube-sim listening on https://127.0.0.1:"),
+        "{first}"
+    );
+    let written = std::fs::read_to_string(&kubeconfig).expect("kubeconfig written");
+    let url = first.trim_start_matches("kube-sim listening on ");
+    assert!(written.contains(url), "the kubeconfig points at {url}");
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    let exit = child.wait().expect("exits");
+    assert!(exit.success(), "SIGTERM is a clean exit, got {exit:?}");
+}
