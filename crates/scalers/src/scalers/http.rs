@@ -1,0 +1,104 @@
+//! Shared HTTP clients: one per TLS configuration, pooling connections per host.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::sources::{Limit, Sources};
+use crate::tls::TlsOptions;
+
+/// Identity of a shared HTTP client.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct HttpKey(TlsOptions);
+
+/// The most a response body may hold; larger answers are an error, not an allocation.
+pub(crate) const MAX_BODY: usize = 16 * 1024 * 1024;
+
+/// A shared HTTP client.
+pub(crate) struct HttpSource {
+    client: Result<reqwest::Client, String>,
+    pub limit: Limit,
+}
+
+impl HttpSource {
+    fn new(tls: &TlsOptions, limit: Limit) -> Self {
+        let client = tls.client_config().and_then(|config| {
+            reqwest::Client::builder()
+                .tls_backend_preconfigured(config)
+                .pool_idle_timeout(Duration::from_secs(90))
+                .pool_max_idle_per_host(64)
+                .no_proxy()
+                .user_agent(concat!("ringscale/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .map_err(|e| format!("cannot create the HTTP client: {e}"))
+        });
+        HttpSource { client, limit }
+    }
+
+    /// The client, or why it could not be built.
+    pub fn client(&self) -> Result<&reqwest::Client, &str> {
+        self.client.as_ref().map_err(String::as_str)
+    }
+}
+
+/// The shared client for `tls`.
+pub(crate) fn client(sources: &Sources, tls: TlsOptions) -> Arc<HttpSource> {
+    let key = HttpKey(tls);
+    sources
+        .inner
+        .http
+        .get_or_insert(&key, || HttpSource::new(&key.0, sources.limit()))
+}
+
+/// An answer: status and body (capped at [`MAX_BODY`]).
+pub(crate) struct Answer {
+    pub status: reqwest::StatusCode,
+    pub body: Vec<u8>,
+}
+
+/// Sends `request` and reads the whole answer. Errors are plain text, without the URL's
+/// credentials.
+pub(crate) async fn fetch(request: reqwest::RequestBuilder) -> Result<Answer, String> {
+    let mut response = request.send().await.map_err(|e| describe(&e))?;
+    let status = response.status();
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| describe(&e))? {
+        if body.len() + chunk.len() > MAX_BODY {
+            return Err(format!("the response is larger than {} MiB", MAX_BODY / (1024 * 1024)));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Answer { status, body })
+}
+
+/// A reqwest error with its causes. URLs are built without user info; secrets in query
+/// parameters are removed by the trigger's redactor.
+fn describe(e: &reqwest::Error) -> String {
+    let mut text = if e.is_timeout() {
+        "the request timed out".to_owned()
+    } else if e.is_connect() {
+        "cannot connect".to_owned()
+    } else {
+        e.to_string()
+    };
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// A short excerpt of a body for error messages.
+pub(crate) fn excerpt(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    let mut out: String = text.chars().take(200).collect();
+    if text.chars().count() > 200 {
+        out.push('…');
+    }
+    out
+}

@@ -1,0 +1,15 @@
+//! One module per trigger type, plus the shared HTTP, AMQP and authentication helpers.
+
+pub(crate) mod amqp;
+pub(crate) mod cron;
+pub(crate) mod external;
+pub(crate) mod http;
+pub(crate) mod httpauth;
+pub(crate) mod metrics_api;
+pub(crate) mod mysql;
+pub(crate) mod nats;
+pub(crate) mod postgres;
+pub(crate) mod prometheus;
+pub(crate) mod rabbitmq;
+pub(crate) mod redis;
+pub(crate) mod resource;

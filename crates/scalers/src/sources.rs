@@ -1,0 +1,173 @@
+//! Shared connections to event sources.
+//!
+//! Every distinct source (trigger type, address, credentials, TLS settings) gets one client or
+//! pool, shared by all triggers that point at it and dropped when the last of them is dropped.
+//! Each source bounds how many calls run against it at once.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, SemaphorePermit};
+
+use crate::scalers::{amqp, external, http, mysql, postgres, redis};
+
+/// Limits of shared sources.
+#[derive(Clone, Debug)]
+pub struct SourcesConfig {
+    /// Calls allowed to run at once against one source; more wait for a slot (within their
+    /// timeout).
+    pub per_source_concurrency: usize,
+    /// Connections kept per SQL database source.
+    pub sql_pool_size: usize,
+}
+
+impl Default for SourcesConfig {
+    fn default() -> Self {
+        SourcesConfig {
+            per_source_concurrency: 64,
+            sql_pool_size: 4,
+        }
+    }
+}
+
+/// How many sources of each kind are alive, for tests and metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SourceCounts {
+    /// Redis servers, clusters and sentinel groups.
+    pub redis: usize,
+    /// PostgreSQL databases.
+    pub postgres: usize,
+    /// MySQL/MariaDB databases.
+    pub mysql: usize,
+    /// AMQP brokers.
+    pub amqp: usize,
+    /// HTTP clients (one per TLS configuration).
+    pub http: usize,
+    /// gRPC external scaler endpoints.
+    pub grpc: usize,
+}
+
+/// The registry of shared sources. Cheap to clone; clones share the registry.
+#[derive(Clone)]
+pub struct Sources {
+    pub(crate) inner: Arc<SourcesInner>,
+}
+
+pub(crate) struct SourcesInner {
+    pub config: SourcesConfig,
+    pub redis: Shared<redis::RedisKey, redis::RedisSource>,
+    pub postgres: Shared<postgres::PgKey, postgres::PgSource>,
+    pub mysql: Shared<mysql::MySqlKey, mysql::MySqlSource>,
+    pub amqp: Shared<amqp::AmqpKey, amqp::AmqpSource>,
+    pub http: Shared<http::HttpKey, http::HttpSource>,
+    pub grpc: Shared<external::GrpcKey, external::GrpcSource>,
+}
+
+impl Sources {
+    /// A registry with the given limits.
+    pub fn new(config: SourcesConfig) -> Self {
+        crate::tls::install_crypto_provider();
+        Sources {
+            inner: Arc::new(SourcesInner {
+                config,
+                redis: Shared::default(),
+                postgres: Shared::default(),
+                mysql: Shared::default(),
+                amqp: Shared::default(),
+                http: Shared::default(),
+                grpc: Shared::default(),
+            }),
+        }
+    }
+
+    /// How many sources of each kind are alive.
+    pub fn counts(&self) -> SourceCounts {
+        let i = &self.inner;
+        SourceCounts {
+            redis: i.redis.live(),
+            postgres: i.postgres.live(),
+            mysql: i.mysql.live(),
+            amqp: i.amqp.live(),
+            http: i.http.live(),
+            grpc: i.grpc.live(),
+        }
+    }
+
+    pub(crate) fn limit(&self) -> Limit {
+        Limit::new(self.inner.config.per_source_concurrency)
+    }
+}
+
+impl Default for Sources {
+    fn default() -> Self {
+        Sources::new(SourcesConfig::default())
+    }
+}
+
+impl fmt::Debug for Sources {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sources")
+            .field("config", &self.inner.config)
+            .field("counts", &self.counts())
+            .finish()
+    }
+}
+
+/// A map of shared values that keeps only weak references: a value lives as long as some
+/// trigger holds it.
+pub(crate) struct Shared<K, V> {
+    map: Mutex<HashMap<K, Weak<V>>>,
+}
+
+impl<K, V> Default for Shared<K, V> {
+    fn default() -> Self {
+        Shared {
+            map: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<K: Hash + Eq + Clone, V> Shared<K, V> {
+    /// The live value for `key`, or a new one made by `make`.
+    pub fn get_or_insert(&self, key: &K, make: impl FnOnce() -> V) -> Arc<V> {
+        let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(value) = map.get(key).and_then(Weak::upgrade) {
+            return value;
+        }
+        if map.len() >= 32 && map.len().is_power_of_two() {
+            map.retain(|_, w| w.strong_count() > 0);
+        }
+        let value = Arc::new(make());
+        map.insert(key.clone(), Arc::downgrade(&value));
+        value
+    }
+
+    /// How many values are alive.
+    pub fn live(&self) -> usize {
+        let map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        map.values().filter(|w| w.strong_count() > 0).count()
+    }
+}
+
+/// Bounds concurrent calls against one source.
+#[derive(Debug)]
+pub(crate) struct Limit(Semaphore);
+
+impl Limit {
+    pub fn new(permits: usize) -> Self {
+        Limit(Semaphore::new(permits.max(1)))
+    }
+
+    /// Waits for a slot. The semaphore is never closed, so this only fails if it were.
+    pub async fn acquire(&self) -> Option<SemaphorePermit<'_>> {
+        self.0.acquire().await.ok()
+    }
+}
+
+/// Runs `fut` with a deadline, turning an elapsed deadline into `None`.
+pub(crate) async fn within<T>(timeout: Duration, fut: impl Future<Output = T>) -> Option<T> {
+    tokio::time::timeout(timeout, fut).await.ok()
+}

@@ -1,0 +1,156 @@
+//! TLS client configuration from the PEM strings triggers carry (`ca`, `cert`, `key`) and
+//! `unsafeSsl`.
+
+use std::sync::{Arc, Once};
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+
+use crate::redact::Secret;
+
+/// Installs the process-wide rustls crypto provider (ring) once. Client libraries that build
+/// their own TLS configuration (redis, the AMQP client) need it.
+pub fn install_crypto_provider() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // An error means another provider was installed first; that one is used instead.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+/// TLS settings of a connection to an event source.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct TlsOptions {
+    /// A PEM CA bundle trusted in addition to the public roots.
+    pub ca: Option<String>,
+    /// A PEM client certificate (chain).
+    pub cert: Option<String>,
+    /// The PEM private key of the client certificate.
+    pub key: Option<Secret>,
+    /// Skip verification of the server's certificate (`unsafeSsl`).
+    pub insecure: bool,
+}
+
+impl TlsOptions {
+    /// Builds a rustls client configuration. Errors describe which part is malformed.
+    pub fn client_config(&self) -> Result<ClientConfig, String> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS setup failed: {e}"))?;
+        let builder = if self.insecure {
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)))
+        } else {
+            let mut roots = RootCertStore::empty();
+            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+            if let Some(ca) = &self.ca {
+                let mut added = 0;
+                for cert in CertificateDer::pem_slice_iter(ca.as_bytes()) {
+                    let cert = cert.map_err(|e| format!("ca is not a valid PEM certificate: {e}"))?;
+                    roots
+                        .add(cert)
+                        .map_err(|e| format!("ca is not a usable CA certificate: {e}"))?;
+                    added += 1;
+                }
+                if added == 0 {
+                    return Err("ca contains no PEM certificate".to_owned());
+                }
+            }
+            builder.with_root_certificates(roots)
+        };
+        match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => {
+                let chain = CertificateDer::pem_slice_iter(cert.as_bytes())
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| format!("cert is not a valid PEM certificate: {e}"))?;
+                if chain.is_empty() {
+                    return Err("cert contains no PEM certificate".to_owned());
+                }
+                let key = PrivateKeyDer::from_pem_slice(key.expose().as_bytes())
+                    .map_err(|_| "key is not a valid unencrypted PEM private key".to_owned())?;
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|e| format!("cert and key do not form a usable client identity: {e}"))
+            }
+            (Some(_), None) => Err("cert is given without key".to_owned()),
+            (None, Some(_)) => Err("key is given without cert".to_owned()),
+            (None, None) => Ok(builder.with_no_client_auth()),
+        }
+    }
+}
+
+/// Accepts any server certificate (still checking handshake signatures), for `unsafeSsl`.
+#[derive(Debug)]
+struct AcceptAnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn malformed_pem_is_reported_without_its_content() {
+        let opts = TlsOptions {
+            ca: Some("-----BEGIN CERTIFICATE-----\nnot base64 secret-ish\n-----END CERTIFICATE-----\n".into()),
+            ..Default::default()
+        };
+        let err = opts.client_config().unwrap_err();
+        assert!(err.starts_with("ca is not a valid PEM certificate"), "{err}");
+        assert!(!err.contains("secret-ish"));
+        let opts = TlsOptions {
+            cert: Some("x".into()),
+            ..Default::default()
+        };
+        assert_eq!(opts.client_config().unwrap_err(), "cert is given without key");
+        assert!(TlsOptions::default().client_config().is_ok());
+        assert!(TlsOptions { insecure: true, ..Default::default() }.client_config().is_ok());
+    }
+}
