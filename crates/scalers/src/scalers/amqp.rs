@@ -20,6 +20,7 @@ pub(crate) struct AmqpKey {
     pub password: Secret,
     pub vhost: String,
     pub tls: Option<TlsOptions>,
+    /// The connection name shown by the broker; shared by every trigger on the connection.
     pub connection_name: String,
 }
 

@@ -251,7 +251,7 @@ pub(crate) fn parse(p: &mut Params<'_>) -> Config {
                 password: Secret::new(pass),
                 vhost,
                 tls: use_tls.then(|| tls.clone()),
-                connection_name: format!("ringscale-{}-{}", p.input.owner.namespace, p.input.owner.name),
+                connection_name: "ringscale".to_owned(),
             })
         }
         (_, Ok(url)) => {

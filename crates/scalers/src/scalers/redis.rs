@@ -291,7 +291,7 @@ impl Conn {
             Conn::Single(c) => c.req_packed_command(cmd).await?,
             Conn::Cluster(c) => c.req_packed_command(cmd).await?,
         };
-        redis::from_redis_value(value).map_err(RedisError::from)
+        redis::from_redis_value(value.extract_error()?).map_err(RedisError::from)
     }
 }
 
@@ -611,7 +611,9 @@ impl StreamsScaler {
                         Some(Value::Int(n)) => Ok(*n),
                         _ => Err(Failure::Other(common.source_error("XPENDING returned no count"))),
                     },
-                    _ => Err(Failure::Other(common.source_error("XPENDING returned an unexpected reply"))),
+                    other => Err(Failure::Other(common.source_error(format!(
+                        "XPENDING returned an unexpected reply: {other:?}"
+                    )))),
                 }
             }
             StreamMode::Lag => {
