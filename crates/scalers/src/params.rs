@@ -131,10 +131,13 @@ impl<'a> Params<'a> {
         } else {
             String::new()
         };
+        // Point at the metadata key when metadata is one of the places: that is where users
+        // look first.
+        let location = if order.contains(&ParamSource::Metadata) { META } else { order };
         self.fail_param(
             ErrorKind::Config,
             name,
-            order,
+            location,
             format!(
                 "missing required parameter{alternatives}; set it in {}",
                 places.join(" or ")

@@ -292,7 +292,7 @@ fn xml_to_value(body: &[u8]) -> Result<Value, String> {
         }
         buf.clear();
     }
-    let (name, value) = root.ok_or_else(|| "the response has no XML document element".to_owned())?;
+    let (name, value) = root.ok_or_else(|| "the response is not valid XML: it has no document element".to_owned())?;
     // Allow both `child.value` and `root.child.value`.
     let mut doc = match value {
         Value::Object(map) => map,
