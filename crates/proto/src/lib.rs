@@ -3,7 +3,12 @@
 
 /// KEDA's external scaler protocol (`externalscaler.proto`): a client for the `external` and
 /// `external-push` triggers, and a server for tests and for anyone writing a scaler in Rust.
-#[allow(missing_docs, missing_debug_implementations, clippy::all, clippy::pedantic)]
+#[allow(
+    missing_docs,
+    missing_debug_implementations,
+    clippy::all,
+    clippy::pedantic
+)]
 pub mod externalscaler {
     tonic::include_proto!("externalscaler");
 }

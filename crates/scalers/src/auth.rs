@@ -73,7 +73,8 @@ impl ObjectSet {
 
     /// Adds a Secret.
     pub fn add_secret(&mut self, namespace: &str, name: &str, data: BTreeMap<String, String>) {
-        self.secrets.insert((namespace.to_owned(), name.to_owned()), data);
+        self.secrets
+            .insert((namespace.to_owned(), name.to_owned()), data);
     }
 
     /// Adds a ConfigMap.
@@ -185,7 +186,10 @@ impl fmt::Debug for ResolvedAuth {
 }
 
 /// The container whose environment a trigger reads: the named one, or the first.
-fn pick_container<'a>(pod: &'a PodSpec, name: Option<&str>) -> Result<Option<&'a Container>, String> {
+fn pick_container<'a>(
+    pod: &'a PodSpec,
+    name: Option<&str>,
+) -> Result<Option<&'a Container>, String> {
     match name.filter(|n| !n.is_empty()) {
         Some(n) => pod
             .containers
@@ -229,9 +233,19 @@ pub fn resolve_env(
         let prefix = source.prefix.clone().unwrap_or_default();
         let path = format!("{base}.envFrom[{i}]");
         let (kind, name, optional, data) = if let Some(r) = &source.config_map_ref {
-            ("ConfigMap", r.name.clone(), r.optional.unwrap_or(false), lookup.config_map(namespace, &r.name))
+            (
+                "ConfigMap",
+                r.name.clone(),
+                r.optional.unwrap_or(false),
+                lookup.config_map(namespace, &r.name),
+            )
         } else if let Some(r) = &source.secret_ref {
-            ("Secret", r.name.clone(), r.optional.unwrap_or(false), lookup.secret(namespace, &r.name))
+            (
+                "Secret",
+                r.name.clone(),
+                r.optional.unwrap_or(false),
+                lookup.secret(namespace, &r.name),
+            )
         } else {
             continue;
         };
@@ -266,9 +280,21 @@ pub fn resolve_env(
             continue;
         };
         let (kind, name, key, optional, data) = if let Some(r) = &from.secret_key_ref {
-            ("Secret", r.name.clone(), r.key.clone(), r.optional.unwrap_or(false), lookup.secret(namespace, &r.name))
+            (
+                "Secret",
+                r.name.clone(),
+                r.key.clone(),
+                r.optional.unwrap_or(false),
+                lookup.secret(namespace, &r.name),
+            )
         } else if let Some(r) = &from.config_map_key_ref {
-            ("ConfigMap", r.name.clone(), r.key.clone(), r.optional.unwrap_or(false), lookup.config_map(namespace, &r.name))
+            (
+                "ConfigMap",
+                r.name.clone(),
+                r.key.clone(),
+                r.optional.unwrap_or(false),
+                lookup.config_map(namespace, &r.name),
+            )
         } else {
             continue;
         };
@@ -347,12 +373,21 @@ pub fn resolve_auth(
 ) -> ResolvedAuth {
     let mut out = ResolvedAuth::default();
     let cluster = matches!(kind, AuthenticationKind::ClusterTriggerAuthentication);
-    let object_ns = if cluster { ctx.cluster_object_namespace } else { ctx.namespace };
+    let object_ns = if cluster {
+        ctx.cluster_object_namespace
+    } else {
+        ctx.namespace
+    };
     if let Some(pi) = &spec.pod_identity {
         out.pod_identity = Some(pi.provider.as_str().to_owned());
     }
     for (i, e) in spec.env.iter().flatten().enumerate() {
-        let (env, problems) = resolve_env(ctx.pod_spec, e.container_name.as_deref(), ctx.namespace, lookup);
+        let (env, problems) = resolve_env(
+            ctx.pod_spec,
+            e.container_name.as_deref(),
+            ctx.namespace,
+            lookup,
+        );
         for mut p in problems {
             p.path = format!("spec.env[{i}]: {}", p.path);
             out.problems.push(p);
@@ -364,24 +399,46 @@ pub fn resolve_auth(
             None if ctx.pod_spec.is_some() => out.problems.push(AuthProblem {
                 kind: ProblemKind::NotFound,
                 path: format!("spec.env[{i}]"),
-                message: format!("the scale target's container has no environment variable {}", e.name),
+                message: format!(
+                    "the scale target's container has no environment variable {}",
+                    e.name
+                ),
             }),
             None => out.problems.push(AuthProblem {
                 kind: ProblemKind::NotVisible,
                 path: format!("spec.env[{i}]"),
-                message: format!("not checked: the scale target is not in the input, so {} cannot be read", e.name),
+                message: format!(
+                    "not checked: the scale target is not in the input, so {} cannot be read",
+                    e.name
+                ),
             }),
         }
     }
     for (i, r) in spec.config_map_target_ref.iter().flatten().enumerate() {
         let path = format!("spec.configMapTargetRef[{i}]");
-        if let Some(v) = key_of("ConfigMap", lookup.config_map(object_ns, &r.name), object_ns, &r.name, &r.key, &path, &mut out.problems) {
+        if let Some(v) = key_of(
+            "ConfigMap",
+            lookup.config_map(object_ns, &r.name),
+            object_ns,
+            &r.name,
+            &r.key,
+            &path,
+            &mut out.problems,
+        ) {
             out.params.insert(r.parameter.clone(), v);
         }
     }
     for (i, r) in spec.secret_target_ref.iter().flatten().enumerate() {
         let path = format!("spec.secretTargetRef[{i}]");
-        if let Some(v) = key_of("Secret", lookup.secret(object_ns, &r.name), object_ns, &r.name, &r.key, &path, &mut out.problems) {
+        if let Some(v) = key_of(
+            "Secret",
+            lookup.secret(object_ns, &r.name),
+            object_ns,
+            &r.name,
+            &r.key,
+            &path,
+            &mut out.problems,
+        ) {
             out.params.insert(r.parameter.clone(), v);
         }
     }
@@ -399,17 +456,31 @@ pub fn resolve_auth(
             Ok(v) => {
                 out.params.insert(f.parameter.clone(), v);
             }
-            Err((kind, message)) => out.problems.push(AuthProblem { kind, path, message }),
+            Err((kind, message)) => out.problems.push(AuthProblem {
+                kind,
+                path,
+                message,
+            }),
         }
     }
     if let Some(o) = &spec.oauth2 {
         let path = "spec.oauth2.clientSecret".to_owned();
         let r = &o.client_secret.value_from.secret_key_ref;
-        if let Some(v) = key_of("Secret", lookup.secret(object_ns, &r.name), object_ns, &r.name, &r.key, &path, &mut out.problems) {
+        if let Some(v) = key_of(
+            "Secret",
+            lookup.secret(object_ns, &r.name),
+            object_ns,
+            &r.name,
+            &r.key,
+            &path,
+            &mut out.problems,
+        ) {
             out.params.insert("clientSecret".to_owned(), v);
         }
-        out.params.insert("oauthTokenURI".to_owned(), o.token_url.clone());
-        out.params.insert("clientID".to_owned(), o.client_id.clone());
+        out.params
+            .insert("oauthTokenURI".to_owned(), o.token_url.clone());
+        out.params
+            .insert("clientID".to_owned(), o.client_id.clone());
         if let Some(scopes) = o.scopes.as_ref().filter(|s| !s.is_empty()) {
             out.params.insert("scopes".to_owned(), scopes.join(","));
         }
@@ -426,7 +497,12 @@ pub fn resolve_auth(
         ("gcpSecretManager", spec.gcp_secret_manager.is_some()),
         ("awsSecretManager", spec.aws_secret_manager.is_some()),
         ("awsParameterStore", spec.aws_parameter_store.is_some()),
-        ("boundServiceAccountToken", spec.bound_service_account_token.as_ref().is_some_and(|b| !b.is_empty())),
+        (
+            "boundServiceAccountToken",
+            spec.bound_service_account_token
+                .as_ref()
+                .is_some_and(|b| !b.is_empty()),
+        ),
     ];
     for (field, present) in unsupported {
         if present {
@@ -486,7 +562,8 @@ fn read_auth_file(root: Option<&Path>, relative: &str) -> Result<String, (Proble
     let Some(root) = root else {
         return Err((
             ProblemKind::NotVisible,
-            "not checked: no file-auth root path is configured (--filepath-auth-root-path)".to_owned(),
+            "not checked: no file-auth root path is configured (--filepath-auth-root-path)"
+                .to_owned(),
         ));
     };
     let rel = Path::new(relative);
@@ -496,35 +573,59 @@ fn read_auth_file(root: Option<&Path>, relative: &str) -> Result<String, (Proble
             "filePath must be a relative path without '..'".to_owned(),
         ));
     }
-    let root_real = root
-        .canonicalize()
-        .map_err(|e| (ProblemKind::NotFound, format!("the file-auth root cannot be read: {e}")))?;
+    let root_real = root.canonicalize().map_err(|e| {
+        (
+            ProblemKind::NotFound,
+            format!("the file-auth root cannot be read: {e}"),
+        )
+    })?;
     let full: PathBuf = root_real.join(rel);
-    let real = full
-        .canonicalize()
-        .map_err(|_| (ProblemKind::NotFound, format!("file {relative} not found under the file-auth root")))?;
+    let real = full.canonicalize().map_err(|_| {
+        (
+            ProblemKind::NotFound,
+            format!("file {relative} not found under the file-auth root"),
+        )
+    })?;
     if !real.starts_with(&root_real) {
-        return Err((ProblemKind::Invalid, format!("file {relative} resolves outside the file-auth root")));
+        return Err((
+            ProblemKind::Invalid,
+            format!("file {relative} resolves outside the file-auth root"),
+        ));
     }
-    let meta = std::fs::metadata(&real)
-        .map_err(|e| (ProblemKind::NotFound, format!("file {relative} cannot be read: {e}")))?;
+    let meta = std::fs::metadata(&real).map_err(|e| {
+        (
+            ProblemKind::NotFound,
+            format!("file {relative} cannot be read: {e}"),
+        )
+    })?;
     if meta.len() > 1024 * 1024 {
-        return Err((ProblemKind::Invalid, format!("file {relative} is larger than 1 MiB")));
+        return Err((
+            ProblemKind::Invalid,
+            format!("file {relative} is larger than 1 MiB"),
+        ));
     }
-    std::fs::read_to_string(&real)
-        .map_err(|e| (ProblemKind::Invalid, format!("file {relative} cannot be read as text: {e}")))
+    std::fs::read_to_string(&real).map_err(|e| {
+        (
+            ProblemKind::Invalid,
+            format!("file {relative} cannot be read as text: {e}"),
+        )
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::{
-        ConfigMapEnvSource, ConfigMapKeySelector, EnvFromSource, EnvVar, EnvVarSource, SecretKeySelector,
+        ConfigMapEnvSource, ConfigMapKeySelector, EnvFromSource, EnvVar, EnvVarSource,
+        SecretKeySelector,
     };
     use ringscale_api::trigger_auth::{AuthEnvironment, AuthFilePath, AuthTargetRef};
 
     fn data(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     fn pod() -> PodSpec {
@@ -604,7 +705,12 @@ mod tests {
 
         let missing = ObjectSet::new(true);
         let (_, problems) = resolve_env(Some(&pod()), None, "ns", &missing);
-        assert!(problems.iter().any(|p| p.message == "Secret ns/creds not found"), "{problems:?}");
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.message == "Secret ns/creds not found"),
+            "{problems:?}"
+        );
         let offline = ObjectSet::new(false);
         let (_, problems) = resolve_env(Some(&pod()), None, "ns", &offline);
         assert!(problems.iter().all(|p| p.kind == ProblemKind::NotVisible));
@@ -644,17 +750,42 @@ mod tests {
         let mut with_secrets = objects.clone();
         with_secrets.add_secret("app", "creds", data(&[("password", "x")]));
         with_secrets.add_config_map("app", "shared", data(&[]));
-        let r = resolve_auth(&spec, &AuthenticationKind::TriggerAuthentication, &ctx, &with_secrets);
-        assert_eq!(r.params["password"], "from-app-ns", "secretTargetRef overrides configMapTargetRef");
+        let r = resolve_auth(
+            &spec,
+            &AuthenticationKind::TriggerAuthentication,
+            &ctx,
+            &with_secrets,
+        );
+        assert_eq!(
+            r.params["password"], "from-app-ns",
+            "secretTargetRef overrides configMapTargetRef"
+        );
         assert_eq!(r.params["host"], "redis");
         let mut cluster_objects = with_secrets.clone();
         cluster_objects.add_config_map("keda", "c", data(&[("pw", "cm")]));
-        let r = resolve_auth(&spec, &AuthenticationKind::ClusterTriggerAuthentication, &ctx, &cluster_objects);
+        let r = resolve_auth(
+            &spec,
+            &AuthenticationKind::ClusterTriggerAuthentication,
+            &ctx,
+            &cluster_objects,
+        );
         assert_eq!(r.params["password"], "from-operator-ns");
-        assert!(format!("{r:?}").find("from-operator-ns").is_none(), "Debug hides values");
+        assert!(
+            format!("{r:?}").find("from-operator-ns").is_none(),
+            "Debug hides values"
+        );
 
-        let r = resolve_auth(&spec, &AuthenticationKind::TriggerAuthentication, &ctx, &ObjectSet::new(true));
-        assert!(r.problems.iter().any(|p| p.path == "spec.secretTargetRef[0]" && p.kind == ProblemKind::NotFound));
+        let r = resolve_auth(
+            &spec,
+            &AuthenticationKind::TriggerAuthentication,
+            &ctx,
+            &ObjectSet::new(true),
+        );
+        assert!(
+            r.problems
+                .iter()
+                .any(|p| p.path == "spec.secretTargetRef[0]" && p.kind == ProblemKind::NotFound)
+        );
     }
 
     #[test]
@@ -677,13 +808,25 @@ mod tests {
         };
         let cta = AuthenticationKind::ClusterTriggerAuthentication;
         let objects = ObjectSet::new(true);
-        assert_eq!(resolve_auth(&spec("creds/api-key"), &cta, &ctx, &objects).params["apiKey"], "k3y");
+        assert_eq!(
+            resolve_auth(&spec("creds/api-key"), &cta, &ctx, &objects).params["apiKey"],
+            "k3y"
+        );
         for bad in ["../etc/passwd", "/etc/passwd", "creds/../../x"] {
             let r = resolve_auth(&spec(bad), &cta, &ctx, &objects);
             assert_eq!(r.problems[0].kind, ProblemKind::Invalid, "{bad}");
         }
-        let r = resolve_auth(&spec("creds/api-key"), &AuthenticationKind::TriggerAuthentication, &ctx, &objects);
-        assert!(r.problems[0].message.contains("only supported for ClusterTriggerAuthentication"));
+        let r = resolve_auth(
+            &spec("creds/api-key"),
+            &AuthenticationKind::TriggerAuthentication,
+            &ctx,
+            &objects,
+        );
+        assert!(
+            r.problems[0]
+                .message
+                .contains("only supported for ClusterTriggerAuthentication")
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

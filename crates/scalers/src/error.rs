@@ -105,3 +105,18 @@ impl fmt::Debug for ScalerError {
 }
 
 impl std::error::Error for ScalerError {}
+
+/// An error's message followed by its causes (each once).
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
+}

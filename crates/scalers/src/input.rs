@@ -146,10 +146,10 @@ impl TriggerInput {
         }
         for (k, v) in &self.metadata {
             if let Some(param) = k.strip_suffix("FromEnv") {
-                if is_secret_name(param) {
-                    if let Some(value) = self.resolved_env.get(v) {
-                        secrets.push(value.clone());
-                    }
+                if is_secret_name(param)
+                    && let Some(value) = self.resolved_env.get(v)
+                {
+                    secrets.push(value.clone());
                 }
             } else if is_secret_name(k) {
                 secrets.push(v.clone());
@@ -226,7 +226,10 @@ impl fmt::Debug for TriggerInput {
             .field("use_cached_metrics", &self.use_cached_metrics)
             .field("as_metric_source", &self.as_metric_source)
             .field("auth_params", &self.auth_params.keys().collect::<Vec<_>>())
-            .field("resolved_env", &self.resolved_env.keys().collect::<Vec<_>>())
+            .field(
+                "resolved_env",
+                &self.resolved_env.keys().collect::<Vec<_>>(),
+            )
             .field("pod_identity", &self.pod_identity)
             .field("owner", &self.owner)
             .finish()
@@ -251,7 +254,10 @@ mod tests {
             "ns",
             "so",
         )
-        .with_auth([("password", "auth-secret-3"), ("connection", "conn-secret-4")])
+        .with_auth([
+            ("password", "auth-secret-3"),
+            ("connection", "conn-secret-4"),
+        ])
         .with_env([("PW", "env-secret-5")]);
         let shown = format!("{input:?}");
         for secret in [
@@ -264,7 +270,9 @@ mod tests {
             assert!(!shown.contains(secret), "{secret} leaked: {shown}");
         }
         assert!(shown.contains("redis:6379"));
-        let cleaned = input.redactor().clean("env-secret-5 conn-secret-4 url-secret-2");
+        let cleaned = input
+            .redactor()
+            .clean("env-secret-5 conn-secret-4 url-secret-2");
         assert_eq!(cleaned, "[redacted] [redacted] [redacted]");
     }
 }

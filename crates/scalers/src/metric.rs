@@ -175,8 +175,14 @@ mod tests {
 
     #[test]
     fn names_are_normalised_and_indexed_like_keda() {
-        assert_eq!(metric_name(0, &normalize("redis-my.list:a/b%c(d)")), "s0-redis-my-list-a-b-c-d-");
-        assert_eq!(split_metric_name("s12-rabbitmq-orders"), Some((12, "rabbitmq-orders")));
+        assert_eq!(
+            metric_name(0, &normalize("redis-my.list:a/b%c(d)")),
+            "s0-redis-my-list-a-b-c-d-"
+        );
+        assert_eq!(
+            split_metric_name("s12-rabbitmq-orders"),
+            Some((12, "rabbitmq-orders"))
+        );
         assert_eq!(split_metric_name("x0-a"), None);
         assert_eq!(to_milli(2.0009), 2000);
         assert_eq!(to_milli(1e300), i64::MAX);

@@ -60,7 +60,9 @@ impl<'a> Params<'a> {
                         .metadata
                         .get(name)
                         .map(|v| (v.as_str(), Some(name.to_owned()))),
-                    ParamSource::Auth => self.input.auth_params.get(name).map(|v| (v.as_str(), None)),
+                    ParamSource::Auth => {
+                        self.input.auth_params.get(name).map(|v| (v.as_str(), None))
+                    }
                     ParamSource::Env => {
                         let key = format!("{name}FromEnv");
                         self.input
@@ -98,7 +100,13 @@ impl<'a> Params<'a> {
     }
 
     /// Records a problem about a parameter (found or not).
-    pub fn fail_param(&mut self, kind: ErrorKind, name: &str, order: &[ParamSource], message: impl AsRef<str>) {
+    pub fn fail_param(
+        &mut self,
+        kind: ErrorKind,
+        name: &str,
+        order: &[ParamSource],
+        message: impl AsRef<str>,
+    ) {
         let source = order.first().copied();
         let key = match source {
             Some(ParamSource::Metadata) => Some(name.to_owned()),
@@ -133,7 +141,11 @@ impl<'a> Params<'a> {
         };
         // Point at the metadata key when metadata is one of the places: that is where users
         // look first.
-        let location = if order.contains(&ParamSource::Metadata) { META } else { order };
+        let location = if order.contains(&ParamSource::Metadata) {
+            META
+        } else {
+            order
+        };
         self.fail_param(
             ErrorKind::Config,
             name,
@@ -195,7 +207,7 @@ impl<'a> Params<'a> {
         if !self.input.as_metric_source {
             match (found, parsed) {
                 (false, _) => self.missing(&[name], META),
-                (true, Some(v)) if v == 0.0 => {
+                (true, Some(0.0)) => {
                     self.fail_param(ErrorKind::Config, name, META, "must not be 0")
                 }
                 _ => {}
@@ -239,7 +251,10 @@ impl<'a> Params<'a> {
             "true" => true,
             "false" => false,
             other => {
-                self.invalid(&found, format!("{other:?} is not a boolean (true or false)"));
+                self.invalid(
+                    &found,
+                    format!("{other:?} is not a boolean (true or false)"),
+                );
                 default
             }
         }
@@ -333,7 +348,6 @@ impl<'a> Params<'a> {
             Err(self.errors)
         }
     }
-
 }
 
 /// Parses a JSON number (`-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`).
@@ -448,10 +462,17 @@ mod tests {
 
     #[test]
     fn numbers_follow_json() {
-        for (s, v) in [("5", Some(5.0)), ("-1.5", Some(-1.5)), ("1e3", Some(1000.0)), ("0.25", Some(0.25))] {
+        for (s, v) in [
+            ("5", Some(5.0)),
+            ("-1.5", Some(-1.5)),
+            ("1e3", Some(1000.0)),
+            ("0.25", Some(0.25)),
+        ] {
             assert_eq!(parse_json_float(s), v, "{s}");
         }
-        for s in ["", "abc", ".5", "5.", "05", "+5", "1e", "NaN", "Infinity", "5 ", "0x10", "1_000"] {
+        for s in [
+            "", "abc", ".5", "5.", "05", "+5", "1e", "NaN", "Infinity", "5 ", "0x10", "1_000",
+        ] {
             assert_eq!(parse_json_float(s), None, "{s}");
         }
         assert_eq!(parse_json_int("42"), Some(42));
@@ -473,17 +494,25 @@ mod tests {
 
     #[test]
     fn lookups_follow_the_order_and_skip_empty_values() {
-        let input = TriggerInput::new(0, "t", [("a", " "), ("bFromEnv", "VAR"), ("c", " 7 ")], "ns", "n")
-            .with_auth([("a", "from-auth")])
-            .with_env([("VAR", "from-env")]);
+        let input = TriggerInput::new(
+            0,
+            "t",
+            [("a", " "), ("bFromEnv", "VAR"), ("c", " 7 ")],
+            "ns",
+            "n",
+        )
+        .with_auth([("a", "from-auth")])
+        .with_env([("VAR", "from-env")]);
         let redactor = Redactor::default();
         let mut p = Params::new(&input, &redactor);
         assert_eq!(
-            p.opt_str(&["a"], &[ParamSource::Metadata, ParamSource::Auth]).as_deref(),
+            p.opt_str(&["a"], &[ParamSource::Metadata, ParamSource::Auth])
+                .as_deref(),
             Some("from-auth")
         );
         assert_eq!(
-            p.opt_str(&["b"], &[ParamSource::Metadata, ParamSource::Env]).as_deref(),
+            p.opt_str(&["b"], &[ParamSource::Metadata, ParamSource::Env])
+                .as_deref(),
             Some("from-env")
         );
         assert_eq!(p.i64_or("c", META, 1), 7);
@@ -491,6 +520,10 @@ mod tests {
         let errors = p.finish().unwrap_err();
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].field_path(), "spec.triggers[0].metadata.d");
-        assert!(errors[0].to_string().contains("missing required parameter"), "{}", errors[0]);
+        assert!(
+            errors[0].to_string().contains("missing required parameter"),
+            "{}",
+            errors[0]
+        );
     }
 }

@@ -44,8 +44,10 @@ pub fn is_secret_name(name: &str) -> bool {
 static URL_USERINFO: LazyLock<Option<Regex>> =
     LazyLock::new(|| Regex::new(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/\s@]+@").ok());
 static KEY_VALUE: LazyLock<Option<Regex>> = LazyLock::new(|| {
-    Regex::new(r"(?i)\b(password|passwd|pwd|sslpassword|token|secret)(\s*[=:]\s*)('[^']*'|[^\s&;,]+)")
-        .ok()
+    Regex::new(
+        r"(?i)\b(password|passwd|pwd|sslpassword|token|secret)(\s*[=:]\s*)('[^']*'|[^\s&;,]+)",
+    )
+    .ok()
 });
 static GO_DSN: LazyLock<Option<Regex>> =
     LazyLock::new(|| Regex::new(r"([A-Za-z0-9_.-]+):[^@\s/]+@(tcp|unix)\(").ok());
@@ -95,10 +97,14 @@ impl Redactor {
 pub fn scrub_patterns(text: &str) -> String {
     let mut out = text.to_owned();
     if let Some(re) = URL_USERINFO.as_ref() {
-        out = re.replace_all(&out, format!("${{1}}{REDACTED}@")).into_owned();
+        out = re
+            .replace_all(&out, format!("${{1}}{REDACTED}@"))
+            .into_owned();
     }
     if let Some(re) = KEY_VALUE.as_ref() {
-        out = re.replace_all(&out, format!("${{1}}${{2}}{REDACTED}")).into_owned();
+        out = re
+            .replace_all(&out, format!("${{1}}${{2}}{REDACTED}"))
+            .into_owned();
     }
     if let Some(re) = GO_DSN.as_ref() {
         out = re

@@ -50,7 +50,8 @@ impl TlsOptions {
             if let Some(ca) = &self.ca {
                 let mut added = 0;
                 for cert in CertificateDer::pem_slice_iter(ca.as_bytes()) {
-                    let cert = cert.map_err(|e| format!("ca is not a valid PEM certificate: {e}"))?;
+                    let cert =
+                        cert.map_err(|e| format!("ca is not a valid PEM certificate: {e}"))?;
                     roots
                         .add(cert)
                         .map_err(|e| format!("ca is not a usable CA certificate: {e}"))?;
@@ -139,18 +140,34 @@ mod tests {
     #[test]
     fn malformed_pem_is_reported_without_its_content() {
         let opts = TlsOptions {
-            ca: Some("-----BEGIN CERTIFICATE-----\nnot base64 secret-ish\n-----END CERTIFICATE-----\n".into()),
+            ca: Some(
+                "-----BEGIN CERTIFICATE-----\nnot base64 secret-ish\n-----END CERTIFICATE-----\n"
+                    .into(),
+            ),
             ..Default::default()
         };
         let err = opts.client_config().unwrap_err();
-        assert!(err.starts_with("ca is not a valid PEM certificate"), "{err}");
+        assert!(
+            err.starts_with("ca is not a valid PEM certificate"),
+            "{err}"
+        );
         assert!(!err.contains("secret-ish"));
         let opts = TlsOptions {
             cert: Some("x".into()),
             ..Default::default()
         };
-        assert_eq!(opts.client_config().unwrap_err(), "cert is given without key");
+        assert_eq!(
+            opts.client_config().unwrap_err(),
+            "cert is given without key"
+        );
         assert!(TlsOptions::default().client_config().is_ok());
-        assert!(TlsOptions { insecure: true, ..Default::default() }.client_config().is_ok());
+        assert!(
+            TlsOptions {
+                insecure: true,
+                ..Default::default()
+            }
+            .client_config()
+            .is_ok()
+        );
     }
 }

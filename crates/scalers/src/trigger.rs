@@ -288,11 +288,17 @@ impl Scaler {
             Config::MySql(c) => Kind::MySql(mysql::MySqlScaler::new(c, sources)),
             Config::RabbitMq(c) => Kind::RabbitMq(rabbitmq::RabbitScaler::new(c, sources)),
             Config::Nats(c) => Kind::Nats(nats::NatsScaler::new(c, sources)),
-            Config::MetricsApi(c) => Kind::MetricsApi(metrics_api::MetricsApiScaler::new(c, sources)),
-            Config::Prometheus(c) => Kind::Prometheus(prometheus::PrometheusScaler::new(c, sources)),
+            Config::MetricsApi(c) => {
+                Kind::MetricsApi(metrics_api::MetricsApiScaler::new(c, sources))
+            }
+            Config::Prometheus(c) => {
+                Kind::Prometheus(prometheus::PrometheusScaler::new(c, sources))
+            }
             Config::Cron(c) => Kind::Cron(cron::CronScaler::new(c)),
             Config::Resource(c) => Kind::Resource(c),
-            Config::External(c) => Kind::External(external::ExternalScaler::new(c, &common, sources)),
+            Config::External(c) => {
+                Kind::External(external::ExternalScaler::new(c, &common, sources))
+            }
         };
         Scaler {
             common,

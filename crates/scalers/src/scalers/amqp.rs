@@ -70,12 +70,11 @@ impl AmqpSource {
             Ok(None) => Err("the broker did not answer the queue declaration".to_owned()),
             Err(e) => {
                 // The broker closes the channel after a failed declaration.
-                if let Some((conn, _)) = state.take() {
-                    if conn.is_open() {
-                        if let Ok(ch) = conn.open_channel(None).await {
-                            *state = Some((conn, ch));
-                        }
-                    }
+                if let Some((conn, _)) = state.take()
+                    && conn.is_open()
+                    && let Ok(ch) = conn.open_channel(None).await
+                {
+                    *state = Some((conn, ch));
                 }
                 Err(format!("queue {queue:?}: {e}"))
             }
@@ -84,8 +83,10 @@ impl AmqpSource {
 
     async fn connect(&self) -> Result<Connection, String> {
         let k = &self.key;
-        let mut args = OpenConnectionArguments::new(&k.host, k.port, &k.username, k.password.expose());
-        args.virtual_host(&k.vhost).connection_name(&k.connection_name);
+        let mut args =
+            OpenConnectionArguments::new(&k.host, k.port, &k.username, k.password.expose());
+        args.virtual_host(&k.vhost)
+            .connection_name(&k.connection_name);
         if let Some(tls) = &k.tls {
             let config = tls.client_config()?;
             let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
@@ -99,13 +100,13 @@ impl AmqpSource {
 
 impl Drop for AmqpSource {
     fn drop(&mut self) {
-        if let Some((conn, channel)) = self.state.get_mut().take() {
-            if let Ok(handle) = tokio::runtime::Handle::try_current() {
-                handle.spawn(async move {
-                    let _ = channel.close().await;
-                    let _ = conn.close().await;
-                });
-            }
+        if let Some((conn, channel)) = self.state.get_mut().take()
+            && let Ok(handle) = tokio::runtime::Handle::try_current()
+        {
+            handle.spawn(async move {
+                let _ = channel.close().await;
+                let _ = conn.close().await;
+            });
         }
     }
 }

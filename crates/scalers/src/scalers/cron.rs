@@ -33,21 +33,51 @@ struct Bounds {
     names: &'static [(&'static str, u32)],
 }
 
-const MINUTES: Bounds = Bounds { min: 0, max: 59, names: &[] };
-const HOURS: Bounds = Bounds { min: 0, max: 23, names: &[] };
-const DOM: Bounds = Bounds { min: 1, max: 31, names: &[] };
+const MINUTES: Bounds = Bounds {
+    min: 0,
+    max: 59,
+    names: &[],
+};
+const HOURS: Bounds = Bounds {
+    min: 0,
+    max: 23,
+    names: &[],
+};
+const DOM: Bounds = Bounds {
+    min: 1,
+    max: 31,
+    names: &[],
+};
 const MONTHS: Bounds = Bounds {
     min: 1,
     max: 12,
     names: &[
-        ("jan", 1), ("feb", 2), ("mar", 3), ("apr", 4), ("may", 5), ("jun", 6),
-        ("jul", 7), ("aug", 8), ("sep", 9), ("oct", 10), ("nov", 11), ("dec", 12),
+        ("jan", 1),
+        ("feb", 2),
+        ("mar", 3),
+        ("apr", 4),
+        ("may", 5),
+        ("jun", 6),
+        ("jul", 7),
+        ("aug", 8),
+        ("sep", 9),
+        ("oct", 10),
+        ("nov", 11),
+        ("dec", 12),
     ],
 };
 const DOW: Bounds = Bounds {
     min: 0,
     max: 6,
-    names: &[("sun", 0), ("mon", 1), ("tue", 2), ("wed", 3), ("thu", 4), ("fri", 5), ("sat", 6)],
+    names: &[
+        ("sun", 0),
+        ("mon", 1),
+        ("tue", 2),
+        ("wed", 3),
+        ("thu", 4),
+        ("fri", 5),
+        ("sat", 6),
+    ],
 };
 
 impl Schedule {
@@ -56,18 +86,25 @@ impl Schedule {
         let mut zone = None;
         if spec.starts_with("TZ=") || spec.starts_with("CRON_TZ=") {
             let eq = spec.find('=').unwrap_or(0);
-            let space = spec.find(char::is_whitespace).ok_or("provided bad location")?;
+            let space = spec
+                .find(char::is_whitespace)
+                .ok_or("provided bad location")?;
             let name = &spec[eq + 1..space];
             load_zone(name)?;
             zone = Some(name.to_owned());
             spec = spec[space..].trim();
         }
         if spec.starts_with('@') {
-            return Err(format!("descriptors such as {spec:?} are not accepted; use five fields"));
+            return Err(format!(
+                "descriptors such as {spec:?} are not accepted; use five fields"
+            ));
         }
         let fields: Vec<&str> = spec.split_whitespace().collect();
         if fields.len() != 5 {
-            return Err(format!("expected exactly 5 fields, found {}: {spec:?}", fields.len()));
+            return Err(format!(
+                "expected exactly 5 fields, found {}: {spec:?}",
+                fields.len()
+            ));
         }
         let (minute, _) = field(fields[0], &MINUTES)?;
         let (hour, _) = field(fields[1], &HOURS)?;
@@ -179,13 +216,21 @@ fn range(expr: &str, b: &Bounds) -> Result<(u64, bool), String> {
         _ => return Err(format!("too many slashes: {expr}")),
     };
     if start < b.min {
-        return Err(format!("beginning of range ({start}) below minimum ({}): {expr}", b.min));
+        return Err(format!(
+            "beginning of range ({start}) below minimum ({}): {expr}",
+            b.min
+        ));
     }
     if end > b.max {
-        return Err(format!("end of range ({end}) above maximum ({}): {expr}", b.max));
+        return Err(format!(
+            "end of range ({end}) above maximum ({}): {expr}",
+            b.max
+        ));
     }
     if start > end {
-        return Err(format!("beginning of range ({start}) beyond end of range ({end}): {expr}"));
+        return Err(format!(
+            "beginning of range ({start}) beyond end of range ({end}): {expr}"
+        ));
     }
     if step == 0 {
         return Err(format!("step of range should be a positive number: {expr}"));
@@ -248,7 +293,12 @@ pub(crate) fn parse(p: &mut Params<'_>) -> Config {
         match Schedule::parse(text) {
             Ok(s) => Some(s),
             Err(e) => {
-                p.fail_param(ErrorKind::Config, name, META, format!("error parsing {name} schedule: {e}"));
+                p.fail_param(
+                    ErrorKind::Config,
+                    name,
+                    META,
+                    format!("error parsing {name} schedule: {e}"),
+                );
                 None
             }
         }
@@ -256,10 +306,20 @@ pub(crate) fn parse(p: &mut Params<'_>) -> Config {
     let start = parse_schedule(p, "start", &start_text);
     let end = parse_schedule(p, "end", &end_text);
     if !start_text.is_empty() && start_text == end_text {
-        p.fail_param(ErrorKind::Config, "end", META, "start and end can not have exactly same time input");
+        p.fail_param(
+            ErrorKind::Config,
+            "end",
+            META,
+            "start and end can not have exactly same time input",
+        );
     }
     if p.lookup(&["desiredReplicas"], META).is_some() && desired_replicas == 0 {
-        p.fail_param(ErrorKind::Config, "desiredReplicas", META, "no desiredReplicas specified (must not be 0)");
+        p.fail_param(
+            ErrorKind::Config,
+            "desiredReplicas",
+            META,
+            "no desiredReplicas specified (must not be 0)",
+        );
     }
     let zone = if timezone.is_empty() {
         TimeZone::UTC
@@ -277,10 +337,20 @@ pub(crate) fn parse(p: &mut Params<'_>) -> Config {
             .is_some_and(|s| s.next_after(Timestamp::now(), &zone).is_none())
     };
     if never(&start) {
-        p.fail_param(ErrorKind::Config, "start", META, "the start schedule never fires");
+        p.fail_param(
+            ErrorKind::Config,
+            "start",
+            META,
+            "the start schedule never fires",
+        );
     }
     if never(&end) {
-        p.fail_param(ErrorKind::Config, "end", META, "the end schedule never fires");
+        p.fail_param(
+            ErrorKind::Config,
+            "end",
+            META,
+            "the end schedule never fires",
+        );
     }
     let empty = || Schedule {
         minute: 0,
@@ -372,7 +442,9 @@ mod tests {
 
     fn at(s: &str, zone: &str) -> Timestamp {
         let tz = load_zone(zone).unwrap();
-        tz.to_zoned(s.parse::<DateTime>().unwrap()).unwrap().timestamp()
+        tz.to_zoned(s.parse::<DateTime>().unwrap())
+            .unwrap()
+            .timestamp()
     }
 
     #[test]
@@ -404,17 +476,32 @@ mod tests {
     fn next_occurrences_follow_the_zone() {
         let s = Schedule::parse("0 6 * * *").unwrap();
         let tz = load_zone("Asia/Kolkata").unwrap();
-        let next = s.next_after(at("2026-03-10T05:59:30", "Asia/Kolkata"), &tz).unwrap();
+        let next = s
+            .next_after(at("2026-03-10T05:59:30", "Asia/Kolkata"), &tz)
+            .unwrap();
         assert_eq!(next, at("2026-03-10T06:00:00", "Asia/Kolkata"));
-        let next = s.next_after(at("2026-03-10T06:00:00", "Asia/Kolkata"), &tz).unwrap();
-        assert_eq!(next, at("2026-03-11T06:00:00", "Asia/Kolkata"), "strictly after");
+        let next = s
+            .next_after(at("2026-03-10T06:00:00", "Asia/Kolkata"), &tz)
+            .unwrap();
+        assert_eq!(
+            next,
+            at("2026-03-11T06:00:00", "Asia/Kolkata"),
+            "strictly after"
+        );
         // Both day fields restricted: either matches (the 13th, or a Friday).
         let s = Schedule::parse("0 0 13 * 5").unwrap();
         let utc = TimeZone::UTC;
-        let next = s.next_after(at("2026-02-01T00:00:00", "UTC"), &utc).unwrap();
+        let next = s
+            .next_after(at("2026-02-01T00:00:00", "UTC"), &utc)
+            .unwrap();
         assert_eq!(next, at("2026-02-06T00:00:00", "UTC"));
         // February 30th never comes.
-        assert_eq!(Schedule::parse("0 0 30 2 *").unwrap().next_after(Timestamp::now(), &utc), None);
+        assert_eq!(
+            Schedule::parse("0 0 30 2 *")
+                .unwrap()
+                .next_after(Timestamp::now(), &utc),
+            None
+        );
     }
 
     #[test]
@@ -429,18 +516,42 @@ mod tests {
             desired_replicas: 10,
         };
         let office = cfg("0 6 * * *", "0 20 * * *", "Asia/Kolkata");
-        assert_eq!(office.in_window(at("2026-05-04T12:00:00", "Asia/Kolkata")), Some(true));
-        assert_eq!(office.in_window(at("2026-05-04T05:00:00", "Asia/Kolkata")), Some(false));
-        assert_eq!(office.in_window(at("2026-05-04T21:00:00", "Asia/Kolkata")), Some(false));
-        assert_eq!(office.in_window(at("2026-05-04T06:00:00", "Asia/Kolkata")), Some(true));
+        assert_eq!(
+            office.in_window(at("2026-05-04T12:00:00", "Asia/Kolkata")),
+            Some(true)
+        );
+        assert_eq!(
+            office.in_window(at("2026-05-04T05:00:00", "Asia/Kolkata")),
+            Some(false)
+        );
+        assert_eq!(
+            office.in_window(at("2026-05-04T21:00:00", "Asia/Kolkata")),
+            Some(false)
+        );
+        assert_eq!(
+            office.in_window(at("2026-05-04T06:00:00", "Asia/Kolkata")),
+            Some(true)
+        );
         // The same instant is outside in another zone.
         let utc = cfg("0 6 * * *", "0 20 * * *", "UTC");
-        assert_eq!(utc.in_window(at("2026-05-04T05:00:00", "Asia/Kolkata")), Some(false));
+        assert_eq!(
+            utc.in_window(at("2026-05-04T05:00:00", "Asia/Kolkata")),
+            Some(false)
+        );
         // A window across midnight.
         let night = cfg("0 22 * * *", "0 4 * * *", "Europe/Berlin");
-        assert_eq!(night.in_window(at("2026-05-04T23:30:00", "Europe/Berlin")), Some(true));
-        assert_eq!(night.in_window(at("2026-05-05T03:59:00", "Europe/Berlin")), Some(true));
-        assert_eq!(night.in_window(at("2026-05-05T12:00:00", "Europe/Berlin")), Some(false));
+        assert_eq!(
+            night.in_window(at("2026-05-04T23:30:00", "Europe/Berlin")),
+            Some(true)
+        );
+        assert_eq!(
+            night.in_window(at("2026-05-05T03:59:00", "Europe/Berlin")),
+            Some(true)
+        );
+        assert_eq!(
+            night.in_window(at("2026-05-05T12:00:00", "Europe/Berlin")),
+            Some(false)
+        );
     }
 
     #[test]

@@ -4,13 +4,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ringscale_proto::externalscaler as pb;
 use pb::external_scaler_client::ExternalScalerClient;
+use ringscale_proto::externalscaler as pb;
 use tokio::sync::mpsc;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::error::{ErrorKind, ParamSource};
-use crate::metric::{ExternalMetric, MetricSpec, MetricValue, Poll, metric_name, split_metric_name, to_milli};
+use crate::metric::{
+    ExternalMetric, MetricSpec, MetricValue, Poll, metric_name, split_metric_name, to_milli,
+};
 use crate::params::{AUTH, META, Params};
 use crate::redact::Secret;
 use crate::sources::{Limit, Sources};
@@ -49,10 +51,10 @@ pub(crate) fn parse(p: &mut Params<'_>, push: bool) -> Config {
         key,
         insecure,
     });
-    if let Some(t) = &tls {
-        if let Err(e) = t.client_config() {
-            p.fail_param(ErrorKind::Config, "caCert", &[ParamSource::Auth], e);
-        }
+    if let Some(t) = &tls
+        && let Err(e) = t.client_config()
+    {
+        p.fail_param(ErrorKind::Config, "caCert", &[ParamSource::Auth], e);
     }
     let mut metadata = HashMap::new();
     for (key, value) in &p.input.metadata {
@@ -97,8 +99,8 @@ impl GrpcSource {
             match &key.tls {
                 None => Ok(endpoint.connect_lazy()),
                 Some(tls) => {
-                    let mut config = tls.client_config()?;
-                    config.alpn_protocols = vec![b"h2".to_vec()];
+                    let config = tls.client_config()?;
+                    // The connector sets ALPN (h2) itself.
                     let connector = hyper_rustls::HttpsConnectorBuilder::new()
                         .with_tls_config(config)
                         .https_only()
@@ -152,7 +154,10 @@ impl ExternalScaler {
         }
     }
 
-    pub async fn metric_specs(&self, common: &Common) -> Result<Vec<MetricSpec>, crate::ScalerError> {
+    pub async fn metric_specs(
+        &self,
+        common: &Common,
+    ) -> Result<Vec<MetricSpec>, crate::ScalerError> {
         let _permit = self.source.limit.acquire().await;
         let mut client = self.client(common)?;
         let response = client
@@ -186,7 +191,10 @@ impl ExternalScaler {
             _ => {
                 return Err(common.error(
                     ErrorKind::Config,
-                    format!("metric name {metric:?} does not carry this trigger's prefix s{}-", common.index),
+                    format!(
+                        "metric name {metric:?} does not carry this trigger's prefix s{}-",
+                        common.index
+                    ),
                 ));
             }
         };
@@ -226,7 +234,10 @@ impl ExternalScaler {
 
     /// Subscribes to `StreamIsActive`, reconnecting with backoff (2 s doubling to 1 min, reset
     /// after the server ends a stream cleanly) until the receiver is dropped.
-    pub fn stream_is_active(&self, common: &Common) -> mpsc::Receiver<Result<bool, crate::ScalerError>> {
+    pub fn stream_is_active(
+        &self,
+        common: &Common,
+    ) -> mpsc::Receiver<Result<bool, crate::ScalerError>> {
         let (tx, rx) = mpsc::channel(16);
         let client = self.client(common);
         let reference = self.reference.clone();

@@ -63,7 +63,10 @@ pub(crate) async fn fetch(request: reqwest::RequestBuilder) -> Result<Answer, St
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(|e| describe(&e))? {
         if body.len() + chunk.len() > MAX_BODY {
-            return Err(format!("the response is larger than {} MiB", MAX_BODY / (1024 * 1024)));
+            return Err(format!(
+                "the response is larger than {} MiB",
+                MAX_BODY / (1024 * 1024)
+            ));
         }
         body.extend_from_slice(&chunk);
     }
@@ -73,23 +76,18 @@ pub(crate) async fn fetch(request: reqwest::RequestBuilder) -> Result<Answer, St
 /// A reqwest error with its causes. URLs are built without user info; secrets in query
 /// parameters are removed by the trigger's redactor.
 fn describe(e: &reqwest::Error) -> String {
-    let mut text = if e.is_timeout() {
-        "the request timed out".to_owned()
-    } else if e.is_connect() {
-        "cannot connect".to_owned()
-    } else {
-        e.to_string()
-    };
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
+    let text = crate::error::chain(e);
+    if e.is_connect() {
+        // reqwest says "error sending request for url (...)"; the cause is what matters.
+        match std::error::Error::source(e) {
+            Some(cause) => format!("cannot connect: {}", crate::error::chain(cause)),
+            None => text,
         }
-        source = s.source();
+    } else if e.is_timeout() {
+        "the request timed out".to_owned()
+    } else {
+        text
     }
-    text
 }
 
 /// A short excerpt of a body for error messages.

@@ -88,13 +88,25 @@ pub(crate) fn parse(p: &mut Params<'_>) -> HttpAuth {
         p.fail_param(ErrorKind::Config, name, AUTH, msg);
     };
     if auth.enabled(Mode::Bearer) && auth.bearer.is_none() {
-        missing(p, "bearerToken", "a bearer token is required when bearer auth is enabled");
+        missing(
+            p,
+            "bearerToken",
+            "a bearer token is required when bearer auth is enabled",
+        );
     }
     if auth.enabled(Mode::Basic) && auth.username.is_none() {
-        missing(p, "username", "username is required when basic auth is enabled");
+        missing(
+            p,
+            "username",
+            "username is required when basic auth is enabled",
+        );
     }
     if auth.enabled(Mode::Tls) && (auth.cert.is_none() || auth.key.is_none() || auth.ca.is_none()) {
-        missing(p, "cert", "ca, cert and key are required when tls auth is enabled");
+        missing(
+            p,
+            "cert",
+            "ca, cert and key are required when tls auth is enabled",
+        );
     }
     if auth.enabled(Mode::Custom) && auth.custom.is_none() {
         missing(
@@ -104,7 +116,11 @@ pub(crate) fn parse(p: &mut Params<'_>) -> HttpAuth {
         );
     }
     if auth.enabled(Mode::ApiKey) && auth.api_key.is_none() {
-        missing(p, "apiKey", "apiKey is required when apiKey auth is enabled");
+        missing(
+            p,
+            "apiKey",
+            "apiKey is required when apiKey auth is enabled",
+        );
     }
     auth
 }
@@ -119,7 +135,11 @@ impl HttpAuth {
     pub fn tls(&self, insecure: bool, with_ca: bool) -> TlsOptions {
         let tls_on = self.enabled(Mode::Tls);
         TlsOptions {
-            ca: if tls_on || with_ca { self.ca.clone() } else { None },
+            ca: if tls_on || with_ca {
+                self.ca.clone()
+            } else {
+                None
+            },
             cert: if tls_on { self.cert.clone() } else { None },
             key: if tls_on { self.key.clone() } else { None },
             insecure,
@@ -129,7 +149,10 @@ impl HttpAuth {
     /// The API key query parameter to add to the URL, if the key goes in the query.
     pub fn query_param(&self) -> Option<(String, &str)> {
         if self.enabled(Mode::ApiKey) && self.api_key_in_query {
-            let name = self.key_param_name.clone().unwrap_or_else(|| "api_key".to_owned());
+            let name = self
+                .key_param_name
+                .clone()
+                .unwrap_or_else(|| "api_key".to_owned());
             return self.api_key.as_ref().map(|k| (name, k.expose()));
         }
         None
@@ -137,26 +160,27 @@ impl HttpAuth {
 
     /// Adds headers of every enabled mode (the metrics-api trigger).
     pub fn apply_all(&self, mut req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        if self.enabled(Mode::ApiKey) && !self.api_key_in_query {
-            if let Some(k) = &self.api_key {
-                let name = self.key_param_name.as_deref().unwrap_or("X-API-KEY");
-                req = req.header(name, k.expose());
-            }
+        if self.enabled(Mode::ApiKey)
+            && !self.api_key_in_query
+            && let Some(k) = &self.api_key
+        {
+            let name = self.key_param_name.as_deref().unwrap_or("X-API-KEY");
+            req = req.header(name, k.expose());
         }
-        if self.enabled(Mode::Basic) {
-            if let Some(u) = &self.username {
-                req = req.basic_auth(u, self.password.as_ref().map(Secret::expose));
-            }
+        if self.enabled(Mode::Basic)
+            && let Some(u) = &self.username
+        {
+            req = req.basic_auth(u, self.password.as_ref().map(Secret::expose));
         }
-        if self.enabled(Mode::Bearer) {
-            if let Some(t) = &self.bearer {
-                req = req.bearer_auth(t.expose());
-            }
+        if self.enabled(Mode::Bearer)
+            && let Some(t) = &self.bearer
+        {
+            req = req.bearer_auth(t.expose());
         }
-        if self.enabled(Mode::Custom) {
-            if let Some((h, v)) = &self.custom {
-                req = req.header(h, v.expose());
-            }
+        if self.enabled(Mode::Custom)
+            && let Some((h, v)) = &self.custom
+        {
+            req = req.header(h, v.expose());
         }
         req
     }
@@ -164,20 +188,20 @@ impl HttpAuth {
     /// Adds the one authorization header KEDA's prometheus trigger sends: bearer, else basic,
     /// else custom.
     pub fn apply_first(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        if self.enabled(Mode::Bearer) {
-            if let Some(t) = &self.bearer {
-                return req.bearer_auth(t.expose());
-            }
+        if self.enabled(Mode::Bearer)
+            && let Some(t) = &self.bearer
+        {
+            return req.bearer_auth(t.expose());
         }
-        if self.enabled(Mode::Basic) {
-            if let Some(u) = &self.username {
-                return req.basic_auth(u, self.password.as_ref().map(Secret::expose));
-            }
+        if self.enabled(Mode::Basic)
+            && let Some(u) = &self.username
+        {
+            return req.basic_auth(u, self.password.as_ref().map(Secret::expose));
         }
-        if self.enabled(Mode::Custom) {
-            if let Some((h, v)) = &self.custom {
-                return req.header(h, v.expose());
-            }
+        if self.enabled(Mode::Custom)
+            && let Some((h, v)) = &self.custom
+        {
+            return req.header(h, v.expose());
         }
         req
     }

@@ -41,7 +41,12 @@ pub(crate) fn parse(p: &mut Params<'_>) -> Config {
     let activation = p.f64_or("activationTargetValue", META, 0.0);
     let url = p.req_str(&["url"], META);
     let format = match p
-        .choice("format", META, &["json", "yaml", "xml", "prometheus"], "json")
+        .choice(
+            "format",
+            META,
+            &["json", "yaml", "xml", "prometheus"],
+            "json",
+        )
         .as_str()
     {
         "yaml" => Format::Yaml,
@@ -59,7 +64,12 @@ pub(crate) fn parse(p: &mut Params<'_>) -> Config {
             "aggregating a metric over a Service's endpoints is not supported by ringscale yet",
         );
     }
-    let _ = p.choice("aggregationType", META, &["average", "sum", "max", "min"], "average");
+    let _ = p.choice(
+        "aggregationType",
+        META,
+        &["average", "sum", "max", "min"],
+        "average",
+    );
     let timeout = p.duration("timeout", META);
     let auth = httpauth::parse(p);
     if !url.is_empty() {
@@ -71,13 +81,19 @@ pub(crate) fn parse(p: &mut Params<'_>) -> Config {
                 META,
                 format!("the URL scheme must be http or https, not {:?}", u.scheme()),
             ),
-            Err(e) => p.fail_param(ErrorKind::Config, "url", META, format!("not a valid URL: {e}")),
+            Err(e) => p.fail_param(
+                ErrorKind::Config,
+                "url",
+                META,
+                format!("not a valid URL: {e}"),
+            ),
         }
     }
-    if format == Format::Prometheus && !value_location.is_empty() {
-        if let Err(e) = Selector::parse(&value_location) {
-            p.fail_param(ErrorKind::Config, "valueLocation", META, e);
-        }
+    if format == Format::Prometheus
+        && !value_location.is_empty()
+        && let Err(e) = Selector::parse(&value_location)
+    {
+        p.fail_param(ErrorKind::Config, "valueLocation", META, e);
     }
     if let Err(e) = auth.tls(insecure, false).client_config() {
         p.fail_param(ErrorKind::Config, "ca", crate::params::AUTH, e);
@@ -145,17 +161,26 @@ impl MetricsApiScaler {
                 excerpt(&answer.body)
             )));
         }
-        let value = value_from_response(&answer.body, &self.config.value_location, self.config.format)
-            .map_err(|e| common.source_error(e))?;
+        let value = value_from_response(
+            &answer.body,
+            &self.config.value_location,
+            self.config.format,
+        )
+        .map_err(|e| common.source_error(e))?;
         Ok(Poll::one(metric, value, value > self.config.activation))
     }
 }
 
 /// Reads the number at `location` in `body`.
-pub(crate) fn value_from_response(body: &[u8], location: &str, format: Format) -> Result<f64, String> {
+pub(crate) fn value_from_response(
+    body: &[u8],
+    location: &str,
+    format: Format,
+) -> Result<f64, String> {
     match format {
         Format::Json => {
-            let text = std::str::from_utf8(body).map_err(|_| "the response is not UTF-8".to_owned())?;
+            let text =
+                std::str::from_utf8(body).map_err(|_| "the response is not UTF-8".to_owned())?;
             let v = gjson::get(text, location);
             match v.kind() {
                 gjson::Kind::Number => Ok(v.f64()),
@@ -164,7 +189,8 @@ pub(crate) fn value_from_response(body: &[u8], location: &str, format: Format) -
             }
         }
         Format::Yaml => {
-            let text = std::str::from_utf8(body).map_err(|_| "the response is not UTF-8".to_owned())?;
+            let text =
+                std::str::from_utf8(body).map_err(|_| "the response is not UTF-8".to_owned())?;
             let doc: Value = serde_saphyr::from_str(text)
                 .map_err(|e| format!("the response is not valid YAML: {e}"))?;
             number_at(&doc, location)
@@ -174,7 +200,8 @@ pub(crate) fn value_from_response(body: &[u8], location: &str, format: Format) -
             number_at(&doc, location)
         }
         Format::Prometheus => {
-            let text = std::str::from_utf8(body).map_err(|_| "the response is not UTF-8".to_owned())?;
+            let text =
+                std::str::from_utf8(body).map_err(|_| "the response is not UTF-8".to_owned())?;
             let selector = Selector::parse(location)?;
             prometheus_value(text, &selector)
         }
@@ -192,7 +219,9 @@ fn kind_name(kind: gjson::Kind) -> &'static str {
 }
 
 fn wrong_type(got: &str) -> String {
-    format!("valueLocation must point to value of type number or a string representing a Quantity got: '{got}'")
+    format!(
+        "valueLocation must point to value of type number or a string representing a Quantity got: '{got}'"
+    )
 }
 
 fn quantity(s: &str) -> Result<f64, String> {
@@ -215,7 +244,9 @@ fn number_at(doc: &Value, location: &str) -> Result<f64, String> {
         Value::String(s) => quantity(s),
         Value::Null => Err(wrong_type("Null")),
         Value::Bool(_) => Err(wrong_type("Boolean")),
-        Value::Array(_) | Value::Object(_) => Err(format!("path '{location}' does not lead to a value")),
+        Value::Array(_) | Value::Object(_) => {
+            Err(format!("path '{location}' does not lead to a value"))
+        }
     }
 }
 
@@ -266,7 +297,9 @@ fn xml_to_value(body: &[u8]) -> Result<Value, String> {
                     let resolved = match r.resolve_char_ref() {
                         Ok(Some(c)) => c.to_string(),
                         _ => quick_xml::escape::resolve_xml_entity(&r.xml10_content())
-                            .ok_or_else(|| "the response is not valid XML: unknown entity".to_owned())?
+                            .ok_or_else(|| {
+                                "the response is not valid XML: unknown entity".to_owned()
+                            })?
                             .to_owned(),
                     };
                     top.2.push_str(&resolved);
@@ -292,7 +325,8 @@ fn xml_to_value(body: &[u8]) -> Result<Value, String> {
         }
         buf.clear();
     }
-    let (name, value) = root.ok_or_else(|| "the response is not valid XML: it has no document element".to_owned())?;
+    let (name, value) =
+        root.ok_or_else(|| "the response is not valid XML: it has no document element".to_owned())?;
     // Allow both `child.value` and `root.child.value`.
     let mut doc = match value {
         Value::Object(map) => map,
@@ -375,11 +409,13 @@ impl Selector {
                     return Err(err("expected =, !=, =~ or !~"));
                 };
                 chars = chars[len..].trim_start();
-                let (value, consumed) = quoted(chars).ok_or_else(|| err("label values must be quoted"))?;
+                let (value, consumed) =
+                    quoted(chars).ok_or_else(|| err("label values must be quoted"))?;
                 chars = chars[consumed..].trim_start();
                 chars = chars.strip_prefix(',').unwrap_or(chars).trim_start();
                 let anchored = |v: &str| {
-                    regex::Regex::new(&format!("^(?:{v})$")).map_err(|_| err("invalid regular expression"))
+                    regex::Regex::new(&format!("^(?:{v})$"))
+                        .map_err(|_| err("invalid regular expression"))
                 };
                 let op = match op {
                     "=" => Op::Eq,
@@ -387,11 +423,11 @@ impl Selector {
                     "=~" => Op::Re(anchored(&value)?),
                     _ => Op::NotRe(anchored(&value)?),
                 };
-                if label == "__name__" {
-                    if let Op::Eq = op {
-                        sel.name = value;
-                        continue;
-                    }
+                if label == "__name__"
+                    && let Op::Eq = op
+                {
+                    sel.name = value;
+                    continue;
                 }
                 sel.matchers.push((label.to_owned(), op, value));
             }
@@ -462,10 +498,10 @@ fn prometheus_value(text: &str, selector: &Selector) -> Result<f64, String> {
         }
         if let Some(comment) = line.strip_prefix('#') {
             let mut words = comment.split_whitespace();
-            if words.next() == Some("TYPE") {
-                if let (Some(name), Some(kind)) = (words.next(), words.next()) {
-                    types.insert(name, kind);
-                }
+            if words.next() == Some("TYPE")
+                && let (Some(name), Some(kind)) = (words.next(), words.next())
+            {
+                types.insert(name, kind);
             }
             continue;
         }
@@ -487,7 +523,9 @@ fn prometheus_value(text: &str, selector: &Selector) -> Result<f64, String> {
                     rest = r;
                     break;
                 }
-                let eq = inner.find('=').ok_or_else(|| bad("expected label=\"value\""))?;
+                let eq = inner
+                    .find('=')
+                    .ok_or_else(|| bad("expected label=\"value\""))?;
                 let label = inner[..eq].trim().to_owned();
                 let (value, len) = quoted(inner[eq + 1..].trim_start())
                     .ok_or_else(|| bad("label values must be quoted"))?;
@@ -498,8 +536,12 @@ fn prometheus_value(text: &str, selector: &Selector) -> Result<f64, String> {
                 labels.push((label, value));
             }
         }
-        let value_text = rest.split_whitespace().next().ok_or_else(|| bad("missing value"))?;
-        let value = parse_sample_value(value_text).ok_or_else(|| bad("the value is not a number"))?;
+        let value_text = rest
+            .split_whitespace()
+            .next()
+            .ok_or_else(|| bad("missing value"))?;
+        let value =
+            parse_sample_value(value_text).ok_or_else(|| bad("the value is not a number"))?;
         if name != selector.name {
             continue;
         }
@@ -523,7 +565,11 @@ fn selector_text(s: &Selector) -> String {
     if s.matchers.is_empty() {
         s.name.clone()
     } else {
-        let parts: Vec<String> = s.matchers.iter().map(|(l, _, v)| format!("{l}~{v:?}")).collect();
+        let parts: Vec<String> = s
+            .matchers
+            .iter()
+            .map(|(l, _, v)| format!("{l}~{v:?}"))
+            .collect();
         format!("{}{{{}}}", s.name, parts.join(","))
     }
 }
@@ -543,23 +589,50 @@ mod tests {
 
     #[test]
     fn json_values_use_gjson_paths_and_quantities() {
-        let body = br#"{"components":{"worker":{"tasks":12,"mem":"1.5k","list":[{"v":3}],"ok":true}}}"#;
-        assert_eq!(value_from_response(body, "components.worker.tasks", Format::Json), Ok(12.0));
-        assert_eq!(value_from_response(body, "components.worker.mem", Format::Json), Ok(1500.0));
-        assert_eq!(value_from_response(body, "components.worker.list.0.v", Format::Json), Ok(3.0));
-        assert!(value_from_response(body, "components.worker.ok", Format::Json).unwrap_err().contains("got: 'Boolean'"));
-        assert!(value_from_response(body, "nope", Format::Json).unwrap_err().contains("got: 'Null'"));
+        let body =
+            br#"{"components":{"worker":{"tasks":12,"mem":"1.5k","list":[{"v":3}],"ok":true}}}"#;
+        assert_eq!(
+            value_from_response(body, "components.worker.tasks", Format::Json),
+            Ok(12.0)
+        );
+        assert_eq!(
+            value_from_response(body, "components.worker.mem", Format::Json),
+            Ok(1500.0)
+        );
+        assert_eq!(
+            value_from_response(body, "components.worker.list.0.v", Format::Json),
+            Ok(3.0)
+        );
+        assert!(
+            value_from_response(body, "components.worker.ok", Format::Json)
+                .unwrap_err()
+                .contains("got: 'Boolean'")
+        );
+        assert!(
+            value_from_response(body, "nope", Format::Json)
+                .unwrap_err()
+                .contains("got: 'Null'")
+        );
     }
 
     #[test]
     fn yaml_and_xml_use_dot_paths() {
         let yaml = b"foo:\n  bar: 42\n  list:\n    - v: 7\n";
         assert_eq!(value_from_response(yaml, "foo.bar", Format::Yaml), Ok(42.0));
-        assert_eq!(value_from_response(yaml, "foo.list.0.v", Format::Yaml), Ok(7.0));
+        assert_eq!(
+            value_from_response(yaml, "foo.list.0.v", Format::Yaml),
+            Ok(7.0)
+        );
         assert!(value_from_response(yaml, "foo.baz", Format::Yaml).is_err());
         let xml = b"<stats><worker><tasks>12</tasks><q>5</q><q>6</q></worker></stats>";
-        assert_eq!(value_from_response(xml, "worker.tasks", Format::Xml), Ok(12.0));
-        assert_eq!(value_from_response(xml, "stats.worker.tasks", Format::Xml), Ok(12.0));
+        assert_eq!(
+            value_from_response(xml, "worker.tasks", Format::Xml),
+            Ok(12.0)
+        );
+        assert_eq!(
+            value_from_response(xml, "stats.worker.tasks", Format::Xml),
+            Ok(12.0)
+        );
         assert_eq!(value_from_response(xml, "worker.q.1", Format::Xml), Ok(6.0));
         assert!(value_from_response(b"<a><b>", "a.b", Format::Xml).is_err());
     }

@@ -66,7 +66,7 @@ pub(crate) fn parse(p: &mut Params<'_>) -> Config {
                         ErrorKind::Config,
                         "connectionString",
                         &[Auth],
-                        format!("the connection string is invalid: {e} (expected user:password@tcp(host:port)/dbname)"),
+                        format!("the connection string is invalid: {e} (expected [user[:password]@]tcp(host:port)/dbname)"),
                     );
                     (empty_key(), metric_db)
                 }
@@ -148,7 +148,11 @@ fn parse_dsn(dsn: &str) -> Result<MySqlKey, String> {
         None => (None, None),
     };
     let (net, addr) = match address.split_once('(') {
-        Some((net, rest)) => (net, rest.strip_suffix(')').ok_or("unclosed address parenthesis")?),
+        Some((net, rest)) => (
+            net,
+            rest.strip_suffix(')')
+                .ok_or("unclosed address parenthesis")?,
+        ),
         None => (address, ""),
     };
     let mut key = MySqlKey {
@@ -282,7 +286,10 @@ impl MySqlScaler {
         if row.len() != 1 {
             return Err(common.error(
                 ErrorKind::Config,
-                format!("the query must return exactly one column, it returned {}", row.len()),
+                format!(
+                    "the query must return exactly one column, it returned {}",
+                    row.len()
+                ),
             ));
         }
         let value = match row.as_ref(0) {
@@ -299,7 +306,9 @@ impl MySqlScaler {
                     "the query returned NULL; use COALESCE(..., 0) to return a number",
                 ));
             }
-            Some(_) => return Err(common.error(ErrorKind::Config, "the query must return a number")),
+            Some(_) => {
+                return Err(common.error(ErrorKind::Config, "the query must return a number"));
+            }
         };
         Ok(Poll::one(metric, value, value > self.config.activation))
     }
@@ -311,14 +320,18 @@ mod tests {
 
     #[test]
     fn go_dsns_parse() {
-        let k = parse_dsn("user:pw@tcp(db.example:3307)/stats?tls=skip-verify&parseTime=true").unwrap();
+        let k =
+            parse_dsn("user:pw@tcp(db.example:3307)/stats?tls=skip-verify&parseTime=true").unwrap();
         assert_eq!((k.host.as_str(), k.port), ("db.example", 3307));
         assert_eq!(k.user.as_deref(), Some("user"));
         assert_eq!(k.password.as_ref().map(Secret::expose), Some("pw"));
         assert_eq!(k.db.as_deref(), Some("stats"));
         assert_eq!(k.tls, Tls::SkipVerify);
         let k = parse_dsn("root@/test").unwrap();
-        assert_eq!((k.host.as_str(), k.port, k.password.is_none()), ("127.0.0.1", 3306, true));
+        assert_eq!(
+            (k.host.as_str(), k.port, k.password.is_none()),
+            ("127.0.0.1", 3306, true)
+        );
         let k = parse_dsn("u:p@w@rd@tcp([::1]:3306)/x").unwrap();
         assert_eq!(k.password.as_ref().map(Secret::expose), Some("p@w@rd"));
         assert_eq!(k.host, "::1");

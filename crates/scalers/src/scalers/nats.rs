@@ -81,8 +81,12 @@ impl Config {
     }
 
     fn jsz_url(&self, host: &str) -> String {
-        let acc: String = url::form_urlencoded::byte_serialize(self.account_id.as_bytes()).collect();
-        format!("{}://{host}/jsz?acc={acc}&config=true&consumers=true", self.scheme)
+        let acc: String =
+            url::form_urlencoded::byte_serialize(self.account_id.as_bytes()).collect();
+        format!(
+            "{}://{host}/jsz?acc={acc}&config=true&consumers=true",
+            self.scheme
+        )
     }
 
     fn varz_url(&self, host: &str) -> String {
@@ -157,9 +161,14 @@ struct VarzCluster {
 /// What a `/jsz` answer says about the trigger's stream and consumer.
 enum Found {
     /// The consumer's lag and its cluster leader (empty outside clusters).
-    Consumer { lag: i64, leader: String },
+    Consumer {
+        lag: i64,
+        leader: String,
+    },
     /// The stream exists but the consumer does not: the stream's last sequence stands in.
-    StreamOnly { last_seq: i64 },
+    StreamOnly {
+        last_seq: i64,
+    },
     NoStream,
 }
 
@@ -196,10 +205,10 @@ impl NatsScaler {
         let cached = self.leader_host.lock().await.clone();
         if let Some((host, leader)) = &cached {
             let jsz = self.get::<Jsz>(common, &cfg.jsz_url(host)).await?;
-            if let Found::Consumer { lag, leader: now } = self.find(&jsz) {
-                if &now == leader {
-                    return Ok(lag);
-                }
+            if let Found::Consumer { lag, leader: now } = self.find(&jsz)
+                && &now == leader
+            {
+                return Ok(lag);
             }
             *self.leader_host.lock().await = None;
         }
@@ -212,7 +221,9 @@ impl NatsScaler {
         let Found::Consumer { leader, .. } = &found else {
             return self.answer(common, found);
         };
-        let varz = self.get::<Varz>(common, &cfg.varz_url(&cfg.endpoint)).await?;
+        let varz = self
+            .get::<Varz>(common, &cfg.varz_url(&cfg.endpoint))
+            .await?;
         if varz.server_name == *leader {
             return self.answer(common, found);
         }
@@ -241,7 +252,10 @@ impl NatsScaler {
             }
             return self.answer(common, found);
         }
-        Err(common.source_error(format!("leader node not found for consumer {}", cfg.consumer)))
+        Err(common.source_error(format!(
+            "leader node not found for consumer {}",
+            cfg.consumer
+        )))
     }
 
     fn find(&self, jsz: &Jsz) -> Found {
@@ -281,14 +295,20 @@ impl NatsScaler {
         }
     }
 
-    async fn get<T: for<'de> Deserialize<'de>>(&self, common: &Common, url: &str) -> Result<T, crate::ScalerError> {
+    async fn get<T: for<'de> Deserialize<'de>>(
+        &self,
+        common: &Common,
+        url: &str,
+    ) -> Result<T, crate::ScalerError> {
         let client = self
             .source
             .client()
             .map_err(|e| common.error(ErrorKind::Config, e))?;
-        let answer = fetch(client.get(url))
-            .await
-            .map_err(|e| common.source_error(format!("unable to access the NATS monitoring endpoint: {e}")))?;
+        let answer = fetch(client.get(url)).await.map_err(|e| {
+            common.source_error(format!(
+                "unable to access the NATS monitoring endpoint: {e}"
+            ))
+        })?;
         if !answer.status.is_success() {
             return Err(common.source_error(format!(
                 "the NATS monitoring endpoint returned {}: {}",
@@ -297,7 +317,9 @@ impl NatsScaler {
             )));
         }
         serde_json::from_slice(&answer.body).map_err(|e| {
-            common.source_error(format!("the NATS monitoring endpoint answered unreadable JSON: {e}"))
+            common.source_error(format!(
+                "the NATS monitoring endpoint answered unreadable JSON: {e}"
+            ))
         })
     }
 }

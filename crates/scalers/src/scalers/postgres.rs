@@ -74,7 +74,11 @@ pub(crate) fn parse(p: &mut Params<'_>) -> Config {
     let mut verify_tls = false;
     let dsn = match SSLMODE.as_ref().and_then(|re| re.captures(&dsn)) {
         Some(caps) => {
-            let mode = caps.get(1).map(|m| m.as_str()).unwrap_or_default().to_owned();
+            let mode = caps
+                .get(1)
+                .map(|m| m.as_str())
+                .unwrap_or_default()
+                .to_owned();
             let replacement = match mode.as_str() {
                 "disable" | "prefer" | "require" => None,
                 "allow" => Some("prefer"),
@@ -99,15 +103,18 @@ pub(crate) fn parse(p: &mut Params<'_>) -> Config {
         }
         None => dsn,
     };
-    if !dsn.is_empty() {
-        if let Err(e) = tokio_postgres::Config::from_str(&dsn) {
-            p.fail_param(
-                ErrorKind::Config,
-                "connection",
-                &[Auth],
-                format!("the connection string is invalid: {e}"),
-            );
-        }
+    if !dsn.is_empty()
+        && let Err(e) = tokio_postgres::Config::from_str(&dsn)
+    {
+        p.fail_param(
+            ErrorKind::Config,
+            "connection",
+            &[Auth],
+            format!(
+                "the connection string is invalid: {}",
+                crate::error::chain(&e)
+            ),
+        );
     }
     Config {
         key: PgKey {
@@ -197,26 +204,38 @@ impl PgScaler {
             .pool
             .as_ref()
             .map_err(|e| common.error(ErrorKind::Config, e))?;
-        let client = pool
-            .get()
-            .await
-            .map_err(|e| common.source_error(format!("cannot connect to PostgreSQL: {}", describe_pool_error(&e))))?;
+        let client = pool.get().await.map_err(|e| {
+            common.source_error(format!(
+                "cannot connect to PostgreSQL: {}",
+                describe_pool_error(&e)
+            ))
+        })?;
         let rows = client
-            .query_raw(self.config.query.as_str(), std::iter::empty::<&(dyn tokio_postgres::types::ToSql + Sync)>())
+            .query_raw(
+                self.config.query.as_str(),
+                std::iter::empty::<&(dyn tokio_postgres::types::ToSql + Sync)>(),
+            )
             .await
-            .map_err(|e| common.source_error(format!("could not query PostgreSQL: {}", describe(&e))))?;
+            .map_err(|e| {
+                common.source_error(format!("could not query PostgreSQL: {}", describe(&e)))
+            })?;
         let mut rows = std::pin::pin!(rows);
         let row = match rows.next().await {
             Some(Ok(row)) => row,
             Some(Err(e)) => {
-                return Err(common.source_error(format!("could not query PostgreSQL: {}", describe(&e))));
+                return Err(
+                    common.source_error(format!("could not query PostgreSQL: {}", describe(&e)))
+                );
             }
             None => return Err(common.source_error("the query returned no rows")),
         };
         if row.len() != 1 {
             return Err(common.error(
                 ErrorKind::Config,
-                format!("the query must return exactly one column, it returned {}", row.len()),
+                format!(
+                    "the query must return exactly one column, it returned {}",
+                    row.len()
+                ),
             ));
         }
         let value = match row.try_get::<_, Option<AnyNumber>>(0) {
@@ -240,7 +259,7 @@ impl PgScaler {
 fn describe(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("{}: {}", db.code().code(), db.message()),
-        None => e.to_string(),
+        None => crate::error::chain(e),
     }
 }
 
@@ -255,7 +274,10 @@ fn describe_pool_error(e: &deadpool_postgres::PoolError) -> String {
 struct AnyNumber(f64);
 
 impl<'a> FromSql<'a> for AnyNumber {
-    fn from_sql(ty: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+    fn from_sql(
+        ty: &Type,
+        raw: &'a [u8],
+    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
         let v = match *ty {
             Type::INT2 => f64::from(i16::from_sql(ty, raw)?),
             Type::INT4 => f64::from(i32::from_sql(ty, raw)?),
@@ -272,7 +294,13 @@ impl<'a> FromSql<'a> for AnyNumber {
     fn accepts(ty: &Type) -> bool {
         matches!(
             *ty,
-            Type::INT2 | Type::INT4 | Type::INT8 | Type::OID | Type::FLOAT4 | Type::FLOAT8 | Type::NUMERIC
+            Type::INT2
+                | Type::INT4
+                | Type::INT8
+                | Type::OID
+                | Type::FLOAT4
+                | Type::FLOAT8
+                | Type::NUMERIC
         )
     }
 }

@@ -52,15 +52,30 @@ pub(crate) fn parse(p: &mut Params<'_>) -> Config {
                 META,
                 format!("the URL scheme must be http or https, not {:?}", u.scheme()),
             ),
-            Err(e) => p.fail_param(ErrorKind::Config, "serverAddress", META, format!("not a valid URL: {e}")),
+            Err(e) => p.fail_param(
+                ErrorKind::Config,
+                "serverAddress",
+                META,
+                format!("not a valid URL: {e}"),
+            ),
         }
     }
-    for (name, _) in &custom_headers {
+    for name in custom_headers.keys() {
         if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
-            p.fail_param(ErrorKind::Config, "customHeaders", META, format!("{name:?} is not a valid header name"));
+            p.fail_param(
+                ErrorKind::Config,
+                "customHeaders",
+                META,
+                format!("{name:?} is not a valid header name"),
+            );
         }
     }
-    if p.lookup(&["awsRegion"], &[crate::ParamSource::Metadata, crate::ParamSource::Auth]).is_some() {
+    if p.lookup(
+        &["awsRegion"],
+        &[crate::ParamSource::Metadata, crate::ParamSource::Auth],
+    )
+    .is_some()
+    {
         p.fail_param(
             ErrorKind::Unsupported,
             "awsRegion",
@@ -143,7 +158,9 @@ impl PrometheusScaler {
         let mut url = url::Url::parse(&format!("{}/api/v1/query", c.server.trim_end_matches('/')))
             .map_err(|e| common.error(ErrorKind::Config, format!("invalid serverAddress: {e}")))?;
         {
-            let now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+            let now = jiff::Timestamp::now()
+                .strftime("%Y-%m-%dT%H:%M:%SZ")
+                .to_string();
             let mut q = url.query_pairs_mut();
             q.append_pair("query", &c.query).append_pair("time", &now);
             if let Some(ns) = &c.namespace {
@@ -172,13 +189,17 @@ impl PrometheusScaler {
             common.source_error(format!("prometheus answered unreadable JSON: {e}"))
         })?;
         if !result.status.is_empty() && result.status != "success" {
-            return Err(common.source_error(format!("prometheus query status is {:?}", result.status)));
+            return Err(
+                common.source_error(format!("prometheus query status is {:?}", result.status))
+            );
         }
         let null = |why: &str| {
             if c.ignore_null_values {
                 Ok(0.0)
             } else {
-                Err(common.source_error(format!("prometheus metrics 'prometheus' target may be lost, {why}")))
+                Err(common.source_error(format!(
+                    "prometheus metrics 'prometheus' target may be lost, {why}"
+                )))
             }
         };
         // An instant vector of samples, or a scalar `[time, "value"]`.
@@ -219,11 +240,15 @@ impl PrometheusScaler {
                 "-Inf" => f64::NEG_INFINITY,
                 "NaN" => f64::NAN,
                 other => other.parse::<f64>().map_err(|_| {
-                    common.source_error(format!("prometheus returned a value that is not a number: {other:?}"))
+                    common.source_error(format!(
+                        "prometheus returned a value that is not a number: {other:?}"
+                    ))
                 })?,
             },
             Value::Number(n) => n.as_f64().unwrap_or(f64::NAN),
-            _ => return Err(common.source_error("prometheus returned a value that is not a number")),
+            _ => {
+                return Err(common.source_error("prometheus returned a value that is not a number"));
+            }
         };
         if !value.is_finite() {
             return if c.ignore_null_values {

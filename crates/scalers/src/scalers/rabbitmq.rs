@@ -86,12 +86,20 @@ pub(crate) fn parse(p: &mut Params<'_>) -> Config {
     let mut value = p.f64_or("value", META, 0.0);
     let activation = p.f64_or("activationValue", META, 0.0);
     let host = p.req_str(&["host"], &[Metadata, Auth, Env]);
-    let protocol_text = p.choice("protocol", &[Metadata, Auth], &["auto", "http", "amqp"], "auto");
+    let protocol_text = p.choice(
+        "protocol",
+        &[Metadata, Auth],
+        &["auto", "http", "amqp"],
+        "auto",
+    );
     let vhost_name = p.opt_str(&["vhostName", "vHostName"], &[Metadata, Auth]);
     let use_regex = p.bool_or("useRegex", META, false);
     let exclude_unacknowledged = p.bool_or("excludeUnacknowledged", META, false);
     let page_size = p.i64_or("pageSize", META, 100);
-    let operation = match p.choice("operation", META, &["sum", "max", "avg"], "sum").as_str() {
+    let operation = match p
+        .choice("operation", META, &["sum", "max", "avg"], "sum")
+        .as_str()
+    {
         "max" => Operation::Max,
         "avg" => Operation::Avg,
         _ => Operation::Sum,
@@ -112,7 +120,12 @@ pub(crate) fn parse(p: &mut Params<'_>) -> Config {
             "encrypted private keys are not supported; provide an unencrypted key",
         );
     }
-    for unsupported in ["oauthTokenURI", "clientID", "clientSecret", "workloadIdentityResource"] {
+    for unsupported in [
+        "oauthTokenURI",
+        "clientID",
+        "clientSecret",
+        "workloadIdentityResource",
+    ] {
         if p.lookup(&[unsupported], AUTH).is_some() {
             p.fail_param(
                 ErrorKind::Unsupported,
@@ -123,18 +136,31 @@ pub(crate) fn parse(p: &mut Params<'_>) -> Config {
         }
     }
     if cert.is_some() != key.is_some() {
-        p.fail_param(ErrorKind::Config, "cert", AUTH, "both key and certificate must be provided");
+        p.fail_param(
+            ErrorKind::Config,
+            "cert",
+            AUTH,
+            "both key and certificate must be provided",
+        );
     }
     if page_size < 1 {
         p.fail_param(ErrorKind::Config, "pageSize", META, "must be 1 or greater");
     }
     if username.is_some() != password.is_some() {
-        p.fail_param(ErrorKind::Config, "username", &[Auth], "username and password must be given together");
+        p.fail_param(
+            ErrorKind::Config,
+            "username",
+            &[Auth],
+            "username and password must be given together",
+        );
     }
 
     // The protocol, from `protocol` or the host's scheme.
     let url = url::Url::parse(&host);
-    let scheme = url.as_ref().map(|u| u.scheme().to_owned()).unwrap_or_default();
+    let scheme = url
+        .as_ref()
+        .map(|u| u.scheme().to_owned())
+        .unwrap_or_default();
     let protocol_name = match protocol_text.as_str() {
         "auto" if host.is_empty() => "amqp",
         "auto" => match scheme.as_str() {
@@ -154,7 +180,12 @@ pub(crate) fn parse(p: &mut Params<'_>) -> Config {
         _ => "amqp",
     };
     if use_regex && protocol_name != "http" {
-        p.fail_param(ErrorKind::Config, "useRegex", META, "configure useRegex=true only with the HTTP protocol");
+        p.fail_param(
+            ErrorKind::Config,
+            "useRegex",
+            META,
+            "configure useRegex=true only with the HTTP protocol",
+        );
     }
     if exclude_unacknowledged && protocol_name != "http" {
         p.fail_param(
@@ -170,17 +201,32 @@ pub(crate) fn parse(p: &mut Params<'_>) -> Config {
         value = 20.0;
         Mode::QueueLength
     } else if queue_length != 0.0 && (mode_text != "Unknown" || value != 0.0) {
-        p.fail_param(ErrorKind::Config, "queueLength", META, "queueLength is deprecated; use mode and value");
+        p.fail_param(
+            ErrorKind::Config,
+            "queueLength",
+            META,
+            "queueLength is deprecated; use mode and value",
+        );
         Mode::QueueLength
     } else if queue_length != 0.0 {
         value = queue_length;
         Mode::QueueLength
     } else if mode_text == "Unknown" {
-        p.fail_param(ErrorKind::Config, "mode", META, "mode must be specified when value is");
+        p.fail_param(
+            ErrorKind::Config,
+            "mode",
+            META,
+            "mode must be specified when value is",
+        );
         Mode::QueueLength
     } else {
         if value == 0.0 {
-            p.fail_param(ErrorKind::Config, "value", META, "value must be specified (and not 0) when mode is");
+            p.fail_param(
+                ErrorKind::Config,
+                "value",
+                META,
+                "value must be specified (and not 0) when mode is",
+            );
         }
         match mode_text.as_str() {
             "MessageRate" => Mode::MessageRate,
@@ -199,7 +245,12 @@ pub(crate) fn parse(p: &mut Params<'_>) -> Config {
         );
     }
     if protocol_name == "amqp" && timeout.is_some() {
-        p.fail_param(ErrorKind::Config, "timeout", META, "the AMQP protocol does not support custom timeouts");
+        p.fail_param(
+            ErrorKind::Config,
+            "timeout",
+            META,
+            "the AMQP protocol does not support custom timeouts",
+        );
     }
 
     let tls = TlsOptions {
@@ -239,13 +290,23 @@ pub(crate) fn parse(p: &mut Params<'_>) -> Config {
             let (user, pass) = match (&username, &password) {
                 (Some(u), Some(pw)) => (u.clone(), pw.clone()),
                 _ => (
-                    if url.username().is_empty() { "guest".to_owned() } else { decode(url.username()) },
-                    url.password().map(decode).unwrap_or_else(|| "guest".to_owned()),
+                    if url.username().is_empty() {
+                        "guest".to_owned()
+                    } else {
+                        decode(url.username())
+                    },
+                    url.password()
+                        .map(decode)
+                        .unwrap_or_else(|| "guest".to_owned()),
                 ),
             };
             let use_tls = secure || tls_mode == "enable";
             Protocol::Amqp(AmqpKey {
-                host: url.host_str().unwrap_or_default().trim_matches(['[', ']']).to_owned(),
+                host: url
+                    .host_str()
+                    .unwrap_or_default()
+                    .trim_matches(['[', ']'])
+                    .to_owned(),
                 port: url.port().unwrap_or(if secure { 5671 } else { 5672 }),
                 username: user,
                 password: Secret::new(pass),
@@ -258,7 +319,11 @@ pub(crate) fn parse(p: &mut Params<'_>) -> Config {
             let raw_path = url.path().to_owned();
             let mut segments: Vec<&str> = raw_path.split('/').collect();
             let last = segments.pop().unwrap_or_default().to_owned();
-            let subpath = segments.into_iter().filter(|s| !s.is_empty()).collect::<Vec<_>>().join("/");
+            let subpath = segments
+                .into_iter()
+                .filter(|s| !s.is_empty())
+                .collect::<Vec<_>>()
+                .join("/");
             let mut vhost = last;
             if let Some(v) = &vhost_name {
                 vhost = go_query_escape(v);
@@ -277,7 +342,11 @@ pub(crate) fn parse(p: &mut Params<'_>) -> Config {
             let (user, pass) = match (&username, &password) {
                 (Some(u), Some(pw)) => (Some(u.clone()), Some(Secret::new(pw))),
                 _ if !url.username().is_empty() => (
-                    Some(percent_decode_str(url.username()).decode_utf8_lossy().into_owned()),
+                    Some(
+                        percent_decode_str(url.username())
+                            .decode_utf8_lossy()
+                            .into_owned(),
+                    ),
                     url.password()
                         .map(|pw| Secret::new(percent_decode_str(pw).decode_utf8_lossy())),
                 ),
@@ -296,10 +365,10 @@ pub(crate) fn parse(p: &mut Params<'_>) -> Config {
             })
         }
     };
-    if let Protocol::Http(t) = &protocol {
-        if let Err(e) = t.tls.client_config() {
-            p.fail_param(ErrorKind::Config, "tls", AUTH, e);
-        }
+    if let Protocol::Http(t) = &protocol
+        && let Err(e) = t.tls.client_config()
+    {
+        p.fail_param(ErrorKind::Config, "tls", AUTH, e);
     }
     Config {
         queue,
@@ -320,7 +389,9 @@ pub(crate) fn go_query_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
             b' ' => out.push('+'),
             _ => out.push_str(&format!("%{b:02X}")),
         }
@@ -329,7 +400,11 @@ pub(crate) fn go_query_escape(s: &str) -> String {
 }
 
 /// Characters escaped in a URL path segment.
-const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
 
 impl Config {
     pub fn metric_specs(&self, common: &Common) -> Vec<MetricSpec> {
@@ -441,7 +516,10 @@ impl RabbitScaler {
                 } else {
                     0.0
                 };
-                (ratio, ratio > activation || (publish > 0.0 && deliver == 0.0))
+                (
+                    ratio,
+                    ratio > activation || (publish > 0.0 && deliver == 0.0),
+                )
             }
             Mode::ExpectedQueueConsumptionTime => {
                 let eta = if deliver == 0.0 {
@@ -495,7 +573,9 @@ impl RabbitScaler {
             )));
         }
         let bad = |e: serde_json::Error| {
-            common.source_error(format!("the RabbitMQ management API answered unreadable JSON: {e}"))
+            common.source_error(format!(
+                "the RabbitMQ management API answered unreadable JSON: {e}"
+            ))
         };
         if self.config.use_regex {
             let page: QueuePage = serde_json::from_slice(&answer.body).map_err(bad)?;

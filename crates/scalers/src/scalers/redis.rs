@@ -84,14 +84,20 @@ fn parse_connection(p: &mut Params<'_>, topology: Topology) -> Connection {
         if split_host_port(a).is_none() {
             p.fail_param(
                 ErrorKind::Config,
-                if topology == Topology::Standalone { "address" } else { "addresses" },
+                if topology == Topology::Standalone {
+                    "address"
+                } else {
+                    "addresses"
+                },
                 META,
                 format!("{a:?} is not host:port"),
             );
         }
     }
     let username = p.opt_str(&["username"], &[Metadata, Env, Auth]);
-    let password = p.opt_str(&["password"], &[Metadata, Env, Auth]).map(Secret::new);
+    let password = p
+        .opt_str(&["password"], &[Metadata, Env, Auth])
+        .map(Secret::new);
     let sentinel_username = p.opt_str(&["sentinelUsername"], &[Metadata, Auth, Env]);
     let sentinel_password = p
         .opt_str(&["sentinelPassword"], &[Metadata, Auth, Env])
@@ -107,7 +113,12 @@ fn parse_connection(p: &mut Params<'_>, topology: Topology) -> Connection {
     }
     let database = p.opt_i64("databaseIndex", META).unwrap_or(0);
     if database < 0 {
-        p.fail_param(ErrorKind::Config, "databaseIndex", META, "must not be negative");
+        p.fail_param(
+            ErrorKind::Config,
+            "databaseIndex",
+            META,
+            "must not be negative",
+        );
     }
 
     // TLS: `enableTLS` in metadata or `tls: enable|disable` in the authentication, not both.
@@ -144,16 +155,16 @@ fn parse_connection(p: &mut Params<'_>, topology: Topology) -> Connection {
             "encrypted private keys are not supported; provide an unencrypted key",
         );
     }
-    let tls = enable_tls.then(|| TlsOptions {
+    let tls = enable_tls.then_some(TlsOptions {
         ca,
         cert,
         key,
         insecure,
     });
-    if let Some(t) = &tls {
-        if let Err(e) = t.client_config() {
-            p.fail_param(ErrorKind::Config, "tls", AUTH, e);
-        }
+    if let Some(t) = &tls
+        && let Err(e) = t.client_config()
+    {
+        p.fail_param(ErrorKind::Config, "tls", AUTH, e);
     }
     Connection {
         key: RedisKey {
@@ -212,7 +223,10 @@ pub(crate) fn parse_list(p: &mut Params<'_>, topology: Topology) -> ListConfig {
 impl ListConfig {
     pub fn metric_specs(&self, common: &Common) -> Vec<MetricSpec> {
         vec![MetricSpec::External(ExternalMetric::new(
-            metric_name(common.index, &normalize(&format!("redis-{}", self.list_name))),
+            metric_name(
+                common.index,
+                &normalize(&format!("redis-{}", self.list_name)),
+            ),
             common.metric_type.clone(),
             self.list_length as f64,
         ))]
@@ -331,7 +345,10 @@ impl RedisSource {
             || err.is_connection_dropped()
             || err.is_connection_refusal()
             || err.is_timeout()
-            || matches!(err.kind(), redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly))
+            || matches!(
+                err.kind(),
+                redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
+            )
         {
             *self.conn.lock().await = None;
         }
@@ -355,7 +372,9 @@ impl RedisSource {
                     Some(certs) => redis::Client::build_with_tls(info, certs)?,
                     None => redis::Client::open(info)?,
                 };
-                Ok(Conn::Single(client.get_multiplexed_async_connection().await?))
+                Ok(Conn::Single(
+                    client.get_multiplexed_async_connection().await?,
+                ))
             }
             Topology::Cluster => {
                 let nodes = k
@@ -505,7 +524,9 @@ impl ListScaler {
             Ok(n) => n,
             Err(e) => {
                 self.source.reset_if_broken(&e).await;
-                return Err(common.source_error(format!("list length of {:?}: {e}", self.config.list_name)));
+                return Err(
+                    common.source_error(format!("list length of {:?}: {e}", self.config.list_name))
+                );
             }
         };
         Ok(Poll::one(
@@ -589,7 +610,11 @@ impl StreamsScaler {
     pub async fn poll(&self, common: &Common, metric: &str) -> Result<Poll, crate::ScalerError> {
         let _permit = self.source.limit.acquire().await;
         match self.count(common).await {
-            Ok(n) => Ok(Poll::one(metric, n as f64, n > self.config.activation_lag_count)),
+            Ok(n) => Ok(Poll::one(
+                metric,
+                n as f64,
+                n > self.config.activation_lag_count,
+            )),
             Err(Failure::Redis(e)) => {
                 self.source.reset_if_broken(&e).await;
                 Err(common.source_error(format!("stream {:?}: {e}", self.config.stream)))
@@ -605,11 +630,15 @@ impl StreamsScaler {
         match self.config.mode {
             StreamMode::Length => Ok(conn.query(redis::cmd("XLEN").arg(stream)).await?),
             StreamMode::Pending => {
-                let summary: Value = conn.query(redis::cmd("XPENDING").arg(stream).arg(group)).await?;
+                let summary: Value = conn
+                    .query(redis::cmd("XPENDING").arg(stream).arg(group))
+                    .await?;
                 match summary {
                     Value::Array(items) => match items.first() {
                         Some(Value::Int(n)) => Ok(*n),
-                        _ => Err(Failure::Other(common.source_error("XPENDING returned no count"))),
+                        _ => Err(Failure::Other(
+                            common.source_error("XPENDING returned no count"),
+                        )),
                     },
                     other => Err(Failure::Other(common.source_error(format!(
                         "XPENDING returned an unexpected reply: {other:?}"
@@ -618,8 +647,9 @@ impl StreamsScaler {
             }
             StreamMode::Lag => {
                 self.require_redis_7(&mut conn, common).await?;
-                let groups: Result<Vec<Value>, RedisError> =
-                    conn.query(redis::cmd("XINFO").arg("GROUPS").arg(stream)).await;
+                let groups: Result<Vec<Value>, RedisError> = conn
+                    .query(redis::cmd("XINFO").arg("GROUPS").arg(stream))
+                    .await;
                 let groups = match groups {
                     Ok(g) => g,
                     Err(e) if e.to_string().contains("no such key") => return Ok(0),
@@ -650,12 +680,16 @@ impl StreamsScaler {
             let version = info
                 .lines()
                 .find_map(|l| l.strip_prefix("redis_version:"))
-                .ok_or_else(|| Failure::Other(common.source_error("could not find the Redis version")))?;
+                .ok_or_else(|| {
+                    Failure::Other(common.source_error("could not find the Redis version"))
+                })?;
             major = version
                 .split('.')
                 .next()
                 .and_then(|m| m.trim().parse::<u8>().ok())
-                .ok_or_else(|| Failure::Other(common.source_error("the Redis version could not be read")))?;
+                .ok_or_else(|| {
+                    Failure::Other(common.source_error("the Redis version could not be read"))
+                })?;
             self.source.major_version.store(major, Ordering::Relaxed);
         }
         if major < 7 {
@@ -684,10 +718,10 @@ fn map_fields(v: &Value) -> std::collections::HashMap<String, &Value> {
     match v {
         Value::Array(items) => {
             for pair in items.chunks(2) {
-                if let [k, v] = pair {
-                    if let Some(k) = value_string(k) {
-                        out.insert(k, v);
-                    }
+                if let [k, v] = pair
+                    && let Some(k) = value_string(k)
+                {
+                    out.insert(k, v);
                 }
             }
         }

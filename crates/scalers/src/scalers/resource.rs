@@ -21,7 +21,9 @@ pub(crate) struct Config {
 pub(crate) fn parse(p: &mut Params<'_>, resource: Resource) -> Config {
     let legacy_type = p.choice("type", META, &["Utilization", "AverageValue"], "");
     let value = p.req_str(&["value"], META);
-    let activation = p.opt_str(&["activationValue"], META).unwrap_or_else(|| "0".to_owned());
+    let activation = p
+        .opt_str(&["activationValue"], META)
+        .unwrap_or_else(|| "0".to_owned());
     let container = p.opt_str(&["containerName"], META);
     let mut metric_type = p.input.metric_type.clone();
     if !legacy_type.is_empty() {
@@ -35,7 +37,12 @@ pub(crate) fn parse(p: &mut Params<'_>, resource: Resource) -> Config {
         match &metric_type {
             Some(MetricType::AverageValue) => {
                 if ringscale_api::quantity::parse(text).is_err() {
-                    p.fail_param(ErrorKind::Config, name, META, format!("{text:?} is not a quantity"));
+                    p.fail_param(
+                        ErrorKind::Config,
+                        name,
+                        META,
+                        format!("{text:?} is not a quantity"),
+                    );
                 }
                 ResourceTarget::AverageValue(text.to_owned())
             }

@@ -1,6 +1,5 @@
 //! Helpers shared by the scaler tests.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,7 +21,10 @@ pub async fn service(name: &str, var: &str, default: &str) -> Option<String> {
         .split_once("://")
         .map_or(addr.as_str(), |(_, rest)| rest)
         .rsplit_once('@')
-        .map_or_else(|| addr.split_once("://").map_or(addr.as_str(), |(_, r)| r), |(_, r)| r)
+        .map_or_else(
+            || addr.split_once("://").map_or(addr.as_str(), |(_, r)| r),
+            |(_, r)| r,
+        )
         .split('/')
         .next()
         .unwrap_or_default()
@@ -35,7 +37,9 @@ pub async fn service(name: &str, var: &str, default: &str) -> Option<String> {
                 _ => "timed out".to_owned(),
             };
             if require_services() {
-                panic!("{name} is required (RINGSCALE_REQUIRE_SERVICES=1) but not reachable at {hostport} (set {var}): {why}");
+                panic!(
+                    "{name} is required (RINGSCALE_REQUIRE_SERVICES=1) but not reachable at {hostport} (set {var}): {why}"
+                );
             }
             eprintln!("SKIP: {name} not reachable at {hostport} (set {var}): {why}");
             None
@@ -63,7 +67,11 @@ pub fn program(name: &str, what: &str) -> bool {
 /// A name unique to this test process and call.
 pub fn unique(prefix: &str) -> String {
     static N: AtomicU64 = AtomicU64::new(0);
-    format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// A free local port.
@@ -145,16 +153,23 @@ pub async fn poll(scaler: &Scaler) -> Result<Poll, ScalerError> {
 
 /// Polls and returns the value and activity, failing on error.
 pub async fn value(scaler: &Scaler) -> (f64, bool) {
-    let p = poll(scaler).await.unwrap_or_else(|e| panic!("poll failed: {e}"));
+    let p = poll(scaler)
+        .await
+        .unwrap_or_else(|e| panic!("poll failed: {e}"));
     (p.values[0].value, p.active)
 }
 
 /// Asserts that polling fails with a transient error of `kind` mentioning `text`.
 pub async fn assert_down(scaler: &Scaler, kind: ErrorKind, text: &str) {
-    let err = poll(scaler).await.expect_err("the source is down, the poll must fail");
+    let err = poll(scaler)
+        .await
+        .expect_err("the source is down, the poll must fail");
     assert_eq!(err.kind, kind, "{err}");
     assert!(err.is_transient(), "{err}");
-    assert!(err.to_string().contains(text), "{err} should mention {text:?}");
+    assert!(
+        err.to_string().contains(text),
+        "{err} should mention {text:?}"
+    );
 }
 
 /// Retries `check` every 250 ms for up to `secs` seconds.
@@ -167,14 +182,16 @@ where
     loop {
         match check().await {
             Ok(v) => return v,
-            Err(e) if tokio::time::Instant::now() >= deadline => panic!("gave up after {secs}s: {e}"),
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                panic!("gave up after {secs}s: {e}")
+            }
             Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
         }
     }
 }
 
 /// A child process killed when dropped.
-pub struct Proc(pub tokio::process::Child);
+pub struct Proc(#[allow(dead_code)] tokio::process::Child);
 
 impl Proc {
     pub fn spawn(program: &str, args: &[&str]) -> Proc {
@@ -205,9 +222,4 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-/// Builds a map from pairs.
-pub fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
 }

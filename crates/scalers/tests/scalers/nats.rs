@@ -91,7 +91,11 @@ async fn fill(url: &str, replicas: usize, messages: usize, unacked: usize) -> je
     })
     .await;
     for i in 0..messages {
-        js.publish("orders.new", format!("order {i}").into()).await.unwrap().await.unwrap();
+        js.publish("orders.new", format!("order {i}").into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
     }
     let consumer = stream
         .get_or_create_consumer(
@@ -105,7 +109,12 @@ async fn fill(url: &str, replicas: usize, messages: usize, unacked: usize) -> je
         )
         .await
         .unwrap();
-    let mut batch = consumer.fetch().max_messages(unacked).messages().await.unwrap();
+    let mut batch = consumer
+        .fetch()
+        .max_messages(unacked)
+        .messages()
+        .await
+        .unwrap();
     let mut got = 0;
     while got < unacked {
         let Some(m) = batch.next().await else { break };
@@ -126,32 +135,74 @@ async fn consumer_lag_is_pending_plus_ack_pending() {
     let scaler = build(
         &input(
             "nats-jetstream",
-            &[("natsServerMonitoringEndpoint", &nats.monitor), ("stream", "ORDERS"), ("consumer", "workers"), ("lagThreshold", "4"), ("activationLagThreshold", "8")],
+            &[
+                ("natsServerMonitoringEndpoint", &nats.monitor),
+                ("stream", "ORDERS"),
+                ("consumer", "workers"),
+                ("lagThreshold", "4"),
+                ("activationLagThreshold", "8"),
+            ],
         ),
         &sources,
     );
     let specs = scaler.metric_specs().await.unwrap();
-    let MetricSpec::External(m) = &specs[0] else { panic!() };
-    assert_eq!((m.name.as_str(), m.target_quantity().as_str()), ("s0-nats-jetstream-ORDERS", "4"));
-    assert_eq!(value(&scaler).await, (8.0, false), "5 pending + 3 unacknowledged; not above 8");
-    js.publish("orders.new", "one more".into()).await.unwrap().await.unwrap();
+    let MetricSpec::External(m) = &specs[0] else {
+        panic!()
+    };
+    assert_eq!(
+        (m.name.as_str(), m.target_quantity().as_str()),
+        ("s0-nats-jetstream-ORDERS", "4")
+    );
+    assert_eq!(
+        value(&scaler).await,
+        (8.0, false),
+        "5 pending + 3 unacknowledged; not above 8"
+    );
+    js.publish("orders.new", "one more".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
     assert_eq!(value(&scaler).await, (9.0, true));
 
     // Account "$G" named explicitly; a consumer that does not exist stands in the stream's last
     // sequence; a missing stream or a wrong account is an error.
     let explicit = build(
-        &input("nats-jetstream", &[("natsServerMonitoringEndpoint", &nats.monitor), ("account", "$G"), ("stream", "ORDERS"), ("consumer", "workers")]),
+        &input(
+            "nats-jetstream",
+            &[
+                ("natsServerMonitoringEndpoint", &nats.monitor),
+                ("account", "$G"),
+                ("stream", "ORDERS"),
+                ("consumer", "workers"),
+            ],
+        ),
         &sources,
     );
     assert_eq!(value(&explicit).await.0, 9.0);
     let no_consumer = build(
-        &input("nats-jetstream", &[("natsServerMonitoringEndpoint", &nats.monitor), ("stream", "ORDERS"), ("consumer", "later")]),
+        &input(
+            "nats-jetstream",
+            &[
+                ("natsServerMonitoringEndpoint", &nats.monitor),
+                ("stream", "ORDERS"),
+                ("consumer", "later"),
+            ],
+        ),
         &sources,
     );
     assert_eq!(value(&no_consumer).await.0, 9.0);
     for (stream, account) in [("NOPE", "$G"), ("ORDERS", "other")] {
         let scaler = build(
-            &input("nats-jetstream", &[("natsServerMonitoringEndpoint", &nats.monitor), ("stream", stream), ("consumer", "workers"), ("account", account)]),
+            &input(
+                "nats-jetstream",
+                &[
+                    ("natsServerMonitoringEndpoint", &nats.monitor),
+                    ("stream", stream),
+                    ("consumer", "workers"),
+                    ("account", account),
+                ],
+            ),
             &sources,
         );
         let err = poll(&scaler).await.unwrap_err();
@@ -165,22 +216,49 @@ async fn nats_parameters_and_outages() {
     let errors = problems(&input("nats-jetstream", &[("lagThreshold", "ten")]));
     assert_problem(&errors, "stream", "missing required parameter");
     assert_problem(&errors, "consumer", "missing required parameter");
-    assert_problem(&errors, "natsServerMonitoringEndpoint", "missing required parameter");
+    assert_problem(
+        &errors,
+        "natsServerMonitoringEndpoint",
+        "missing required parameter",
+    );
     assert_problem(&errors, "lagThreshold", "is not an integer");
     let errors = problems(&input(
         "nats-jetstream",
-        &[("natsServerMonitoringEndpoint", "http://nats:8222"), ("stream", "s"), ("consumer", "c")],
+        &[
+            ("natsServerMonitoringEndpoint", "http://nats:8222"),
+            ("stream", "s"),
+            ("consumer", "c"),
+        ],
     ));
     assert_problem(&errors, "natsServerMonitoringEndpoint", "without scheme");
 
     let sources = Sources::default();
     let down = build(
-        &input("nats-jetstream", &[("natsServerMonitoringEndpoint", &refused_address()), ("stream", "s"), ("consumer", "c")]),
+        &input(
+            "nats-jetstream",
+            &[
+                ("natsServerMonitoringEndpoint", &refused_address()),
+                ("stream", "s"),
+                ("consumer", "c"),
+            ],
+        ),
         &sources,
     );
-    assert_down(&down, ErrorKind::Source, "unable to access the NATS monitoring endpoint").await;
+    assert_down(
+        &down,
+        ErrorKind::Source,
+        "unable to access the NATS monitoring endpoint",
+    )
+    .await;
     let hole = Blackhole::start().await;
-    let mut slow = input("nats-jetstream", &[("natsServerMonitoringEndpoint", &hole.addr.to_string()), ("stream", "s"), ("consumer", "c")]);
+    let mut slow = input(
+        "nats-jetstream",
+        &[
+            ("natsServerMonitoringEndpoint", &hole.addr.to_string()),
+            ("stream", "s"),
+            ("consumer", "c"),
+        ],
+    );
     slow.default_timeout = Duration::from_millis(300);
     assert_down(&build(&slow, &sources), ErrorKind::Timeout, "within 300ms").await;
 }
@@ -223,7 +301,14 @@ async fn in_a_cluster_the_consumer_leader_is_asked() {
     // Whichever node is asked, the answer is the leader's view: 4 pending + 2 unacknowledged.
     for server in &servers {
         let scaler = build(
-            &input("nats-jetstream", &[("natsServerMonitoringEndpoint", &server.monitor), ("stream", "ORDERS"), ("consumer", "workers")]),
+            &input(
+                "nats-jetstream",
+                &[
+                    ("natsServerMonitoringEndpoint", &server.monitor),
+                    ("stream", "ORDERS"),
+                    ("consumer", "workers"),
+                ],
+            ),
             &sources,
         );
         let lag = eventually(20, || async {
