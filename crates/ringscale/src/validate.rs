@@ -1,12 +1,25 @@
 //! `ringscale validate`: will these manifests work? Answered offline, every problem at once.
+//!
+//! Every keda.sh object is checked against its schema and KEDA's rules; the triggers of
+//! ScaledObjects and ScaledJobs are then checked by their scalers' parsers, with parameters
+//! resolved from the Secrets, ConfigMaps, TriggerAuthentications and workloads found anywhere
+//! in the input. What the input does not contain cannot be seen offline: references to it are
+//! warnings ("not checked"), not errors.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use ringscale_api::manifest::{self, Judgement, LocatedProblem};
+use k8s_openapi::api::core::v1::{ConfigMap, PodSpec, Secret};
+use ringscale_api::manifest::{self, Document, Judgement, LocatedProblem};
 use ringscale_api::validate::FieldPath;
+use ringscale_api::{ClusterTriggerAuthentication, ScaledJob, ScaledObject, TriggerAuthentication};
+use ringscale_scalers::auth::{
+    ObjectSet, ProblemKind, config_map_data, secret_data, unsupported_sources,
+};
+use ringscale_scalers::prepare::{self, PreparedTrigger, Settings};
 use serde::Serialize;
+use serde_json::Value;
 
 /// Files larger than this are refused rather than read.
 const MAX_INPUT_BYTES: u64 = 64 * 1024 * 1024;
@@ -49,6 +62,21 @@ struct Entry {
     #[serde(flatten)]
     judgement: Judgement,
     file: String,
+    /// For ScaledObjects and ScaledJobs: each trigger and the metric names the HPA will see.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    triggers: Option<Vec<TriggerSummary>>,
+}
+
+/// A trigger of a ScaledObject or ScaledJob.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TriggerSummary {
+    index: usize,
+    #[serde(rename = "type")]
+    type_: String,
+    /// Metric names as the HPA sees them; empty when unknown offline (an `external` trigger's
+    /// server names them) or when the trigger is invalid.
+    metric_names: Vec<String>,
 }
 
 #[derive(Debug, Default)]
@@ -66,12 +94,21 @@ pub fn run(args: ValidateArgs) -> ExitCode {
         output,
     } = args;
     let mut outcome = Outcome::default();
+    let mut documents: Vec<(String, Document)> = Vec::new();
     for input in &files {
         for source in expand(input, recursive, &mut outcome.read_errors) {
             match read(&source) {
-                Ok(text) => judge_text(&display(&source), &text, &mut outcome),
+                Ok(text) => parse_text(&display(&source), &text, &mut documents, &mut outcome),
                 Err(err) => outcome.read_errors.push(err),
             }
+        }
+    }
+    let objects = references(&documents);
+    for (file, doc) in &documents {
+        if manifest::is_judged(doc) {
+            outcome.entries.push(judge_document(file, doc, &objects));
+        } else {
+            outcome.references += 1;
         }
     }
     for err in &outcome.read_errors {
@@ -96,21 +133,15 @@ pub fn run(args: ValidateArgs) -> ExitCode {
     }
 }
 
-/// Judges every keda.sh object of one text; a YAML error becomes one invalid entry.
-fn judge_text(file: &str, text: &str, outcome: &mut Outcome) {
+/// Reads the documents of one text; a YAML error becomes one invalid entry.
+fn parse_text(
+    file: &str,
+    text: &str,
+    documents: &mut Vec<(String, Document)>,
+    outcome: &mut Outcome,
+) {
     match manifest::parse(text) {
-        Ok(documents) => {
-            for doc in &documents {
-                if manifest::is_judged(doc) {
-                    outcome.entries.push(Entry {
-                        judgement: manifest::judge(doc),
-                        file: file.to_owned(),
-                    });
-                } else {
-                    outcome.references += 1;
-                }
-            }
-        }
+        Ok(docs) => documents.extend(docs.into_iter().map(|d| (file.to_owned(), d))),
         Err(err) => {
             let line = err.line.unwrap_or(1);
             outcome.entries.push(Entry {
@@ -128,8 +159,184 @@ fn judge_text(file: &str, text: &str, outcome: &mut Outcome) {
                     line,
                 },
                 file: file.to_owned(),
+                triggers: None,
             });
         }
+    }
+}
+
+/// Namespace of objects that name none, as kubectl would apply them.
+const DEFAULT_NAMESPACE: &str = "default";
+
+/// The objects triggers may refer to: Secrets, ConfigMaps, TriggerAuthentications,
+/// ClusterTriggerAuthentications and anything with a pod template (Deployments, StatefulSets,
+/// Rollouts, ...). Anything else is not visible offline.
+fn references(documents: &[(String, Document)]) -> ObjectSet {
+    let mut set = ObjectSet::new(false);
+    for (_, doc) in documents {
+        let (Some(kind), Some(name)) = (doc.kind(), doc.name()) else {
+            continue;
+        };
+        let namespace = doc.namespace().unwrap_or(DEFAULT_NAMESPACE);
+        match (doc.api_version(), kind) {
+            (Some("v1"), "Secret") => {
+                if let Some(secret) = decode::<Secret>(&doc.value).map(|s| secret_data(&s)) {
+                    set.add_secret(namespace, name, secret);
+                }
+            }
+            (Some("v1"), "ConfigMap") => {
+                if let Some(data) = decode::<ConfigMap>(&doc.value).map(|c| config_map_data(&c)) {
+                    set.add_config_map(namespace, name, data);
+                }
+            }
+            (Some(ringscale_api::names::API_VERSION), "TriggerAuthentication") => {
+                if let Some(ta) = decode::<TriggerAuthentication>(&doc.value).map(|t| t.spec) {
+                    set.add_trigger_authentication(namespace, name, ta);
+                }
+            }
+            (Some(ringscale_api::names::API_VERSION), "ClusterTriggerAuthentication") => {
+                if let Some(cta) =
+                    decode::<ClusterTriggerAuthentication>(&doc.value).map(|t| t.spec.sources)
+                {
+                    set.add_cluster_trigger_authentication(name, cta);
+                }
+            }
+            _ => {
+                if let Some(pod) = doc
+                    .value
+                    .pointer("/spec/template/spec")
+                    .and_then(decode::<PodSpec>)
+                {
+                    set.add_workload(namespace, kind, name, pod);
+                }
+            }
+        }
+    }
+    set
+}
+
+fn decode<T: serde::de::DeserializeOwned>(value: &Value) -> Option<T> {
+    serde_json::from_value(value.clone()).ok()
+}
+
+/// Judges one keda.sh object; ScaledObjects and ScaledJobs also get their triggers checked.
+fn judge_document(file: &str, doc: &Document, objects: &ObjectSet) -> Entry {
+    let mut judgement = manifest::judge(doc);
+    let settings = Settings {
+        default_namespace: DEFAULT_NAMESPACE,
+        ..Settings::default()
+    };
+    let prepared = match doc.kind() {
+        Some("ScaledObject") => serde_json::from_value::<ScaledObject>(doc.value.clone())
+            .ok()
+            .map(|so| prepare::scaled_object(&so, objects, &settings)),
+        Some("ScaledJob") => serde_json::from_value::<ScaledJob>(doc.value.clone())
+            .ok()
+            .map(|sj| prepare::scaled_job(&sj, objects, &settings)),
+        _ => None,
+    };
+    // Authentication sources ringscale cannot read: triggers using them will fail.
+    let auth_spec = match doc.kind() {
+        Some("TriggerAuthentication") => {
+            decode::<TriggerAuthentication>(&doc.value).map(|t| t.spec)
+        }
+        Some("ClusterTriggerAuthentication") => {
+            decode::<ClusterTriggerAuthentication>(&doc.value).map(|t| t.spec.sources)
+        }
+        _ => None,
+    };
+    for p in auth_spec
+        .iter()
+        .flat_map(|spec| unsupported_sources(spec, true))
+    {
+        let path = FieldPath::new(p.path);
+        judgement.warnings.push(LocatedProblem {
+            line: doc.line_of(&path),
+            path,
+            message: format!(
+                "{} (triggers using this authentication will fail)",
+                p.message
+            ),
+        });
+    }
+    let triggers = prepared.map(|prepared| {
+        prepared
+            .into_iter()
+            .map(|p| check_trigger(p, doc, &mut judgement))
+            .collect()
+    });
+    judgement
+        .problems
+        .sort_by(|a, b| (a.line, &a.path).cmp(&(b.line, &b.path)));
+    judgement
+        .warnings
+        .sort_by(|a, b| (a.line, &a.path).cmp(&(b.line, &b.path)));
+    judgement.valid = judgement.problems.is_empty();
+    Entry {
+        judgement,
+        file: file.to_owned(),
+        triggers,
+    }
+}
+
+/// Checks one trigger with its scaler's parser and adds what it finds to the judgement.
+fn check_trigger(
+    prepared: PreparedTrigger,
+    doc: &Document,
+    judgement: &mut Judgement,
+) -> TriggerSummary {
+    let PreparedTrigger { input, problems } = prepared;
+    let index = input.index;
+    let type_ = input.trigger_type.clone();
+    let locate = |path: String, message: String| {
+        let path = FieldPath::new(path);
+        LocatedProblem {
+            line: doc.line_of(&path),
+            path,
+            message,
+        }
+    };
+    for p in problems {
+        let located = locate(p.path, p.message);
+        if p.kind == ProblemKind::NotVisible {
+            judgement.warnings.push(located);
+        } else if !judgement.problems.iter().any(|q| q.path == located.path) {
+            judgement.problems.push(located);
+        }
+    }
+    // A trigger whose type the schema or KEDA's rules already reject has nothing to parse.
+    let type_path = format!("spec.triggers[{index}].type");
+    let mut metric_names = Vec::new();
+    if judgement
+        .problems
+        .iter()
+        .any(|p| p.path.as_str() == type_path)
+    {
+        return TriggerSummary {
+            index,
+            type_,
+            metric_names,
+        };
+    }
+    match ringscale_scalers::parse(&input) {
+        Ok(parsed) => metric_names = parsed.offline_metric_names().unwrap_or_default(),
+        Err(errors) => {
+            for e in errors {
+                let message = match &e.parameter {
+                    Some(parameter) => format!("{type_} trigger, {parameter}: {}", e.message),
+                    None => format!("{type_} trigger: {}", e.message),
+                };
+                let located = locate(e.field_path(), message);
+                if !judgement.problems.iter().any(|q| q.path == located.path) {
+                    judgement.problems.push(located);
+                }
+            }
+        }
+    }
+    TriggerSummary {
+        index,
+        type_,
+        metric_names,
     }
 }
 
@@ -197,7 +404,10 @@ fn display(source: &Path) -> String {
 
 fn print_text(outcome: &Outcome) {
     let mut invalid = 0;
-    for Entry { judgement: j, file } in &outcome.entries {
+    for Entry {
+        judgement: j, file, ..
+    } in &outcome.entries
+    {
         let what = match (&j.kind, &j.namespace, &j.name) {
             (None, ..) => "document".to_owned(),
             (Some(kind), Some(ns), Some(name)) => format!("{kind} {ns}/{name}"),

@@ -60,6 +60,7 @@ spec:
   triggers:
     - type: redis
       metadata:
+        address: redis:6379
         listName: jobs
 ---
 apiVersion: apps/v1
@@ -206,4 +207,243 @@ fn sim_writes_a_kubeconfig_serves_and_stops_on_sigterm() {
     assert!(status.success());
     let exit = child.wait().expect("exits");
     assert!(exit.success(), "SIGTERM is a clean exit, got {exit:?}");
+}
+
+const TRIGGERS: &str = "\
+apiVersion: v1
+kind: Secret
+metadata:
+  name: rabbit
+  namespace: apps
+stringData:
+  host: amqp://guest:guest@rabbitmq:5672/
+---
+apiVersion: keda.sh/v1alpha1
+kind: TriggerAuthentication
+metadata:
+  name: rabbit
+  namespace: apps
+spec:
+  secretTargetRef:
+    - parameter: host
+      name: rabbit
+      key: host
+    - parameter: password
+      name: rabbit
+      key: missing-key
+---
+apiVersion: keda.sh/v1alpha1
+kind: TriggerAuthentication
+metadata:
+  name: redis-auth
+  namespace: apps
+spec:
+  secretTargetRef:
+    - parameter: password
+      name: redis-auth
+      key: password
+---
+apiVersion: keda.sh/v1alpha1
+kind: ScaledObject
+metadata:
+  name: worker
+  namespace: apps
+spec:
+  scaleTargetRef:
+    name: worker
+  triggers:
+    - type: redis
+      metadata:
+        address: redis:6379
+        listName: jobs
+        listLength: abc
+      authenticationRef:
+        name: redis-auth
+    - type: rabbitmq
+      metadata:
+        queueName: tasks
+        mode: MessageRate
+        value: \"10\"
+      authenticationRef:
+        name: rabbit
+    - type: external
+      metadata:
+        scalerAddress: scaler:6000
+    - type: cron
+      metadata:
+        timezone: Europe/Berlin
+        start: 0 6 * * *
+        end: 0 20 * * *
+        desiredReplicas: \"3\"
+    - type: postgresql
+      metadata:
+        connectionFromEnv: PG_CONN
+        query: SELECT 1
+        targetQueryValue: \"1\"
+";
+
+#[test]
+fn validate_checks_each_trigger_with_its_scaler() {
+    let out = ringscale(&["validate", "-f", "-", "-o", "json"], Some(TRIGGERS));
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let parsed: Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
+    let so = parsed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "ScaledObject")
+        .unwrap();
+    let problems: Vec<(String, String)> = so["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["path"].as_str().unwrap().to_owned(),
+                p["message"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let has = |path: &str, text: &str| problems.iter().any(|(p, m)| p == path && m.contains(text));
+    assert!(
+        has("spec.triggers[0].metadata.listLength", "is not an integer"),
+        "{problems:#?}"
+    );
+    // The rabbitmq host comes from a Secret in the input: amqp, so MessageRate is wrong.
+    assert!(
+        has(
+            "spec.triggers[1].metadata.mode",
+            "must be HTTP to use trigger mode MessageRate"
+        ),
+        "{problems:#?}"
+    );
+    assert!(
+        has(
+            "spec.triggers[1].authenticationRef",
+            "key \"missing-key\" not found in Secret apps/rabbit"
+        ),
+        "{problems:#?}"
+    );
+    assert_eq!(problems.len(), 3, "{problems:#?}");
+    let line = so["problems"][0]["line"].as_u64().unwrap();
+    assert_eq!(
+        line,
+        TRIGGERS
+            .lines()
+            .position(|l| l.contains("listLength: abc"))
+            .unwrap() as u64
+            + 1
+    );
+
+    // What the input does not contain is a warning, not an error.
+    let warnings: Vec<String> = so["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| {
+            format!(
+                "{} {}",
+                w["path"].as_str().unwrap(),
+                w["message"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.starts_with("spec.triggers[0].authenticationRef")
+                && w.contains("not checked: Secret redis-auth is not in the input")),
+        "{warnings:#?}"
+    );
+    assert!(
+        warnings.iter().any(
+            |w| w.starts_with("spec.triggers[4].metadata.connectionFromEnv")
+                && w.contains(
+                    "not checked: the scale target Deployment worker is not in the input"
+                )
+        ),
+        "{warnings:#?}"
+    );
+
+    let triggers = so["triggers"].as_array().unwrap();
+    let names: Vec<(String, Vec<String>)> = triggers
+        .iter()
+        .map(|t| {
+            (
+                t["type"].as_str().unwrap().to_owned(),
+                t["metricNames"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|n| n.as_str().unwrap().to_owned())
+                    .collect(),
+            )
+        })
+        .collect();
+    assert_eq!(triggers[2]["index"], 2);
+    assert_eq!(
+        names,
+        [
+            ("redis".to_owned(), vec![]),
+            ("rabbitmq".to_owned(), vec![]),
+            ("external".to_owned(), vec![]),
+            (
+                "cron".to_owned(),
+                vec!["s3-cron-Europe-Berlin-06xxx-020xxx".to_owned()]
+            ),
+            ("postgresql".to_owned(), vec!["s4-postgresql".to_owned()]),
+        ],
+        "invalid triggers and external scalers have no offline names"
+    );
+}
+
+#[test]
+fn validate_resolves_environment_from_a_deployment_in_the_input() {
+    let manifest = "\
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: worker
+spec:
+  selector:
+    matchLabels: {app: worker}
+  template:
+    metadata:
+      labels: {app: worker}
+    spec:
+      containers:
+        - name: app
+          image: worker:1
+          env:
+            - name: REDIS_ADDRESS
+              value: redis:6379
+---
+apiVersion: keda.sh/v1alpha1
+kind: ScaledObject
+metadata:
+  name: worker
+spec:
+  scaleTargetRef:
+    name: worker
+  triggers:
+    - type: redis
+      metadata:
+        addressFromEnv: REDIS_ADDRESS
+        listName: jobs
+    - type: redis
+      metadata:
+        addressFromEnv: NOT_SET
+        listName: jobs
+";
+    let out = ringscale(&["validate", "-f", "-", "-o", "json"], Some(manifest));
+    let parsed: Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
+    let so = &parsed[0];
+    assert_eq!(so["triggers"][0]["metricNames"][0], "s0-redis-jobs");
+    assert_eq!(so["problems"].as_array().unwrap().len(), 1, "{so:#}");
+    assert_eq!(
+        so["problems"][0]["path"],
+        "spec.triggers[1].metadata.address"
+    );
+    assert!(so["warnings"].as_array().unwrap().is_empty(), "{so:#}");
+    assert_eq!(out.status.code(), Some(1));
 }

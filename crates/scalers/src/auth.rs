@@ -25,12 +25,28 @@ pub enum Lookup<T> {
     NotVisible,
 }
 
-/// Where resolution reads Secrets and ConfigMaps.
+/// Where resolution reads the objects triggers refer to.
 pub trait ObjectLookup {
     /// The decoded data of a Secret.
     fn secret(&self, namespace: &str, name: &str) -> Lookup<BTreeMap<String, String>>;
     /// The data of a ConfigMap.
     fn config_map(&self, namespace: &str, name: &str) -> Lookup<BTreeMap<String, String>>;
+    /// The spec of a TriggerAuthentication.
+    fn trigger_authentication(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Lookup<TriggerAuthenticationSpec>;
+    /// The spec of a ClusterTriggerAuthentication.
+    fn cluster_trigger_authentication(&self, name: &str) -> Lookup<TriggerAuthenticationSpec>;
+    /// The pod template of a scale target (`kind` and `api_version` as in `scaleTargetRef`).
+    fn pod_template(
+        &self,
+        namespace: &str,
+        api_version: &str,
+        kind: &str,
+        name: &str,
+    ) -> Lookup<PodSpec>;
 }
 
 /// The data of a Secret as strings (`data` decoded; `stringData`, which only manifests carry,
@@ -53,11 +69,14 @@ pub fn config_map_data(config_map: &ConfigMap) -> BTreeMap<String, String> {
     config_map.data.clone().unwrap_or_default()
 }
 
-/// An in-memory set of Secrets and ConfigMaps.
+/// An in-memory set of the objects triggers refer to.
 #[derive(Clone, Default)]
 pub struct ObjectSet {
     secrets: HashMap<(String, String), BTreeMap<String, String>>,
     config_maps: HashMap<(String, String), BTreeMap<String, String>>,
+    trigger_auths: HashMap<(String, String), TriggerAuthenticationSpec>,
+    cluster_trigger_auths: HashMap<String, TriggerAuthenticationSpec>,
+    workloads: HashMap<(String, String, String), PodSpec>,
     complete: bool,
 }
 
@@ -83,17 +102,49 @@ impl ObjectSet {
             .insert((namespace.to_owned(), name.to_owned()), data);
     }
 
+    /// Adds a TriggerAuthentication.
+    pub fn add_trigger_authentication(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        spec: TriggerAuthenticationSpec,
+    ) {
+        self.trigger_auths
+            .insert((namespace.to_owned(), name.to_owned()), spec);
+    }
+
+    /// Adds a ClusterTriggerAuthentication.
+    pub fn add_cluster_trigger_authentication(
+        &mut self,
+        name: &str,
+        spec: TriggerAuthenticationSpec,
+    ) {
+        self.cluster_trigger_auths.insert(name.to_owned(), spec);
+    }
+
+    /// Adds the pod template of a workload of `kind` (Deployment, StatefulSet, ...).
+    pub fn add_workload(&mut self, namespace: &str, kind: &str, name: &str, pod: PodSpec) {
+        self.workloads.insert(
+            (namespace.to_owned(), kind.to_owned(), name.to_owned()),
+            pod,
+        );
+    }
+
+    fn answer<T: Clone>(&self, found: Option<&T>) -> Lookup<T> {
+        match found {
+            Some(d) => Lookup::Found(d.clone()),
+            None if self.complete => Lookup::NotFound,
+            None => Lookup::NotVisible,
+        }
+    }
+
     fn get(
         &self,
         map: &HashMap<(String, String), BTreeMap<String, String>>,
         namespace: &str,
         name: &str,
     ) -> Lookup<BTreeMap<String, String>> {
-        match map.get(&(namespace.to_owned(), name.to_owned())) {
-            Some(d) => Lookup::Found(d.clone()),
-            None if self.complete => Lookup::NotFound,
-            None => Lookup::NotVisible,
-        }
+        self.answer(map.get(&(namespace.to_owned(), name.to_owned())))
     }
 }
 
@@ -105,6 +156,34 @@ impl ObjectLookup for ObjectSet {
     fn config_map(&self, namespace: &str, name: &str) -> Lookup<BTreeMap<String, String>> {
         self.get(&self.config_maps, namespace, name)
     }
+
+    fn trigger_authentication(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Lookup<TriggerAuthenticationSpec> {
+        self.answer(
+            self.trigger_auths
+                .get(&(namespace.to_owned(), name.to_owned())),
+        )
+    }
+
+    fn cluster_trigger_authentication(&self, name: &str) -> Lookup<TriggerAuthenticationSpec> {
+        self.answer(self.cluster_trigger_auths.get(name))
+    }
+
+    fn pod_template(
+        &self,
+        namespace: &str,
+        _api_version: &str,
+        kind: &str,
+        name: &str,
+    ) -> Lookup<PodSpec> {
+        self.answer(
+            self.workloads
+                .get(&(namespace.to_owned(), kind.to_owned(), name.to_owned())),
+        )
+    }
 }
 
 impl fmt::Debug for ObjectSet {
@@ -112,6 +191,15 @@ impl fmt::Debug for ObjectSet {
         f.debug_struct("ObjectSet")
             .field("secrets", &self.secrets.keys().collect::<Vec<_>>())
             .field("config_maps", &self.config_maps.keys().collect::<Vec<_>>())
+            .field(
+                "trigger_auths",
+                &self.trigger_auths.keys().collect::<Vec<_>>(),
+            )
+            .field(
+                "cluster_trigger_auths",
+                &self.cluster_trigger_auths.keys().collect::<Vec<_>>(),
+            )
+            .field("workloads", &self.workloads.keys().collect::<Vec<_>>())
             .field("complete", &self.complete)
             .finish()
     }
@@ -130,11 +218,26 @@ pub enum ProblemKind {
     Invalid,
 }
 
+/// What a problem leaves unknown.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Affects {
+    /// A trigger parameter supplied by the authentication object.
+    Parameter(String),
+    /// An environment variable of the scale target's container.
+    Variable(String),
+    /// Every environment variable (the container, or an `envFrom` source, cannot be read).
+    AllVariables,
+    /// Nothing in particular.
+    Nothing,
+}
+
 /// A problem found while resolving parameters.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuthProblem {
     /// What kind of problem.
     pub kind: ProblemKind,
+    /// What the problem leaves unknown.
+    pub affects: Affects,
     /// Where, inside the authentication object (`spec.secretTargetRef[0]`) or the workload
     /// (`env`).
     pub path: String,
@@ -221,6 +324,7 @@ pub fn resolve_env(
         Ok(None) => return (env, problems),
         Err(message) => {
             problems.push(AuthProblem {
+                affects: Affects::AllVariables,
                 kind: ProblemKind::NotFound,
                 path: "envSourceContainerName".to_owned(),
                 message,
@@ -257,11 +361,13 @@ pub fn resolve_env(
             }
             Lookup::NotFound if optional => {}
             Lookup::NotFound => problems.push(AuthProblem {
+                affects: Affects::AllVariables,
                 kind: ProblemKind::NotFound,
                 path,
                 message: format!("{kind} {namespace}/{name} not found"),
             }),
             Lookup::NotVisible => problems.push(AuthProblem {
+                affects: Affects::AllVariables,
                 kind: ProblemKind::NotVisible,
                 path,
                 message: format!("not checked: {kind} {name} is not in the input"),
@@ -305,6 +411,7 @@ pub fn resolve_env(
                 }
                 None if optional => {}
                 None => problems.push(AuthProblem {
+                    affects: Affects::Variable(var.name.clone()),
                     kind: ProblemKind::NotFound,
                     path,
                     message: format!("key {key:?} not found in {kind} {namespace}/{name}"),
@@ -312,11 +419,13 @@ pub fn resolve_env(
             },
             Lookup::NotFound if optional => {}
             Lookup::NotFound => problems.push(AuthProblem {
+                affects: Affects::Variable(var.name.clone()),
                 kind: ProblemKind::NotFound,
                 path,
                 message: format!("{kind} {namespace}/{name} not found"),
             }),
             Lookup::NotVisible => problems.push(AuthProblem {
+                affects: Affects::Variable(var.name.clone()),
                 kind: ProblemKind::NotVisible,
                 path,
                 message: format!("not checked: {kind} {name} is not in the input"),
@@ -397,6 +506,7 @@ pub fn resolve_auth(
                 out.params.insert(e.parameter.clone(), v.clone());
             }
             None if ctx.pod_spec.is_some() => out.problems.push(AuthProblem {
+                affects: Affects::Parameter(e.parameter.clone()),
                 kind: ProblemKind::NotFound,
                 path: format!("spec.env[{i}]"),
                 message: format!(
@@ -405,6 +515,7 @@ pub fn resolve_auth(
                 ),
             }),
             None => out.problems.push(AuthProblem {
+                affects: Affects::Parameter(e.parameter.clone()),
                 kind: ProblemKind::NotVisible,
                 path: format!("spec.env[{i}]"),
                 message: format!(
@@ -417,6 +528,7 @@ pub fn resolve_auth(
     for (i, r) in spec.config_map_target_ref.iter().flatten().enumerate() {
         let path = format!("spec.configMapTargetRef[{i}]");
         if let Some(v) = key_of(
+            &r.parameter,
             "ConfigMap",
             lookup.config_map(object_ns, &r.name),
             object_ns,
@@ -431,6 +543,7 @@ pub fn resolve_auth(
     for (i, r) in spec.secret_target_ref.iter().flatten().enumerate() {
         let path = format!("spec.secretTargetRef[{i}]");
         if let Some(v) = key_of(
+            &r.parameter,
             "Secret",
             lookup.secret(object_ns, &r.name),
             object_ns,
@@ -446,6 +559,7 @@ pub fn resolve_auth(
         let path = format!("spec.filePath[{i}]");
         if !cluster {
             out.problems.push(AuthProblem {
+                affects: Affects::Nothing,
                 kind: ProblemKind::Invalid,
                 path,
                 message: "filePath is only supported for ClusterTriggerAuthentication".to_owned(),
@@ -457,6 +571,7 @@ pub fn resolve_auth(
                 out.params.insert(f.parameter.clone(), v);
             }
             Err((kind, message)) => out.problems.push(AuthProblem {
+                affects: Affects::Nothing,
                 kind,
                 path,
                 message,
@@ -467,6 +582,7 @@ pub fn resolve_auth(
         let path = "spec.oauth2.clientSecret".to_owned();
         let r = &o.client_secret.value_from.secret_key_ref;
         if let Some(v) = key_of(
+            "clientSecret",
             "Secret",
             lookup.secret(object_ns, &r.name),
             object_ns,
@@ -491,7 +607,19 @@ pub fn resolve_auth(
             out.params.insert("endpointParams".to_owned(), encoded);
         }
     }
-    let unsupported: [(&str, bool); 6] = [
+    out.problems.extend(unsupported_sources(spec, false));
+    out
+}
+
+/// The sources of an authentication object that ringscale does not support: secret stores,
+/// bound service account tokens and, with `with_identity`, pod identities other than `none`
+/// (which a trigger reports itself when it is parsed).
+pub fn unsupported_sources(
+    spec: &TriggerAuthenticationSpec,
+    with_identity: bool,
+) -> Vec<AuthProblem> {
+    let mut out = Vec::new();
+    let fields: [(&str, bool); 6] = [
         ("hashiCorpVault", spec.hashi_corp_vault.is_some()),
         ("azureKeyVault", spec.azure_key_vault.is_some()),
         ("gcpSecretManager", spec.gcp_secret_manager.is_some()),
@@ -504,19 +632,38 @@ pub fn resolve_auth(
                 .is_some_and(|b| !b.is_empty()),
         ),
     ];
-    for (field, present) in unsupported {
+    for (field, present) in fields {
         if present {
-            out.problems.push(AuthProblem {
+            out.push(AuthProblem {
                 kind: ProblemKind::Unsupported,
+                affects: Affects::Nothing,
                 path: format!("spec.{field}"),
-                message: format!("{field} is not supported by ringscale; use secretTargetRef, configMapTargetRef, env or filePath"),
+                message: format!(
+                    "{field} is not supported by ringscale; use secretTargetRef, configMapTargetRef, env or filePath"
+                ),
             });
         }
+    }
+    if let Some(provider) = spec
+        .pod_identity
+        .as_ref()
+        .filter(|_| with_identity)
+        .map(|p| p.provider.as_str())
+        .filter(|p| *p != "none")
+    {
+        out.push(AuthProblem {
+            kind: ProblemKind::Unsupported,
+            affects: Affects::Nothing,
+            path: "spec.podIdentity.provider".to_owned(),
+            message: format!("pod identity provider {provider:?} is not supported by ringscale"),
+        });
     }
     out
 }
 
+#[allow(clippy::too_many_arguments)]
 fn key_of(
+    parameter: &str,
     kind: &str,
     data: Lookup<BTreeMap<String, String>>,
     namespace: &str,
@@ -530,6 +677,7 @@ fn key_of(
             Some(v) => Some(v.clone()),
             None => {
                 problems.push(AuthProblem {
+                    affects: Affects::Parameter(parameter.to_owned()),
                     kind: ProblemKind::NotFound,
                     path: path.to_owned(),
                     message: format!("key {key:?} not found in {kind} {namespace}/{name}"),
@@ -539,6 +687,7 @@ fn key_of(
         },
         Lookup::NotFound => {
             problems.push(AuthProblem {
+                affects: Affects::Parameter(parameter.to_owned()),
                 kind: ProblemKind::NotFound,
                 path: path.to_owned(),
                 message: format!("{kind} {namespace}/{name} not found"),
@@ -547,6 +696,7 @@ fn key_of(
         }
         Lookup::NotVisible => {
             problems.push(AuthProblem {
+                affects: Affects::Parameter(parameter.to_owned()),
                 kind: ProblemKind::NotVisible,
                 path: path.to_owned(),
                 message: format!("not checked: {kind} {name} is not in the input"),

@@ -1,7 +1,7 @@
 //! What a trigger is built from: its spec, the parameters its authentication supplied and the
 //! environment of the scale target.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::time::Duration;
 
@@ -40,6 +40,28 @@ pub struct Owner {
     pub name: String,
 }
 
+/// Parameters and environment variables whose values exist but cannot be read here (offline
+/// validation without the Secrets they come from). Checks that need them are skipped instead of
+/// reporting them missing.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Unresolved {
+    /// Authentication parameters that cannot be read.
+    pub auth: BTreeSet<String>,
+    /// Whether no authentication parameter can be read (the authentication object is unseen).
+    pub all_auth: bool,
+    /// Environment variables that cannot be read.
+    pub env: BTreeSet<String>,
+    /// Whether no environment variable can be read (the scale target is unseen).
+    pub all_env: bool,
+}
+
+impl Unresolved {
+    /// Whether nothing is unresolved.
+    pub fn is_empty(&self) -> bool {
+        self.auth.is_empty() && !self.all_auth && self.env.is_empty() && !self.all_env
+    }
+}
+
 /// Everything a trigger is built from.
 #[derive(Clone)]
 pub struct TriggerInput {
@@ -70,6 +92,8 @@ pub struct TriggerInput {
     /// Timeout for calls to the event source when the trigger sets none (KEDA's
     /// `KEDA_HTTP_DEFAULT_TIMEOUT`, 3 s).
     pub default_timeout: Duration,
+    /// Values that exist but cannot be read here (offline validation).
+    pub unresolved: Unresolved,
 }
 
 /// Default timeout of calls to event sources.
@@ -105,6 +129,7 @@ impl TriggerInput {
                 name: name.into(),
             },
             default_timeout: DEFAULT_TIMEOUT,
+            unresolved: Unresolved::default(),
         }
     }
 

@@ -17,6 +17,7 @@ mod error;
 mod input;
 mod metric;
 mod params;
+pub mod prepare;
 pub mod redact;
 mod scalers;
 mod sources;
@@ -24,7 +25,7 @@ mod tls;
 mod trigger;
 
 pub use error::{ErrorKind, ParamSource, ScalerError};
-pub use input::{DEFAULT_TIMEOUT, Owner, OwnerKind, TriggerInput};
+pub use input::{DEFAULT_TIMEOUT, Owner, OwnerKind, TriggerInput, Unresolved};
 pub use metric::{
     ExternalMetric, MetricSpec, MetricValue, Poll, Resource, ResourceMetric, ResourceTarget,
     metric_name, normalize, split_metric_name, to_milli,
@@ -58,5 +59,6 @@ pub fn trigger_input(
         pod_identity: auth.pod_identity,
         owner,
         default_timeout: DEFAULT_TIMEOUT,
+        unresolved: Unresolved::default(),
     }
 }

@@ -32,6 +32,9 @@ pub(crate) struct Found<'a> {
     /// The metadata key it came from (`name`, or `nameFromEnv`), if it came from metadata or the
     /// environment.
     pub key: Option<String>,
+    /// The value exists but cannot be read here (offline): `text` is empty and checks of the
+    /// value are skipped.
+    pub unknown: bool,
 }
 
 /// Collects parameters and problems for one trigger.
@@ -80,12 +83,50 @@ impl<'a> Params<'a> {
                             name,
                             source: *source,
                             key,
+                            unknown: false,
                         });
                     }
+                }
+                if let Some(key) = self.unresolved(name, *source) {
+                    return Some(Found {
+                        text: "",
+                        name,
+                        source: *source,
+                        key,
+                        unknown: true,
+                    });
                 }
             }
         }
         None
+    }
+
+    /// Whether `name` from `source` exists but cannot be read here; the metadata key it would
+    /// come from, if any.
+    fn unresolved(&self, name: &str, source: ParamSource) -> Option<Option<String>> {
+        let u = &self.input.unresolved;
+        match source {
+            ParamSource::Metadata => None,
+            ParamSource::Auth => (!self.input.auth_params.contains_key(name)
+                && (u.all_auth || u.auth.contains(name)))
+            .then_some(None),
+            ParamSource::Env => {
+                let key = format!("{name}FromEnv");
+                let var = self.input.metadata.get(&key)?.trim();
+                (!self.input.resolved_env.contains_key(var) && (u.all_env || u.env.contains(var)))
+                    .then_some(Some(key))
+            }
+        }
+    }
+
+    /// Whether the first value found for `names` exists but cannot be read here.
+    pub fn is_unknown(&self, names: &[&'a str], order: &[ParamSource]) -> bool {
+        self.lookup(names, order).is_some_and(|f| f.unknown)
+    }
+
+    /// A found value that can be read.
+    fn known(&self, names: &[&'a str], order: &[ParamSource]) -> Option<Found<'a>> {
+        self.lookup(names, order).filter(|f| !f.unknown)
     }
 
     /// Records a problem with a value that was found.
@@ -159,7 +200,7 @@ impl<'a> Params<'a> {
 
     /// An optional string.
     pub fn opt_str(&mut self, names: &[&'a str], order: &[ParamSource]) -> Option<String> {
-        self.lookup(names, order).map(|f| f.text.to_owned())
+        self.known(names, order).map(|f| f.text.to_owned())
     }
 
     /// A required string; records a problem and returns an empty string when missing.
@@ -175,7 +216,7 @@ impl<'a> Params<'a> {
 
     /// An optional float.
     pub fn opt_f64(&mut self, name: &'a str, order: &[ParamSource]) -> Option<f64> {
-        let found = self.lookup(&[name], order)?;
+        let found = self.known(&[name], order)?;
         match parse_json_float(found.text) {
             Some(v) => Some(v),
             None => {
@@ -218,7 +259,7 @@ impl<'a> Params<'a> {
 
     /// An optional integer.
     pub fn opt_i64(&mut self, name: &'a str, order: &[ParamSource]) -> Option<i64> {
-        let found = self.lookup(&[name], order)?;
+        let found = self.known(&[name], order)?;
         match parse_json_int(found.text) {
             Some(v) => Some(v),
             None => {
@@ -244,7 +285,7 @@ impl<'a> Params<'a> {
 
     /// A boolean in JSON's spelling (`true`/`false`) with a default.
     pub fn bool_or(&mut self, name: &'a str, order: &[ParamSource], default: bool) -> bool {
-        let Some(found) = self.lookup(&[name], order) else {
+        let Some(found) = self.known(&[name], order) else {
             return default;
         };
         match found.text {
@@ -262,7 +303,7 @@ impl<'a> Params<'a> {
 
     /// A comma-separated list (elements trimmed; an absent parameter is an empty list).
     pub fn list(&mut self, names: &[&'a str], order: &[ParamSource]) -> Vec<String> {
-        self.lookup(names, order)
+        self.known(names, order)
             .map(|f| f.text.split(',').map(|s| s.trim().to_owned()).collect())
             .unwrap_or_default()
     }
@@ -270,7 +311,7 @@ impl<'a> Params<'a> {
     /// A `key=value,key=value` map.
     pub fn map(&mut self, name: &'a str, order: &[ParamSource]) -> BTreeMap<String, String> {
         let mut out = BTreeMap::new();
-        let Some(found) = self.lookup(&[name], order) else {
+        let Some(found) = self.known(&[name], order) else {
             return out;
         };
         for item in found.text.split(',') {
@@ -299,7 +340,7 @@ impl<'a> Params<'a> {
         allowed: &[&str],
         default: &str,
     ) -> String {
-        let Some(found) = self.lookup(&[name], order) else {
+        let Some(found) = self.known(&[name], order) else {
             return default.to_owned();
         };
         if allowed.contains(&found.text) {
@@ -316,7 +357,7 @@ impl<'a> Params<'a> {
     /// A timeout: a number of milliseconds or a Go duration (`500ms`, `30s`, `1m30s`). Must be
     /// positive.
     pub fn duration(&mut self, name: &'a str, order: &[ParamSource]) -> Option<Duration> {
-        let found = self.lookup(&[name], order)?;
+        let found = self.known(&[name], order)?;
         let parsed = match found.text.parse::<u64>() {
             Ok(ms) => Some(Duration::from_millis(ms)),
             Err(_) => parse_go_duration(found.text),

@@ -85,7 +85,10 @@ pub(crate) fn parse(p: &mut Params<'_>) -> HttpAuth {
     auth.key_param_name = p.opt_str(&["keyParamName"], &order);
 
     let missing = |p: &mut Params<'_>, name: &str, msg: &str| {
-        p.fail_param(ErrorKind::Config, name, AUTH, msg);
+        // Offline, values from unseen Secrets may be there.
+        if !p.input.unresolved.all_auth && !p.input.unresolved.auth.contains(name) {
+            p.fail_param(ErrorKind::Config, name, AUTH, msg);
+        }
     };
     if auth.enabled(Mode::Bearer) && auth.bearer.is_none() {
         missing(

@@ -73,8 +73,11 @@ pub(crate) fn parse(p: &mut Params<'_>) -> Config {
             }
         }
         None => {
+            let unknown = p.is_unknown(&["connectionString"], &[Auth, Env])
+                || p.is_unknown(&["host"], &[Metadata, Auth]);
             let host = match host {
                 Some(h) => h,
+                None if unknown => String::new(),
                 None => {
                     p.fail_param(
                         ErrorKind::Config,

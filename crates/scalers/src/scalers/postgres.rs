@@ -42,8 +42,10 @@ pub(crate) fn parse(p: &mut Params<'_>) -> Config {
     let activation = p.f64_or("activationTargetQueryValue", META, 0.0);
     let connection = p.opt_str(&["connection"], &[Auth, Env]);
     let query = p.req_str(&["query"], META);
+    let connection_unknown = p.is_unknown(&["connection"], &[Auth, Env]);
     let dsn = match connection {
         Some(c) => c,
+        None if connection_unknown => String::new(),
         None => {
             let mut parts = Vec::new();
             for (name, key) in [
@@ -55,6 +57,7 @@ pub(crate) fn parse(p: &mut Params<'_>) -> Config {
             ] {
                 match p.opt_str(&[name], &[Auth, Metadata]) {
                     Some(v) => parts.push(format!("{key}={}", escape(&v))),
+                    None if p.is_unknown(&[name], &[Auth, Metadata]) => {}
                     None => p.fail_param(
                         ErrorKind::Config,
                         name,

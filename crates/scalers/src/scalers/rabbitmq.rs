@@ -146,7 +146,9 @@ pub(crate) fn parse(p: &mut Params<'_>) -> Config {
     if page_size < 1 {
         p.fail_param(ErrorKind::Config, "pageSize", META, "must be 1 or greater");
     }
-    if username.is_some() != password.is_some() {
+    let credentials_unknown =
+        p.is_unknown(&["username"], &[Auth, Env]) || p.is_unknown(&["password"], &[Auth, Env]);
+    if username.is_some() != password.is_some() && !credentials_unknown {
         p.fail_param(
             ErrorKind::Config,
             "username",
@@ -161,6 +163,10 @@ pub(crate) fn parse(p: &mut Params<'_>) -> Config {
         .as_ref()
         .map(|u| u.scheme().to_owned())
         .unwrap_or_default();
+    // Offline, a host from an unseen Secret leaves the protocol unknown: skip checks that
+    // depend on it.
+    let host_unknown = p.is_unknown(&["host"], &[Metadata, Auth, Env]);
+    let protocol_unknown = host_unknown && protocol_text == "auto";
     let protocol_name = match protocol_text.as_str() {
         "auto" if host.is_empty() => "amqp",
         "auto" => match scheme.as_str() {
@@ -179,7 +185,7 @@ pub(crate) fn parse(p: &mut Params<'_>) -> Config {
         "http" => "http",
         _ => "amqp",
     };
-    if use_regex && protocol_name != "http" {
+    if use_regex && protocol_name != "http" && !protocol_unknown {
         p.fail_param(
             ErrorKind::Config,
             "useRegex",
@@ -187,7 +193,7 @@ pub(crate) fn parse(p: &mut Params<'_>) -> Config {
             "configure useRegex=true only with the HTTP protocol",
         );
     }
-    if exclude_unacknowledged && protocol_name != "http" {
+    if exclude_unacknowledged && protocol_name != "http" && !protocol_unknown {
         p.fail_param(
             ErrorKind::Config,
             "excludeUnacknowledged",
@@ -236,7 +242,7 @@ pub(crate) fn parse(p: &mut Params<'_>) -> Config {
             _ => Mode::QueueLength,
         }
     };
-    if mode != Mode::QueueLength && protocol_name != "http" {
+    if mode != Mode::QueueLength && protocol_name != "http" && !protocol_unknown {
         p.fail_param(
             ErrorKind::Config,
             "mode",
@@ -244,7 +250,7 @@ pub(crate) fn parse(p: &mut Params<'_>) -> Config {
             format!("protocol amqp not supported; must be HTTP to use trigger mode {mode_text}"),
         );
     }
-    if protocol_name == "amqp" && timeout.is_some() {
+    if protocol_name == "amqp" && timeout.is_some() && !protocol_unknown {
         p.fail_param(
             ErrorKind::Config,
             "timeout",

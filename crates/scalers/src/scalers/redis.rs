@@ -72,7 +72,10 @@ fn parse_connection(p: &mut Params<'_>, topology: Topology) -> Connection {
             }
         }
     }
-    if addresses.is_empty() || addresses[0].is_empty() {
+    let unknown = p.is_unknown(&["address", "addresses"], &[Metadata, Auth, Env])
+        || p.is_unknown(&["host", "hosts"], &[Metadata, Env, Auth])
+        || p.is_unknown(&["port", "ports"], &[Metadata, Env, Auth]);
+    if !unknown && (addresses.is_empty() || addresses[0].is_empty()) {
         p.fail_param(
             ErrorKind::Config,
             if topology == Topology::Standalone { "address" } else { "addresses" },
@@ -103,7 +106,10 @@ fn parse_connection(p: &mut Params<'_>, topology: Topology) -> Connection {
         .opt_str(&["sentinelPassword"], &[Metadata, Auth, Env])
         .map(Secret::new);
     let sentinel_master = p.opt_str(&["sentinelMaster"], &[Metadata, Auth, Env]);
-    if topology == Topology::Sentinel && sentinel_master.is_none() {
+    if topology == Topology::Sentinel
+        && sentinel_master.is_none()
+        && !p.is_unknown(&["sentinelMaster"], &[Metadata, Auth, Env])
+    {
         p.fail_param(
             ErrorKind::Config,
             "sentinelMaster",
