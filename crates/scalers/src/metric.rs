@@ -134,8 +134,8 @@ impl MetricSpec {
 /// One value of a metric.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MetricValue {
-    /// The metric name.
-    pub name: String,
+    /// The metric name (shared with the trigger: polling does not copy it).
+    pub name: std::sync::Arc<str>,
     /// The value.
     pub value: f64,
 }
@@ -158,12 +158,9 @@ pub struct Poll {
 
 impl Poll {
     /// A single value and its activity.
-    pub fn one(name: &str, value: f64, active: bool) -> Self {
+    pub fn one(name: std::sync::Arc<str>, value: f64, active: bool) -> Self {
         Poll {
-            values: vec![MetricValue {
-                name: name.to_owned(),
-                value,
-            }],
+            values: vec![MetricValue { name, value }],
             active,
         }
     }

@@ -165,6 +165,14 @@ impl Limit {
     pub async fn acquire(&self) -> Option<SemaphorePermit<'_>> {
         self.0.acquire().await.ok()
     }
+
+    /// A slot at once if one is free, else within `timeout` (no timer when a slot is free).
+    pub async fn acquire_within(&self, timeout: Duration) -> Option<SemaphorePermit<'_>> {
+        match self.0.try_acquire() {
+            Ok(permit) => Some(permit),
+            Err(_) => within(timeout, self.0.acquire()).await?.ok(),
+        }
+    }
 }
 
 /// Runs `fut` with a deadline, turning an elapsed deadline into `None`.

@@ -47,9 +47,20 @@ pub(crate) struct Common {
     pub owner: Owner,
     pub redactor: Redactor,
     pub timeout: Duration,
+    /// The trigger's external metric names, when known offline.
+    pub metric_names: Vec<std::sync::Arc<str>>,
 }
 
 impl Common {
+    /// The shared name for `requested`: the trigger's own when it is one of them.
+    pub fn name(&self, requested: &str) -> std::sync::Arc<str> {
+        self.metric_names
+            .iter()
+            .find(|n| &***n == requested)
+            .cloned()
+            .unwrap_or_else(|| requested.into())
+    }
+
     /// An error of this trigger, redacted.
     pub fn error(&self, kind: ErrorKind, message: impl AsRef<str>) -> ScalerError {
         ScalerError {
@@ -66,6 +77,17 @@ impl Common {
     /// A transient error of the event source.
     pub fn source_error(&self, message: impl AsRef<str>) -> ScalerError {
         self.error(ErrorKind::Source, message)
+    }
+
+    /// The error of a call that ran out of time.
+    pub fn timed_out(&self) -> ScalerError {
+        self.error(
+            ErrorKind::Timeout,
+            format!(
+                "the source did not answer within {}",
+                humanize(self.timeout)
+            ),
+        )
     }
 }
 
@@ -232,7 +254,7 @@ pub fn parse(input: &TriggerInput) -> Result<ParsedTrigger, Vec<ScalerError>> {
     }
     .unwrap_or(input.default_timeout);
     p.finish()?;
-    Ok(ParsedTrigger {
+    let mut parsed = ParsedTrigger {
         common: Common {
             index: input.index,
             trigger_type: input.trigger_type.clone(),
@@ -240,9 +262,17 @@ pub fn parse(input: &TriggerInput) -> Result<ParsedTrigger, Vec<ScalerError>> {
             owner: input.owner.clone(),
             redactor,
             timeout,
+            metric_names: Vec::new(),
         },
         config,
-    })
+    };
+    parsed.common.metric_names = parsed
+        .offline_metric_names()
+        .unwrap_or_default()
+        .into_iter()
+        .map(Into::into)
+        .collect();
+    Ok(parsed)
 }
 
 /// The per-type part of a built trigger.
@@ -362,7 +392,7 @@ impl Scaler {
             Kind::External(s) => {
                 return match within(c.timeout, s.metric_specs(c)).await {
                     Some(r) => r,
-                    None => Err(self.timed_out()),
+                    None => Err(c.timed_out()),
                 };
             }
         })
@@ -372,27 +402,36 @@ impl Scaler {
     /// the trigger's timeout and waits for a slot of its source.
     pub async fn poll(&self, metric_name: &str) -> Result<Poll, ScalerError> {
         let c = &self.common;
+        // The list trigger, the one there are thousands of, polls inline; the others' larger
+        // futures are boxed so that every poll future stays small.
         let fut = async {
             match &*self.kind {
                 Kind::RedisList(s) => s.poll(c, metric_name).await,
-                Kind::RedisStreams(s) => s.poll(c, metric_name).await,
-                Kind::Postgres(s) => s.poll(c, metric_name).await,
-                Kind::MySql(s) => s.poll(c, metric_name).await,
-                Kind::RabbitMq(s) => s.poll(c, metric_name).await,
-                Kind::Nats(s) => s.poll(c, metric_name).await,
-                Kind::MetricsApi(s) => s.poll(c, metric_name).await,
-                Kind::Prometheus(s) => s.poll(c, metric_name).await,
+                Kind::RedisStreams(s) => Box::pin(s.poll(c, metric_name)).await,
+                Kind::Postgres(s) => Box::pin(s.poll(c, metric_name)).await,
+                Kind::MySql(s) => Box::pin(s.poll(c, metric_name)).await,
+                Kind::RabbitMq(s) => Box::pin(s.poll(c, metric_name)).await,
+                Kind::Nats(s) => Box::pin(s.poll(c, metric_name)).await,
+                Kind::MetricsApi(s) => Box::pin(s.poll(c, metric_name)).await,
+                Kind::Prometheus(s) => Box::pin(s.poll(c, metric_name)).await,
                 Kind::Cron(s) => s.poll(c, metric_name),
                 Kind::Resource(_) => Ok(Poll {
                     values: Vec::new(),
                     active: false,
                 }),
-                Kind::External(s) => s.poll(c, metric_name).await,
+                Kind::External(s) => Box::pin(s.poll(c, metric_name)).await,
             }
         };
-        let result = match within(c.timeout, fut).await {
-            Some(r) => r,
-            None => Err(self.timed_out()),
+        // Redis triggers are bounded by their client (connect and response timeouts) and skip
+        // the timer every other poll needs.
+        let self_bounded = matches!(*self.kind, Kind::RedisList(_) | Kind::RedisStreams(_));
+        let result = if self_bounded {
+            fut.await
+        } else {
+            match within(c.timeout, fut).await {
+                Some(r) => r,
+                None => Err(c.timed_out()),
+            }
         };
         if let Err(e) = &result {
             tracing::debug!(
@@ -412,16 +451,6 @@ impl Scaler {
             Kind::External(s) if s.is_push() => Some(s.stream_is_active(&self.common)),
             _ => None,
         }
-    }
-
-    fn timed_out(&self) -> ScalerError {
-        self.common.error(
-            ErrorKind::Timeout,
-            format!(
-                "the source did not answer within {}",
-                humanize(self.common.timeout)
-            ),
-        )
     }
 }
 

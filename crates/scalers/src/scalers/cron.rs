@@ -432,7 +432,7 @@ impl CronScaler {
         } else {
             1.0
         };
-        Ok(Poll::one(metric, value, inside))
+        Ok(Poll::one(common.name(metric), value, inside))
     }
 }
 

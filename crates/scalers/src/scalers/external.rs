@@ -207,6 +207,7 @@ impl ExternalScaler {
             .await
             .map_err(|s| status_error(common, "GetMetrics", &s))?
             .into_inner();
+        let name = common.name(metric);
         let values = response
             .metric_values
             .into_iter()
@@ -218,7 +219,7 @@ impl ExternalScaler {
                     v.metric_value as f64
                 };
                 MetricValue {
-                    name: metric.to_owned(),
+                    name: name.clone(),
                     value,
                 }
             })

@@ -167,7 +167,11 @@ impl MetricsApiScaler {
             self.config.format,
         )
         .map_err(|e| common.source_error(e))?;
-        Ok(Poll::one(metric, value, value > self.config.activation))
+        Ok(Poll::one(
+            common.name(metric),
+            value,
+            value > self.config.activation,
+        ))
     }
 }
 

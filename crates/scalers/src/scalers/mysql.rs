@@ -313,7 +313,11 @@ impl MySqlScaler {
                 return Err(common.error(ErrorKind::Config, "the query must return a number"));
             }
         };
-        Ok(Poll::one(metric, value, value > self.config.activation))
+        Ok(Poll::one(
+            common.name(metric),
+            value,
+            value > self.config.activation,
+        ))
     }
 }
 

@@ -197,7 +197,11 @@ impl NatsScaler {
     pub async fn poll(&self, common: &Common, metric: &str) -> Result<Poll, crate::ScalerError> {
         let _permit = self.source.limit.acquire().await;
         let lag = self.lag(common).await?;
-        Ok(Poll::one(metric, lag as f64, lag > self.config.activation))
+        Ok(Poll::one(
+            common.name(metric),
+            lag as f64,
+            lag > self.config.activation,
+        ))
     }
 
     async fn lag(&self, common: &Common) -> Result<i64, crate::ScalerError> {

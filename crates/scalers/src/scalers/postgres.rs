@@ -255,7 +255,11 @@ impl PgScaler {
                 ));
             }
         };
-        Ok(Poll::one(metric, value, value > self.config.activation))
+        Ok(Poll::one(
+            common.name(metric),
+            value,
+            value > self.config.activation,
+        ))
     }
 }
 

@@ -146,7 +146,11 @@ impl PrometheusScaler {
     pub async fn poll(&self, common: &Common, metric: &str) -> Result<Poll, crate::ScalerError> {
         let _permit = self.source.limit.acquire().await;
         let value = self.query(common).await?;
-        Ok(Poll::one(metric, value, value > self.config.activation))
+        Ok(Poll::one(
+            common.name(metric),
+            value,
+            value > self.config.activation,
+        ))
     }
 
     async fn query(&self, common: &Common) -> Result<f64, crate::ScalerError> {

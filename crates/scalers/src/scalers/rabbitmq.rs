@@ -536,7 +536,7 @@ impl RabbitScaler {
                 (eta, eta > activation || deliver == 0.0)
             }
         };
-        Ok(Poll::one(metric, value, active))
+        Ok(Poll::one(common.name(metric), value, active))
     }
 
     async fn queue_info(

@@ -44,6 +44,8 @@ pub(crate) struct RedisKey {
     sentinel_master: Option<String>,
     database: i64,
     tls: Option<TlsOptions>,
+    /// Connect and response timeout of every call (the trigger's timeout).
+    timeout: std::time::Duration,
 }
 
 /// Connection settings shared by the list and stream triggers.
@@ -183,6 +185,7 @@ fn parse_connection(p: &mut Params<'_>, topology: Topology) -> Connection {
             sentinel_master,
             database,
             tls,
+            timeout: p.input.default_timeout,
         },
     }
 }
@@ -318,7 +321,10 @@ impl Conn {
 /// One shared Redis deployment.
 pub(crate) struct RedisSource {
     key: RedisKey,
-    conn: Mutex<Option<Conn>>,
+    /// The live connection; read on every poll, so a plain lock held only to clone it.
+    conn: std::sync::RwLock<Option<Conn>>,
+    /// Serialises (re)connecting.
+    connecting: Mutex<()>,
     limit: Limit,
     /// Major version of the server, once known (0 = unknown).
     major_version: AtomicU8,
@@ -328,19 +334,38 @@ impl RedisSource {
     fn new(key: RedisKey, limit: Limit) -> Self {
         RedisSource {
             key,
-            conn: Mutex::new(None),
+            conn: std::sync::RwLock::new(None),
+            connecting: Mutex::new(()),
             limit,
             major_version: AtomicU8::new(0),
         }
     }
 
+    fn current(&self) -> Option<Conn> {
+        self.conn
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set(&self, conn: Option<Conn>) {
+        *self
+            .conn
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = conn;
+    }
+
     async fn connection(&self) -> Result<Conn, RedisError> {
-        let mut slot = self.conn.lock().await;
-        if let Some(c) = slot.as_ref() {
-            return Ok(c.clone());
+        if let Some(c) = self.current() {
+            return Ok(c);
         }
-        let conn = self.connect().await?;
-        *slot = Some(conn.clone());
+        let _connecting = self.connecting.lock().await;
+        if let Some(c) = self.current() {
+            return Ok(c);
+        }
+        // Connecting is rare and its future large: boxed, it does not bloat every poll.
+        let conn = Box::pin(self.connect()).await?;
+        self.set(Some(conn.clone()));
         Ok(conn)
     }
 
@@ -356,12 +381,17 @@ impl RedisSource {
                 redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
             )
         {
-            *self.conn.lock().await = None;
+            self.set(None);
         }
     }
 
     async fn connect(&self) -> Result<Conn, RedisError> {
         let k = &self.key;
+        // The client bounds connecting and every request by the trigger's timeout, so polls need
+        // no timer of their own.
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(k.timeout))
+            .set_response_timeout(Some(k.timeout));
         let tls_mode = k.tls.as_ref().map(|t| {
             if t.insecure {
                 redis::TlsMode::Insecure
@@ -388,7 +418,9 @@ impl RedisSource {
                     .iter()
                     .map(|a| connection_info(a, k, tls_mode))
                     .collect::<Result<Vec<_>, _>>()?;
-                let mut builder = redis::cluster::ClusterClientBuilder::new(nodes);
+                let mut builder = redis::cluster::ClusterClientBuilder::new(nodes)
+                    .connection_timeout(k.timeout)
+                    .response_timeout(k.timeout);
                 if let Some(u) = &k.username {
                     builder = builder.username(u);
                 }
@@ -440,7 +472,9 @@ impl RedisSource {
                         .set_client_to_sentinel_certificates(certs);
                 }
                 let mut client = builder.build()?;
-                Ok(Conn::Single(client.get_async_connection().await?))
+                Ok(Conn::Single(
+                    client.get_async_connection_with_config(&config).await?,
+                ))
             }
         }
     }
@@ -525,9 +559,15 @@ impl ListScaler {
     }
 
     pub async fn poll(&self, common: &Common, metric: &str) -> Result<Poll, crate::ScalerError> {
-        let _permit = self.source.limit.acquire().await;
+        let Some(_permit) = self.source.limit.acquire_within(common.timeout).await else {
+            return Err(common.timed_out());
+        };
         let length = match self.length().await {
             Ok(n) => n,
+            Err(e) if e.is_timeout() => {
+                self.source.reset_if_broken(&e).await;
+                return Err(common.timed_out());
+            }
             Err(e) => {
                 self.source.reset_if_broken(&e).await;
                 return Err(
@@ -536,7 +576,7 @@ impl ListScaler {
             }
         };
         Ok(Poll::one(
-            metric,
+            common.name(metric),
             length as f64,
             length > self.config.activation_list_length,
         ))
@@ -614,15 +654,20 @@ impl StreamsScaler {
     }
 
     pub async fn poll(&self, common: &Common, metric: &str) -> Result<Poll, crate::ScalerError> {
-        let _permit = self.source.limit.acquire().await;
+        let Some(_permit) = self.source.limit.acquire_within(common.timeout).await else {
+            return Err(common.timed_out());
+        };
         match self.count(common).await {
             Ok(n) => Ok(Poll::one(
-                metric,
+                common.name(metric),
                 n as f64,
                 n > self.config.activation_lag_count,
             )),
             Err(Failure::Redis(e)) => {
                 self.source.reset_if_broken(&e).await;
+                if e.is_timeout() {
+                    return Err(common.timed_out());
+                }
                 Err(common.source_error(format!("stream {:?}: {e}", self.config.stream)))
             }
             Err(Failure::Other(e)) => Err(e),

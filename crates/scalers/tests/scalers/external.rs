@@ -243,7 +243,7 @@ async fn check_pull_protocol(address: &str, sources: &Sources) {
     );
     let p = scaler.poll("s0-queue-length").await.unwrap();
     assert_eq!(
-        (p.values[0].name.as_str(), p.values[0].value, p.active),
+        (&*p.values[0].name, p.values[0].value, p.active),
         ("s0-queue-length", 4.0, true)
     );
     let p = scaler.poll("s0-legacy").await.unwrap();
