@@ -224,6 +224,42 @@ async fn missing_and_malformed_parameters_are_reported_together() {
         &[("listName", "q"), ("address", "no-port")],
     ));
     assert_problem(&errors, "address", "is not host:port");
+    let errors = problems(&input(
+        "redis-streams",
+        &[
+            ("address", "r:6379"),
+            ("stream", "s"),
+            ("consumerGroup", "g"),
+            ("lagCount", "ten"),
+            ("activationLagCount", "-"),
+        ],
+    ));
+    assert_problem(&errors, "lagCount", "is not an integer");
+    assert_problem(&errors, "activationLagCount", "is not an integer");
+}
+
+#[tokio::test]
+async fn an_unreachable_stream_is_a_transient_error() {
+    let sources = Sources::default();
+    let refused = build(
+        &input(
+            "redis-streams",
+            &[("address", &refused_address()), ("stream", "s")],
+        ),
+        &sources,
+    );
+    assert_down(&refused, ErrorKind::Source, "stream \"s\"").await;
+    let hole = Blackhole::start().await;
+    let mut slow = input(
+        "redis-streams",
+        &[
+            ("address", &hole.addr.to_string()),
+            ("stream", "s"),
+            ("consumerGroup", "g"),
+        ],
+    );
+    slow.default_timeout = Duration::from_millis(300);
+    assert_down(&build(&slow, &sources), ErrorKind::Timeout, "within 300ms").await;
 }
 
 #[tokio::test]
