@@ -279,7 +279,8 @@ impl Cache {
     /// Forgets a ScaledObject (it was deleted); returns how many records went.
     pub fn remove_object(&mut self, namespace: &str, scaled_object: &str) -> usize {
         let before = self.records.len();
-        self.records.retain(|k, _| !k.is_of(namespace, scaled_object));
+        self.records
+            .retain(|k, _| !k.is_of(namespace, scaled_object));
         before - self.records.len()
     }
 
@@ -302,7 +303,9 @@ impl Cache {
         &'a self,
         origin: &'a str,
     ) -> impl Iterator<Item = (&'a RecordKey, &'a Record)> + 'a {
-        self.records.iter().filter(move |(_, r)| &*r.origin == origin)
+        self.records
+            .iter()
+            .filter(move |(_, r)| &*r.origin == origin)
     }
 
     /// Number of records.
@@ -393,11 +396,17 @@ mod tests {
     fn a_higher_generation_wins_over_a_higher_seq() {
         let now = Instant::now();
         let mut cache = Cache::new();
-        assert_eq!(cache.merge(key(), record(5, 900, 1.0, now)), Merge::Inserted);
+        assert_eq!(
+            cache.merge(key(), record(5, 900, 1.0, now)),
+            Merge::Inserted
+        );
         // The new owner at generation 6 has a lower seq (its own counter) but wins.
         assert_eq!(cache.merge(key(), record(6, 10, 2.0, now)), Merge::Replaced);
         // A late write from the old owner at generation 5 does not bring its value back.
-        assert_eq!(cache.merge(key(), record(5, 1000, 3.0, now)), Merge::Ignored);
+        assert_eq!(
+            cache.merge(key(), record(5, 1000, 3.0, now)),
+            Merge::Ignored
+        );
         assert_eq!(cache.get(&key()).map(|r| r.value), Some(2.0));
         // Same version, same contents: nothing changes.
         assert_eq!(cache.merge(key(), record(6, 10, 2.0, now)), Merge::Ignored);
@@ -409,7 +418,10 @@ mod tests {
         let mut r = record(1, 1, 4.0, t0);
         r.polling_interval = Duration::from_secs(30);
         assert_eq!(r.stale_after(), Duration::from_secs(90));
-        assert_eq!(r.freshness(t0 + Duration::from_secs(30)), Freshness::Current);
+        assert_eq!(
+            r.freshness(t0 + Duration::from_secs(30)),
+            Freshness::Current
+        );
         assert_eq!(r.freshness(t0 + Duration::from_secs(31)), Freshness::Usable);
         assert!(r.is_fresh(t0 + Duration::from_secs(90)));
         assert!(!r.is_fresh(t0 + Duration::from_secs(90) + Duration::from_millis(1)));
@@ -421,8 +433,16 @@ mod tests {
 
         let mut cache = Cache::new();
         cache.merge(key(), r);
-        assert!(cache.get_fresh(&key(), t0 + Duration::from_secs(59)).is_some());
-        assert!(cache.get_fresh(&key(), t0 + Duration::from_secs(61)).is_none());
+        assert!(
+            cache
+                .get_fresh(&key(), t0 + Duration::from_secs(59))
+                .is_some()
+        );
+        assert!(
+            cache
+                .get_fresh(&key(), t0 + Duration::from_secs(61))
+                .is_none()
+        );
         assert!(cache.get(&key()).is_some());
         assert_eq!(cache.prune(t0 + Duration::from_secs(119)), 0);
         assert_eq!(cache.prune(t0 + Duration::from_secs(121)), 1);

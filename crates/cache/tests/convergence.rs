@@ -21,21 +21,34 @@ struct Update {
 
 fn update() -> impl Strategy<Value = Update> {
     // Small ranges, so that keys and even (generation, seq) pairs collide often.
-    (0u8..4, 0u64..3, 0u64..6, any::<i8>(), any::<bool>(), 0u8..3, 0u16..500).prop_map(
-        |(key, generation, seq, value, error, origin, age_ms)| Update {
-            key,
-            generation,
-            seq,
-            value,
-            error,
-            origin,
-            age_ms,
-        },
+    (
+        0u8..4,
+        0u64..3,
+        0u64..6,
+        any::<i8>(),
+        any::<bool>(),
+        0u8..3,
+        0u16..500,
     )
+        .prop_map(
+            |(key, generation, seq, value, error, origin, age_ms)| Update {
+                key,
+                generation,
+                seq,
+                value,
+                error,
+                origin,
+                age_ms,
+            },
+        )
 }
 
 fn materialize(u: &Update, base: Instant) -> (RecordKey, Record) {
-    let key = RecordKey::new("ns", format!("so-{}", u.key % 2), format!("s{}-redis", u.key));
+    let key = RecordKey::new(
+        "ns",
+        format!("so-{}", u.key % 2),
+        format!("s{}-redis", u.key),
+    );
     let record = Record::new(
         f64::from(u.value),
         u.value > 0,
@@ -51,7 +64,15 @@ fn materialize(u: &Update, base: Instant) -> (RecordKey, Record) {
     (key, record)
 }
 
-type Canonical = Vec<(RecordKey, Version, u64, bool, Option<String>, String, Instant)>;
+type Canonical = Vec<(
+    RecordKey,
+    Version,
+    u64,
+    bool,
+    Option<String>,
+    String,
+    Instant,
+)>;
 
 fn canonical(cache: &Cache) -> Canonical {
     let mut out: Canonical = cache

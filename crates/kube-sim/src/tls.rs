@@ -101,7 +101,7 @@ impl Authority {
         common_name: &str,
         organizations: &[&str],
         sans: &[&str],
-        usage: ExtendedKeyUsagePurpose,
+        usages: &[ExtendedKeyUsagePurpose],
     ) -> Result<Identity, TlsError> {
         let key = KeyPair::generate()?;
         let mut params =
@@ -114,7 +114,7 @@ impl Authority {
                 .distinguished_name
                 .push(DnType::OrganizationName, *org);
         }
-        params.extended_key_usages = vec![usage];
+        params.extended_key_usages = usages.to_vec();
         params.key_usages = vec![
             KeyUsagePurpose::DigitalSignature,
             KeyUsagePurpose::KeyEncipherment,
@@ -134,13 +134,27 @@ impl Authority {
             sans.first().copied().unwrap_or("localhost"),
             &[],
             sans,
-            ExtendedKeyUsagePurpose::ServerAuth,
+            &[ExtendedKeyUsagePurpose::ServerAuth],
+        )
+    }
+
+    /// A certificate for a peer that both serves and connects (mutual TLS between replicas):
+    /// server and client usage, common name `name`, the given DNS names and IP addresses.
+    pub fn issue_peer(&self, name: &str, sans: &[&str]) -> Result<Identity, TlsError> {
+        self.issue(
+            name,
+            &[],
+            sans,
+            &[
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
         )
     }
 
     /// A client certificate for a user (CN) and groups (O).
     pub fn issue_client(&self, user: &str, groups: &[&str]) -> Result<Identity, TlsError> {
-        self.issue(user, groups, &[], ExtendedKeyUsagePurpose::ClientAuth)
+        self.issue(user, groups, &[], &[ExtendedKeyUsagePurpose::ClientAuth])
     }
 
     /// A root store trusting this CA.

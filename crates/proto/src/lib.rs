@@ -12,3 +12,15 @@
 pub mod externalscaler {
     tonic::include_proto!("externalscaler");
 }
+
+/// Replication between ringscale replicas (`replication.proto`): the record stream from owner to
+/// subscriber and forwarded metrics queries.
+#[allow(
+    missing_docs,
+    missing_debug_implementations,
+    clippy::all,
+    clippy::pedantic
+)]
+pub mod replication {
+    tonic::include_proto!("ringscale.replication.v1");
+}

@@ -1,0 +1,293 @@
+//! The replica's record store: the merged cache, the records this replica polled, and the
+//! outboxes that carry them to subscribers.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use ringscale_cache::{Cache, Merge, Record, RecordKey, SeqSource, Version};
+use tokio::sync::Notify;
+
+/// Called for every record that changed the cache (local polls and records from peers).
+pub type Observer = Box<dyn Fn(&RecordKey, &Record) + Send + Sync>;
+
+/// Counters for `/metrics` and benchmarks.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Batches sent to subscribers.
+    pub batches_sent: AtomicU64,
+    /// Records sent to subscribers.
+    pub records_sent: AtomicU64,
+    /// Encoded protobuf bytes sent to subscribers (before HTTP/2 and TLS framing).
+    pub bytes_sent: AtomicU64,
+    /// Snapshots sent.
+    pub snapshots_sent: AtomicU64,
+    /// Subscribers cut off because they did not read within the send timeout.
+    pub slow_subscribers_dropped: AtomicU64,
+    /// Records received from peers.
+    pub records_received: AtomicU64,
+    /// Received records that changed the cache.
+    pub records_applied: AtomicU64,
+    /// Received records refused as malformed.
+    pub records_rejected: AtomicU64,
+    /// Subscriptions refused (too many subscribers).
+    pub subscriptions_refused: AtomicU64,
+    /// Forwarded queries served, and of those answered by joining a query already running.
+    pub queries_served: AtomicU64,
+    /// See `queries_served`.
+    pub queries_coalesced: AtomicU64,
+}
+
+/// The records waiting to go to one subscriber: only the latest per key, so a slow subscriber
+/// costs at most one record per key this replica polls, however many polls happen meanwhile.
+#[derive(Default)]
+pub(crate) struct Outbox {
+    pending: Mutex<HashMap<RecordKey, Record>>,
+    pub(crate) notify: Notify,
+}
+
+impl Outbox {
+    fn push(&self, key: &RecordKey, record: &Record) {
+        lock(&self.pending).insert(key.clone(), record.clone());
+        self.notify.notify_one();
+    }
+
+    /// Everything pending, leaving the outbox empty.
+    pub(crate) fn take(&self) -> HashMap<RecordKey, Record> {
+        std::mem::take(&mut *lock(&self.pending))
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        lock(&self.pending).len()
+    }
+}
+
+struct Inner {
+    cache: Cache,
+    outboxes: HashMap<u64, Arc<Outbox>>,
+    next_outbox: u64,
+}
+
+/// One replica's view of every metric record.
+pub struct Store {
+    name: Arc<str>,
+    generation: AtomicU64,
+    seq: SeqSource,
+    inner: Mutex<Inner>,
+    observer: Mutex<Option<Arc<Observer>>>,
+    max_outbox: AtomicUsize,
+    /// Counters.
+    pub stats: Stats,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("name", &self.name)
+            .field("generation", &self.generation())
+            .field("records", &self.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // No code holding these locks can panic halfway through an update; recover the data.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Removes an outbox when its subscription ends.
+pub(crate) struct OutboxGuard {
+    store: Arc<Store>,
+    id: u64,
+}
+
+impl Drop for OutboxGuard {
+    fn drop(&mut self) {
+        lock(&self.store.inner).outboxes.remove(&self.id);
+    }
+}
+
+impl Store {
+    /// A store for the replica called `name` (its member name).
+    pub fn new(name: &str) -> Arc<Self> {
+        Arc::new(Store {
+            name: Arc::from(name),
+            generation: AtomicU64::new(0),
+            seq: SeqSource::new(),
+            inner: Mutex::new(Inner {
+                cache: Cache::new(),
+                outboxes: HashMap::new(),
+                next_outbox: 0,
+            }),
+            observer: Mutex::new(None),
+            max_outbox: AtomicUsize::new(0),
+            stats: Stats::default(),
+        })
+    }
+
+    /// This replica's member name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The ring generation this replica holds; stamped on its records.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Sets the ring generation (from the coordinator's watch channel).
+    pub fn set_generation(&self, generation: u64) {
+        self.generation.store(generation, Ordering::Release);
+    }
+
+    /// Registers the observer (one; a second call replaces the first).
+    pub fn set_observer(&self, observer: Observer) {
+        *lock(&self.observer) = Some(Arc::new(observer));
+    }
+
+    fn observe(&self, key: &RecordKey, record: &Record) {
+        let observer = lock(&self.observer).clone();
+        if let Some(observer) = observer {
+            observer(key, record);
+        }
+    }
+
+    /// Records a value this replica polled: stamps it with the current generation and the next
+    /// sequence number, merges it, and queues it for every subscriber. Returns its version.
+    pub fn record_poll(
+        &self,
+        key: RecordKey,
+        value: f64,
+        active: bool,
+        error: Option<&str>,
+        polled_at: Instant,
+        polling_interval: Duration,
+    ) -> Version {
+        let version = Version {
+            generation: self.generation(),
+            seq: self.seq.next(),
+        };
+        let record = Record::new(
+            value,
+            active,
+            error,
+            version,
+            polled_at,
+            polling_interval,
+            Arc::clone(&self.name),
+        );
+        let changed = {
+            let mut inner = lock(&self.inner);
+            let outcome = inner.cache.merge(key.clone(), record.clone());
+            if outcome.changed() {
+                let mut largest = 0;
+                for outbox in inner.outboxes.values() {
+                    outbox.push(&key, &record);
+                    largest = largest.max(outbox.len());
+                }
+                self.max_outbox.fetch_max(largest, Ordering::Relaxed);
+            }
+            outcome.changed()
+        };
+        if changed {
+            self.observe(&key, &record);
+        }
+        version
+    }
+
+    /// Merges a record received from a peer (it is not sent on: every replica subscribes to every
+    /// other, and each sends only what it polled).
+    pub fn merge_remote(&self, key: RecordKey, record: Record) -> Merge {
+        let outcome = lock(&self.inner).cache.merge(key.clone(), record.clone());
+        if outcome.changed() {
+            self.stats.records_applied.fetch_add(1, Ordering::Relaxed);
+            self.observe(&key, &record);
+        }
+        outcome
+    }
+
+    /// The record for a key, whatever its age.
+    pub fn get(&self, key: &RecordKey) -> Option<Record> {
+        lock(&self.inner).cache.get(key).cloned()
+    }
+
+    /// The record for a key if it may be served as fresh at `now`.
+    pub fn get_fresh(&self, key: &RecordKey, now: Instant) -> Option<Record> {
+        lock(&self.inner).cache.get_fresh(key, now).cloned()
+    }
+
+    /// Every record of one ScaledObject.
+    pub fn object(&self, namespace: &str, scaled_object: &str) -> Vec<(RecordKey, Record)> {
+        lock(&self.inner)
+            .cache
+            .object(namespace, scaled_object)
+            .map(|(k, r)| (k.clone(), r.clone()))
+            .collect()
+    }
+
+    /// Forgets a deleted ScaledObject.
+    pub fn remove_object(&self, namespace: &str, scaled_object: &str) -> usize {
+        lock(&self.inner)
+            .cache
+            .remove_object(namespace, scaled_object)
+    }
+
+    /// Drops records far past their staleness limit.
+    pub fn prune(&self, now: Instant) -> usize {
+        lock(&self.inner).cache.prune(now)
+    }
+
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        lock(&self.inner).cache.len()
+    }
+
+    /// Whether the store is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Runs `f` over the cache (hold it briefly: replication waits meanwhile).
+    pub fn with_cache<R>(&self, f: impl FnOnce(&Cache) -> R) -> R {
+        f(&lock(&self.inner).cache)
+    }
+
+    /// Current subscribers.
+    pub fn subscribers(&self) -> usize {
+        lock(&self.inner).outboxes.len()
+    }
+
+    /// The most records ever waiting in one subscriber's outbox (bounded by the keys this
+    /// replica polls, however slow the subscriber).
+    pub fn max_outbox_len(&self) -> usize {
+        self.max_outbox.load(Ordering::Relaxed)
+    }
+
+    /// Opens an outbox and, atomically with it, takes the snapshot of this replica's own
+    /// records: every later poll lands in the outbox, none falls between the two.
+    pub(crate) fn open_outbox(
+        self: &Arc<Self>,
+        max_subscribers: usize,
+    ) -> Option<(Arc<Outbox>, OutboxGuard, Vec<(RecordKey, Record)>)> {
+        let mut inner = lock(&self.inner);
+        if inner.outboxes.len() >= max_subscribers {
+            return None;
+        }
+        let id = inner.next_outbox;
+        inner.next_outbox += 1;
+        let outbox = Arc::new(Outbox::default());
+        inner.outboxes.insert(id, Arc::clone(&outbox));
+        let snapshot = inner
+            .cache
+            .from_origin(&self.name)
+            .map(|(k, r)| (k.clone(), r.clone()))
+            .collect();
+        drop(inner);
+        let guard = OutboxGuard {
+            store: Arc::clone(self),
+            id,
+        };
+        Some((outbox, guard, snapshot))
+    }
+}

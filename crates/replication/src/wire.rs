@@ -1,0 +1,148 @@
+//! Conversions between cache records and their protobuf form, with validation of what peers send.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ringscale_cache::{Record, RecordKey, Version};
+use ringscale_proto::replication as pb;
+
+/// Longest namespace, object or metric name accepted from a peer (Kubernetes names are shorter).
+pub const MAX_NAME_LEN: usize = 253;
+
+/// The protobuf form of a record, its age measured at `now`.
+pub fn to_wire(key: &RecordKey, record: &Record, now: Instant) -> pb::Record {
+    pb::Record {
+        namespace: key.namespace.clone(),
+        scaled_object: key.scaled_object.clone(),
+        metric_name: key.metric_name.clone(),
+        value: record.value,
+        active: record.active,
+        error: record.error.as_deref().unwrap_or_default().to_owned(),
+        generation: record.version.generation,
+        seq: record.version.seq,
+        age_ms: millis(record.age(now)),
+        polling_interval_ms: millis(record.polling_interval),
+        origin: record.origin.to_string(),
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Why a record from a peer was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum InvalidRecord {
+    /// An empty or over-long name.
+    #[error("{field} is empty or longer than {MAX_NAME_LEN} bytes")]
+    Name {
+        /// Which field.
+        field: &'static str,
+    },
+    /// NaN or infinite.
+    #[error("value {0} is not a finite number")]
+    Value(String),
+    /// Older than the local monotonic clock reaches.
+    #[error("age of {0} ms reaches before this replica's clock")]
+    Age(u64),
+}
+
+fn name(field: &'static str, value: &str) -> Result<(), InvalidRecord> {
+    if value.is_empty() || value.len() > MAX_NAME_LEN {
+        return Err(InvalidRecord::Name { field });
+    }
+    Ok(())
+}
+
+/// A record received at `now`, checked.
+pub fn from_wire(r: pb::Record, now: Instant) -> Result<(RecordKey, Record), InvalidRecord> {
+    name("namespace", &r.namespace)?;
+    name("scaled_object", &r.scaled_object)?;
+    name("metric_name", &r.metric_name)?;
+    name("origin", &r.origin)?;
+    if !r.value.is_finite() {
+        return Err(InvalidRecord::Value(r.value.to_string()));
+    }
+    let polled_at = Record::polled_at_from_age(now, Duration::from_millis(r.age_ms))
+        .ok_or(InvalidRecord::Age(r.age_ms))?;
+    let error = (!r.error.is_empty()).then_some(r.error.as_str());
+    let record = Record::new(
+        r.value,
+        r.active,
+        error,
+        Version {
+            generation: r.generation,
+            seq: r.seq,
+        },
+        polled_at,
+        Duration::from_millis(r.polling_interval_ms),
+        Arc::from(r.origin),
+    );
+    Ok((
+        RecordKey {
+            namespace: r.namespace,
+            scaled_object: r.scaled_object,
+            metric_name: r.metric_name,
+        },
+        record,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_survives_the_wire_with_its_age() {
+        let now = Instant::now() + Duration::from_secs(3600);
+        let key = RecordKey::new("default", "orders", "s0-redis-orders");
+        let record = Record::new(
+            12.5,
+            true,
+            Some("slow"),
+            Version {
+                generation: 4,
+                seq: 99,
+            },
+            now - Duration::from_millis(1500),
+            Duration::from_secs(30),
+            Arc::from("ringscale-1"),
+        );
+        let wire = to_wire(&key, &record, now);
+        assert_eq!(wire.age_ms, 1500);
+        // Received 200 ms later on another clock: still 1.5 s old at the moment it was sent.
+        let later = now + Duration::from_millis(200);
+        let (k, r) = from_wire(wire, later).unwrap();
+        assert_eq!(k, key);
+        assert_eq!(r.version, record.version);
+        assert_eq!(r.age(later), Duration::from_millis(1500));
+        assert_eq!(r.error.as_deref(), Some("slow"));
+        assert_eq!(&*r.origin, "ringscale-1");
+    }
+
+    #[test]
+    fn malformed_records_are_refused() {
+        let now = Instant::now();
+        let good = pb::Record {
+            namespace: "ns".into(),
+            scaled_object: "so".into(),
+            metric_name: "m".into(),
+            origin: "r0".into(),
+            value: 1.0,
+            ..Default::default()
+        };
+        assert!(from_wire(good.clone(), now).is_ok());
+        let mut bad = good.clone();
+        bad.value = f64::NAN;
+        assert!(matches!(from_wire(bad, now), Err(InvalidRecord::Value(_))));
+        let mut bad = good.clone();
+        bad.namespace = "x".repeat(300);
+        assert_eq!(
+            from_wire(bad, now).err(),
+            Some(InvalidRecord::Name { field: "namespace" })
+        );
+        let mut bad = good;
+        bad.age_ms = u64::MAX;
+        assert!(matches!(from_wire(bad, now), Err(InvalidRecord::Age(_))));
+    }
+}
