@@ -46,29 +46,65 @@ pub trait LiveQuery: Send + Sync + 'static {
     ) -> BoxFuture<'static, Result<Vec<(RecordKey, Record)>, QueryError>>;
 }
 
+/// The metadata key that carries the kind of a [`QueryError`] from owner to asker, so that the
+/// asker can tell an owner's answer from a transport failure (both may use the same gRPC code).
+const KIND_KEY: &str = "x-ringscale-error";
+
 impl From<QueryError> for tonic::Status {
     fn from(e: QueryError) -> Self {
         let message = e.to_string();
-        match e {
-            QueryError::NotOwner(..) => tonic::Status::failed_precondition(message),
-            QueryError::NotFound(_) => tonic::Status::not_found(message),
-            QueryError::Source(_) => tonic::Status::unavailable(message),
-            QueryError::Timeout(_) => tonic::Status::deadline_exceeded(message),
-            QueryError::Unavailable(_) => tonic::Status::unavailable(message),
+        let (mut status, kind) = match e {
+            QueryError::NotOwner(_, generation) => (
+                tonic::Status::failed_precondition(message),
+                format!("not-owner/{generation}"),
+            ),
+            QueryError::NotFound(_) => (tonic::Status::not_found(message), "not-found".into()),
+            QueryError::Source(_) => (tonic::Status::unavailable(message), "source".into()),
+            QueryError::Timeout(ms) => (
+                tonic::Status::deadline_exceeded(message),
+                format!("timeout/{ms}"),
+            ),
+            QueryError::Unavailable(_) => {
+                (tonic::Status::unavailable(message), "unavailable".into())
+            }
+        };
+        if let Ok(value) = kind.parse() {
+            status.metadata_mut().insert(KIND_KEY, value);
         }
+        status
     }
 }
 
 impl QueryError {
-    /// The error a forwarded call's status stands for.
+    /// The error a forwarded call's status stands for: the owner's error when it sent one, a
+    /// timeout, or the owner being unreachable.
     pub fn from_status(status: &tonic::Status) -> Self {
         let message = status.message().to_owned();
-        match status.code() {
-            tonic::Code::FailedPrecondition => QueryError::NotOwner(message, 0),
-            tonic::Code::NotFound => QueryError::NotFound(message),
-            tonic::Code::DeadlineExceeded => QueryError::Timeout(0),
-            tonic::Code::Unavailable if !message.is_empty() => QueryError::Source(message),
-            code => QueryError::Unavailable(format!("forwarded query failed: {code:?}: {message}")),
+        let kind = status
+            .metadata()
+            .get(KIND_KEY)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let (kind, detail) = kind.split_once('/').unwrap_or((kind, ""));
+        let number = detail.parse().unwrap_or(0);
+        match kind {
+            "not-owner" => {
+                // The message is this error's own text; recover the object it names.
+                let object = message
+                    .strip_prefix("this replica does not own ")
+                    .and_then(|m| m.rsplit_once(" at generation "))
+                    .map_or(message.as_str(), |(object, _)| object);
+                QueryError::NotOwner(object.to_owned(), number)
+            }
+            "not-found" => QueryError::NotFound(message),
+            "source" => QueryError::Source(message),
+            "timeout" => QueryError::Timeout(number),
+            "unavailable" => QueryError::Unavailable(message),
+            _ if status.code() == tonic::Code::DeadlineExceeded => QueryError::Timeout(0),
+            _ => QueryError::Unavailable(format!(
+                "the owner could not be asked: {:?}: {message}",
+                status.code()
+            )),
         }
     }
 }

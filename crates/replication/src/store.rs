@@ -96,6 +96,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// A new subscriber's outbox, the guard that closes it, and its snapshot.
+pub(crate) type Subscription = (Arc<Outbox>, OutboxGuard, Vec<(RecordKey, Record)>);
+
 /// Removes an outbox when its subscription ends.
 pub(crate) struct OutboxGuard {
     store: Arc<Store>,
@@ -266,10 +269,7 @@ impl Store {
 
     /// Opens an outbox and, atomically with it, takes the snapshot of this replica's own
     /// records: every later poll lands in the outbox, none falls between the two.
-    pub(crate) fn open_outbox(
-        self: &Arc<Self>,
-        max_subscribers: usize,
-    ) -> Option<(Arc<Outbox>, OutboxGuard, Vec<(RecordKey, Record)>)> {
+    pub(crate) fn open_outbox(self: &Arc<Self>, max_subscribers: usize) -> Option<Subscription> {
         let mut inner = lock(&self.inner);
         if inner.outboxes.len() >= max_subscribers {
             return None;

@@ -9,6 +9,10 @@ use ringscale_proto::replication as pb;
 /// Longest namespace, object or metric name accepted from a peer (Kubernetes names are shorter).
 pub const MAX_NAME_LEN: usize = 253;
 
+/// Oldest age accepted from a peer; nothing keeps records that long (they are pruned at twice
+/// their staleness limit), so an older one is a broken or hostile sender.
+pub const MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// The protobuf form of a record, its age measured at `now`.
 pub fn to_wire(key: &RecordKey, record: &Record, now: Instant) -> pb::Record {
     pb::Record {
@@ -42,8 +46,8 @@ pub enum InvalidRecord {
     /// NaN or infinite.
     #[error("value {0} is not a finite number")]
     Value(String),
-    /// Older than the local monotonic clock reaches.
-    #[error("age of {0} ms reaches before this replica's clock")]
+    /// Older than [`MAX_AGE`] or than the local monotonic clock reaches.
+    #[error("age of {0} ms is beyond what any replica keeps")]
     Age(u64),
 }
 
@@ -63,7 +67,10 @@ pub fn from_wire(r: pb::Record, now: Instant) -> Result<(RecordKey, Record), Inv
     if !r.value.is_finite() {
         return Err(InvalidRecord::Value(r.value.to_string()));
     }
-    let polled_at = Record::polled_at_from_age(now, Duration::from_millis(r.age_ms))
+    let age = Duration::from_millis(r.age_ms);
+    let polled_at = (age <= MAX_AGE)
+        .then(|| Record::polled_at_from_age(now, age))
+        .flatten()
         .ok_or(InvalidRecord::Age(r.age_ms))?;
     let error = (!r.error.is_empty()).then_some(r.error.as_str());
     let record = Record::new(

@@ -1,6 +1,8 @@
 //! Three replicas on loopback: updates reach every peer, a restarted peer resyncs, and a
 //! partition heals into one state.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::time::Duration;

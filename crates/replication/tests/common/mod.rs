@@ -1,5 +1,6 @@
 //! A replica in one test process: a store, its replication server on a loopback port, and its
 //! links to peers.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
