@@ -14,7 +14,7 @@ use ringscale_proto::replication as pb;
 use ringscale_proto::replication::replication_server::{Replication, ReplicationServer};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Server;
 use tonic::{Request, Response, Status};
 use tracing::{debug, info, warn};
@@ -91,8 +91,6 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let limits = service.limits.clone();
     let mut builder = Server::builder()
-        .tcp_nodelay(true)
-        .tcp_keepalive(Some(limits.keepalive_interval))
         .http2_keepalive_interval(Some(limits.keepalive_interval))
         .http2_keepalive_timeout(Some(limits.keepalive_timeout))
         .max_concurrent_streams(Some(
@@ -103,17 +101,22 @@ pub async fn serve(
     if let Some(tls) = tls {
         builder = builder.tls_config(tls.server())?;
     }
+    // Accepted sockets get no delay (small deltas must not wait for Nagle and delayed ACKs) and
+    // TCP keepalive; the builder's own socket options apply only to listeners it binds itself.
+    let incoming = tonic::transport::server::TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(limits.keepalive_interval));
     let close = service.closer();
     let shutdown = async move {
         shutdown.await;
         close();
     };
-    if let Ok(addr) = listener.local_addr() {
+    if let Ok(addr) = incoming.local_addr() {
         info!(%addr, tls = tls.is_some(), "replication server listening");
     }
     builder
         .add_service(service.into_server())
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     Ok(())
 }

@@ -201,8 +201,14 @@ impl Ring {
 
     /// The member owning `key`, or `None` for an empty ring.
     pub fn owner(&self, key: &ObjectKey) -> Option<&Member> {
+        self.owner_with_probes(key, PROBES)
+    }
+
+    /// The owner `key` would have with `probes` probes (at least one). Only [`PROBES`] gives the
+    /// ring's real ownership; other counts exist to measure the design (`benches/balance.rs`).
+    pub fn owner_with_probes(&self, key: &ObjectKey, probes: u8) -> Option<&Member> {
         let mut best: Option<(u64, usize)> = None;
-        for probe in 0..PROBES {
+        for probe in 0..probes.max(1) {
             let at = Probe {
                 key: key.as_str(),
                 probe,
