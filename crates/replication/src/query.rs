@@ -100,7 +100,11 @@ impl QueryError {
             "source" => QueryError::Source(message),
             "timeout" => QueryError::Timeout(number),
             "unavailable" => QueryError::Unavailable(message),
-            _ if status.code() == tonic::Code::DeadlineExceeded => QueryError::Timeout(0),
+            _ if status.code() == tonic::Code::DeadlineExceeded
+                || (status.code() == tonic::Code::Cancelled && message.contains("Timeout")) =>
+            {
+                QueryError::Timeout(0)
+            }
             _ => QueryError::Unavailable(format!(
                 "the owner could not be asked: {:?}: {message}",
                 status.code()

@@ -186,7 +186,9 @@ impl Replication for ReplicationService {
             match inflight.get(&query) {
                 Some(running) => (running.clone(), true),
                 None => {
-                    let timeout = self.limits.request_timeout;
+                    // Inside the call's own bound (the server's timeout and the caller's
+                    // grpc-timeout), so the caller hears "timed out" from us, not a cancellation.
+                    let timeout = self.limits.request_timeout.mul_f64(0.8);
                     let q = query.clone();
                     let future = async move {
                         let records = tokio::time::timeout(timeout, live.query(q))
