@@ -154,6 +154,10 @@ impl Peers {
             );
         }
         drop(links);
+        // Forwarding channels to addresses no longer in the ring go too.
+        let addresses: std::collections::HashSet<&str> =
+            members.iter().map(|m| m.address.as_str()).collect();
+        lock(&self.channels).retain(|address, _| addresses.contains(address.as_str()));
         self.bump();
     }
 
