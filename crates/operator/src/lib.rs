@@ -1,5 +1,10 @@
 //! What a ringscale replica does for the ScaledObjects and ScaledJobs it owns, with KEDA v2.20's
 //! semantics: [`semantics`] decides (pure), [`schedule`] times the polls.
 
+pub mod controller;
+pub mod hpa;
+pub mod lookup;
 pub mod schedule;
 pub mod semantics;
+
+pub use controller::{Controller, Settings, Stats};

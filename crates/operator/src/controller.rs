@@ -1,0 +1,1243 @@
+//! The ScaledObject controller of one replica: it watches every ScaledObject, keeps a poll
+//! schedule of the ones this replica owns, and on each poll reads the triggers, records the
+//! values (replicated to every peer), scales 0 ↔ 1 through `/scale`, keeps the HPA as it should
+//! be, and writes the status when something changed.
+//!
+//! Every write is guarded twice: by the object's resourceVersion (optimistic concurrency), and by
+//! the ring generation. An owner stamps its generation on the object once
+//! (`ringscale.io/owner-generation`) and never writes to an object stamped with a higher one, so
+//! a replica that lost ownership cannot overwrite the new owner even if it has not yet seen the
+//! new ring.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use futures_util::future::join_all;
+use jiff::Timestamp;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+use ringscale_api::names::{FINALIZER, KIND_SCALED_OBJECT};
+use ringscale_api::{
+    Condition, ConditionStatus, ConditionType, MetricType, ScaledObject, ScaledObjectStatus,
+};
+use ringscale_cache::RecordKey;
+use ringscale_coordinator::Ownership;
+use ringscale_replication::Store as RecordStore;
+use ringscale_ring::{Kind, ObjectKey};
+use ringscale_scalers::{MetricSpec, Scaler, Sources, prepare};
+use serde_json::json;
+use tokio::sync::{Mutex, Semaphore, mpsc, watch};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::hpa;
+use crate::lookup::{ClusterLookup, reflect};
+use crate::schedule::Schedule;
+use crate::semantics::fallback::{Health, fallback_replicas, fallback_value};
+use crate::semantics::modifiers::{Formula, composite_active};
+use crate::semantics::pause;
+use crate::semantics::scale::{Activity, Readiness, ScaleInput, decide};
+
+/// The annotation with the ring generation of the replica that owns the object.
+pub const FENCE_ANNOTATION: &str = "ringscale.io/owner-generation";
+
+/// How often `lastActiveTime` is refreshed while an object stays active.
+pub const LAST_ACTIVE_REFRESH: Duration = Duration::from_secs(60);
+
+/// Operator settings.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Namespace ClusterTriggerAuthentications read Secrets from.
+    pub cluster_object_namespace: String,
+    /// First polls after start are spread over this window.
+    pub first_poll_window: Duration,
+    /// Poll cycles running at once.
+    pub max_concurrent_cycles: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            cluster_object_namespace: "keda".into(),
+            first_poll_window: Duration::from_secs(10),
+            max_concurrent_cycles: 256,
+        }
+    }
+}
+
+/// Counters of what the controller did (for `/metrics` and the API-load benchmark).
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Poll cycles run.
+    pub cycles: AtomicU64,
+    /// Planned polls skipped because the previous cycle of that object was still running.
+    pub skipped: AtomicU64,
+    /// Status writes.
+    pub status_writes: AtomicU64,
+    /// `/scale` writes.
+    pub scale_writes: AtomicU64,
+    /// HPA creates, replaces and deletes.
+    pub hpa_writes: AtomicU64,
+    /// Metadata writes (finalizer, owner generation).
+    pub meta_writes: AtomicU64,
+    /// Writes refused because the object changed (409) or a newer owner stamped it.
+    pub fenced: AtomicU64,
+    /// Sum of poll-schedule lag in microseconds, and the number of samples.
+    pub lag_us_sum: AtomicU64,
+    /// See `lag_us_sum`.
+    pub lag_samples: AtomicU64,
+    /// The largest lag seen, in microseconds.
+    pub lag_us_max: AtomicU64,
+}
+
+impl Stats {
+    /// Total API writes.
+    pub fn writes(&self) -> u64 {
+        self.status_writes.load(Ordering::Relaxed)
+            + self.scale_writes.load(Ordering::Relaxed)
+            + self.hpa_writes.load(Ordering::Relaxed)
+            + self.meta_writes.load(Ordering::Relaxed)
+    }
+
+    fn lag(&self, lag: Duration) {
+        let us = u64::try_from(lag.as_micros()).unwrap_or(u64::MAX);
+        self.lag_us_sum.fetch_add(us, Ordering::Relaxed);
+        self.lag_samples.fetch_add(1, Ordering::Relaxed);
+        self.lag_us_max.fetch_max(us, Ordering::Relaxed);
+    }
+}
+
+type Key = (String, String);
+
+struct Ctx {
+    client: Client,
+    sos: Store<ScaledObject>,
+    hpas: Store<HorizontalPodAutoscaler>,
+    lookup: ClusterLookup,
+    records: Arc<RecordStore>,
+    sources: Sources,
+    settings: Settings,
+    ownership: watch::Receiver<Ownership>,
+    stats: Arc<Stats>,
+}
+
+/// What a cycle keeps between polls of one object.
+#[derive(Default)]
+struct Runtime {
+    fingerprint: String,
+    scalers: Vec<Scaler>,
+    specs: Vec<MetricSpec>,
+    problems: Vec<String>,
+    formula: Option<Formula>,
+    health: BTreeMap<String, Health>,
+}
+
+struct Obj {
+    runtime: Arc<Mutex<Runtime>>,
+    in_flight: bool,
+}
+
+enum Msg {
+    Changed(Key),
+    Resync,
+}
+
+/// A running controller.
+pub struct Controller {
+    /// Its counters.
+    pub stats: Arc<Stats>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Controller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Controller")
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Controller {
+    /// Starts the controller; it runs until `shutdown` resolves.
+    pub fn start(
+        client: Client,
+        ownership: watch::Receiver<Ownership>,
+        records: Arc<RecordStore>,
+        sources: Sources,
+        settings: Settings,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Controller {
+        let stats = Arc::new(Stats::default());
+        let task = tokio::spawn(run(
+            client,
+            ownership,
+            records,
+            sources,
+            settings,
+            Arc::clone(&stats),
+            shutdown,
+        ));
+        Controller {
+            stats,
+            task: Some(task),
+        }
+    }
+
+    /// Waits for the controller to stop.
+    pub async fn join(mut self) {
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+
+    /// Stops it at once (tests: a killed replica).
+    pub fn abort(&self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        self.abort();
+    }
+}
+
+async fn run(
+    client: Client,
+    mut ownership: watch::Receiver<Ownership>,
+    records: Arc<RecordStore>,
+    sources: Sources,
+    settings: Settings,
+    stats: Arc<Stats>,
+    shutdown: impl Future<Output = ()> + Send,
+) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
+    let (sos, writer) = reflector::store::<ScaledObject>();
+    let so_watch = {
+        let stream = watcher(
+            Api::<ScaledObject>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .reflect(writer);
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let mut stream = std::pin::pin!(stream);
+            while let Some(event) = stream.next().await {
+                let msg = match event {
+                    Ok(
+                        watcher::Event::Apply(o)
+                        | watcher::Event::Delete(o)
+                        | watcher::Event::InitApply(o),
+                    ) => Msg::Changed((o.namespace().unwrap_or_default(), o.name_any())),
+                    Ok(watcher::Event::InitDone) => Msg::Resync,
+                    Ok(watcher::Event::Init) => continue,
+                    Err(e) => {
+                        debug!(error = %e, "ScaledObject watch interrupted");
+                        continue;
+                    }
+                };
+                if tx.send(msg).is_err() {
+                    return;
+                }
+            }
+        })
+    };
+    let (hpas, hpa_watch) = reflect(Api::<HorizontalPodAutoscaler>::all(client.clone()));
+    let (lookup, lookup_watches) = ClusterLookup::start(&client);
+    let _ = sos.wait_until_ready().await;
+    let _ = hpas.wait_until_ready().await;
+    lookup.ready().await;
+    info!("operator caches synced");
+
+    let ctx = Arc::new(Ctx {
+        client,
+        sos,
+        hpas,
+        lookup,
+        records,
+        sources,
+        settings,
+        ownership: ownership.clone(),
+        stats,
+    });
+    let limit = Arc::new(Semaphore::new(ctx.settings.max_concurrent_cycles.max(1)));
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Key>();
+    let mut objects: HashMap<Key, Obj> = HashMap::new();
+    let mut schedule: Schedule<Key> = Schedule::new();
+    let mut initial = true;
+    let mut shutdown = std::pin::pin!(shutdown);
+
+    loop {
+        let next_due = schedule.next_due();
+        tokio::select! {
+            () = &mut shutdown => break,
+            Some(msg) = rx.recv() => match msg {
+                Msg::Changed(key) => reconcile(&ctx, &mut objects, &mut schedule, key, initial),
+                Msg::Resync => {
+                    for key in all_keys(&ctx, &objects) {
+                        reconcile(&ctx, &mut objects, &mut schedule, key, initial);
+                    }
+                    initial = false;
+                }
+            },
+            changed = ownership.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                ownership.borrow_and_update();
+                for key in all_keys(&ctx, &objects) {
+                    reconcile(&ctx, &mut objects, &mut schedule, key, initial);
+                }
+            }
+            Some(key) = done_rx.recv() => {
+                if let Some(obj) = objects.get_mut(&key) {
+                    obj.in_flight = false;
+                }
+            }
+            () = sleep_until(next_due) => {
+                let now = Instant::now();
+                while let Some((key, planned)) = schedule.pop_due(now) {
+                    ctx.stats.lag(now.saturating_duration_since(planned));
+                    let Some(obj) = objects.get_mut(&key) else { continue };
+                    if obj.in_flight {
+                        ctx.stats.skipped.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    obj.in_flight = true;
+                    let (ctx, runtime, done, limit) =
+                        (Arc::clone(&ctx), Arc::clone(&obj.runtime), done_tx.clone(), Arc::clone(&limit));
+                    tokio::spawn(async move {
+                        let _permit = limit.acquire_owned().await;
+                        cycle(&ctx, &key, &runtime).await;
+                        let _ = done.send(key);
+                    });
+                }
+            }
+        }
+    }
+    so_watch.abort();
+    hpa_watch.abort();
+    for w in lookup_watches {
+        w.abort();
+    }
+}
+
+async fn sleep_until(due: Option<Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(due).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn all_keys(ctx: &Ctx, objects: &HashMap<Key, Obj>) -> Vec<Key> {
+    let mut keys: Vec<Key> = ctx
+        .sos
+        .state()
+        .iter()
+        .map(|o| (o.namespace().unwrap_or_default(), o.name_any()))
+        .collect();
+    keys.extend(objects.keys().cloned());
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+fn object_key(key: &Key) -> ObjectKey {
+    ObjectKey::new(Kind::ScaledObject, &key.0, &key.1)
+}
+
+/// What the spec looks like, for "did it change": the spec, the annotations, deletion.
+fn fingerprint(so: &ScaledObject) -> String {
+    json!({
+        "spec": &so.spec,
+        "annotations": so.metadata.annotations.as_ref().map(|a| a.iter().filter(|(k, _)| k.as_str() != FENCE_ANNOTATION).collect::<BTreeMap<_, _>>()),
+        "deleting": so.metadata.deletion_timestamp.is_some(),
+        "generation": so.metadata.generation,
+    })
+    .to_string()
+}
+
+fn reconcile(
+    ctx: &Ctx,
+    objects: &mut HashMap<Key, Obj>,
+    schedule: &mut Schedule<Key>,
+    key: Key,
+    initial: bool,
+) {
+    let so = ctx.sos.get(&ObjectRef::new(&key.1).within(&key.0));
+    let owned = ctx.ownership.borrow().owns(&object_key(&key));
+    let Some(so) = so else {
+        // Gone: forget it everywhere.
+        objects.remove(&key);
+        schedule.remove(&key);
+        ctx.records.remove_object(&key.0, &key.1);
+        return;
+    };
+    if !owned {
+        if objects.remove(&key).is_some() {
+            debug!(namespace = %key.0, name = %key.1, "no longer owned");
+        }
+        schedule.remove(&key);
+        return;
+    }
+    let interval = so.spec.polling_interval().max(Duration::from_secs(1));
+    let print = fingerprint(&so);
+    match objects.get(&key) {
+        Some(obj) => {
+            // Changed spec or annotations: poll now (the cycle rebuilds what changed).
+            let changed = obj
+                .runtime
+                .try_lock()
+                .map(|r| r.fingerprint != print)
+                .unwrap_or(true);
+            if changed || !schedule.contains(&key) {
+                schedule.poll_now(&key, interval, Instant::now());
+            }
+        }
+        None => {
+            objects.insert(
+                key.clone(),
+                Obj {
+                    runtime: Arc::new(Mutex::new(Runtime::default())),
+                    in_flight: false,
+                },
+            );
+            let now = Instant::now();
+            if initial {
+                schedule.insert_spread(
+                    key,
+                    interval,
+                    now,
+                    ctx.settings.first_poll_window,
+                    rand::random::<f64>(),
+                );
+            } else {
+                // Newly owned (a handover or a new object): poll now.
+                schedule.insert(key, interval, now);
+            }
+        }
+    }
+}
+
+fn owns_at(ctx: &Ctx, key: &Key, generation: u64) -> bool {
+    let o = ctx.ownership.borrow();
+    o.generation() == generation && o.owns(&object_key(key))
+}
+
+fn fence_of(so: &ScaledObject) -> u64 {
+    so.annotations()
+        .get(FENCE_ANNOTATION)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn is_conflict(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 409)
+}
+
+/// One poll of one object, start to end.
+async fn cycle(ctx: &Ctx, key: &Key, runtime: &Mutex<Runtime>) {
+    ctx.stats.cycles.fetch_add(1, Ordering::Relaxed);
+    let generation = ctx.ownership.borrow().generation();
+    if !owns_at(ctx, key, generation) {
+        return;
+    }
+    let Some(so) = ctx.sos.get(&ObjectRef::new(&key.1).within(&key.0)) else {
+        return;
+    };
+    let mut runtime = runtime.lock().await;
+    let result = run_cycle(ctx, key, &so, &mut runtime, generation).await;
+    if let Err(e) = result {
+        match e {
+            CycleError::Fenced(why) => {
+                ctx.stats.fenced.fetch_add(1, Ordering::Relaxed);
+                debug!(namespace = %key.0, name = %key.1, why, "write fenced");
+            }
+            CycleError::Api(what, e) => {
+                warn!(namespace = %key.0, name = %key.1, what, error = %e, "API call failed; retrying next poll");
+            }
+        }
+    }
+}
+
+enum CycleError {
+    Fenced(&'static str),
+    Api(&'static str, kube::Error),
+}
+
+fn api(what: &'static str) -> impl Fn(kube::Error) -> CycleError {
+    move |e| {
+        if is_conflict(&e) {
+            CycleError::Fenced("the object changed since it was read")
+        } else {
+            CycleError::Api(what, e)
+        }
+    }
+}
+
+async fn run_cycle(
+    ctx: &Ctx,
+    key: &Key,
+    so: &ScaledObject,
+    runtime: &mut Runtime,
+    generation: u64,
+) -> Result<(), CycleError> {
+    let (ns, name) = (key.0.as_str(), key.1.as_str());
+    if fence_of(so) > generation {
+        return Err(CycleError::Fenced("a newer owner stamped the object"));
+    }
+    if so.metadata.deletion_timestamp.is_some() {
+        return finalize(ctx, key, so, generation).await;
+    }
+    // Stamp ownership and the finalizer in one write, when needed.
+    let so = ensure_meta(ctx, key, so, generation).await?;
+    let so = &so;
+    let now = Timestamp::now();
+    let mut status = so.status.clone().unwrap_or_default();
+    let before = status.clone();
+    status.hpa_name = Some(so.hpa_name());
+    status.scale_target_kind = Some(scale_target_kind(so));
+    status.triggers_types = Some(
+        so.spec
+            .triggers
+            .iter()
+            .map(|t| t.type_.as_str())
+            .collect::<Vec<_>>()
+            .join(","),
+    );
+
+    let pause = match pause::from_annotations(so.annotations()) {
+        Ok(p) => p,
+        Err(message) => {
+            set_condition(
+                &mut status,
+                ConditionType::Ready,
+                ConditionStatus::False,
+                "ScaledObjectCheckFailed",
+                &message,
+                now,
+            );
+            return write_status(ctx, key, so, status, &before, generation).await;
+        }
+    };
+    let target = target_replicas(ctx, so);
+    if status.original_replica_count.is_none()
+        && let Some((current, _)) = target
+    {
+        status.original_replica_count = Some(current);
+    }
+
+    if pause.is_full() {
+        delete_hpa(ctx, so, generation).await?;
+        if let (Some(n), Some((current, _))) = (pause.replicas, target)
+            && current != n
+        {
+            scale(ctx, key, so, n, generation).await?;
+        }
+        status.paused_replica_count = pause.replicas;
+        set_condition(
+            &mut status,
+            ConditionType::Paused,
+            ConditionStatus::True,
+            "ScaledObjectPaused",
+            "ScaledObject is paused",
+            now,
+        );
+        return write_status(ctx, key, so, status, &before, generation).await;
+    }
+    status.paused_replica_count = None;
+
+    // (Re)build the triggers when the object changed.
+    let print = fingerprint(so);
+    if runtime.fingerprint != print {
+        build(ctx, so, runtime).await;
+        runtime.fingerprint = print;
+    }
+    if !runtime.problems.is_empty() {
+        let message = runtime.problems.join("; ");
+        set_condition(
+            &mut status,
+            ConditionType::Ready,
+            ConditionStatus::False,
+            "ScaledObjectCheckFailed",
+            &message,
+            now,
+        );
+        set_condition(
+            &mut status,
+            ConditionType::Active,
+            ConditionStatus::Unknown,
+            "ScaledObjectCheckFailed",
+            "the triggers could not be built",
+            now,
+        );
+        return write_status(ctx, key, so, status, &before, generation).await;
+    }
+
+    // Poll every metric of every trigger at once.
+    let interval = so.spec.polling_interval();
+    let polls = runtime.scalers.iter().flat_map(|s| {
+        let names: Vec<String> = runtime
+            .specs
+            .iter()
+            .filter_map(MetricSpec::external_name)
+            .filter(|n| {
+                ringscale_scalers::split_metric_name(n).is_some_and(|(i, _)| i == s.index())
+            })
+            .map(str::to_owned)
+            .collect();
+        names.into_iter().map(move |n| async move {
+            let started = ringscale_replication::now();
+            let result = s.poll(&n).await;
+            (s.index(), n, started, result)
+        })
+    });
+    let results = join_all(polls).await;
+    let mut any_active = false;
+    let mut any_error = false;
+    let mut by_trigger: BTreeMap<usize, bool> = BTreeMap::new();
+    let mut values: BTreeMap<String, Option<f64>> = BTreeMap::new();
+    let mut errors = Vec::new();
+    for (index, metric, polled_at, result) in results {
+        let record_key = RecordKey::new(ns, name, metric.as_str());
+        let trigger_name = so.spec.triggers.get(index).and_then(|t| t.name.clone());
+        let health = runtime.health.entry(metric.clone()).or_default();
+        match result {
+            Ok(poll) => {
+                *health = health.success();
+                any_active |= poll.active;
+                *by_trigger.entry(index).or_default() |= poll.active;
+                let value = poll
+                    .values
+                    .iter()
+                    .find(|v| *v.name == *metric)
+                    .map_or(0.0, |v| v.value);
+                ctx.records
+                    .record_poll(record_key, value, poll.active, None, polled_at, interval);
+                if let Some(n) = trigger_name {
+                    values.insert(n, Some(value));
+                }
+            }
+            Err(e) => {
+                *health = health.failure();
+                any_error = true;
+                by_trigger.entry(index).or_default();
+                let message = e.to_string();
+                let last = ctx.records.get(&record_key).map_or(0.0, |r| r.value);
+                ctx.records.record_poll(
+                    record_key,
+                    last,
+                    false,
+                    Some(&message),
+                    polled_at,
+                    interval,
+                );
+                if let Some(n) = trigger_name {
+                    values.insert(n, None);
+                }
+                errors.push(message);
+            }
+        }
+    }
+
+    // scalingModifiers: the composite metric decides activity.
+    let mut composite_error = None;
+    if let (Some(formula), Some(modifiers)) = (&runtime.formula, so.spec.scaling_modifiers()) {
+        let activation = modifiers
+            .activation_target
+            .as_deref()
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+        match formula.evaluate(&values) {
+            Ok(Some(v)) => {
+                any_active = composite_active(v, activation);
+                ctx.records.record_poll(
+                    RecordKey::new(ns, name, ringscale_api::names::COMPOSITE_METRIC_NAME),
+                    v,
+                    any_active,
+                    None,
+                    ringscale_replication::now(),
+                    interval,
+                );
+            }
+            Ok(None) => any_active = false,
+            Err(e) => composite_error = Some(e),
+        }
+    }
+    if let Some(e) = &composite_error {
+        any_error = true;
+        errors.push(e.clone());
+    }
+    let only_resources = so.spec.only_resource_triggers();
+    let active = pause.force_activation || any_active || only_resources;
+
+    // Fallback.
+    let fallback = so.spec.fallback.as_ref().filter(|f| f.replicas != 0);
+    let falling_back = fallback.is_some_and(|f| runtime.health.values().any(|h| h.falls_back(f)));
+
+    // 0 ↔ 1 and the minimum.
+    if let Some((current, _ready)) = target {
+        let decision = decide(&ScaleInput {
+            current,
+            min: so.spec.min_replicas(),
+            max: so.spec.max_replicas(),
+            idle: so.spec.idle_replica_count,
+            active,
+            error: any_error,
+            fallback_configured: fallback.is_some(),
+            cooldown: so.spec.cooldown_period(),
+            initial_cooldown: so.spec.initial_cooldown_period(),
+            last_active: status.last_active_time.as_ref().map(|t| t.0),
+            created: so.metadata.creation_timestamp.as_ref().map_or(now, |t| t.0),
+            now,
+            scale_in_paused: pause.scale_in,
+            scale_out_paused: pause.scale_out,
+        });
+        if let Some(to) = decision.scale_to
+            && to != current
+        {
+            info!(
+                namespace = ns,
+                name,
+                from = current,
+                to,
+                "scaling the target"
+            );
+            scale(ctx, key, so, to, generation).await?;
+        }
+        if decision.touch_last_active {
+            let stale = status
+                .last_active_time
+                .as_ref()
+                .is_none_or(|t| now.duration_since(t.0).unsigned_abs() >= LAST_ACTIVE_REFRESH);
+            if stale {
+                status.last_active_time = Some(Time(now));
+            }
+        }
+        let (active_status, active_reason, active_message) = match decision.activity {
+            Activity::Active => (
+                ConditionStatus::True,
+                "ScalerActive",
+                "Scaling is performed because triggers are active",
+            ),
+            Activity::Cooldown => (
+                ConditionStatus::False,
+                "ScalerCooldown",
+                "Scaler cooling down because triggers are not active",
+            ),
+            Activity::NotActive => (
+                ConditionStatus::False,
+                "ScalerNotActive",
+                "Scaling is not performed because triggers are not active",
+            ),
+        };
+        set_condition(
+            &mut status,
+            ConditionType::Active,
+            active_status,
+            active_reason,
+            active_message,
+            now,
+        );
+        match decision.readiness {
+            Readiness::Ready => set_condition(
+                &mut status,
+                ConditionType::Ready,
+                ConditionStatus::True,
+                "ScaledObjectReady",
+                "ScaledObject is defined correctly and is ready for scaling",
+                now,
+            ),
+            Readiness::PartialError => set_condition(
+                &mut status,
+                ConditionType::Ready,
+                ConditionStatus::Unknown,
+                "PartialTriggerError",
+                &errors.join("; "),
+                now,
+            ),
+            Readiness::TriggerError => set_condition(
+                &mut status,
+                ConditionType::Ready,
+                ConditionStatus::False,
+                "TriggerError",
+                &errors.join("; "),
+                now,
+            ),
+        }
+    } else {
+        set_condition(
+            &mut status,
+            ConditionType::Ready,
+            ConditionStatus::False,
+            "ErrorGettingCurrentReplicas",
+            &format!(
+                "cannot read the replicas of {} {}",
+                scale_target_kind(so),
+                so.spec.scale_target_ref.name
+            ),
+            now,
+        );
+    }
+
+    // The HPA.
+    let composite = so.spec.scaling_modifiers().map(|m| {
+        let quantity = m
+            .target
+            .as_deref()
+            .and_then(|t| t.trim().parse::<f64>().ok())
+            .map_or_else(
+                || "0".to_owned(),
+                |t| {
+                    ringscale_scalers::MetricValue {
+                        name: Arc::from(""),
+                        value: t,
+                    }
+                    .quantity()
+                },
+            );
+        (
+            ringscale_api::names::COMPOSITE_METRIC_NAME,
+            m.metric_type.clone().unwrap_or(MetricType::AverageValue),
+            quantity,
+        )
+    });
+    let desired = hpa::desired(so, hpa::metrics(so, &runtime.specs, composite), &pause);
+    ensure_hpa(ctx, so, desired, generation).await?;
+
+    // Status.
+    status.external_metric_names = Some(if so.spec.scaling_modifiers().is_some() {
+        vec![ringscale_api::names::COMPOSITE_METRIC_NAME.to_owned()]
+    } else {
+        runtime
+            .specs
+            .iter()
+            .filter_map(MetricSpec::external_name)
+            .map(str::to_owned)
+            .collect()
+    });
+    status.composite_scaler_name = so
+        .spec
+        .scaling_modifiers()
+        .map(|_| ringscale_api::names::COMPOSITE_METRIC_NAME.to_owned());
+    let resource_names: Vec<String> = runtime
+        .specs
+        .iter()
+        .filter_map(|s| match s {
+            MetricSpec::Resource(r) => Some(r.resource.as_str().to_owned()),
+            MetricSpec::External(_) => None,
+        })
+        .collect();
+    status.resource_metric_names = (!resource_names.is_empty()).then_some(resource_names);
+    status.triggers_activity = Some(
+        by_trigger
+            .iter()
+            .filter_map(|(i, active)| {
+                let name = so
+                    .spec
+                    .triggers
+                    .get(*i)?
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| format!("{i}"));
+                Some((
+                    name,
+                    ringscale_api::common::TriggerActivityStatus { is_active: *active },
+                ))
+            })
+            .collect(),
+    );
+    if let Some(f) = fallback {
+        status.health = Some(
+            runtime
+                .health
+                .iter()
+                .map(|(m, h)| {
+                    (
+                        m.clone(),
+                        ringscale_api::common::HealthStatus {
+                            number_of_failures: Some(h.failures),
+                            status: Some(if h.failures == 0 {
+                                ringscale_api::common::HealthStatusType::Happy
+                            } else {
+                                ringscale_api::common::HealthStatusType::Failing
+                            }),
+                        },
+                    )
+                })
+                .collect(),
+        );
+        if falling_back {
+            set_condition(
+                &mut status,
+                ConditionType::Fallback,
+                ConditionStatus::True,
+                "FallbackExists",
+                &format!(
+                    "At least one trigger is falling back on this scaled object (to {} replicas)",
+                    fallback_replicas(f, target.map_or(0, |t| t.0))
+                ),
+                now,
+            );
+        } else {
+            set_condition(
+                &mut status,
+                ConditionType::Fallback,
+                ConditionStatus::False,
+                "NoFallbackFound",
+                "No fallbacks are active on this scaled object",
+                now,
+            );
+        }
+    }
+    if pause.is_paused() {
+        set_condition(
+            &mut status,
+            ConditionType::Paused,
+            ConditionStatus::True,
+            "ScaledObjectPaused",
+            "ScaledObject is paused",
+            now,
+        );
+    } else {
+        set_condition(
+            &mut status,
+            ConditionType::Paused,
+            ConditionStatus::False,
+            "ScaledObjectUnpaused",
+            "pause annotation removed for ScaledObject",
+            now,
+        );
+    }
+    write_status(ctx, key, so, status, &before, generation).await
+}
+
+/// The value the metrics API serves for a metric in fallback, for issue-7's API and tests.
+pub fn fallback_metric(
+    so: &ScaledObject,
+    target: f64,
+    metric_type: &MetricType,
+    current: i32,
+    ready: i32,
+) -> Option<f64> {
+    let f = so.spec.fallback.as_ref()?;
+    Some(fallback_value(
+        target,
+        metric_type,
+        fallback_replicas(f, current),
+        ready,
+    ))
+}
+
+async fn build(ctx: &Ctx, so: &ScaledObject, runtime: &mut Runtime) {
+    runtime.scalers.clear();
+    runtime.specs.clear();
+    runtime.problems.clear();
+    runtime.formula = None;
+    let settings = prepare::Settings {
+        cluster_object_namespace: &ctx.settings.cluster_object_namespace,
+        ..prepare::Settings::default()
+    };
+    for prepared in prepare::scaled_object(so, &ctx.lookup, &settings) {
+        for p in &prepared.problems {
+            runtime.problems.push(format!("{}: {}", p.path, p.message));
+        }
+        if !prepared.problems.is_empty() {
+            continue;
+        }
+        match Scaler::build(&prepared.input, &ctx.sources) {
+            Ok(scaler) => runtime.scalers.push(scaler),
+            Err(errors) => runtime
+                .problems
+                .extend(errors.iter().map(ToString::to_string)),
+        }
+    }
+    for scaler in &runtime.scalers {
+        match scaler.metric_specs().await {
+            Ok(specs) => runtime.specs.extend(specs),
+            Err(e) => runtime.problems.push(e.to_string()),
+        }
+    }
+    if let Some(formula) = so
+        .spec
+        .scaling_modifiers()
+        .and_then(|m| m.formula.as_deref())
+    {
+        match Formula::compile(formula) {
+            Ok(f) => runtime.formula = Some(f),
+            Err(e) => runtime
+                .problems
+                .push(format!("spec.advanced.scalingModifiers.formula: {e}")),
+        }
+    }
+    // Health of metrics that no longer exist goes.
+    let names: Vec<String> = runtime
+        .specs
+        .iter()
+        .filter_map(MetricSpec::external_name)
+        .map(str::to_owned)
+        .collect();
+    runtime.health.retain(|m, _| names.contains(m));
+}
+
+fn scale_target_kind(so: &ScaledObject) -> String {
+    let t = &so.spec.scale_target_ref;
+    format!("{}.{}", t.effective_api_version(), t.effective_kind())
+}
+
+/// The target's replicas and ready replicas, from the shared watches.
+fn target_replicas(ctx: &Ctx, so: &ScaledObject) -> Option<(i32, i32)> {
+    let t = &so.spec.scale_target_ref;
+    let ns = so.namespace().unwrap_or_default();
+    match (t.effective_api_version(), t.effective_kind()) {
+        ("apps/v1", "Deployment") => ctx
+            .lookup
+            .deployments
+            .get(&ObjectRef::new(&t.name).within(&ns))
+            .map(|d| {
+                (
+                    d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
+                    d.status
+                        .as_ref()
+                        .and_then(|s| s.ready_replicas)
+                        .unwrap_or(0),
+                )
+            }),
+        ("apps/v1", "StatefulSet") => ctx
+            .lookup
+            .stateful_sets
+            .get(&ObjectRef::new(&t.name).within(&ns))
+            .map(|s| {
+                (
+                    s.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
+                    s.status
+                        .as_ref()
+                        .and_then(|s| s.ready_replicas)
+                        .unwrap_or(0),
+                )
+            }),
+        _ => None,
+    }
+}
+
+async fn scale(
+    ctx: &Ctx,
+    key: &Key,
+    so: &ScaledObject,
+    replicas: i32,
+    generation: u64,
+) -> Result<(), CycleError> {
+    if !owns_at(ctx, key, generation) {
+        return Err(CycleError::Fenced("ownership changed"));
+    }
+    let t = &so.spec.scale_target_ref;
+    let body = Patch::Merge(json!({"spec": {"replicas": replicas}}));
+    let params = PatchParams::default();
+    match t.effective_kind() {
+        "Deployment" => {
+            Api::<Deployment>::namespaced(ctx.client.clone(), &key.0)
+                .patch_scale(&t.name, &params, &body)
+                .await
+                .map_err(api("scale the target"))?;
+        }
+        "StatefulSet" => {
+            Api::<StatefulSet>::namespaced(ctx.client.clone(), &key.0)
+                .patch_scale(&t.name, &params, &body)
+                .await
+                .map_err(api("scale the target"))?;
+        }
+        _ => return Ok(()),
+    }
+    ctx.stats.scale_writes.fetch_add(1, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Adds the finalizer and stamps this replica's generation, in one write, when either is
+/// missing or stale.
+async fn ensure_meta(
+    ctx: &Ctx,
+    key: &Key,
+    so: &ScaledObject,
+    generation: u64,
+) -> Result<ScaledObject, CycleError> {
+    let has_finalizer = so.finalizers().iter().any(|f| f == FINALIZER);
+    if has_finalizer && fence_of(so) == generation {
+        return Ok(so.clone());
+    }
+    if !owns_at(ctx, key, generation) {
+        return Err(CycleError::Fenced("ownership changed"));
+    }
+    let mut finalizers = so.finalizers().to_vec();
+    if !has_finalizer {
+        finalizers.push(FINALIZER.to_owned());
+    }
+    let patch = json!({
+        "metadata": {
+            "resourceVersion": so.resource_version(),
+            "finalizers": finalizers,
+            "annotations": { FENCE_ANNOTATION: generation.to_string() },
+        }
+    });
+    let updated = Api::<ScaledObject>::namespaced(ctx.client.clone(), &key.0)
+        .patch(&key.1, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .map_err(api("stamp ownership"))?;
+    ctx.stats.meta_writes.fetch_add(1, Ordering::Relaxed);
+    Ok(updated)
+}
+
+async fn finalize(
+    ctx: &Ctx,
+    key: &Key,
+    so: &ScaledObject,
+    generation: u64,
+) -> Result<(), CycleError> {
+    if !so.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(());
+    }
+    delete_hpa(ctx, so, generation).await?;
+    if so.spec.restore_to_original_replica_count()
+        && let Some(original) = so.status.as_ref().and_then(|s| s.original_replica_count)
+        && target_replicas(ctx, so).is_some_and(|(current, _)| current != original)
+    {
+        info!(namespace = %key.0, name = %key.1, replicas = original, "restoring the original replica count");
+        scale(ctx, key, so, original, generation).await?;
+    }
+    let finalizers: Vec<&String> = so.finalizers().iter().filter(|f| *f != FINALIZER).collect();
+    let patch =
+        json!({"metadata": {"resourceVersion": so.resource_version(), "finalizers": finalizers}});
+    Api::<ScaledObject>::namespaced(ctx.client.clone(), &key.0)
+        .patch(&key.1, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .map_err(api("remove the finalizer"))?;
+    ctx.stats.meta_writes.fetch_add(1, Ordering::Relaxed);
+    ctx.records.remove_object(&key.0, &key.1);
+    Ok(())
+}
+
+async fn delete_hpa(ctx: &Ctx, so: &ScaledObject, generation: u64) -> Result<(), CycleError> {
+    let ns = so.namespace().unwrap_or_default();
+    let name = so.hpa_name();
+    if ctx.hpas.get(&ObjectRef::new(&name).within(&ns)).is_none() {
+        return Ok(());
+    }
+    let key = (ns.clone(), so.name_any());
+    if !owns_at(ctx, &key, generation) {
+        return Err(CycleError::Fenced("ownership changed"));
+    }
+    match Api::<HorizontalPodAutoscaler>::namespaced(ctx.client.clone(), &ns)
+        .delete(&name, &DeleteParams::default())
+        .await
+    {
+        Ok(_) => {
+            ctx.stats.hpa_writes.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        }
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(CycleError::Api("delete the HPA", e)),
+    }
+}
+
+async fn ensure_hpa(
+    ctx: &Ctx,
+    so: &ScaledObject,
+    desired: HorizontalPodAutoscaler,
+    generation: u64,
+) -> Result<(), CycleError> {
+    let ns = so.namespace().unwrap_or_default();
+    let name = so.hpa_name();
+    let existing = ctx.hpas.get(&ObjectRef::new(&name).within(&ns));
+    if existing.as_ref().is_some_and(|e| hpa::matches(e, &desired)) {
+        return Ok(());
+    }
+    let key = (ns.clone(), so.name_any());
+    if !owns_at(ctx, &key, generation) {
+        return Err(CycleError::Fenced("ownership changed"));
+    }
+    let hpas = Api::<HorizontalPodAutoscaler>::namespaced(ctx.client.clone(), &ns);
+    match existing {
+        None => match hpas.create(&PostParams::default(), &desired).await {
+            Ok(_) => {}
+            // Created meanwhile (the watch is behind): the next poll compares again.
+            Err(kube::Error::Api(s)) if s.code == 409 => return Ok(()),
+            Err(e) => return Err(CycleError::Api("create the HPA", e)),
+        },
+        Some(existing) => {
+            let mut replacement = desired;
+            replacement.metadata.resource_version = existing.metadata.resource_version.clone();
+            replacement.metadata.annotations = existing.metadata.annotations.clone();
+            hpas.replace(&name, &PostParams::default(), &replacement)
+                .await
+                .map_err(api("update the HPA"))?;
+        }
+    }
+    ctx.stats.hpa_writes.fetch_add(1, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Sets a condition, keeping its transition time when its status did not change.
+fn set_condition(
+    status: &mut ScaledObjectStatus,
+    type_: ConditionType,
+    value: ConditionStatus,
+    reason: &str,
+    message: &str,
+    now: Timestamp,
+) {
+    let conditions = status.conditions.get_or_insert_with(Vec::new);
+    let message: String = message.chars().take(1024).collect();
+    match conditions.iter_mut().find(|c| c.type_ == type_) {
+        Some(c) => {
+            if c.status != value {
+                c.last_transition_time = Some(Time(now));
+            }
+            c.status = value;
+            c.reason = Some(reason.to_owned());
+            c.message = Some(message);
+        }
+        None => conditions.push(Condition {
+            type_,
+            status: value,
+            reason: Some(reason.to_owned()),
+            message: Some(message),
+            last_transition_time: Some(Time(now)),
+        }),
+    }
+}
+
+async fn write_status(
+    ctx: &Ctx,
+    key: &Key,
+    so: &ScaledObject,
+    status: ScaledObjectStatus,
+    before: &ScaledObjectStatus,
+    generation: u64,
+) -> Result<(), CycleError> {
+    if &status == before {
+        return Ok(());
+    }
+    if !owns_at(ctx, key, generation) {
+        return Err(CycleError::Fenced("ownership changed"));
+    }
+    let mut updated = so.clone();
+    updated.status = Some(status);
+    Api::<ScaledObject>::namespaced(ctx.client.clone(), &key.0)
+        .replace_status(&key.1, &PostParams::default(), &updated)
+        .await
+        .map_err(api("write the status"))?;
+    ctx.stats.status_writes.fetch_add(1, Ordering::Relaxed);
+    debug!(namespace = %key.0, name = %key.1, kind = KIND_SCALED_OBJECT, "status written");
+    Ok(())
+}

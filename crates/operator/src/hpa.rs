@@ -1,0 +1,247 @@
+//! The HorizontalPodAutoscaler a ScaledObject manages, as KEDA builds it.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::autoscaling::v2::{
+    ContainerResourceMetricSource, CrossVersionObjectReference, ExternalMetricSource,
+    HPAScalingRules, HorizontalPodAutoscaler, HorizontalPodAutoscalerBehavior,
+    HorizontalPodAutoscalerSpec, MetricIdentifier, MetricSpec as HpaMetricSpec, MetricTarget,
+    ResourceMetricSource,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use ringscale_api::names::{ANNOTATION_HPA_EXCLUDED_LABELS, LABEL_SCALED_OBJECT_NAME};
+use ringscale_api::{MetricType, ScaledObject};
+use ringscale_scalers::{MetricSpec, ResourceTarget};
+
+use crate::semantics::pause::Pause;
+
+/// The metrics of the HPA: every trigger's, or the one composite metric.
+pub fn metrics(
+    so: &ScaledObject,
+    specs: &[MetricSpec],
+    composite: Option<(&str, MetricType, String)>,
+) -> Vec<HpaMetricSpec> {
+    let so_name = so.metadata.name.clone().unwrap_or_default();
+    let selector = LabelSelector {
+        match_labels: Some(BTreeMap::from([(
+            LABEL_SCALED_OBJECT_NAME.to_owned(),
+            so_name,
+        )])),
+        ..LabelSelector::default()
+    };
+    let external = |name: &str, metric_type: &MetricType, quantity: String| HpaMetricSpec {
+        type_: "External".into(),
+        external: Some(ExternalMetricSource {
+            metric: MetricIdentifier {
+                name: name.to_owned(),
+                selector: Some(selector.clone()),
+            },
+            target: target(metric_type, quantity),
+        }),
+        ..HpaMetricSpec::default()
+    };
+    let mut out = Vec::new();
+    if let Some((name, metric_type, quantity)) = &composite {
+        out.push(external(name, metric_type, quantity.clone()));
+    }
+    for spec in specs {
+        match spec {
+            MetricSpec::External(m) => {
+                if composite.is_none() {
+                    out.push(external(&m.name, &m.metric_type, m.target_quantity()));
+                }
+            }
+            MetricSpec::Resource(r) => {
+                let target = match &r.target {
+                    ResourceTarget::Utilization(p) => MetricTarget {
+                        type_: "Utilization".into(),
+                        average_utilization: Some(*p),
+                        ..MetricTarget::default()
+                    },
+                    ResourceTarget::AverageValue(q) => MetricTarget {
+                        type_: "AverageValue".into(),
+                        average_value: Some(Quantity(q.clone())),
+                        ..MetricTarget::default()
+                    },
+                };
+                let name = r.resource.as_str().to_owned();
+                out.push(match &r.container {
+                    Some(container) => HpaMetricSpec {
+                        type_: "ContainerResource".into(),
+                        container_resource: Some(ContainerResourceMetricSource {
+                            container: container.clone(),
+                            name,
+                            target,
+                        }),
+                        ..HpaMetricSpec::default()
+                    },
+                    None => HpaMetricSpec {
+                        type_: "Resource".into(),
+                        resource: Some(ResourceMetricSource { name, target }),
+                        ..HpaMetricSpec::default()
+                    },
+                });
+            }
+        }
+    }
+    out
+}
+
+fn target(metric_type: &MetricType, quantity: String) -> MetricTarget {
+    match metric_type {
+        MetricType::Value => MetricTarget {
+            type_: "Value".into(),
+            value: Some(Quantity(quantity)),
+            ..MetricTarget::default()
+        },
+        _ => MetricTarget {
+            type_: "AverageValue".into(),
+            average_value: Some(Quantity(quantity)),
+            ..MetricTarget::default()
+        },
+    }
+}
+
+/// The HPA's labels: KEDA's, then the ScaledObject's own (minus the excluded ones).
+fn labels(so: &ScaledObject, hpa_name: &str) -> BTreeMap<String, String> {
+    let so_name = so.metadata.name.clone().unwrap_or_default();
+    let excluded: Vec<String> = so
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ANNOTATION_HPA_EXCLUDED_LABELS))
+        .map(|v| v.split(',').map(|s| s.trim().to_owned()).collect())
+        .unwrap_or_default();
+    let mut labels: BTreeMap<String, String> = so
+        .metadata
+        .labels
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(k, _)| !excluded.contains(k))
+        .collect();
+    let short: String = hpa_name.chars().take(63).collect();
+    labels.insert("app.kubernetes.io/name".into(), short);
+    labels.insert("app.kubernetes.io/part-of".into(), so_name);
+    labels.insert(
+        "app.kubernetes.io/managed-by".into(),
+        "keda-operator".into(),
+    );
+    labels
+}
+
+/// The HPA's `behavior`: the ScaledObject's, with scaling up or down disabled by the
+/// `paused-scale-out` / `paused-scale-in` annotations.
+fn behavior(so: &ScaledObject, pause: &Pause) -> Option<HorizontalPodAutoscalerBehavior> {
+    let mut behavior = so
+        .spec
+        .hpa_config()
+        .and_then(|c| c.behavior.as_ref())
+        .and_then(|b| b.typed().ok());
+    let disabled = |rules: Option<HPAScalingRules>| {
+        let mut rules = rules.unwrap_or_default();
+        rules.select_policy = Some("Disabled".into());
+        Some(rules)
+    };
+    if pause.scale_in {
+        let b = behavior.get_or_insert_with(HorizontalPodAutoscalerBehavior::default);
+        b.scale_down = disabled(b.scale_down.take());
+    }
+    if pause.scale_out {
+        let b = behavior.get_or_insert_with(HorizontalPodAutoscalerBehavior::default);
+        b.scale_up = disabled(b.scale_up.take());
+    }
+    behavior
+}
+
+/// The HPA as it should be.
+pub fn desired(
+    so: &ScaledObject,
+    metrics: Vec<HpaMetricSpec>,
+    pause: &Pause,
+) -> HorizontalPodAutoscaler {
+    let name = so.hpa_name();
+    let target = &so.spec.scale_target_ref;
+    let owner = OwnerReference {
+        api_version: ringscale_api::names::API_VERSION.into(),
+        kind: ringscale_api::names::KIND_SCALED_OBJECT.into(),
+        name: so.metadata.name.clone().unwrap_or_default(),
+        uid: so.metadata.uid.clone().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    };
+    HorizontalPodAutoscaler {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: so.metadata.namespace.clone(),
+            labels: Some(labels(so, &name)),
+            owner_references: Some(vec![owner]),
+            ..ObjectMeta::default()
+        },
+        spec: Some(HorizontalPodAutoscalerSpec {
+            scale_target_ref: CrossVersionObjectReference {
+                api_version: Some(target.effective_api_version().to_owned()),
+                kind: target.effective_kind().to_owned(),
+                name: target.name.clone(),
+            },
+            min_replicas: Some(so.spec.hpa_min_replicas()),
+            max_replicas: so.spec.max_replicas(),
+            metrics: Some(metrics),
+            behavior: behavior(so, pause),
+        }),
+        status: None,
+    }
+}
+
+/// Whether `existing` already is `desired`: every field `desired` sets is set the same in
+/// `existing` (fields the API server defaulted are ignored, as KEDA's semantic comparison does),
+/// and the labels and owner match.
+pub fn matches(existing: &HorizontalPodAutoscaler, desired: &HorizontalPodAutoscaler) -> bool {
+    let (Ok(e), Ok(d)) = (
+        serde_json::to_value(&existing.spec),
+        serde_json::to_value(&desired.spec),
+    ) else {
+        return false;
+    };
+    derivative(&d, &e)
+        && existing.metadata.labels == desired.metadata.labels
+        && existing.metadata.owner_references == desired.metadata.owner_references
+}
+
+/// `desired` ⊆ `existing`: objects may have extra keys in `existing`, arrays must match
+/// element-wise, scalars must be equal; null in `desired` means "not set".
+pub fn derivative(desired: &serde_json::Value, existing: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match (desired, existing) {
+        (Value::Null, _) => true,
+        (Value::Object(d), Value::Object(e)) => d
+            .iter()
+            .all(|(k, v)| v.is_null() || e.get(k).is_some_and(|ev| derivative(v, ev))),
+        (Value::Array(d), Value::Array(e)) => {
+            d.len() == e.len() && d.iter().zip(e).all(|(a, b)| derivative(a, b))
+        }
+        (d, e) => d == e,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn server_defaults_do_not_count_as_a_difference() {
+        let desired =
+            json!({"minReplicas": 1, "behavior": {"scaleDown": {"selectPolicy": "Disabled"}}});
+        let defaulted = json!({"minReplicas": 1, "behavior": {"scaleDown": {"selectPolicy": "Disabled", "stabilizationWindowSeconds": 300}, "scaleUp": {}}});
+        assert!(derivative(&desired, &defaulted));
+        let changed =
+            json!({"minReplicas": 2, "behavior": {"scaleDown": {"selectPolicy": "Disabled"}}});
+        assert!(!derivative(&desired, &changed));
+        assert!(!derivative(
+            &json!({"metrics": [1, 2]}),
+            &json!({"metrics": [1]})
+        ));
+    }
+}

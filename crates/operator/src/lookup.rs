@@ -1,0 +1,162 @@
+//! The objects triggers refer to (Secrets, ConfigMaps, TriggerAuthentications, scale targets),
+//! read from shared watches: resolving a trigger never makes an API call.
+
+use std::collections::BTreeMap;
+
+use futures_util::StreamExt;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, PodSpec, Secret};
+use kube::api::Api;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource};
+use ringscale_api::{
+    ClusterTriggerAuthentication, TriggerAuthentication, TriggerAuthenticationSpec,
+};
+use ringscale_scalers::auth::{Lookup, ObjectLookup, config_map_data, secret_data};
+use serde::de::DeserializeOwned;
+use tokio::task::JoinHandle;
+use tracing::debug;
+
+/// Reflector stores of everything a trigger may refer to.
+#[derive(Clone)]
+pub struct ClusterLookup {
+    secrets: Store<Secret>,
+    config_maps: Store<ConfigMap>,
+    trigger_auths: Store<TriggerAuthentication>,
+    cluster_trigger_auths: Store<ClusterTriggerAuthentication>,
+    /// Deployments (also the scale targets' replica counts).
+    pub deployments: Store<Deployment>,
+    /// StatefulSets (likewise).
+    pub stateful_sets: Store<StatefulSet>,
+}
+
+impl std::fmt::Debug for ClusterLookup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterLookup").finish_non_exhaustive()
+    }
+}
+
+/// Starts a reflector for `K` across the cluster; the task keeps the store current.
+pub fn reflect<K>(api: Api<K>) -> (Store<K>, JoinHandle<()>)
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer);
+    let task = tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(event) = stream.next().await {
+            if let Err(e) = event {
+                debug!(kind = %K::kind(&()), error = %e, "watch interrupted");
+            }
+        }
+    });
+    (reader, task)
+}
+
+impl ClusterLookup {
+    /// Starts the watches.
+    pub fn start(client: &Client) -> (ClusterLookup, Vec<JoinHandle<()>>) {
+        let (secrets, a) = reflect(Api::<Secret>::all(client.clone()));
+        let (config_maps, b) = reflect(Api::<ConfigMap>::all(client.clone()));
+        let (trigger_auths, c) = reflect(Api::<TriggerAuthentication>::all(client.clone()));
+        let (cluster_trigger_auths, d) =
+            reflect(Api::<ClusterTriggerAuthentication>::all(client.clone()));
+        let (deployments, e) = reflect(Api::<Deployment>::all(client.clone()));
+        let (stateful_sets, f) = reflect(Api::<StatefulSet>::all(client.clone()));
+        (
+            ClusterLookup {
+                secrets,
+                config_maps,
+                trigger_auths,
+                cluster_trigger_auths,
+                deployments,
+                stateful_sets,
+            },
+            vec![a, b, c, d, e, f],
+        )
+    }
+
+    /// Waits until every store has its first full list.
+    pub async fn ready(&self) {
+        let _ = self.secrets.wait_until_ready().await;
+        let _ = self.config_maps.wait_until_ready().await;
+        let _ = self.trigger_auths.wait_until_ready().await;
+        let _ = self.cluster_trigger_auths.wait_until_ready().await;
+        let _ = self.deployments.wait_until_ready().await;
+        let _ = self.stateful_sets.wait_until_ready().await;
+    }
+}
+
+fn found<T>(value: Option<T>) -> Lookup<T> {
+    value.map_or(Lookup::NotFound, Lookup::Found)
+}
+
+impl ObjectLookup for ClusterLookup {
+    fn secret(&self, namespace: &str, name: &str) -> Lookup<BTreeMap<String, String>> {
+        found(
+            self.secrets
+                .get(&ObjectRef::new(name).within(namespace))
+                .map(|s| secret_data(&s)),
+        )
+    }
+
+    fn config_map(&self, namespace: &str, name: &str) -> Lookup<BTreeMap<String, String>> {
+        found(
+            self.config_maps
+                .get(&ObjectRef::new(name).within(namespace))
+                .map(|c| config_map_data(&c)),
+        )
+    }
+
+    fn trigger_authentication(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Lookup<TriggerAuthenticationSpec> {
+        found(
+            self.trigger_auths
+                .get(&ObjectRef::new(name).within(namespace))
+                .map(|t| t.spec.clone()),
+        )
+    }
+
+    fn cluster_trigger_authentication(&self, name: &str) -> Lookup<TriggerAuthenticationSpec> {
+        found(
+            self.cluster_trigger_auths
+                .get(&ObjectRef::new(name))
+                .map(|t| t.spec.sources.clone()),
+        )
+    }
+
+    fn pod_template(
+        &self,
+        namespace: &str,
+        _api_version: &str,
+        kind: &str,
+        name: &str,
+    ) -> Lookup<PodSpec> {
+        match kind {
+            "Deployment" => found(
+                self.deployments
+                    .get(&ObjectRef::new(name).within(namespace))
+                    .and_then(|d| d.spec.clone()?.template.spec),
+            ),
+            "StatefulSet" => found(
+                self.stateful_sets
+                    .get(&ObjectRef::new(name).within(namespace))
+                    .and_then(|s| s.spec.clone()?.template.spec),
+            ),
+            _ => Lookup::NotVisible,
+        }
+    }
+}
