@@ -1,0 +1,623 @@
+//! ScaledObject scenarios on kube-sim with its simulated controllers: a metrics-api trigger reads
+//! a value the test controls, and the operator scales a Deployment.
+//!
+//! kube-sim is a real HTTP API server, so these run on real time, with 1 s polling and short
+//! cooldowns; the timing rules themselves are tested with explicit clocks in
+//! `semantics::scale`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::Client;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use ringscale_api::ScaledObject;
+use ringscale_coordinator::Ownership;
+use ringscale_kube_sim::{Config, KubeSim};
+use ringscale_operator::{Controller, Settings};
+use ringscale_replication::Store;
+use ringscale_ring::{Member, Ring, RingState};
+use ringscale_scalers::{Sources, SourcesConfig};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+const NS: &str = "default";
+
+struct Cluster {
+    _sim: KubeSim,
+    client: Client,
+}
+
+async fn cluster() -> Cluster {
+    ringscale_scalers::install_crypto_provider();
+    let sim = KubeSim::start(Config {
+        workload_delay: Duration::from_millis(50),
+        hpa_sync_period: Duration::from_millis(500),
+        bookmark_interval: Duration::from_millis(200),
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    let kubeconfig = kube::config::Kubeconfig::from_yaml(sim.kubeconfig()).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(
+        kubeconfig,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .unwrap();
+    let client = Client::try_from(config).unwrap();
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in ringscale_api::crds::all() {
+        crds.create(&PostParams::default(), &crd).await.unwrap();
+    }
+    Cluster { _sim: sim, client }
+}
+
+/// A metrics-api endpoint serving `{"value": N}`, N set by the test (negative: HTTP 500).
+struct Source {
+    addr: SocketAddr,
+    value: Arc<AtomicI64>,
+}
+
+impl Source {
+    async fn start() -> Source {
+        let value = Arc::new(AtomicI64::new(0));
+        let v = Arc::clone(&value);
+        let app = axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(move || {
+                let n = v.load(Ordering::SeqCst);
+                async move {
+                    if n < 0 {
+                        Err(axum::http::StatusCode::INTERNAL_SERVER_ERROR)
+                    } else {
+                        Ok(axum::Json(json!({"value": n})))
+                    }
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Source { addr, value }
+    }
+
+    fn set(&self, n: i64) {
+        self.value.store(n, Ordering::SeqCst);
+    }
+
+    fn trigger(&self) -> Value {
+        json!({
+            "type": "metrics-api",
+            "name": "queue",
+            "metadata": {
+                "url": format!("http://{}/metrics", self.addr),
+                "valueLocation": "value",
+                "targetValue": "5",
+            }
+        })
+    }
+}
+
+async fn deployment(client: &Client, name: &str, replicas: i32) {
+    let d: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "worker", "image": "worker:1"}]}
+            }
+        }
+    }))
+    .unwrap();
+    Api::<Deployment>::namespaced(client.clone(), NS)
+        .create(&PostParams::default(), &d)
+        .await
+        .unwrap();
+}
+
+async fn scaled_object(client: &Client, name: &str, target: &str, spec: Value, annotations: Value) {
+    let mut body = json!({
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "ScaledObject",
+        "metadata": {"name": name, "annotations": annotations},
+        "spec": {
+            "scaleTargetRef": {"name": target},
+            "pollingInterval": 1,
+            "cooldownPeriod": 2,
+        }
+    });
+    if let (Some(base), Value::Object(extra)) = (body["spec"].as_object_mut(), spec) {
+        base.extend(extra);
+    }
+    let so: ScaledObject = serde_json::from_value(body).unwrap();
+    Api::<ScaledObject>::namespaced(client.clone(), NS)
+        .create(&PostParams::default(), &so)
+        .await
+        .unwrap();
+}
+
+fn ownership(members: &[&str], me: &str, generation: u64) -> Ownership {
+    let state = RingState::new(
+        generation,
+        members
+            .iter()
+            .map(|m| Member {
+                name: (*m).to_owned(),
+                address: String::new(),
+            })
+            .collect(),
+    );
+    Ownership {
+        member: Arc::from(me),
+        ring: Arc::new(Ring::new(state)),
+        active: true,
+        coordinator: false,
+    }
+}
+
+fn controller(
+    client: &Client,
+    own: watch::Receiver<Ownership>,
+    name: &str,
+) -> (Controller, Arc<Store>) {
+    let records = Store::new(name);
+    records.set_generation(own.borrow().generation());
+    let c = Controller::start(
+        client.clone(),
+        own,
+        Arc::clone(&records),
+        Sources::new(SourcesConfig::default()),
+        Settings {
+            first_poll_window: Duration::from_millis(100),
+            ..Settings::default()
+        },
+        std::future::pending(),
+    );
+    (c, records)
+}
+
+async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn replicas(client: &Client, name: &str) -> i32 {
+    Api::<Deployment>::namespaced(client.clone(), NS)
+        .get(name)
+        .await
+        .unwrap()
+        .spec
+        .and_then(|s| s.replicas)
+        .unwrap_or(-1)
+}
+
+async fn so_status(client: &Client, name: &str) -> Value {
+    let so = Api::<ScaledObject>::namespaced(client.clone(), NS)
+        .get(name)
+        .await
+        .unwrap();
+    serde_json::to_value(so.status.unwrap_or_default()).unwrap()
+}
+
+fn condition(status: &Value, type_: &str) -> (String, String) {
+    status["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == type_))
+        .map(|c| {
+            (
+                c["status"].as_str().unwrap_or_default().to_owned(),
+                c["reason"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .unwrap_or_default()
+}
+
+async fn wait_replicas(client: &Client, name: &str, want: i32, within: Duration) {
+    eventually(within, &format!("{name} at {want} replicas"), || async {
+        (replicas(client, name).await == want).then_some(())
+    })
+    .await;
+}
+
+const WITHIN: Duration = Duration::from_secs(15);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activation_then_deactivation_after_the_cooldown() {
+    let c = cluster().await;
+    let source = Source::start().await;
+    deployment(&c.client, "worker", 0).await;
+    scaled_object(
+        &c.client,
+        "orders",
+        "worker",
+        json!({"triggers": [source.trigger()]}),
+        json!({}),
+    )
+    .await;
+    let (_tx, rx) = watch::channel(ownership(&["r0"], "r0", 1));
+    let (ctl, records) = controller(&c.client, rx, "r0");
+
+    // Inactive: stays at zero; the HPA exists with KEDA's metric, selector and bounds.
+    let hpa = eventually(WITHIN, "the HPA", || async {
+        Api::<HorizontalPodAutoscaler>::namespaced(c.client.clone(), NS)
+            .get_opt("keda-hpa-orders")
+            .await
+            .unwrap()
+    })
+    .await;
+    let spec = serde_json::to_value(hpa.spec.unwrap()).unwrap();
+    assert_eq!(spec["minReplicas"], 1);
+    assert_eq!(spec["maxReplicas"], 100);
+    assert_eq!(
+        spec["metrics"][0]["external"]["metric"]["name"],
+        "s0-metric-api-value"
+    );
+    assert_eq!(
+        spec["metrics"][0]["external"]["metric"]["selector"]["matchLabels"]["scaledobject.keda.sh/name"],
+        "orders"
+    );
+    assert_eq!(
+        spec["metrics"][0]["external"]["target"]["averageValue"],
+        "5"
+    );
+    assert_eq!(
+        hpa.metadata.owner_references.unwrap()[0].kind,
+        "ScaledObject"
+    );
+    let status = eventually(WITHIN, "a Ready status", || async {
+        let s = so_status(&c.client, "orders").await;
+        (condition(&s, "Ready").0 == "True").then_some(s)
+    })
+    .await;
+    assert_eq!(
+        condition(&status, "Active"),
+        ("False".into(), "ScalerNotActive".into())
+    );
+    assert_eq!(
+        status["externalMetricNames"],
+        json!(["s0-metric-api-value"])
+    );
+    assert_eq!(status["hpaName"], "keda-hpa-orders");
+    assert_eq!(status["originalReplicaCount"], 0);
+    assert_eq!(replicas(&c.client, "worker").await, 0);
+
+    // Active: 0 → 1, lastActiveTime set, value in the replicated store.
+    source.set(12);
+    wait_replicas(&c.client, "worker", 1, WITHIN).await;
+    let status = eventually(WITHIN, "Active=True", || async {
+        let s = so_status(&c.client, "orders").await;
+        (condition(&s, "Active").0 == "True").then_some(s)
+    })
+    .await;
+    assert!(status["lastActiveTime"].is_string());
+    let record = records
+        .get(&ringscale_cache::RecordKey::new(
+            NS,
+            "orders",
+            "s0-metric-api-value",
+        ))
+        .unwrap();
+    assert_eq!(record.value, 12.0);
+    assert!(record.active);
+
+    // Inactive again: held through the 2 s cooldown, then 1 → 0.
+    source.set(0);
+    let went_inactive = tokio::time::Instant::now();
+    eventually(WITHIN, "the cooldown", || async {
+        let s = so_status(&c.client, "orders").await;
+        (condition(&s, "Active") == ("False".into(), "ScalerCooldown".into())).then_some(())
+    })
+    .await;
+    assert_eq!(
+        replicas(&c.client, "worker").await,
+        1,
+        "still up during the cooldown"
+    );
+    wait_replicas(&c.client, "worker", 0, WITHIN).await;
+    assert!(
+        went_inactive.elapsed() >= Duration::from_secs(1),
+        "scaled in before the cooldown"
+    );
+    assert!(ctl.stats.scale_writes.load(Ordering::Relaxed) >= 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_scaled_object_reports_why_while_its_neighbour_scales() {
+    let c = cluster().await;
+    let source = Source::start().await;
+    deployment(&c.client, "good", 0).await;
+    deployment(&c.client, "bad", 0).await;
+    scaled_object(
+        &c.client,
+        "good",
+        "good",
+        json!({"triggers": [source.trigger()]}),
+        json!({}),
+    )
+    .await;
+    // No url: the trigger cannot be built.
+    scaled_object(
+        &c.client,
+        "bad",
+        "bad",
+        json!({"triggers": [{"type": "metrics-api", "metadata": {"valueLocation": "value", "targetValue": "5"}}]}),
+        json!({}),
+    )
+    .await;
+    let (_tx, rx) = watch::channel(ownership(&["r0"], "r0", 1));
+    let _ctl = controller(&c.client, rx, "r0");
+    source.set(7);
+    wait_replicas(&c.client, "good", 1, WITHIN).await;
+    let status = eventually(WITHIN, "the broken object's status", || async {
+        let s = so_status(&c.client, "bad").await;
+        (condition(&s, "Ready").0 == "False").then_some(s)
+    })
+    .await;
+    assert_eq!(condition(&status, "Ready").1, "ScaledObjectCheckFailed");
+    let message = status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        message.contains("url"),
+        "the reason names the parameter: {message}"
+    );
+    assert_eq!(replicas(&c.client, "bad").await, 0);
+    assert!(
+        Api::<HorizontalPodAutoscaler>::namespaced(c.client.clone(), NS)
+            .get_opt("keda-hpa-bad")
+            .await
+            .unwrap()
+            .is_none(),
+        "no HPA for a broken object"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_replicas_holds_the_target_and_removes_the_hpa() {
+    let c = cluster().await;
+    let source = Source::start().await;
+    deployment(&c.client, "worker", 0).await;
+    scaled_object(
+        &c.client,
+        "orders",
+        "worker",
+        json!({"triggers": [source.trigger()]}),
+        json!({}),
+    )
+    .await;
+    let (_tx, rx) = watch::channel(ownership(&["r0"], "r0", 1));
+    let _ctl = controller(&c.client, rx, "r0");
+    let hpas = Api::<HorizontalPodAutoscaler>::namespaced(c.client.clone(), NS);
+    eventually(WITHIN, "the HPA", || async {
+        hpas.get_opt("keda-hpa-orders").await.unwrap()
+    })
+    .await;
+
+    let sos = Api::<ScaledObject>::namespaced(c.client.clone(), NS);
+    sos.patch(
+        "orders",
+        &PatchParams::default(),
+        &Patch::Merge(
+            json!({"metadata": {"annotations": {"autoscaling.keda.sh/paused-replicas": "3"}}}),
+        ),
+    )
+    .await
+    .unwrap();
+    wait_replicas(&c.client, "worker", 3, WITHIN).await;
+    eventually(WITHIN, "the HPA to go", || async {
+        hpas.get_opt("keda-hpa-orders")
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    let status = eventually(WITHIN, "Paused=True", || async {
+        let s = so_status(&c.client, "orders").await;
+        (condition(&s, "Paused").0 == "True").then_some(s)
+    })
+    .await;
+    assert_eq!(status["pausedReplicaCount"], 3);
+    // A source change does nothing while paused.
+    source.set(50);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(replicas(&c.client, "worker").await, 3);
+
+    // Unpaused: the HPA comes back and the condition flips.
+    sos.patch(
+        "orders",
+        &PatchParams::default(),
+        &Patch::Merge(
+            json!({"metadata": {"annotations": {"autoscaling.keda.sh/paused-replicas": null}}}),
+        ),
+    )
+    .await
+    .unwrap();
+    eventually(WITHIN, "the HPA back", || async {
+        hpas.get_opt("keda-hpa-orders").await.unwrap()
+    })
+    .await;
+    eventually(WITHIN, "Paused=False", || async {
+        let s = so_status(&c.client, "orders").await;
+        (condition(&s, "Paused") == ("False".into(), "ScaledObjectUnpaused".into())).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletion_restores_the_original_replica_count() {
+    let c = cluster().await;
+    let source = Source::start().await;
+    deployment(&c.client, "worker", 2).await;
+    scaled_object(
+        &c.client,
+        "orders",
+        "worker",
+        json!({"triggers": [source.trigger()], "advanced": {"restoreToOriginalReplicaCount": true}}),
+        json!({}),
+    )
+    .await;
+    let (_tx, rx) = watch::channel(ownership(&["r0"], "r0", 1));
+    let _ctl = controller(&c.client, rx, "r0");
+    // Inactive with min 0: scaled in after the cooldown (never active: initial cooldown 0).
+    wait_replicas(&c.client, "worker", 0, WITHIN).await;
+    let status = so_status(&c.client, "orders").await;
+    assert_eq!(status["originalReplicaCount"], 2);
+
+    Api::<ScaledObject>::namespaced(c.client.clone(), NS)
+        .delete("orders", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_replicas(&c.client, "worker", 2, WITHIN).await;
+    eventually(
+        WITHIN,
+        "the ScaledObject to go (finalizer removed)",
+        || async {
+            Api::<ScaledObject>::namespaced(c.client.clone(), NS)
+                .get_opt("orders")
+                .await
+                .unwrap()
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(
+        Api::<HorizontalPodAutoscaler>::namespaced(c.client.clone(), NS)
+            .get_opt("keda-hpa-orders")
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handover_in_the_cooldown_keeps_the_cooldown_and_fences_the_old_owner() {
+    let c = cluster().await;
+    let source = Source::start().await;
+    deployment(&c.client, "worker", 0).await;
+    scaled_object(
+        &c.client,
+        "orders",
+        "worker",
+        json!({"triggers": [source.trigger()], "cooldownPeriod": 4}),
+        json!({}),
+    )
+    .await;
+    // Find which of two members owns "orders", and start with only that member in the ring.
+    let two = ownership(&["r0", "r1"], "r0", 1);
+    let key = ringscale_ring::ObjectKey::new(ringscale_ring::Kind::ScaledObject, NS, "orders");
+    let first = two.owner(&key).unwrap().name.clone();
+    let second = if first == "r0" { "r1" } else { "r0" };
+    let (tx_a, rx_a) = watch::channel(ownership(&[&first], &first, 1));
+    let (ctl_a, _) = controller(&c.client, rx_a, &first);
+
+    source.set(9);
+    wait_replicas(&c.client, "worker", 1, WITHIN).await;
+    let active_at = eventually(WITHIN, "lastActiveTime", || async {
+        let s = so_status(&c.client, "orders").await;
+        s["lastActiveTime"].as_str().map(str::to_owned)
+    })
+    .await;
+    source.set(0);
+    eventually(WITHIN, "the cooldown", || async {
+        let s = so_status(&c.client, "orders").await;
+        (condition(&s, "Active").1 == "ScalerCooldown").then_some(())
+    })
+    .await;
+
+    // Handover: the second member takes the object at generation 2. The first has not seen the
+    // new ring yet (its channel is left at generation 1) and keeps polling.
+    let (_tx_b, rx_b) = watch::channel(ownership(&[second], second, 2));
+    let (_ctl_b, _) = controller(&c.client, rx_b, second);
+    eventually(WITHIN, "the new owner's stamp", || async {
+        let so = Api::<ScaledObject>::namespaced(c.client.clone(), NS)
+            .get("orders")
+            .await
+            .unwrap();
+        (so.metadata
+            .annotations
+            .unwrap_or_default()
+            .get("ringscale.io/owner-generation")
+            .map(String::as_str)
+            == Some("2"))
+        .then_some(())
+    })
+    .await;
+    // The cooldown continues from lastActiveTime (not reset by the handover): scale-in comes
+    // within the original 4 s window plus polling, and lastActiveTime is unchanged.
+    wait_replicas(&c.client, "worker", 0, WITHIN).await;
+    let status = so_status(&c.client, "orders").await;
+    assert_eq!(status["lastActiveTime"].as_str(), Some(active_at.as_str()));
+    // The old owner's writes were refused from the stamp on.
+    eventually(WITHIN, "the old owner fenced", || async {
+        (ctl_a.stats.fenced.load(Ordering::Relaxed) > 0).then_some(())
+    })
+    .await;
+    drop(tx_a);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_steady_active_object_writes_almost_nothing() {
+    let c = cluster().await;
+    let source = Source::start().await;
+    deployment(&c.client, "worker", 0).await;
+    scaled_object(
+        &c.client,
+        "orders",
+        "worker",
+        json!({"triggers": [source.trigger()]}),
+        json!({}),
+    )
+    .await;
+    source.set(20);
+    let (_tx, rx) = watch::channel(ownership(&["r0"], "r0", 1));
+    let (ctl, _) = controller(&c.client, rx, "r0");
+    wait_replicas(&c.client, "worker", 1, WITHIN).await;
+    eventually(WITHIN, "Active=True", || async {
+        let s = so_status(&c.client, "orders").await;
+        (condition(&s, "Active").0 == "True").then_some(())
+    })
+    .await;
+    // Let it settle, then count writes over 5 polls while nothing changes.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let writes = ctl.stats.writes();
+    let cycles = ctl.stats.cycles.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let polls = ctl.stats.cycles.load(Ordering::Relaxed) - cycles;
+    let new_writes = ctl.stats.writes() - writes;
+    assert!(polls >= 4, "{polls} polls");
+    assert_eq!(
+        new_writes, 0,
+        "{new_writes} writes in {polls} steady polls (KEDA: one per poll)"
+    );
+}
