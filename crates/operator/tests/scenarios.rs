@@ -621,3 +621,50 @@ async fn a_steady_active_object_writes_almost_nothing() {
         "{new_writes} writes in {polls} steady polls (KEDA: one per poll)"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_source_engages_fallback_and_holds_the_target() {
+    let c = cluster().await;
+    let source = Source::start().await;
+    deployment(&c.client, "worker", 0).await;
+    scaled_object(
+        &c.client,
+        "orders",
+        "worker",
+        json!({"triggers": [source.trigger()], "fallback": {"failureThreshold": 2, "replicas": 4}}),
+        json!({}),
+    )
+    .await;
+    source.set(9);
+    let (_tx, rx) = watch::channel(ownership(&["r0"], "r0", 1));
+    let _ctl = controller(&c.client, rx, "r0");
+    wait_replicas(&c.client, "worker", 1, WITHIN).await;
+
+    // The source fails: failures are counted per metric, and past the threshold the Fallback
+    // condition turns True; the target is not scaled in (the HPA applies the fallback).
+    source.set(-1);
+    let status = eventually(WITHIN, "Fallback=True", || async {
+        let s = so_status(&c.client, "orders").await;
+        (condition(&s, "Fallback") == ("True".into(), "FallbackExists".into())).then_some(s)
+    })
+    .await;
+    let health = &status["health"]["s0-metric-api-value"];
+    assert_eq!(health["status"], "Failing");
+    assert!(health["numberOfFailures"].as_i64().unwrap() > 2, "{health}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        replicas(&c.client, "worker").await,
+        1,
+        "no scale-in while falling back"
+    );
+
+    // Recovery resets the count.
+    source.set(9);
+    eventually(WITHIN, "Fallback=False", || async {
+        let s = so_status(&c.client, "orders").await;
+        (condition(&s, "Fallback") == ("False".into(), "NoFallbackFound".into())
+            && s["health"]["s0-metric-api-value"]["status"] == "Happy")
+            .then_some(())
+    })
+    .await;
+}
