@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::autoscaling::v2::{
     ContainerResourceMetricSource, CrossVersionObjectReference, ExternalMetricSource,
-    HPAScalingRules, HorizontalPodAutoscaler, HorizontalPodAutoscalerBehavior,
+    HPAScalingPolicy, HPAScalingRules, HorizontalPodAutoscaler, HorizontalPodAutoscalerBehavior,
     HorizontalPodAutoscalerSpec, MetricIdentifier, MetricSpec as HpaMetricSpec, MetricTarget,
     ResourceMetricSource,
 };
@@ -139,20 +139,50 @@ fn behavior(so: &ScaledObject, pause: &Pause) -> Option<HorizontalPodAutoscalerB
         .hpa_config()
         .and_then(|c| c.behavior.as_ref())
         .and_then(|b| b.typed().ok());
-    let disabled = |rules: Option<HPAScalingRules>| {
-        let mut rules = rules.unwrap_or_default();
+    // Rules written from scratch carry the API server's default policies, so the object is
+    // complete as written (validation requires at least one policy).
+    let disabled = |rules: Option<HPAScalingRules>, up: bool| {
+        let mut rules = rules.unwrap_or_else(|| default_rules(up));
+        if rules.policies.as_ref().is_none_or(Vec::is_empty) {
+            rules.policies = default_rules(up).policies;
+        }
         rules.select_policy = Some("Disabled".into());
         Some(rules)
     };
     if pause.scale_in {
         let b = behavior.get_or_insert_with(HorizontalPodAutoscalerBehavior::default);
-        b.scale_down = disabled(b.scale_down.take());
+        b.scale_down = disabled(b.scale_down.take(), false);
     }
     if pause.scale_out {
         let b = behavior.get_or_insert_with(HorizontalPodAutoscalerBehavior::default);
-        b.scale_up = disabled(b.scale_up.take());
+        b.scale_up = disabled(b.scale_up.take(), true);
     }
     behavior
+}
+
+/// autoscaling/v2's defaults: up by 100 % or 4 pods per 15 s without stabilization; down by
+/// 100 % per 15 s after a 300 s window.
+fn default_rules(up: bool) -> HPAScalingRules {
+    let policy = |type_: &str, value: i32| HPAScalingPolicy {
+        type_: type_.to_owned(),
+        value,
+        period_seconds: 15,
+    };
+    if up {
+        HPAScalingRules {
+            stabilization_window_seconds: Some(0),
+            select_policy: Some("Max".into()),
+            policies: Some(vec![policy("Percent", 100), policy("Pods", 4)]),
+            ..HPAScalingRules::default()
+        }
+    } else {
+        HPAScalingRules {
+            stabilization_window_seconds: Some(300),
+            select_policy: Some("Max".into()),
+            policies: Some(vec![policy("Percent", 100)]),
+            ..HPAScalingRules::default()
+        }
+    }
 }
 
 /// The HPA as it should be.

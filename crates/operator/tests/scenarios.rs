@@ -668,3 +668,117 @@ async fn a_failing_source_engages_fallback_and_holds_the_target() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn force_activation_and_paused_scale_out() {
+    let c = cluster().await;
+    let source = Source::start().await;
+    deployment(&c.client, "forced", 0).await;
+    deployment(&c.client, "held", 0).await;
+    // The source reads 0 (inactive), but force-activation makes it active.
+    scaled_object(
+        &c.client,
+        "forced",
+        "forced",
+        json!({"triggers": [source.trigger()]}),
+        json!({"autoscaling.keda.sh/force-activation": "true"}),
+    )
+    .await;
+    // Active source, but scaling out is paused: no 0 → 1, and the HPA's scaleUp is disabled.
+    let active = Source::start().await;
+    active.set(30);
+    scaled_object(
+        &c.client,
+        "held",
+        "held",
+        json!({"triggers": [active.trigger()]}),
+        json!({"autoscaling.keda.sh/paused-scale-out": "true"}),
+    )
+    .await;
+    let (_tx, rx) = watch::channel(ownership(&["r0"], "r0", 1));
+    let _ctl = controller(&c.client, rx, "r0");
+    wait_replicas(&c.client, "forced", 1, WITHIN).await;
+    let hpa = eventually(WITHIN, "the held object's HPA", || async {
+        Api::<HorizontalPodAutoscaler>::namespaced(c.client.clone(), NS)
+            .get_opt("keda-hpa-held")
+            .await
+            .unwrap()
+    })
+    .await;
+    let spec = serde_json::to_value(hpa.spec.unwrap()).unwrap();
+    assert_eq!(spec["behavior"]["scaleUp"]["selectPolicy"], "Disabled");
+    let status = eventually(WITHIN, "Paused=True on the held object", || async {
+        let s = so_status(&c.client, "held").await;
+        (condition(&s, "Paused").0 == "True" && condition(&s, "Active").0 == "True").then_some(s)
+    })
+    .await;
+    assert_eq!(condition(&status, "Paused").1, "ScaledObjectPaused");
+    assert_eq!(
+        replicas(&c.client, "held").await,
+        0,
+        "scale-out paused: stays at 0"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaling_modifiers_drive_one_composite_metric() {
+    let c = cluster().await;
+    let a = Source::start().await;
+    let b = Source::start().await;
+    deployment(&c.client, "worker", 0).await;
+    let mut ta = a.trigger();
+    ta["name"] = json!("a");
+    let mut tb = b.trigger();
+    tb["name"] = json!("b");
+    scaled_object(
+        &c.client,
+        "orders",
+        "worker",
+        json!({
+            "triggers": [ta, tb],
+            "advanced": {"scalingModifiers": {"formula": "a + b", "target": "4", "activationTarget": "5"}}
+        }),
+        json!({}),
+    )
+    .await;
+    a.set(2);
+    b.set(2);
+    let (_tx, rx) = watch::channel(ownership(&["r0"], "r0", 1));
+    let (_ctl, records) = controller(&c.client, rx, "r0");
+    let hpa = eventually(WITHIN, "the HPA", || async {
+        Api::<HorizontalPodAutoscaler>::namespaced(c.client.clone(), NS)
+            .get_opt("keda-hpa-orders")
+            .await
+            .unwrap()
+    })
+    .await;
+    let spec = serde_json::to_value(hpa.spec.unwrap()).unwrap();
+    assert_eq!(spec["metrics"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        spec["metrics"][0]["external"]["metric"]["name"],
+        "composite-metric"
+    );
+    assert_eq!(
+        spec["metrics"][0]["external"]["target"]["averageValue"],
+        "4"
+    );
+    // 2 + 2 = 4 is not above the activation target 5: inactive.
+    eventually(WITHIN, "the composite value", || async {
+        records
+            .get(&ringscale_cache::RecordKey::new(
+                NS,
+                "orders",
+                "composite-metric",
+            ))
+            .filter(|r| r.value == 4.0 && !r.active)
+            .map(|_| ())
+    })
+    .await;
+    assert_eq!(replicas(&c.client, "worker").await, 0);
+    // 2 + 4 = 6 > 5: active, 0 → 1.
+    b.set(4);
+    wait_replicas(&c.client, "worker", 1, WITHIN).await;
+    let status = so_status(&c.client, "orders").await;
+    assert_eq!(status["externalMetricNames"], json!(["composite-metric"]));
+    assert_eq!(status["compositeScalerName"], "composite-metric");
+}
