@@ -22,9 +22,10 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Client, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
 use ringscale_api::names::{FINALIZER, KIND_SCALED_OBJECT};
 use ringscale_api::{
     Condition, ConditionStatus, ConditionType, MetricType, ScaledObject, ScaledObjectStatus,
@@ -89,6 +90,8 @@ pub struct Stats {
     pub hpa_writes: AtomicU64,
     /// Metadata writes (finalizer, owner generation).
     pub meta_writes: AtomicU64,
+    /// Events published (only on transitions).
+    pub events: AtomicU64,
     /// Writes refused because the object changed (409) or a newer owner stamped it.
     pub fenced: AtomicU64,
     /// Sum of poll-schedule lag in microseconds, and the number of samples.
@@ -106,6 +109,7 @@ impl Stats {
             + self.scale_writes.load(Ordering::Relaxed)
             + self.hpa_writes.load(Ordering::Relaxed)
             + self.meta_writes.load(Ordering::Relaxed)
+            + self.events.load(Ordering::Relaxed)
     }
 
     fn lag(&self, lag: Duration) {
@@ -128,6 +132,7 @@ struct Ctx {
     settings: Settings,
     ownership: watch::Receiver<Ownership>,
     stats: Arc<Stats>,
+    recorder: Recorder,
 }
 
 /// What a cycle keeps between polls of one object.
@@ -261,7 +266,15 @@ async fn run(
     lookup.ready().await;
     info!("operator caches synced");
 
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "ringscale-operator".into(),
+            instance: Some(ownership.borrow().member.to_string()),
+        },
+    );
     let ctx = Arc::new(Ctx {
+        recorder,
         client,
         sos,
         hpas,
@@ -631,6 +644,15 @@ async fn run_cycle(
                 }
             }
             Err(e) => {
+                if health.failures == 0 {
+                    emit(
+                        ctx,
+                        so,
+                        EventType::Warning,
+                        "KEDAScalerFailed",
+                        e.to_string(),
+                    );
+                }
                 *health = health.failure();
                 any_error = true;
                 by_trigger.entry(index).or_default();
@@ -1231,6 +1253,9 @@ async fn write_status(
     if !owns_at(ctx, key, generation) {
         return Err(CycleError::Fenced("ownership changed"));
     }
+    for (type_, reason, note) in transition_events(before, &status) {
+        emit(ctx, so, type_, reason, note);
+    }
     let mut updated = so.clone();
     updated.status = Some(status);
     Api::<ScaledObject>::namespaced(ctx.client.clone(), &key.0)
@@ -1240,4 +1265,76 @@ async fn write_status(
     ctx.stats.status_writes.fetch_add(1, Ordering::Relaxed);
     debug!(namespace = %key.0, name = %key.1, kind = KIND_SCALED_OBJECT, "status written");
     Ok(())
+}
+
+/// Events for condition transitions between two statuses: Ready turning True or failing its
+/// check, and fallback engaging.
+pub fn transition_events(
+    before: &ScaledObjectStatus,
+    after: &ScaledObjectStatus,
+) -> Vec<(EventType, &'static str, String)> {
+    let find = |s: &ScaledObjectStatus, t: ConditionType| {
+        s.conditions
+            .as_ref()
+            .and_then(|cs| cs.iter().find(|c| c.type_ == t).cloned())
+    };
+    let mut out = Vec::new();
+    let (was, now) = (
+        find(before, ConditionType::Ready),
+        find(after, ConditionType::Ready),
+    );
+    if let Some(now) = now {
+        let changed = was
+            .as_ref()
+            .is_none_or(|w| w.status != now.status || w.reason != now.reason);
+        if changed {
+            match (now.status, now.reason.as_deref()) {
+                (ConditionStatus::True, _) => out.push((
+                    EventType::Normal,
+                    "ScaledObjectReady",
+                    "ScaledObject is ready for scaling".to_owned(),
+                )),
+                (ConditionStatus::False, Some("ScaledObjectCheckFailed")) => out.push((
+                    EventType::Warning,
+                    "ScaledObjectCheckFailed",
+                    now.message.clone().unwrap_or_default(),
+                )),
+                _ => {}
+            }
+        }
+    }
+    let was = find(before, ConditionType::Fallback).map(|c| c.status);
+    if let Some(now) = find(after, ConditionType::Fallback)
+        && now.status == ConditionStatus::True
+        && was != Some(ConditionStatus::True)
+    {
+        out.push((
+            EventType::Warning,
+            "FallbackExists",
+            now.message.clone().unwrap_or_default(),
+        ));
+    }
+    out
+}
+
+/// Publishes an event without holding up the cycle; failures are logged.
+fn emit(ctx: &Ctx, so: &ScaledObject, type_: EventType, reason: &str, note: String) {
+    let recorder = ctx.recorder.clone();
+    let reference = so.object_ref(&());
+    let stats = Arc::clone(&ctx.stats);
+    let event = Event {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(note.chars().take(1024).collect()),
+        action: "Scaling".into(),
+        secondary: None,
+    };
+    tokio::spawn(async move {
+        match recorder.publish(&event, &reference).await {
+            Ok(()) => {
+                stats.events.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => debug!(error = %e, reason = %event.reason, "could not publish an event"),
+        }
+    });
 }
