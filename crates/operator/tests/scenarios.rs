@@ -782,3 +782,69 @@ async fn scaling_modifiers_drive_one_composite_metric() {
     assert_eq!(status["externalMetricNames"], json!(["composite-metric"]));
     assert_eq!(status["compositeScalerName"], "composite-metric");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn minimum_initial_cooldown_and_idle_replicas() {
+    let c = cluster().await;
+    let quiet = Source::start().await;
+    let busy = Source::start().await;
+    busy.set(8);
+    deployment(&c.client, "min", 0).await;
+    deployment(&c.client, "fresh", 3).await;
+    deployment(&c.client, "idle", 0).await;
+    // Inactive but below its minimum: raised to the minimum.
+    scaled_object(
+        &c.client,
+        "min",
+        "min",
+        json!({"triggers": [quiet.trigger()], "minReplicaCount": 2}),
+        json!({}),
+    )
+    .await;
+    // Never active: kept for the initial cooldown (4 s from creation), then scaled in.
+    scaled_object(
+        &c.client,
+        "fresh",
+        "fresh",
+        json!({"triggers": [quiet.trigger()], "initialCooldownPeriod": 4, "cooldownPeriod": 1}),
+        json!({}),
+    )
+    .await;
+    let created = tokio::time::Instant::now();
+    // Idle mode: active jumps from idle straight to the minimum.
+    scaled_object(
+        &c.client,
+        "idle",
+        "idle",
+        json!({"triggers": [busy.trigger()], "idleReplicaCount": 0, "minReplicaCount": 2}),
+        json!({}),
+    )
+    .await;
+    let (_tx, rx) = watch::channel(ownership(&["r0"], "r0", 1));
+    let _ctl = controller(&c.client, rx, "r0");
+    wait_replicas(&c.client, "min", 2, WITHIN).await;
+    wait_replicas(&c.client, "idle", 2, WITHIN).await;
+    let hpa = eventually(WITHIN, "the min object's HPA", || async {
+        Api::<HorizontalPodAutoscaler>::namespaced(c.client.clone(), NS)
+            .get_opt("keda-hpa-min")
+            .await
+            .unwrap()
+    })
+    .await;
+    assert_eq!(hpa.spec.unwrap().min_replicas, Some(2));
+    // creationTimestamp has whole seconds, so the 4 s may count from up to 1 s before `created`.
+    // Still within the initial cooldown (the polls above took about a second).
+    if created.elapsed() < Duration::from_millis(2500) {
+        assert_eq!(
+            replicas(&c.client, "fresh").await,
+            3,
+            "scaled in during the initial cooldown"
+        );
+    }
+    wait_replicas(&c.client, "fresh", 0, WITHIN).await;
+    assert!(
+        created.elapsed() >= Duration::from_secs(4),
+        "scaled in after {:?}",
+        created.elapsed()
+    );
+}
