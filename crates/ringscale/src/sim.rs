@@ -70,6 +70,8 @@ pub fn run(args: SimArgs) -> ExitCode {
             eprintln!("error: cannot write {}: {err}", kubeconfig.display());
             return ExitCode::FAILURE;
         }
+        // Handlers first, then the announcement (a SIGTERM right after it must be clean).
+        let stop = crate::signals::shutdown();
         println!("kube-sim listening on {}", sim.url());
         println!("kubeconfig written to {}", kubeconfig.display());
         println!(
@@ -80,7 +82,7 @@ pub fn run(args: SimArgs) -> ExitCode {
                 .display()
         );
         println!("admin endpoint: {}/_sim/stats (authenticated)", sim.url());
-        crate::signals::shutdown().await;
+        stop.await;
         println!("stopping");
         sim.shutdown().await;
         ExitCode::SUCCESS
