@@ -848,3 +848,58 @@ async fn minimum_initial_cooldown_and_idle_replicas() {
         created.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_freezes_and_paused_scale_in_blocks_scaling_to_zero() {
+    let c = cluster().await;
+    let source = Source::start().await;
+    deployment(&c.client, "frozen", 2).await;
+    deployment(&c.client, "kept", 1).await;
+    // paused: the target is left as it is (no scale-in although inactive), the HPA goes.
+    scaled_object(
+        &c.client,
+        "frozen",
+        "frozen",
+        json!({"triggers": [source.trigger()]}),
+        json!({"autoscaling.keda.sh/paused": "true"}),
+    )
+    .await;
+    // paused-scale-in: inactive past the cooldown, but never 1 → 0; the HPA's scaleDown is off.
+    scaled_object(
+        &c.client,
+        "kept",
+        "kept",
+        json!({"triggers": [source.trigger()]}),
+        json!({"autoscaling.keda.sh/paused-scale-in": "true"}),
+    )
+    .await;
+    let (_tx, rx) = watch::channel(ownership(&["r0"], "r0", 1));
+    let _ctl = controller(&c.client, rx, "r0");
+    let hpa = eventually(WITHIN, "the kept object's HPA", || async {
+        Api::<HorizontalPodAutoscaler>::namespaced(c.client.clone(), NS)
+            .get_opt("keda-hpa-kept")
+            .await
+            .unwrap()
+    })
+    .await;
+    let spec = serde_json::to_value(hpa.spec.unwrap()).unwrap();
+    assert_eq!(spec["behavior"]["scaleDown"]["selectPolicy"], "Disabled");
+    for name in ["frozen", "kept"] {
+        eventually(WITHIN, "Paused=True", || async {
+            let s = so_status(&c.client, name).await;
+            (condition(&s, "Paused") == ("True".into(), "ScaledObjectPaused".into())).then_some(())
+        })
+        .await;
+    }
+    // Well past the 2 s cooldown: neither moved.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(replicas(&c.client, "frozen").await, 2);
+    assert_eq!(replicas(&c.client, "kept").await, 1);
+    assert!(
+        Api::<HorizontalPodAutoscaler>::namespaced(c.client.clone(), NS)
+            .get_opt("keda-hpa-frozen")
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
