@@ -521,22 +521,37 @@ impl Shared {
         }
     }
 
+    /// Renews the Lease this replica last wrote, at that write's resourceVersion. `Ok(true)`:
+    /// renewed; `Ok(false)`: it changed or went (read it again); other errors keep it for the
+    /// next attempt.
+    async fn renew_held(&self, own: &mut Option<Lease>) -> Result<bool, kube::Error> {
+        let Some(lease) = own.take() else {
+            return Ok(false);
+        };
+        match replace_lease(
+            &self.leases,
+            &renewed(lease.clone(), self.config.lease_duration),
+        )
+        .await
+        {
+            Ok(l) => {
+                *own = Some(l);
+                Ok(true)
+            }
+            Err(e) if is_conflict(&e) || is_not_found(&e) => Ok(false),
+            Err(e) => {
+                *own = Some(lease);
+                Err(e)
+            }
+        }
+    }
+
     /// One renewal. `Ok(true)`: this replica holds its member Lease; `Ok(false)`: someone else
     /// holds it (the coordinator took it over: this replica was declared dead).
     async fn renew_member(&self, own: &mut Option<Lease>) -> Result<bool, kube::Error> {
         let duration = self.config.lease_duration;
-        if let Some(lease) = own.take() {
-            match replace_lease(&self.leases, &renewed(lease.clone(), duration)).await {
-                Ok(l) => {
-                    *own = Some(l);
-                    return Ok(true);
-                }
-                Err(e) if is_conflict(&e) || is_not_found(&e) => {}
-                Err(e) => {
-                    *own = Some(lease);
-                    return Err(e);
-                }
-            }
+        if self.renew_held(own).await? {
+            return Ok(true);
         }
         let name = self.member_lease();
         let me = self.config.member.as_str();
@@ -677,18 +692,8 @@ impl Shared {
     /// One attempt at the coordinator Lease. `Ok(true)`: this replica holds it.
     async fn renew_coordinator(&self, own: &mut Option<Lease>) -> Result<bool, kube::Error> {
         let duration = self.config.lease_duration;
-        if let Some(lease) = own.take() {
-            match replace_lease(&self.leases, &renewed(lease.clone(), duration)).await {
-                Ok(l) => {
-                    *own = Some(l);
-                    return Ok(true);
-                }
-                Err(e) if is_conflict(&e) || is_not_found(&e) => {}
-                Err(e) => {
-                    *own = Some(lease);
-                    return Err(e);
-                }
-            }
+        if self.renew_held(own).await? {
+            return Ok(true);
         }
         let name = self.coordinator_lease();
         let me = self.config.member.as_str();

@@ -43,7 +43,7 @@ use tracing::{debug, info, warn};
 use crate::hpa;
 use crate::lookup::{ClusterLookup, reflect};
 use crate::schedule::Schedule;
-use crate::semantics::fallback::{Health, fallback_replicas, fallback_value};
+use crate::semantics::fallback::{Health, fallback_replicas};
 use crate::semantics::modifiers::{Formula, composite_active};
 use crate::semantics::pause;
 use crate::semantics::scale::{Activity, Readiness, ScaleInput, decide};
@@ -138,7 +138,7 @@ struct Ctx {
 /// What a cycle keeps between polls of one object.
 #[derive(Default)]
 struct Runtime {
-    fingerprint: String,
+    fingerprint: Option<Fingerprint>,
     scalers: Vec<Scaler>,
     specs: Vec<MetricSpec>,
     problems: Vec<String>,
@@ -371,15 +371,27 @@ fn object_key(key: &Key) -> ObjectKey {
     ObjectKey::new(Kind::ScaledObject, &key.0, &key.1)
 }
 
-/// What the spec looks like, for "did it change": the spec, the annotations, deletion.
-fn fingerprint(so: &ScaledObject) -> String {
-    json!({
-        "spec": &so.spec,
-        "annotations": so.metadata.annotations.as_ref().map(|a| a.iter().filter(|(k, _)| k.as_str() != FENCE_ANNOTATION).collect::<BTreeMap<_, _>>()),
-        "deleting": so.metadata.deletion_timestamp.is_some(),
-        "generation": so.metadata.generation,
-    })
-    .to_string()
+/// What a cycle's triggers were built from: the spec (its `metadata.generation`, which the API
+/// server bumps on every spec change), the annotations other than the ownership stamp, and
+/// whether the object is being deleted. Compared on every poll, so kept cheap (no serializing).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Fingerprint {
+    generation: Option<i64>,
+    annotations: Vec<(String, String)>,
+    deleting: bool,
+}
+
+fn fingerprint(so: &ScaledObject) -> Fingerprint {
+    Fingerprint {
+        generation: so.metadata.generation,
+        annotations: so
+            .annotations()
+            .iter()
+            .filter(|(k, _)| k.as_str() != FENCE_ANNOTATION)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        deleting: so.metadata.deletion_timestamp.is_some(),
+    }
 }
 
 fn reconcile(
@@ -413,7 +425,7 @@ fn reconcile(
             let changed = obj
                 .runtime
                 .try_lock()
-                .map(|r| r.fingerprint != print)
+                .map(|r| r.fingerprint.as_ref() != Some(&print))
                 .unwrap_or(true);
             if changed || !schedule.contains(&key) {
                 schedule.poll_now(&key, interval, Instant::now());
@@ -574,9 +586,9 @@ async fn run_cycle(
 
     // (Re)build the triggers when the object changed.
     let print = fingerprint(so);
-    if runtime.fingerprint != print {
+    if runtime.fingerprint.as_ref() != Some(&print) {
         build(ctx, so, runtime).await;
-        runtime.fingerprint = print;
+        runtime.fingerprint = Some(print);
     }
     if !runtime.problems.is_empty() {
         let message = runtime.problems.join("; ");
@@ -944,23 +956,6 @@ async fn run_cycle(
         );
     }
     write_status(ctx, key, so, status, &before, generation).await
-}
-
-/// The value the metrics API serves for a metric in fallback, for issue-7's API and tests.
-pub fn fallback_metric(
-    so: &ScaledObject,
-    target: f64,
-    metric_type: &MetricType,
-    current: i32,
-    ready: i32,
-) -> Option<f64> {
-    let f = so.spec.fallback.as_ref()?;
-    Some(fallback_value(
-        target,
-        metric_type,
-        fallback_replicas(f, current),
-        ready,
-    ))
 }
 
 async fn build(ctx: &Ctx, so: &ScaledObject, runtime: &mut Runtime) {
