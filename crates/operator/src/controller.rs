@@ -1,7 +1,8 @@
-//! The ScaledObject controller of one replica: it watches every ScaledObject, keeps a poll
-//! schedule of the ones this replica owns, and on each poll reads the triggers, records the
-//! values (replicated to every peer), scales 0 ↔ 1 through `/scale`, keeps the HPA as it should
-//! be, and writes the status when something changed.
+//! The controller of one replica: it watches every ScaledObject and ScaledJob, keeps one poll
+//! schedule of the ones this replica owns, and on each poll reads the triggers and records the
+//! values (replicated to every peer). For a ScaledObject it scales 0 ↔ 1 through `/scale` and
+//! keeps the HPA as it should be; for a ScaledJob it creates Jobs ([`scaled_job`]). Either way it
+//! writes the status only when something changed.
 //!
 //! Every write is guarded twice: by the object's resourceVersion (optimistic concurrency), and by
 //! the ring generation. An owner stamps its generation on the object once
@@ -18,35 +19,43 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use futures_util::future::join_all;
 use jiff::Timestamp;
+use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
-use ringscale_api::names::{FINALIZER, KIND_SCALED_OBJECT};
+use ringscale_api::names::{FINALIZER, KIND_SCALED_OBJECT, LABEL_SCALED_JOB_NAME};
 use ringscale_api::{
-    Condition, ConditionStatus, ConditionType, MetricType, ScaledObject, ScaledObjectStatus,
+    Condition, ConditionStatus, ConditionType, MetricType, ScaledJob, ScaledObject,
+    ScaledObjectStatus,
 };
 use ringscale_cache::RecordKey;
 use ringscale_coordinator::Ownership;
 use ringscale_replication::Store as RecordStore;
 use ringscale_ring::{Kind, ObjectKey};
 use ringscale_scalers::{MetricSpec, Scaler, Sources, prepare};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::json;
 use tokio::sync::{Mutex, Semaphore, mpsc, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::hpa;
-use crate::lookup::{ClusterLookup, reflect};
+use crate::lookup::{ClusterLookup, reflect, reflect_with};
 use crate::schedule::Schedule;
 use crate::semantics::fallback::{Health, fallback_replicas};
 use crate::semantics::modifiers::{Formula, composite_active};
 use crate::semantics::pause;
 use crate::semantics::scale::{Activity, Readiness, ScaleInput, decide};
+
+mod scaled_job;
 
 /// The annotation with the ring generation of the replica that owns the object.
 pub const FENCE_ANNOTATION: &str = "ringscale.io/owner-generation";
@@ -92,6 +101,10 @@ pub struct Stats {
     pub meta_writes: AtomicU64,
     /// Events published (only on transitions).
     pub events: AtomicU64,
+    /// Jobs created for ScaledJobs.
+    pub jobs_created: AtomicU64,
+    /// Jobs deleted (history limits, rollouts).
+    pub jobs_deleted: AtomicU64,
     /// Writes refused because the object changed (409) or a newer owner stamped it.
     pub fenced: AtomicU64,
     /// Sum of poll-schedule lag in microseconds, and the number of samples.
@@ -110,6 +123,8 @@ impl Stats {
             + self.hpa_writes.load(Ordering::Relaxed)
             + self.meta_writes.load(Ordering::Relaxed)
             + self.events.load(Ordering::Relaxed)
+            + self.jobs_created.load(Ordering::Relaxed)
+            + self.jobs_deleted.load(Ordering::Relaxed)
     }
 
     fn lag(&self, lag: Duration) {
@@ -120,11 +135,19 @@ impl Stats {
     }
 }
 
+/// Namespace and name.
 type Key = (String, String);
+/// What the schedule holds: the kind and the object.
+type Slot = (Kind, Key);
 
 struct Ctx {
     client: Client,
     sos: Store<ScaledObject>,
+    sjs: Store<ScaledJob>,
+    /// Jobs created for ScaledJobs (labelled with the ScaledJob's name).
+    jobs: Store<Job>,
+    /// Their Pods (the label is on the Jobs' pod templates), for pending-Job detection.
+    pods: Store<Pod>,
     hpas: Store<HorizontalPodAutoscaler>,
     lookup: ClusterLookup,
     records: Arc<RecordStore>,
@@ -144,15 +167,22 @@ struct Runtime {
     problems: Vec<String>,
     formula: Option<Formula>,
     health: BTreeMap<String, Health>,
+    /// ScaledJob: Jobs created but not yet seen in the watch, and when.
+    expected_jobs: Vec<(String, Instant)>,
 }
 
 struct Obj {
     runtime: Arc<Mutex<Runtime>>,
     in_flight: bool,
+    /// The object as the loop last saw it; a different one means poll now.
+    seen: Fingerprint,
+    interval: Duration,
+    /// The object changed while a cycle ran: poll again as soon as it ends.
+    again: bool,
 }
 
 enum Msg {
-    Changed(Key),
+    Changed(Slot),
     Resync,
 }
 
@@ -228,40 +258,17 @@ async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) {
     let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
-    let (sos, writer) = reflector::store::<ScaledObject>();
-    let so_watch = {
-        let stream = watcher(
-            Api::<ScaledObject>::all(client.clone()),
-            watcher::Config::default(),
-        )
-        .default_backoff()
-        .reflect(writer);
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            let mut stream = std::pin::pin!(stream);
-            while let Some(event) = stream.next().await {
-                let msg = match event {
-                    Ok(
-                        watcher::Event::Apply(o)
-                        | watcher::Event::Delete(o)
-                        | watcher::Event::InitApply(o),
-                    ) => Msg::Changed((o.namespace().unwrap_or_default(), o.name_any())),
-                    Ok(watcher::Event::InitDone) => Msg::Resync,
-                    Ok(watcher::Event::Init) => continue,
-                    Err(e) => {
-                        debug!(error = %e, "ScaledObject watch interrupted");
-                        continue;
-                    }
-                };
-                if tx.send(msg).is_err() {
-                    return;
-                }
-            }
-        })
-    };
+    let (sos, so_watch) = watch_objects::<ScaledObject>(&client, Kind::ScaledObject, tx.clone());
+    let (sjs, sj_watch) = watch_objects::<ScaledJob>(&client, Kind::ScaledJob, tx.clone());
+    let labelled = watcher::Config::default().labels(LABEL_SCALED_JOB_NAME);
+    let (jobs, job_watch) = reflect_with(Api::<Job>::all(client.clone()), labelled.clone());
+    let (pods, pod_watch) = reflect_with(Api::<Pod>::all(client.clone()), labelled);
     let (hpas, hpa_watch) = reflect(Api::<HorizontalPodAutoscaler>::all(client.clone()));
     let (lookup, lookup_watches) = ClusterLookup::start(&client);
     let _ = sos.wait_until_ready().await;
+    let _ = sjs.wait_until_ready().await;
+    let _ = jobs.wait_until_ready().await;
+    let _ = pods.wait_until_ready().await;
     let _ = hpas.wait_until_ready().await;
     lookup.ready().await;
     info!("operator caches synced");
@@ -277,6 +284,9 @@ async fn run(
         recorder,
         client,
         sos,
+        sjs,
+        jobs,
+        pods,
         hpas,
         lookup,
         records,
@@ -286,9 +296,9 @@ async fn run(
         stats,
     });
     let limit = Arc::new(Semaphore::new(ctx.settings.max_concurrent_cycles.max(1)));
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Key>();
-    let mut objects: HashMap<Key, Obj> = HashMap::new();
-    let mut schedule: Schedule<Key> = Schedule::new();
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Slot>();
+    let mut objects: HashMap<Slot, Obj> = HashMap::new();
+    let mut schedule: Schedule<Slot> = Schedule::new();
     let mut initial = true;
     let mut shutdown = std::pin::pin!(shutdown);
 
@@ -297,10 +307,10 @@ async fn run(
         tokio::select! {
             () = &mut shutdown => break,
             Some(msg) = rx.recv() => match msg {
-                Msg::Changed(key) => reconcile(&ctx, &mut objects, &mut schedule, key, initial),
+                Msg::Changed(slot) => reconcile(&ctx, &mut objects, &mut schedule, slot, initial),
                 Msg::Resync => {
-                    for key in all_keys(&ctx, &objects) {
-                        reconcile(&ctx, &mut objects, &mut schedule, key, initial);
+                    for slot in all_slots(&ctx, &objects) {
+                        reconcile(&ctx, &mut objects, &mut schedule, slot, initial);
                     }
                     initial = false;
                 }
@@ -310,20 +320,23 @@ async fn run(
                     break;
                 }
                 ownership.borrow_and_update();
-                for key in all_keys(&ctx, &objects) {
-                    reconcile(&ctx, &mut objects, &mut schedule, key, initial);
+                for slot in all_slots(&ctx, &objects) {
+                    reconcile(&ctx, &mut objects, &mut schedule, slot, initial);
                 }
             }
-            Some(key) = done_rx.recv() => {
-                if let Some(obj) = objects.get_mut(&key) {
+            Some(slot) = done_rx.recv() => {
+                if let Some(obj) = objects.get_mut(&slot) {
                     obj.in_flight = false;
+                    if std::mem::take(&mut obj.again) {
+                        schedule.poll_now(&slot, obj.interval, Instant::now());
+                    }
                 }
             }
             () = sleep_until(next_due) => {
                 let now = Instant::now();
-                while let Some((key, planned)) = schedule.pop_due(now) {
+                while let Some((slot, planned)) = schedule.pop_due(now) {
                     ctx.stats.lag(now.saturating_duration_since(planned));
-                    let Some(obj) = objects.get_mut(&key) else { continue };
+                    let Some(obj) = objects.get_mut(&slot) else { continue };
                     if obj.in_flight {
                         ctx.stats.skipped.fetch_add(1, Ordering::Relaxed);
                         continue;
@@ -333,15 +346,16 @@ async fn run(
                         (Arc::clone(&ctx), Arc::clone(&obj.runtime), done_tx.clone(), Arc::clone(&limit));
                     tokio::spawn(async move {
                         let _permit = limit.acquire_owned().await;
-                        cycle(&ctx, &key, &runtime).await;
-                        let _ = done.send(key);
+                        cycle(&ctx, &slot, &runtime).await;
+                        let _ = done.send(slot);
                     });
                 }
             }
         }
     }
-    so_watch.abort();
-    hpa_watch.abort();
+    for w in [so_watch, sj_watch, job_watch, pod_watch, hpa_watch] {
+        w.abort();
+    }
     for w in lookup_watches {
         w.abort();
     }
@@ -354,21 +368,86 @@ async fn sleep_until(due: Option<Instant>) {
     }
 }
 
-fn all_keys(ctx: &Ctx, objects: &HashMap<Key, Obj>) -> Vec<Key> {
-    let mut keys: Vec<Key> = ctx
+/// Watches every object of kind `K`, keeping a store and telling the loop what changed.
+fn watch_objects<K>(
+    client: &Client,
+    kind: Kind,
+    tx: mpsc::UnboundedSender<Msg>,
+) -> (Store<K>, tokio::task::JoinHandle<()>)
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store::<K>();
+    let stream = watcher(Api::<K>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .reflect(writer);
+    let task = tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(event) = stream.next().await {
+            let msg = match event {
+                Ok(
+                    watcher::Event::Apply(o)
+                    | watcher::Event::Delete(o)
+                    | watcher::Event::InitApply(o),
+                ) => Msg::Changed((kind, (o.namespace().unwrap_or_default(), o.name_any()))),
+                Ok(watcher::Event::InitDone) => Msg::Resync,
+                Ok(watcher::Event::Init) => continue,
+                Err(e) => {
+                    debug!(kind = %K::kind(&()), error = %e, "watch interrupted");
+                    continue;
+                }
+            };
+            if tx.send(msg).is_err() {
+                return;
+            }
+        }
+    });
+    (store, task)
+}
+
+fn all_slots(ctx: &Ctx, objects: &HashMap<Slot, Obj>) -> Vec<Slot> {
+    let name = |o: &dyn ResourceName| (o.ns(), o.name());
+    let mut slots: Vec<Slot> = ctx
         .sos
         .state()
         .iter()
-        .map(|o| (o.namespace().unwrap_or_default(), o.name_any()))
+        .map(|o| (Kind::ScaledObject, name(o.as_ref())))
+        .chain(
+            ctx.sjs
+                .state()
+                .iter()
+                .map(|o| (Kind::ScaledJob, name(o.as_ref()))),
+        )
         .collect();
-    keys.extend(objects.keys().cloned());
-    keys.sort();
-    keys.dedup();
-    keys
+    slots.extend(objects.keys().cloned());
+    slots.sort();
+    slots.dedup();
+    slots
 }
 
-fn object_key(key: &Key) -> ObjectKey {
-    ObjectKey::new(Kind::ScaledObject, &key.0, &key.1)
+/// Namespace and name of an object, whatever its kind.
+trait ResourceName {
+    fn ns(&self) -> String;
+    fn name(&self) -> String;
+}
+
+impl<K: ResourceExt> ResourceName for K {
+    fn ns(&self) -> String {
+        self.namespace().unwrap_or_default()
+    }
+    fn name(&self) -> String {
+        self.name_any()
+    }
+}
+
+fn object_key(kind: Kind, key: &Key) -> ObjectKey {
+    ObjectKey::new(kind, &key.0, &key.1)
 }
 
 /// What a cycle's triggers were built from: the spec (its `metadata.generation`, which the API
@@ -381,53 +460,73 @@ struct Fingerprint {
     deleting: bool,
 }
 
-fn fingerprint(so: &ScaledObject) -> Fingerprint {
+fn fingerprint(meta: &ObjectMeta) -> Fingerprint {
     Fingerprint {
-        generation: so.metadata.generation,
-        annotations: so
-            .annotations()
+        generation: meta.generation,
+        annotations: meta
+            .annotations
             .iter()
+            .flatten()
             .filter(|(k, _)| k.as_str() != FENCE_ANNOTATION)
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
-        deleting: so.metadata.deletion_timestamp.is_some(),
+        deleting: meta.deletion_timestamp.is_some(),
     }
 }
 
 fn reconcile(
     ctx: &Ctx,
-    objects: &mut HashMap<Key, Obj>,
-    schedule: &mut Schedule<Key>,
-    key: Key,
+    objects: &mut HashMap<Slot, Obj>,
+    schedule: &mut Schedule<Slot>,
+    slot: Slot,
     initial: bool,
 ) {
-    let so = ctx.sos.get(&ObjectRef::new(&key.1).within(&key.0));
-    let owned = ctx.ownership.borrow().owns(&object_key(&key));
-    let Some(so) = so else {
+    let (kind, key) = (slot.0, &slot.1);
+    let found = match kind {
+        Kind::ScaledObject => ctx
+            .sos
+            .get(&ObjectRef::new(&key.1).within(&key.0))
+            .map(|o| (o.spec.polling_interval(), fingerprint(&o.metadata))),
+        Kind::ScaledJob => ctx
+            .sjs
+            .get(&ObjectRef::new(&key.1).within(&key.0))
+            .map(|o| (o.spec.polling_interval(), fingerprint(&o.metadata))),
+    };
+    let owned = ctx.ownership.borrow().owns(&object_key(kind, key));
+    let key = slot.clone();
+    let Some((interval, print)) = found else {
         // Gone: forget it everywhere.
         objects.remove(&key);
         schedule.remove(&key);
-        ctx.records.remove_object(&key.0, &key.1);
+        let (ns, name) = &key.1;
+        let record = match kind {
+            Kind::ScaledObject => name.clone(),
+            Kind::ScaledJob => scaled_job::record_name(name),
+        };
+        ctx.records.remove_object(ns, &record);
         return;
     };
     if !owned {
         if objects.remove(&key).is_some() {
-            debug!(namespace = %key.0, name = %key.1, "no longer owned");
+            debug!(?kind, namespace = %key.1.0, name = %key.1.1, "no longer owned");
         }
         schedule.remove(&key);
         return;
     }
-    let interval = so.spec.polling_interval().max(Duration::from_secs(1));
-    let print = fingerprint(&so);
-    match objects.get(&key) {
+    let interval = interval.max(Duration::from_secs(1));
+    match objects.get_mut(&key) {
         Some(obj) => {
-            // Changed spec or annotations: poll now (the cycle rebuilds what changed).
-            let changed = obj
-                .runtime
-                .try_lock()
-                .map(|r| r.fingerprint.as_ref() != Some(&print))
-                .unwrap_or(true);
-            if changed || !schedule.contains(&key) {
+            // Changed spec or annotations: poll now (the cycle rebuilds what changed), or
+            // right after the cycle that is running.
+            obj.interval = interval;
+            if obj.seen != print {
+                obj.seen = print;
+                if obj.in_flight {
+                    obj.again = true;
+                } else {
+                    schedule.poll_now(&key, interval, Instant::now());
+                }
+            } else if !schedule.contains(&key) {
                 schedule.poll_now(&key, interval, Instant::now());
             }
         }
@@ -437,6 +536,9 @@ fn reconcile(
                 Obj {
                     runtime: Arc::new(Mutex::new(Runtime::default())),
                     in_flight: false,
+                    seen: print,
+                    interval,
+                    again: false,
                 },
             );
             let now = Instant::now();
@@ -457,13 +559,18 @@ fn reconcile(
 }
 
 fn owns_at(ctx: &Ctx, key: &Key, generation: u64) -> bool {
-    let o = ctx.ownership.borrow();
-    o.generation() == generation && o.owns(&object_key(key))
+    owns_kind_at(ctx, Kind::ScaledObject, key, generation)
 }
 
-fn fence_of(so: &ScaledObject) -> u64 {
-    so.annotations()
-        .get(FENCE_ANNOTATION)
+fn owns_kind_at(ctx: &Ctx, kind: Kind, key: &Key, generation: u64) -> bool {
+    let o = ctx.ownership.borrow();
+    o.generation() == generation && o.owns(&object_key(kind, key))
+}
+
+fn fence_of(meta: &ObjectMeta) -> u64 {
+    meta.annotations
+        .as_ref()
+        .and_then(|a| a.get(FENCE_ANNOTATION))
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
 }
@@ -473,25 +580,32 @@ fn is_conflict(e: &kube::Error) -> bool {
 }
 
 /// One poll of one object, start to end.
-async fn cycle(ctx: &Ctx, key: &Key, runtime: &Mutex<Runtime>) {
+async fn cycle(ctx: &Ctx, slot: &Slot, runtime: &Mutex<Runtime>) {
     ctx.stats.cycles.fetch_add(1, Ordering::Relaxed);
+    let (kind, key) = (slot.0, &slot.1);
     let generation = ctx.ownership.borrow().generation();
-    if !owns_at(ctx, key, generation) {
+    if !owns_kind_at(ctx, kind, key, generation) {
         return;
     }
-    let Some(so) = ctx.sos.get(&ObjectRef::new(&key.1).within(&key.0)) else {
-        return;
-    };
     let mut runtime = runtime.lock().await;
-    let result = run_cycle(ctx, key, &so, &mut runtime, generation).await;
+    let result = match kind {
+        Kind::ScaledObject => match ctx.sos.get(&ObjectRef::new(&key.1).within(&key.0)) {
+            Some(so) => run_cycle(ctx, key, &so, &mut runtime, generation).await,
+            None => return,
+        },
+        Kind::ScaledJob => match ctx.sjs.get(&ObjectRef::new(&key.1).within(&key.0)) {
+            Some(sj) => scaled_job::run_cycle(ctx, key, &sj, &mut runtime, generation).await,
+            None => return,
+        },
+    };
     if let Err(e) = result {
         match e {
             CycleError::Fenced(why) => {
                 ctx.stats.fenced.fetch_add(1, Ordering::Relaxed);
-                debug!(namespace = %key.0, name = %key.1, why, "write fenced");
+                debug!(?kind, namespace = %key.0, name = %key.1, why, "write fenced");
             }
             CycleError::Api(what, e) => {
-                warn!(namespace = %key.0, name = %key.1, what, error = %e, "API call failed; retrying next poll");
+                warn!(?kind, namespace = %key.0, name = %key.1, what, error = %e, "API call failed; retrying next poll");
             }
         }
     }
@@ -520,14 +634,14 @@ async fn run_cycle(
     generation: u64,
 ) -> Result<(), CycleError> {
     let (ns, name) = (key.0.as_str(), key.1.as_str());
-    if fence_of(so) > generation {
+    if fence_of(&so.metadata) > generation {
         return Err(CycleError::Fenced("a newer owner stamped the object"));
     }
     if so.metadata.deletion_timestamp.is_some() {
         return finalize(ctx, key, so, generation).await;
     }
     // Stamp ownership and the finalizer in one write, when needed.
-    let so = ensure_meta(ctx, key, so, generation).await?;
+    let so = ensure_meta(ctx, Kind::ScaledObject, key, so, generation).await?;
     let so = &so;
     let now = Timestamp::now();
     let mut status = so.status.clone().unwrap_or_default();
@@ -547,7 +661,7 @@ async fn run_cycle(
         Ok(p) => p,
         Err(message) => {
             set_condition(
-                &mut status,
+                &mut status.conditions,
                 ConditionType::Ready,
                 ConditionStatus::False,
                 "ScaledObjectCheckFailed",
@@ -573,7 +687,7 @@ async fn run_cycle(
         }
         status.paused_replica_count = pause.replicas;
         set_condition(
-            &mut status,
+            &mut status.conditions,
             ConditionType::Paused,
             ConditionStatus::True,
             "ScaledObjectPaused",
@@ -585,7 +699,7 @@ async fn run_cycle(
     status.paused_replica_count = None;
 
     // (Re)build the triggers when the object changed.
-    let print = fingerprint(so);
+    let print = fingerprint(&so.metadata);
     if runtime.fingerprint.as_ref() != Some(&print) {
         build(ctx, so, runtime).await;
         runtime.fingerprint = Some(print);
@@ -593,7 +707,7 @@ async fn run_cycle(
     if !runtime.problems.is_empty() {
         let message = runtime.problems.join("; ");
         set_condition(
-            &mut status,
+            &mut status.conditions,
             ConditionType::Ready,
             ConditionStatus::False,
             "ScaledObjectCheckFailed",
@@ -601,7 +715,7 @@ async fn run_cycle(
             now,
         );
         set_condition(
-            &mut status,
+            &mut status.conditions,
             ConditionType::Active,
             ConditionStatus::Unknown,
             "ScaledObjectCheckFailed",
@@ -613,23 +727,7 @@ async fn run_cycle(
 
     // Poll every metric of every trigger at once.
     let interval = so.spec.polling_interval();
-    let polls = runtime.scalers.iter().flat_map(|s| {
-        let names: Vec<String> = runtime
-            .specs
-            .iter()
-            .filter_map(MetricSpec::external_name)
-            .filter(|n| {
-                ringscale_scalers::split_metric_name(n).is_some_and(|(i, _)| i == s.index())
-            })
-            .map(str::to_owned)
-            .collect();
-        names.into_iter().map(move |n| async move {
-            let started = ringscale_replication::now();
-            let result = s.poll(&n).await;
-            (s.index(), n, started, result)
-        })
-    });
-    let results = join_all(polls).await;
+    let results = poll_all(runtime).await;
     let mut any_active = false;
     let mut any_error = false;
     let mut by_trigger: BTreeMap<usize, bool> = BTreeMap::new();
@@ -778,7 +876,7 @@ async fn run_cycle(
             ),
         };
         set_condition(
-            &mut status,
+            &mut status.conditions,
             ConditionType::Active,
             active_status,
             active_reason,
@@ -787,7 +885,7 @@ async fn run_cycle(
         );
         match decision.readiness {
             Readiness::Ready => set_condition(
-                &mut status,
+                &mut status.conditions,
                 ConditionType::Ready,
                 ConditionStatus::True,
                 "ScaledObjectReady",
@@ -795,7 +893,7 @@ async fn run_cycle(
                 now,
             ),
             Readiness::PartialError => set_condition(
-                &mut status,
+                &mut status.conditions,
                 ConditionType::Ready,
                 ConditionStatus::Unknown,
                 "PartialTriggerError",
@@ -803,7 +901,7 @@ async fn run_cycle(
                 now,
             ),
             Readiness::TriggerError => set_condition(
-                &mut status,
+                &mut status.conditions,
                 ConditionType::Ready,
                 ConditionStatus::False,
                 "TriggerError",
@@ -813,7 +911,7 @@ async fn run_cycle(
         }
     } else {
         set_condition(
-            &mut status,
+            &mut status.conditions,
             ConditionType::Ready,
             ConditionStatus::False,
             "ErrorGettingCurrentReplicas",
@@ -915,7 +1013,7 @@ async fn run_cycle(
         );
         if falling_back {
             set_condition(
-                &mut status,
+                &mut status.conditions,
                 ConditionType::Fallback,
                 ConditionStatus::True,
                 "FallbackExists",
@@ -927,7 +1025,7 @@ async fn run_cycle(
             );
         } else {
             set_condition(
-                &mut status,
+                &mut status.conditions,
                 ConditionType::Fallback,
                 ConditionStatus::False,
                 "NoFallbackFound",
@@ -938,7 +1036,7 @@ async fn run_cycle(
     }
     if pause.is_paused() {
         set_condition(
-            &mut status,
+            &mut status.conditions,
             ConditionType::Paused,
             ConditionStatus::True,
             "ScaledObjectPaused",
@@ -947,7 +1045,7 @@ async fn run_cycle(
         );
     } else {
         set_condition(
-            &mut status,
+            &mut status.conditions,
             ConditionType::Paused,
             ConditionStatus::False,
             "ScaledObjectUnpaused",
@@ -958,16 +1056,49 @@ async fn run_cycle(
     write_status(ctx, key, so, status, &before, generation).await
 }
 
-async fn build(ctx: &Ctx, so: &ScaledObject, runtime: &mut Runtime) {
+/// One poll's result for one metric: trigger index, metric name, when it started, outcome.
+type Polled = (
+    usize,
+    String,
+    std::time::Instant,
+    Result<ringscale_scalers::Poll, ringscale_scalers::ScalerError>,
+);
+
+/// Polls every external metric of every trigger at once.
+async fn poll_all(runtime: &Runtime) -> Vec<Polled> {
+    let polls = runtime.scalers.iter().flat_map(|s| {
+        let names: Vec<String> = runtime
+            .specs
+            .iter()
+            .filter_map(MetricSpec::external_name)
+            .filter(|n| {
+                ringscale_scalers::split_metric_name(n).is_some_and(|(i, _)| i == s.index())
+            })
+            .map(str::to_owned)
+            .collect();
+        names.into_iter().map(move |n| async move {
+            let started = ringscale_replication::now();
+            let result = s.poll(&n).await;
+            (s.index(), n, started, result)
+        })
+    });
+    join_all(polls).await
+}
+
+fn prepare_settings(ctx: &Ctx) -> prepare::Settings<'_> {
+    prepare::Settings {
+        cluster_object_namespace: &ctx.settings.cluster_object_namespace,
+        ..prepare::Settings::default()
+    }
+}
+
+/// Builds the scalers and their metric specs from prepared triggers, collecting every problem.
+async fn build_scalers(ctx: &Ctx, prepared: Vec<prepare::PreparedTrigger>, runtime: &mut Runtime) {
     runtime.scalers.clear();
     runtime.specs.clear();
     runtime.problems.clear();
     runtime.formula = None;
-    let settings = prepare::Settings {
-        cluster_object_namespace: &ctx.settings.cluster_object_namespace,
-        ..prepare::Settings::default()
-    };
-    for prepared in prepare::scaled_object(so, &ctx.lookup, &settings) {
+    for prepared in prepared {
         for p in &prepared.problems {
             runtime.problems.push(format!("{}: {}", p.path, p.message));
         }
@@ -987,6 +1118,11 @@ async fn build(ctx: &Ctx, so: &ScaledObject, runtime: &mut Runtime) {
             Err(e) => runtime.problems.push(e.to_string()),
         }
     }
+}
+
+async fn build(ctx: &Ctx, so: &ScaledObject, runtime: &mut Runtime) {
+    let prepared = prepare::scaled_object(so, &ctx.lookup, &prepare_settings(ctx));
+    build_scalers(ctx, prepared, runtime).await;
     if let Some(formula) = so
         .spec
         .scaling_modifiers()
@@ -1083,36 +1219,83 @@ async fn scale(
 
 /// Adds the finalizer and stamps this replica's generation, in one write, when either is
 /// missing or stale.
-async fn ensure_meta(
+async fn ensure_meta<K>(
     ctx: &Ctx,
+    kind: Kind,
     key: &Key,
-    so: &ScaledObject,
+    obj: &K,
     generation: u64,
-) -> Result<ScaledObject, CycleError> {
-    let has_finalizer = so.finalizers().iter().any(|f| f == FINALIZER);
-    if has_finalizer && fence_of(so) == generation {
-        return Ok(so.clone());
+) -> Result<K, CycleError>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let has_finalizer = obj.finalizers().iter().any(|f| f == FINALIZER);
+    if has_finalizer && fence_of(obj.meta()) == generation {
+        return Ok(obj.clone());
     }
-    if !owns_at(ctx, key, generation) {
+    if !owns_kind_at(ctx, kind, key, generation) {
         return Err(CycleError::Fenced("ownership changed"));
     }
-    let mut finalizers = so.finalizers().to_vec();
+    let mut finalizers = obj.finalizers().to_vec();
     if !has_finalizer {
         finalizers.push(FINALIZER.to_owned());
     }
     let patch = json!({
         "metadata": {
-            "resourceVersion": so.resource_version(),
+            "resourceVersion": obj.resource_version(),
             "finalizers": finalizers,
             "annotations": { FENCE_ANNOTATION: generation.to_string() },
         }
     });
-    let updated = Api::<ScaledObject>::namespaced(ctx.client.clone(), &key.0)
+    let updated = Api::<K>::namespaced(ctx.client.clone(), &key.0)
         .patch(&key.1, &PatchParams::default(), &Patch::Merge(patch))
         .await
         .map_err(api("stamp ownership"))?;
     ctx.stats.meta_writes.fetch_add(1, Ordering::Relaxed);
     Ok(updated)
+}
+
+/// Removes our finalizer (at the object's resourceVersion).
+async fn remove_finalizer<K>(ctx: &Ctx, key: &Key, obj: &K) -> Result<(), CycleError>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let finalizers: Vec<&String> = obj
+        .finalizers()
+        .iter()
+        .filter(|f| *f != FINALIZER)
+        .collect();
+    let patch =
+        json!({"metadata": {"resourceVersion": obj.resource_version(), "finalizers": finalizers}});
+    Api::<K>::namespaced(ctx.client.clone(), &key.0)
+        .patch(&key.1, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .map_err(api("remove the finalizer"))?;
+    ctx.stats.meta_writes.fetch_add(1, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Replaces the status subresource with `obj`'s status, at `obj`'s resourceVersion.
+async fn put_status<K>(ctx: &Ctx, key: &Key, obj: &K) -> Result<(), CycleError>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    Api::<K>::namespaced(ctx.client.clone(), &key.0)
+        .replace_status(&key.1, &PostParams::default(), obj)
+        .await
+        .map_err(api("write the status"))?;
+    ctx.stats.status_writes.fetch_add(1, Ordering::Relaxed);
+    Ok(())
 }
 
 async fn finalize(
@@ -1132,14 +1315,7 @@ async fn finalize(
         info!(namespace = %key.0, name = %key.1, replicas = original, "restoring the original replica count");
         scale(ctx, key, so, original, generation).await?;
     }
-    let finalizers: Vec<&String> = so.finalizers().iter().filter(|f| *f != FINALIZER).collect();
-    let patch =
-        json!({"metadata": {"resourceVersion": so.resource_version(), "finalizers": finalizers}});
-    Api::<ScaledObject>::namespaced(ctx.client.clone(), &key.0)
-        .patch(&key.1, &PatchParams::default(), &Patch::Merge(patch))
-        .await
-        .map_err(api("remove the finalizer"))?;
-    ctx.stats.meta_writes.fetch_add(1, Ordering::Relaxed);
+    remove_finalizer(ctx, key, so).await?;
     ctx.records.remove_object(&key.0, &key.1);
     Ok(())
 }
@@ -1206,14 +1382,14 @@ async fn ensure_hpa(
 
 /// Sets a condition, keeping its transition time when its status did not change.
 fn set_condition(
-    status: &mut ScaledObjectStatus,
+    conditions: &mut Option<Vec<Condition>>,
     type_: ConditionType,
     value: ConditionStatus,
     reason: &str,
     message: &str,
     now: Timestamp,
 ) {
-    let conditions = status.conditions.get_or_insert_with(Vec::new);
+    let conditions = conditions.get_or_insert_with(Vec::new);
     let message: String = message.chars().take(1024).collect();
     match conditions.iter_mut().find(|c| c.type_ == type_) {
         Some(c) => {
@@ -1253,11 +1429,7 @@ async fn write_status(
     }
     let mut updated = so.clone();
     updated.status = Some(status);
-    Api::<ScaledObject>::namespaced(ctx.client.clone(), &key.0)
-        .replace_status(&key.1, &PostParams::default(), &updated)
-        .await
-        .map_err(api("write the status"))?;
-    ctx.stats.status_writes.fetch_add(1, Ordering::Relaxed);
+    put_status(ctx, key, &updated).await?;
     debug!(namespace = %key.0, name = %key.1, kind = KIND_SCALED_OBJECT, "status written");
     Ok(())
 }
@@ -1313,9 +1485,15 @@ pub fn transition_events(
 }
 
 /// Publishes an event without holding up the cycle; failures are logged.
-fn emit(ctx: &Ctx, so: &ScaledObject, type_: EventType, reason: &str, note: String) {
+fn emit<K: Resource<DynamicType = ()>>(
+    ctx: &Ctx,
+    obj: &K,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
     let recorder = ctx.recorder.clone();
-    let reference = so.object_ref(&());
+    let reference = obj.object_ref(&());
     let stats = Arc::clone(&ctx.stats);
     let event = Event {
         type_,

@@ -48,10 +48,22 @@ where
         + Sync
         + 'static,
 {
+    reflect_with(api, watcher::Config::default())
+}
+
+/// [`reflect`] with a watch configuration (e.g. a label selector).
+pub fn reflect_with<K>(api: Api<K>, config: watcher::Config) -> (Store<K>, JoinHandle<()>)
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
     let (reader, writer) = reflector::store();
-    let stream = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .reflect(writer);
+    let stream = watcher(api, config).default_backoff().reflect(writer);
     let task = tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
         while let Some(event) = stream.next().await {

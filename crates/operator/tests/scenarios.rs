@@ -1,5 +1,6 @@
-//! ScaledObject scenarios on kube-sim with its simulated controllers: a metrics-api trigger reads
-//! a value the test controls, and the operator scales a Deployment.
+//! ScaledObject and ScaledJob scenarios on kube-sim with its simulated controllers: a
+//! metrics-api trigger reads a value the test controls, and the operator scales a Deployment or
+//! creates Jobs.
 //!
 //! kube-sim is a real HTTP API server, so these run on real time, with 1 s polling and short
 //! cooldowns; the timing rules themselves are tested with explicit clocks in
@@ -15,10 +16,11 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Client;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use ringscale_api::ScaledObject;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use ringscale_api::{ScaledJob, ScaledObject};
 use ringscale_coordinator::Ownership;
 use ringscale_kube_sim::{Config, KubeSim};
 use ringscale_operator::{Controller, Settings};
@@ -31,16 +33,22 @@ use tokio::sync::watch;
 const NS: &str = "default";
 
 struct Cluster {
-    _sim: KubeSim,
+    sim: KubeSim,
     client: Client,
 }
 
 async fn cluster() -> Cluster {
+    cluster_with(Duration::from_secs(5)).await
+}
+
+/// A cluster whose simulated Jobs run for `job_duration`.
+async fn cluster_with(job_duration: Duration) -> Cluster {
     ringscale_scalers::install_crypto_provider();
     let sim = KubeSim::start(Config {
         workload_delay: Duration::from_millis(50),
         hpa_sync_period: Duration::from_millis(500),
         bookmark_interval: Duration::from_millis(200),
+        job_duration,
         ..Config::default()
     })
     .await
@@ -57,7 +65,7 @@ async fn cluster() -> Cluster {
     for crd in ringscale_api::crds::all() {
         crds.create(&PostParams::default(), &crd).await.unwrap();
     }
-    Cluster { _sim: sim, client }
+    Cluster { sim, client }
 }
 
 /// A metrics-api endpoint serving `{"value": N}`, N set by the test (negative: HTTP 500).
@@ -94,13 +102,17 @@ impl Source {
     }
 
     fn trigger(&self) -> Value {
+        self.trigger_with_target(5)
+    }
+
+    fn trigger_with_target(&self, target: i64) -> Value {
         json!({
             "type": "metrics-api",
             "name": "queue",
             "metadata": {
                 "url": format!("http://{}/metrics", self.addr),
                 "valueLocation": "value",
-                "targetValue": "5",
+                "targetValue": target.to_string(),
             }
         })
     }
@@ -902,4 +914,372 @@ async fn paused_freezes_and_paused_scale_in_blocks_scaling_to_zero() {
             .unwrap()
             .is_none()
     );
+}
+
+// ScaledJobs.
+
+async fn scaled_job(client: &Client, name: &str, metadata: Value, spec: Value) {
+    let mut body = json!({
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "ScaledJob",
+        "metadata": metadata,
+        "spec": {
+            "pollingInterval": 1,
+            "jobTargetRef": {
+                "template": {
+                    "metadata": {"labels": {"app": name}},
+                    "spec": {"containers": [{"name": "worker", "image": "worker:1"}]}
+                }
+            },
+        }
+    });
+    body["metadata"]["name"] = json!(name);
+    if let (Some(base), Value::Object(extra)) = (body["spec"].as_object_mut(), spec) {
+        base.extend(extra);
+    }
+    let sj: ScaledJob = serde_json::from_value(body).unwrap();
+    Api::<ScaledJob>::namespaced(client.clone(), NS)
+        .create(&PostParams::default(), &sj)
+        .await
+        .unwrap();
+}
+
+/// The Jobs of a ScaledJob, by its label.
+async fn jobs_of(client: &Client, name: &str) -> Vec<Job> {
+    Api::<Job>::namespaced(client.clone(), NS)
+        .list(&ListParams::default().labels(&format!("scaledjob.keda.sh/name={name}")))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|j| j.metadata.deletion_timestamp.is_none())
+        .collect()
+}
+
+fn job_finished_as(job: &Job, type_: &str) -> bool {
+    job.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == type_ && c.status == "True"))
+}
+
+/// Waits for exactly `want` Jobs, then checks the count holds for a further two polls.
+async fn settle_jobs(client: &Client, name: &str, want: usize) {
+    let deadline = tokio::time::Instant::now() + WITHIN;
+    loop {
+        let have = jobs_of(client, name).await.len();
+        if have == want {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {want} Jobs of {name}; {have} now"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        jobs_of(client, name).await.len(),
+        want,
+        "{name} should hold at {want} Jobs"
+    );
+}
+
+/// Makes the controller poll a ScaledJob now (an annotation change, not a spec change).
+async fn poke(client: &Client, name: &str, n: u32) {
+    Api::<ScaledJob>::namespaced(client.clone(), NS)
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"test/poke": n.to_string()}}})),
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_scaled_job_strategy_creates_its_number_of_jobs() {
+    // Jobs run for an hour: the running count only grows. Each ScaledJob polls once an hour,
+    // so it polls when created and when poked, and nowhere else.
+    let c = cluster_with(Duration::from_secs(3600)).await;
+    let own = ownership(&["a"], "a", 1);
+    let (_tx, rx) = watch::channel(own);
+    let (_ctl, _records) = controller(&c.client, rx, "a");
+    let strategies = [
+        ("default", json!({}), 10),
+        (
+            "custom",
+            json!({"customScalingQueueLengthDeduction": 1, "customScalingRunningJobPercentage": "0.5"}),
+            10,
+        ),
+        ("accurate", json!({}), 8),
+        ("eager", json!({}), 10),
+    ];
+    let mut sources = Vec::new();
+    for (strategy, extra, max) in &strategies {
+        let source = Source::start().await;
+        source.set(3);
+        let mut scaling = json!({"strategy": strategy});
+        if let (Some(s), Value::Object(extra)) = (scaling.as_object_mut(), extra.clone()) {
+            s.extend(extra);
+        }
+        scaled_job(
+            &c.client,
+            strategy,
+            json!({}),
+            json!({
+                "pollingInterval": 3600,
+                "maxReplicaCount": max,
+                "scalingStrategy": scaling,
+                "triggers": [source.trigger_with_target(1)],
+            }),
+        )
+        .await;
+        sources.push(source);
+    }
+    // Three messages: three Jobs, except custom (3 − 1 deducted).
+    for (strategy, want) in [("default", 3), ("custom", 2), ("accurate", 3), ("eager", 3)] {
+        settle_jobs(&c.client, strategy, want).await;
+    }
+    // Six messages with those Jobs running:
+    // default 6 − 3 = 3 more; custom 6 − 1 − 2 × 0.5 = 4 more; accurate 6 + 3 > 8 so up to the
+    // maximum, 5 more; eager min(10 − 3, 6) = 6 more.
+    for ((strategy, _, _), source) in strategies.iter().zip(&sources) {
+        source.set(6);
+        poke(&c.client, strategy, 1).await;
+    }
+    for (strategy, want) in [("default", 6), ("custom", 6), ("accurate", 8), ("eager", 9)] {
+        settle_jobs(&c.client, strategy, want).await;
+    }
+    let sj = Api::<ScaledJob>::namespaced(c.client.clone(), NS)
+        .get("eager")
+        .await
+        .unwrap();
+    let status = serde_json::to_value(sj.status.unwrap_or_default()).unwrap();
+    assert_eq!(
+        condition(&status, "Ready"),
+        ("True".into(), "ScaledJobReady".into())
+    );
+    assert_eq!(
+        condition(&status, "Active"),
+        ("True".into(), "ScalerActive".into())
+    );
+    assert_eq!(
+        status["externalMetricNames"],
+        json!(["s0-metric-api-value"])
+    );
+    assert!(status["lastActiveTime"].is_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_jobs_hold_the_accurate_strategy_until_they_start() {
+    let c = cluster_with(Duration::from_secs(3600)).await;
+    let own = ownership(&["a"], "a", 1);
+    let (_tx, rx) = watch::channel(own);
+    let (_ctl, _records) = controller(&c.client, rx, "a");
+    // No Pods start while the simulated controllers are paused: every Job stays pending.
+    c.sim.sim().faults.pause_controllers(true);
+    let source = Source::start().await;
+    source.set(3);
+    scaled_job(
+        &c.client,
+        "accurate",
+        json!({}),
+        json!({
+            "maxReplicaCount": 10,
+            "scalingStrategy": {"strategy": "accurate"},
+            "triggers": [source.trigger_with_target(1)],
+        }),
+    )
+    .await;
+    // Polled every second, the three pending Jobs are subtracted from the three messages.
+    settle_jobs(&c.client, "accurate", 3).await;
+    // Once they run, the three messages still queued are new work; polls go on up to the
+    // maximum of 10 (3 + 3 + 3 + 1).
+    c.sim.sim().faults.pause_controllers(false);
+    settle_jobs(&c.client, "accurate", 10).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_carry_labels_and_owner_and_history_limits_prune_them() {
+    let c = cluster_with(Duration::from_millis(300)).await;
+    let own = ownership(&["a"], "a", 1);
+    let (_tx, rx) = watch::channel(own);
+    let (_ctl, _records) = controller(&c.client, rx, "a");
+    let ok = Source::start().await;
+    ok.set(2);
+    scaled_job(
+        &c.client,
+        "worker",
+        json!({
+            "labels": {"team": "data", "secret-label": "x"},
+            "annotations": {"scaledjob.keda.sh/job-excluded-labels": "secret-label"},
+        }),
+        json!({
+            "successfulJobsHistoryLimit": 2,
+            "triggers": [ok.trigger_with_target(1)],
+        }),
+    )
+    .await;
+    let failing = Source::start().await;
+    failing.set(1);
+    scaled_job(
+        &c.client,
+        "flaky",
+        // Copied to its Jobs, this makes kube-sim fail them.
+        json!({"annotations": {"kube-sim.ringscale.io/outcome": "Failed"}}),
+        json!({
+            "failedJobsHistoryLimit": 1,
+            "triggers": [failing.trigger_with_target(1)],
+        }),
+    )
+    .await;
+
+    let sj = Api::<ScaledJob>::namespaced(c.client.clone(), NS)
+        .get("worker")
+        .await
+        .unwrap();
+    let job = eventually(WITHIN, "a Job", || async {
+        jobs_of(&c.client, "worker").await.into_iter().next()
+    })
+    .await;
+    let labels = job.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(labels["scaledjob.keda.sh/name"], "worker");
+    assert_eq!(labels["app.kubernetes.io/managed-by"], "keda-operator");
+    assert_eq!(labels["team"], "data");
+    assert!(!labels.contains_key("secret-label"));
+    let owner = &job.metadata.owner_references.clone().unwrap_or_default()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str(), owner.controller),
+        ("ScaledJob", "worker", Some(true))
+    );
+    assert_eq!(
+        owner.uid,
+        sj.metadata.uid.clone().unwrap_or_default(),
+        "owned by this very ScaledJob"
+    );
+    let spec = job.spec.clone().unwrap();
+    let template_labels = spec.template.metadata.unwrap().labels.unwrap_or_default();
+    assert_eq!(template_labels["scaledjob.keda.sh/name"], "worker");
+    assert_eq!(template_labels["app"], "worker");
+    assert_eq!(
+        spec.template.spec.unwrap().restart_policy.as_deref(),
+        Some("OnFailure")
+    );
+    assert!(
+        job.metadata
+            .annotations
+            .clone()
+            .unwrap_or_default()
+            .contains_key("scaledjob.keda.sh/generation")
+    );
+
+    // Jobs finish in 0.3 s and the queue stays, so each poll makes new ones; finished Jobs
+    // beyond the limits go: at most 2 succeeded and 1 failed remain once a poll has pruned.
+    let mut seen = std::collections::BTreeSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
+    while tokio::time::Instant::now() < deadline {
+        for j in jobs_of(&c.client, "worker").await {
+            seen.insert(j.metadata.name.clone().unwrap_or_default());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(seen.len() >= 8, "Jobs keep coming: {} seen", seen.len());
+    eventually(WITHIN, "history within the limits", || async {
+        let worker = jobs_of(&c.client, "worker").await;
+        let flaky = jobs_of(&c.client, "flaky").await;
+        let succeeded = worker
+            .iter()
+            .filter(|j| job_finished_as(j, "Complete"))
+            .count();
+        let failed = flaky
+            .iter()
+            .filter(|j| job_finished_as(j, "Failed"))
+            .count();
+        (succeeded <= 2 && failed <= 1 && flaky.iter().any(|j| job_finished_as(j, "Failed")))
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_scaled_job_creates_nothing_and_a_broken_one_says_why() {
+    let c = cluster_with(Duration::from_secs(3600)).await;
+    let own = ownership(&["a"], "a", 1);
+    let (_tx, rx) = watch::channel(own);
+    let (_ctl, _records) = controller(&c.client, rx, "a");
+    let source = Source::start().await;
+    source.set(2);
+    scaled_job(
+        &c.client,
+        "held",
+        json!({"annotations": {"autoscaling.keda.sh/paused": "true"}}),
+        json!({"triggers": [source.trigger_with_target(1)]}),
+    )
+    .await;
+    scaled_job(
+        &c.client,
+        "broken",
+        json!({}),
+        json!({"triggers": [{"type": "metrics-api", "metadata": {"valueLocation": "value", "targetValue": "1"}}]}),
+    )
+    .await;
+    scaled_job(
+        &c.client,
+        "minimum",
+        json!({}),
+        json!({"minReplicaCount": 2, "triggers": [source.trigger_with_target(100)]}),
+    )
+    .await;
+    let sjs = Api::<ScaledJob>::namespaced(c.client.clone(), NS);
+    let status = |name: &'static str| {
+        let sjs = sjs.clone();
+        async move {
+            let sj = sjs.get(name).await.unwrap();
+            serde_json::to_value(sj.status.unwrap_or_default()).unwrap()
+        }
+    };
+    let held = eventually(WITHIN, "held reported paused", || async {
+        let s = status("held").await;
+        (condition(&s, "Paused").0 == "True").then_some(s)
+    })
+    .await;
+    assert_eq!(held["Paused"], "true");
+    assert_eq!(condition(&held, "Paused").1, "ScaledJobPaused");
+    let broken = eventually(WITHIN, "broken reported not ready", || async {
+        let s = status("broken").await;
+        (condition(&s, "Ready").0 == "False").then_some(s)
+    })
+    .await;
+    assert_eq!(condition(&broken, "Ready").1, "ScaledJobCheckFailed");
+    let message = broken["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+        .and_then(|c| c["message"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        message.contains("url"),
+        "names the missing parameter: {message}"
+    );
+    // A minimum of 2 runs two Jobs though 2 messages / target 100 asks for one.
+    settle_jobs(&c.client, "minimum", 2).await;
+    assert!(jobs_of(&c.client, "held").await.is_empty());
+    assert!(jobs_of(&c.client, "broken").await.is_empty());
+
+    // Unpausing lets it work.
+    sjs.patch(
+        "held",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {"autoscaling.keda.sh/paused": null}}})),
+    )
+    .await
+    .unwrap();
+    settle_jobs(&c.client, "held", 2).await;
+    let s = status("held").await;
+    assert_eq!(
+        condition(&s, "Paused"),
+        ("False".into(), "ScaledJobUnpaused".into())
+    );
+    assert!(s.get("Paused").is_none());
 }

@@ -63,7 +63,7 @@ impl RingState {
 }
 
 /// The object a key names.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {
     /// A ScaledObject.
     ScaledObject,

@@ -93,6 +93,12 @@ pub fn jobs_to_create(
     effective.clamp(0, (max_replicas - running).max(0))
 }
 
+/// What the strategy asks for, raised so that at least `min` Jobs run (`minReplicaCount`:
+/// Jobs kept running even without events).
+pub fn with_minimum(to_create: i64, min: i64, running: i64) -> i64 {
+    to_create.max(min - running).max(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,5 +181,13 @@ mod tests {
         assert_eq!(jobs_to_create(None, 3, 1, 0, 10), 2);
         // Bounded by free slots minus pending.
         assert_eq!(jobs_to_create(Some(&s), 10, 6, 2, 10), 2);
+    }
+
+    #[test]
+    fn the_minimum_tops_up_running_jobs() {
+        assert_eq!(with_minimum(0, 2, 0), 2);
+        assert_eq!(with_minimum(0, 2, 1), 1);
+        assert_eq!(with_minimum(3, 2, 1), 3);
+        assert_eq!(with_minimum(0, 2, 5), 0);
     }
 }
