@@ -49,6 +49,7 @@ use tracing::{debug, info, warn};
 
 use crate::hpa;
 use crate::lookup::{ClusterLookup, reflect, reflect_with};
+use crate::metrics::Metrics;
 use crate::schedule::Schedule;
 use crate::semantics::fallback::{Health, fallback_replicas};
 use crate::semantics::modifiers::{Formula, composite_active};
@@ -155,6 +156,7 @@ struct Ctx {
     settings: Settings,
     ownership: watch::Receiver<Ownership>,
     stats: Arc<Stats>,
+    metrics: Arc<Metrics>,
     recorder: Recorder,
 }
 
@@ -190,6 +192,8 @@ enum Msg {
 pub struct Controller {
     /// Its counters.
     pub stats: Arc<Stats>,
+    /// Its Prometheus metrics (register them with [`Metrics::register`]).
+    pub metrics: Arc<Metrics>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -212,17 +216,19 @@ impl Controller {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Controller {
         let stats = Arc::new(Stats::default());
+        let metrics = Arc::new(Metrics::default());
         let task = tokio::spawn(run(
             client,
             ownership,
             records,
             sources,
             settings,
-            Arc::clone(&stats),
+            (Arc::clone(&stats), Arc::clone(&metrics)),
             shutdown,
         ));
         Controller {
             stats,
+            metrics,
             task: Some(task),
         }
     }
@@ -254,7 +260,7 @@ async fn run(
     records: Arc<RecordStore>,
     sources: Sources,
     settings: Settings,
-    stats: Arc<Stats>,
+    (stats, metrics): (Arc<Stats>, Arc<Metrics>),
     shutdown: impl Future<Output = ()> + Send,
 ) {
     let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
@@ -294,6 +300,7 @@ async fn run(
         settings,
         ownership: ownership.clone(),
         stats,
+        metrics,
     });
     let limit = Arc::new(Semaphore::new(ctx.settings.max_concurrent_cycles.max(1)));
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Slot>();
@@ -335,7 +342,9 @@ async fn run(
             () = sleep_until(next_due) => {
                 let now = Instant::now();
                 while let Some((slot, planned)) = schedule.pop_due(now) {
-                    ctx.stats.lag(now.saturating_duration_since(planned));
+                    let lag = now.saturating_duration_since(planned);
+                    ctx.stats.lag(lag);
+                    ctx.metrics.loop_latency(slot.0, &slot.1.0, &slot.1.1, lag);
                     let Some(obj) = objects.get_mut(&slot) else { continue };
                     if obj.in_flight {
                         ctx.stats.skipped.fetch_add(1, Ordering::Relaxed);
@@ -496,9 +505,12 @@ fn reconcile(
     let key = slot.clone();
     let Some((interval, print)) = found else {
         // Gone: forget it everywhere.
-        objects.remove(&key);
+        if objects.remove(&key).is_some() {
+            ctx.metrics.owning(kind, false);
+        }
         schedule.remove(&key);
         let (ns, name) = &key.1;
+        ctx.metrics.forget(kind, ns, name);
         let record = match kind {
             Kind::ScaledObject => name.clone(),
             Kind::ScaledJob => scaled_job::record_name(name),
@@ -509,6 +521,8 @@ fn reconcile(
     if !owned {
         if objects.remove(&key).is_some() {
             debug!(?kind, namespace = %key.1.0, name = %key.1.1, "no longer owned");
+            ctx.metrics.owning(kind, false);
+            ctx.metrics.forget(kind, &key.1.0, &key.1.1);
         }
         schedule.remove(&key);
         return;
@@ -531,6 +545,7 @@ fn reconcile(
             }
         }
         None => {
+            ctx.metrics.owning(kind, true);
             objects.insert(
                 key.clone(),
                 Obj {
@@ -658,7 +673,10 @@ async fn run_cycle(
     );
 
     let pause = match pause::from_annotations(so.annotations()) {
-        Ok(p) => p,
+        Ok(p) => {
+            ctx.metrics.paused(ns, name, p.is_paused());
+            p
+        }
         Err(message) => {
             set_condition(
                 &mut status.conditions,
@@ -735,7 +753,17 @@ async fn run_cycle(
     let mut errors = Vec::new();
     for (index, metric, polled_at, result) in results {
         let record_key = RecordKey::new(ns, name, metric.as_str());
-        let trigger_name = so.spec.triggers.get(index).and_then(|t| t.name.clone());
+        let trigger = so.spec.triggers.get(index);
+        let trigger_name = trigger.and_then(|t| t.name.clone());
+        let labels = Metrics::scaler_labels(
+            Kind::ScaledObject,
+            ns,
+            name,
+            &metric,
+            trigger.map_or("", |t| t.type_.as_str()),
+            index,
+        );
+        let took = polled_at.elapsed();
         let health = runtime.health.entry(metric.clone()).or_default();
         match result {
             Ok(poll) => {
@@ -747,6 +775,8 @@ async fn run_cycle(
                     .iter()
                     .find(|v| *v.name == *metric)
                     .map_or(0.0, |v| v.value);
+                ctx.metrics
+                    .polled(Kind::ScaledObject, &labels, value, poll.active, took);
                 ctx.records
                     .record_poll(record_key, value, poll.active, None, polled_at, interval);
                 if let Some(n) = trigger_name {
@@ -754,6 +784,7 @@ async fn run_cycle(
                 }
             }
             Err(e) => {
+                ctx.metrics.failed(Kind::ScaledObject, &labels, took);
                 if health.failures == 0 {
                     emit(
                         ctx,

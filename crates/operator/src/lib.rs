@@ -4,7 +4,9 @@
 pub mod controller;
 pub mod hpa;
 pub mod lookup;
+pub mod metrics;
 pub mod schedule;
 pub mod semantics;
 
 pub use controller::{Controller, Settings, Stats};
+pub use metrics::Metrics;

@@ -632,6 +632,22 @@ async fn a_steady_active_object_writes_almost_nothing() {
         new_writes, 0,
         "{new_writes} writes in {polls} steady polls (KEDA: one per poll)"
     );
+
+    // What Prometheus scrapes, under KEDA's names.
+    let mut registry = prometheus_client::registry::Registry::default();
+    ctl.metrics.register(&mut registry);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    let labels = r#"namespace="default",metric="s0-metric-api-value",scaledObject="orders",scaler="metrics-api",triggerIndex="0",type="scaledobject""#;
+    for want in [
+        format!("keda_scaler_metrics_value{{{labels}}} 20.0"),
+        format!("keda_scaler_active{{{labels}}} 1.0"),
+        r#"keda_scaled_object_paused{namespace="default",scaledObject="orders"} 0"#.to_owned(),
+        r#"ringscale_owned_objects{kind="scaledobject"} 1"#.to_owned(),
+        r#"keda_internal_scale_loop_latency_seconds{namespace="default",type="scaledobject",resource="orders"}"#.to_owned(),
+    ] {
+        assert!(text.contains(&want), "no {want} in\n{text}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

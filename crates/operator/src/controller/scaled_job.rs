@@ -32,6 +32,7 @@ use super::{
     fence_of, fingerprint, owns_kind_at, poll_all, prepare_settings, put_status, remove_finalizer,
     set_condition,
 };
+use crate::metrics::Metrics;
 use crate::semantics::jobs::{Reading, jobs_to_create, max_scale, with_minimum};
 use crate::semantics::pause;
 
@@ -398,6 +399,15 @@ pub(super) async fn run_cycle(
     let mut by_trigger: BTreeMap<usize, bool> = BTreeMap::new();
     for (index, metric, polled_at, result) in poll_all(runtime).await {
         let record_key = RecordKey::new(ns, record_object.as_str(), metric.as_str());
+        let labels = Metrics::scaler_labels(
+            Kind::ScaledJob,
+            ns,
+            name,
+            &metric,
+            sj.spec.triggers.get(index).map_or("", |t| t.type_.as_str()),
+            index,
+        );
+        let took = polled_at.elapsed();
         match result {
             Ok(poll) => {
                 let value = poll
@@ -406,6 +416,8 @@ pub(super) async fn run_cycle(
                     .find(|v| *v.name == *metric)
                     .map_or(0.0, |v| v.value);
                 active |= poll.active;
+                ctx.metrics
+                    .polled(Kind::ScaledJob, &labels, value, poll.active, took);
                 *by_trigger.entry(index).or_default() |= poll.active;
                 ctx.records
                     .record_poll(record_key, value, poll.active, None, polled_at, interval);
@@ -415,6 +427,7 @@ pub(super) async fn run_cycle(
                 });
             }
             Err(e) => {
+                ctx.metrics.failed(Kind::ScaledJob, &labels, took);
                 if runtime.health.get(&metric).is_none_or(|h| h.failures == 0) {
                     emit(
                         ctx,

@@ -1,0 +1,324 @@
+//! Prometheus metrics of the operator, with KEDA's names and labels for the same concepts, so
+//! dashboards and alerts written for KEDA keep working. Series of an object go when this replica
+//! stops owning it, so the label values stay bounded by the objects owned.
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use ringscale_ring::Kind;
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+/// Labels of the per-trigger metrics (`keda_scaler_*`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[allow(non_snake_case)] // the label names are KEDA's
+pub struct ScalerLabels {
+    /// Namespace of the object.
+    pub namespace: String,
+    /// External metric name (`s0-redis-jobs`).
+    pub metric: String,
+    /// Name of the ScaledObject or ScaledJob (KEDA uses this label for both).
+    pub scaledObject: String,
+    /// Trigger type, e.g. `redis`.
+    pub scaler: String,
+    /// Index of the trigger.
+    pub triggerIndex: String,
+    /// `scaledobject` or `scaledjob`.
+    pub r#type: String,
+}
+
+/// Labels of `keda_internal_scale_loop_latency_seconds`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[allow(non_snake_case)] // the label names are KEDA's
+struct LoopLabels {
+    namespace: String,
+    r#type: String,
+    resource: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[allow(non_snake_case)] // the label names are KEDA's
+struct ScaledObjectLabels {
+    namespace: String,
+    scaledObject: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[allow(non_snake_case)] // the label names are KEDA's
+struct ScaledJobLabels {
+    namespace: String,
+    scaledJob: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[allow(non_snake_case)] // the label names are KEDA's
+struct KindLabels {
+    kind: String,
+}
+
+/// The operator's metrics.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    scale_loop_latency: Family<LoopLabels, FloatGauge>,
+    value: Family<ScalerLabels, FloatGauge>,
+    latency: Family<ScalerLabels, FloatGauge>,
+    active: Family<ScalerLabels, FloatGauge>,
+    errors: Family<ScalerLabels, Counter>,
+    scaled_object_errors: Family<ScaledObjectLabels, Counter>,
+    scaled_job_errors: Family<ScaledJobLabels, Counter>,
+    paused: Family<ScaledObjectLabels, Gauge>,
+    owned: Family<KindLabels, Gauge>,
+    /// Label sets exported per object, to remove them when the object goes.
+    series: Mutex<HashMap<(Kind, String, String), Vec<ScalerLabels>>>,
+}
+
+fn kind_label(kind: Kind) -> &'static str {
+    match kind {
+        Kind::ScaledObject => "scaledobject",
+        Kind::ScaledJob => "scaledjob",
+    }
+}
+
+impl Metrics {
+    /// Registers every metric in `registry` (the families are shared, so values recorded later
+    /// show up there).
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "keda_internal_scale_loop_latency_seconds",
+            "Delay between the planned and the actual start of a poll of an object",
+            self.scale_loop_latency.clone(),
+        );
+        registry.register(
+            "keda_scaler_metrics_value",
+            "The current value of each trigger's metric",
+            self.value.clone(),
+        );
+        registry.register(
+            "keda_scaler_metrics_latency_seconds",
+            "Time taken to read each trigger's metric from its source",
+            self.latency.clone(),
+        );
+        registry.register(
+            "keda_scaler_active",
+            "1 when the trigger is active, 0 when not",
+            self.active.clone(),
+        );
+        registry.register(
+            "keda_scaler_detail_errors",
+            "Errors met reading each trigger's metric",
+            self.errors.clone(),
+        );
+        registry.register(
+            "keda_scaled_object_errors",
+            "Errors met by the triggers of each ScaledObject",
+            self.scaled_object_errors.clone(),
+        );
+        registry.register(
+            "keda_scaled_job_errors",
+            "Errors met by the triggers of each ScaledJob",
+            self.scaled_job_errors.clone(),
+        );
+        registry.register(
+            "keda_scaled_object_paused",
+            "1 when the ScaledObject is paused, 0 when not",
+            self.paused.clone(),
+        );
+        registry.register(
+            "ringscale_owned_objects",
+            "Objects this replica owns and polls, by kind",
+            self.owned.clone(),
+        );
+    }
+
+    /// How late a planned poll started.
+    pub(crate) fn loop_latency(&self, kind: Kind, namespace: &str, name: &str, lag: Duration) {
+        self.scale_loop_latency
+            .get_or_create(&LoopLabels {
+                namespace: namespace.to_owned(),
+                r#type: kind_label(kind).to_owned(),
+                resource: name.to_owned(),
+            })
+            .set(lag.as_secs_f64());
+    }
+
+    /// The labels of one trigger metric of an object.
+    pub(crate) fn scaler_labels(
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+        metric: &str,
+        scaler: &str,
+        index: usize,
+    ) -> ScalerLabels {
+        ScalerLabels {
+            namespace: namespace.to_owned(),
+            metric: metric.to_owned(),
+            scaledObject: name.to_owned(),
+            scaler: scaler.to_owned(),
+            triggerIndex: index.to_string(),
+            r#type: kind_label(kind).to_owned(),
+        }
+    }
+
+    fn remember(&self, labels: &ScalerLabels, kind: Kind) {
+        let mut series = self.series.lock().unwrap_or_else(PoisonError::into_inner);
+        let list = series
+            .entry((kind, labels.namespace.clone(), labels.scaledObject.clone()))
+            .or_default();
+        if !list.contains(labels) {
+            list.push(labels.clone());
+        }
+    }
+
+    /// A successful read.
+    pub(crate) fn polled(
+        &self,
+        kind: Kind,
+        labels: &ScalerLabels,
+        value: f64,
+        active: bool,
+        took: Duration,
+    ) {
+        self.remember(labels, kind);
+        self.value.get_or_create(labels).set(value);
+        self.latency.get_or_create(labels).set(took.as_secs_f64());
+        self.active
+            .get_or_create(labels)
+            .set(if active { 1.0 } else { 0.0 });
+    }
+
+    /// A failed read.
+    pub(crate) fn failed(&self, kind: Kind, labels: &ScalerLabels, took: Duration) {
+        self.remember(labels, kind);
+        self.errors.get_or_create(labels).inc();
+        self.latency.get_or_create(labels).set(took.as_secs_f64());
+        self.active.get_or_create(labels).set(0.0);
+        match kind {
+            Kind::ScaledObject => {
+                self.scaled_object_errors
+                    .get_or_create(&ScaledObjectLabels {
+                        namespace: labels.namespace.clone(),
+                        scaledObject: labels.scaledObject.clone(),
+                    })
+                    .inc();
+            }
+            Kind::ScaledJob => {
+                self.scaled_job_errors
+                    .get_or_create(&ScaledJobLabels {
+                        namespace: labels.namespace.clone(),
+                        scaledJob: labels.scaledObject.clone(),
+                    })
+                    .inc();
+            }
+        }
+    }
+
+    /// Whether a ScaledObject is paused.
+    pub(crate) fn paused(&self, namespace: &str, name: &str, paused: bool) {
+        self.paused
+            .get_or_create(&ScaledObjectLabels {
+                namespace: namespace.to_owned(),
+                scaledObject: name.to_owned(),
+            })
+            .set(i64::from(paused));
+    }
+
+    /// One more (or one fewer) owned object of a kind.
+    pub(crate) fn owning(&self, kind: Kind, more: bool) {
+        let gauge = self.owned.get_or_create(&KindLabels {
+            kind: kind_label(kind).to_owned(),
+        });
+        if more {
+            gauge.inc();
+        } else {
+            gauge.dec();
+        }
+    }
+
+    /// Removes every series of an object (no longer owned, or deleted).
+    pub(crate) fn forget(&self, kind: Kind, namespace: &str, name: &str) {
+        let labels = self
+            .series
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&(kind, namespace.to_owned(), name.to_owned()))
+            .unwrap_or_default();
+        for l in &labels {
+            self.value.remove(l);
+            self.latency.remove(l);
+            self.active.remove(l);
+            self.errors.remove(l);
+        }
+        self.scale_loop_latency.remove(&LoopLabels {
+            namespace: namespace.to_owned(),
+            r#type: kind_label(kind).to_owned(),
+            resource: name.to_owned(),
+        });
+        match kind {
+            Kind::ScaledObject => {
+                let l = ScaledObjectLabels {
+                    namespace: namespace.to_owned(),
+                    scaledObject: name.to_owned(),
+                };
+                self.scaled_object_errors.remove(&l);
+                self.paused.remove(&l);
+            }
+            Kind::ScaledJob => {
+                self.scaled_job_errors.remove(&ScaledJobLabels {
+                    namespace: namespace.to_owned(),
+                    scaledJob: name.to_owned(),
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus_client::encoding::text::encode;
+
+    fn text(m: &Metrics) -> String {
+        let mut registry = Registry::default();
+        m.register(&mut registry);
+        let mut out = String::new();
+        let _ = encode(&mut out, &registry);
+        out
+    }
+
+    #[test]
+    fn series_carry_kedas_names_and_labels_and_go_with_the_object() {
+        let m = Metrics::default();
+        let l =
+            Metrics::scaler_labels(Kind::ScaledObject, "ns", "orders", "s0-redis-q", "redis", 0);
+        m.polled(Kind::ScaledObject, &l, 12.0, true, Duration::from_millis(3));
+        m.failed(Kind::ScaledObject, &l, Duration::from_millis(5));
+        m.loop_latency(Kind::ScaledObject, "ns", "orders", Duration::from_millis(7));
+        m.paused("ns", "orders", false);
+        m.owning(Kind::ScaledObject, true);
+        let out = text(&m);
+        let labels = r#"namespace="ns",metric="s0-redis-q",scaledObject="orders",scaler="redis",triggerIndex="0",type="scaledobject""#;
+        for line in [
+            format!("keda_scaler_metrics_value{{{labels}}} 12.0"),
+            format!("keda_scaler_metrics_latency_seconds{{{labels}}} 0.005"),
+            format!("keda_scaler_active{{{labels}}} 0.0"),
+            format!("keda_scaler_detail_errors_total{{{labels}}} 1"),
+            r#"keda_scaled_object_errors_total{namespace="ns",scaledObject="orders"} 1"#.to_owned(),
+            r#"keda_internal_scale_loop_latency_seconds{namespace="ns",type="scaledobject",resource="orders"} 0.007"#.to_owned(),
+            r#"keda_scaled_object_paused{namespace="ns",scaledObject="orders"} 0"#.to_owned(),
+            r#"ringscale_owned_objects{kind="scaledobject"} 1"#.to_owned(),
+        ] {
+            assert!(out.contains(&line), "missing {line} in\n{out}");
+        }
+        m.forget(Kind::ScaledObject, "ns", "orders");
+        let out = text(&m);
+        assert!(!out.contains("orders"), "series left behind:\n{out}");
+    }
+}
