@@ -158,6 +158,8 @@ struct Ctx {
     stats: Arc<Stats>,
     metrics: Arc<Metrics>,
     recorder: Recorder,
+    /// The loop's inbox (push triggers ask for a poll through it).
+    inbox: mpsc::UnboundedSender<Msg>,
 }
 
 /// What a cycle keeps between polls of one object.
@@ -171,6 +173,21 @@ struct Runtime {
     health: BTreeMap<String, Health>,
     /// ScaledJob: Jobs created but not yet seen in the watch, and when.
     expected_jobs: Vec<(String, Instant)>,
+    /// Listeners of `external-push` triggers.
+    push: PushListeners,
+}
+
+/// Tasks listening to `external-push` streams; they stop with the runtime (a rebuild, or the
+/// object no longer owned).
+#[derive(Default)]
+struct PushListeners(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for PushListeners {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
 }
 
 struct Obj {
@@ -186,6 +203,8 @@ struct Obj {
 enum Msg {
     Changed(Slot),
     Resync,
+    /// A push trigger reported a change of activity: poll now.
+    Pushed(Slot),
 }
 
 /// A running controller.
@@ -301,6 +320,7 @@ async fn run(
         ownership: ownership.clone(),
         stats,
         metrics,
+        inbox: tx.clone(),
     });
     let limit = Arc::new(Semaphore::new(ctx.settings.max_concurrent_cycles.max(1)));
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Slot>();
@@ -320,6 +340,15 @@ async fn run(
                         reconcile(&ctx, &mut objects, &mut schedule, slot, initial);
                     }
                     initial = false;
+                }
+                Msg::Pushed(slot) => {
+                    if let Some(obj) = objects.get_mut(&slot) {
+                        if obj.in_flight {
+                            obj.again = true;
+                        } else {
+                            schedule.poll_now(&slot, obj.interval, Instant::now());
+                        }
+                    }
                 }
             },
             changed = ownership.changed() => {
@@ -1123,8 +1152,15 @@ fn prepare_settings(ctx: &Ctx) -> prepare::Settings<'_> {
     }
 }
 
-/// Builds the scalers and their metric specs from prepared triggers, collecting every problem.
-async fn build_scalers(ctx: &Ctx, prepared: Vec<prepare::PreparedTrigger>, runtime: &mut Runtime) {
+/// Builds the scalers and their metric specs from prepared triggers, collecting every problem,
+/// and listens to the push triggers among them.
+async fn build_scalers(
+    ctx: &Ctx,
+    slot: Slot,
+    prepared: Vec<prepare::PreparedTrigger>,
+    runtime: &mut Runtime,
+) {
+    runtime.push = PushListeners::default();
     runtime.scalers.clear();
     runtime.specs.clear();
     runtime.problems.clear();
@@ -1148,12 +1184,36 @@ async fn build_scalers(ctx: &Ctx, prepared: Vec<prepare::PreparedTrigger>, runti
             Ok(specs) => runtime.specs.extend(specs),
             Err(e) => runtime.problems.push(e.to_string()),
         }
+        if let Some(mut pushed) = scaler.push_activity() {
+            // KEDA runs the scale step as soon as a push scaler reports; ringscale polls the
+            // object at once, which reads the same activity and goes through the same step.
+            let (inbox, slot, index) = (ctx.inbox.clone(), slot.clone(), scaler.index());
+            runtime.push.0.push(tokio::spawn(async move {
+                while let Some(update) = pushed.recv().await {
+                    match update {
+                        Ok(active) => {
+                            debug!(namespace = %slot.1.0, name = %slot.1.1, trigger = index, active, "push trigger reported");
+                            if inbox.send(Msg::Pushed(slot.clone())).is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            debug!(namespace = %slot.1.0, name = %slot.1.1, trigger = index, error = %e, "push stream interrupted");
+                        }
+                    }
+                }
+            }));
+        }
     }
 }
 
 async fn build(ctx: &Ctx, so: &ScaledObject, runtime: &mut Runtime) {
     let prepared = prepare::scaled_object(so, &ctx.lookup, &prepare_settings(ctx));
-    build_scalers(ctx, prepared, runtime).await;
+    let slot = (
+        Kind::ScaledObject,
+        (so.namespace().unwrap_or_default(), so.name_any()),
+    );
+    build_scalers(ctx, slot, prepared, runtime).await;
     if let Some(formula) = so
         .spec
         .scaling_modifiers()

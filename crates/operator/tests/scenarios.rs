@@ -24,6 +24,7 @@ use ringscale_api::{ScaledJob, ScaledObject};
 use ringscale_coordinator::Ownership;
 use ringscale_kube_sim::{Config, KubeSim};
 use ringscale_operator::{Controller, Settings};
+use ringscale_proto::externalscaler as pb;
 use ringscale_replication::Store;
 use ringscale_ring::{Member, Ring, RingState};
 use ringscale_scalers::{Sources, SourcesConfig};
@@ -1298,4 +1299,116 @@ async fn a_paused_scaled_job_creates_nothing_and_a_broken_one_says_why() {
         ("False".into(), "ScaledJobUnpaused".into())
     );
     assert!(s.get("Paused").is_none());
+}
+
+// external-push.
+
+/// An external push scaler: one metric `jobs` (target 1) worth 5 while active, 0 otherwise;
+/// StreamIsActive sends every change of activity.
+struct PushScaler {
+    active: watch::Receiver<bool>,
+}
+
+type ActivityStream = std::pin::Pin<
+    Box<dyn futures_util::Stream<Item = Result<pb::IsActiveResponse, tonic::Status>> + Send>,
+>;
+
+#[tonic::async_trait]
+impl pb::external_scaler_server::ExternalScaler for PushScaler {
+    async fn is_active(
+        &self,
+        _: tonic::Request<pb::ScaledObjectRef>,
+    ) -> Result<tonic::Response<pb::IsActiveResponse>, tonic::Status> {
+        Ok(tonic::Response::new(pb::IsActiveResponse {
+            result: *self.active.borrow(),
+        }))
+    }
+
+    type StreamIsActiveStream = ActivityStream;
+
+    async fn stream_is_active(
+        &self,
+        _: tonic::Request<pb::ScaledObjectRef>,
+    ) -> Result<tonic::Response<ActivityStream>, tonic::Status> {
+        let stream = futures_util::stream::unfold(self.active.clone(), |mut rx| async move {
+            rx.changed().await.ok()?;
+            let result = *rx.borrow_and_update();
+            Some((Ok(pb::IsActiveResponse { result }), rx))
+        });
+        Ok(tonic::Response::new(Box::pin(stream)))
+    }
+
+    async fn get_metric_spec(
+        &self,
+        _: tonic::Request<pb::ScaledObjectRef>,
+    ) -> Result<tonic::Response<pb::GetMetricSpecResponse>, tonic::Status> {
+        #[allow(deprecated)]
+        let spec = pb::MetricSpec {
+            metric_name: "jobs".into(),
+            target_size: 0,
+            target_size_float: 1.0,
+        };
+        Ok(tonic::Response::new(pb::GetMetricSpecResponse {
+            metric_specs: vec![spec],
+        }))
+    }
+
+    async fn get_metrics(
+        &self,
+        _: tonic::Request<pb::GetMetricsRequest>,
+    ) -> Result<tonic::Response<pb::GetMetricsResponse>, tonic::Status> {
+        let value = if *self.active.borrow() { 5.0 } else { 0.0 };
+        #[allow(deprecated)]
+        let value = pb::MetricValue {
+            metric_name: "jobs".into(),
+            metric_value: 0,
+            metric_value_float: value,
+        };
+        Ok(tonic::Response::new(pb::GetMetricsResponse {
+            metric_values: vec![value],
+        }))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_trigger_activates_without_waiting_for_the_poll() {
+    let c = cluster().await;
+    let (active, rx) = watch::channel(false);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(pb::external_scaler_server::ExternalScalerServer::new(
+                PushScaler { active: rx },
+            ))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    deployment(&c.client, "worker", 0).await;
+    // Polled once an hour: only the push can activate it within the test.
+    scaled_object(
+        &c.client,
+        "pushed",
+        "worker",
+        json!({
+            "pollingInterval": 3600,
+            "triggers": [{"type": "external-push", "metadata": {"scalerAddress": addr.to_string()}}],
+        }),
+        json!({}),
+    )
+    .await;
+    let (_tx, own) = watch::channel(ownership(&["r0"], "r0", 1));
+    let (_ctl, _) = controller(&c.client, own, "r0");
+    eventually(WITHIN, "the first poll", || async {
+        let s = so_status(&c.client, "pushed").await;
+        (condition(&s, "Active") == ("False".into(), "ScalerNotActive".into())).then_some(())
+    })
+    .await;
+    assert_eq!(replicas(&c.client, "worker").await, 0);
+    active.send(true).unwrap();
+    wait_replicas(&c.client, "worker", 1, Duration::from_secs(5)).await;
+    let s = so_status(&c.client, "pushed").await;
+    assert_eq!(
+        condition(&s, "Active"),
+        ("True".into(), "ScalerActive".into())
+    );
 }

@@ -353,7 +353,7 @@ pub(super) async fn run_cycle(
     let print = fingerprint(&sj.metadata);
     if runtime.fingerprint.as_ref() != Some(&print) {
         let prepared = prepare::scaled_job(sj, &ctx.lookup, &prepare_settings(ctx));
-        super::build_scalers(ctx, prepared, runtime).await;
+        super::build_scalers(ctx, (Kind::ScaledJob, key.clone()), prepared, runtime).await;
         if let Err(e) = sj.spec.job_target_ref.typed() {
             runtime
                 .problems
