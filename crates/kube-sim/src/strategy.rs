@@ -142,6 +142,7 @@ pub fn default_builtin(kind: Builtin, object: &mut Value, uid: &str) {
         B::Job => default_job(object, uid),
         B::HorizontalPodAutoscaler => {
             set_default(obj_mut(object, &["spec"]), "minReplicas", json!(1));
+            default_hpa_behavior(object);
             let no_metrics = object
                 .pointer("/spec/metrics")
                 .and_then(Value::as_array)
@@ -167,6 +168,43 @@ pub fn default_builtin(kind: Builtin, object: &mut Value, uid: &str) {
             set_default(object.as_object_mut(), "status", json!({"phase": "Active"}));
         }
         _ => {}
+    }
+}
+
+/// A given HPA `behavior` gets every unset field of its rules from the defaults, as the API
+/// server's autoscaling/v2 defaulting does (scale up: no stabilization, Max of 4 Pods or 100 %
+/// per 15 s; scale down: Max of 100 % per 15 s, the window left to the controller's flag).
+fn default_hpa_behavior(object: &mut Value) {
+    let Some(behavior) = object
+        .pointer_mut("/spec/behavior")
+        .and_then(Value::as_object_mut)
+    else {
+        return;
+    };
+    let up = json!({
+        "stabilizationWindowSeconds": 0,
+        "selectPolicy": "Max",
+        "policies": [
+            {"type": "Pods", "value": 4, "periodSeconds": 15},
+            {"type": "Percent", "value": 100, "periodSeconds": 15}
+        ]
+    });
+    let down = json!({
+        "selectPolicy": "Max",
+        "policies": [{"type": "Percent", "value": 100, "periodSeconds": 15}]
+    });
+    for (direction, defaults) in [("scaleUp", up), ("scaleDown", down)] {
+        let rules = behavior.entry(direction).or_insert_with(|| json!({}));
+        if rules.is_null() {
+            *rules = json!({});
+        }
+        if let (Some(rules), Value::Object(defaults)) = (rules.as_object_mut(), defaults) {
+            for (field, value) in defaults {
+                if rules.get(&field).is_none_or(Value::is_null) {
+                    rules.insert(field, value);
+                }
+            }
+        }
     }
 }
 
@@ -735,6 +773,30 @@ mod tests {
         assert!(decoded.object["spec"].get("replicaz").is_none());
         d["spec"]["replicas"] = json!("three");
         assert!(decode_builtin(Builtin::Deployment, &d).is_err());
+    }
+
+    #[test]
+    fn hpa_behavior_rules_get_the_api_servers_defaults() {
+        let target = json!({"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"});
+        let mut hpa = json!({"spec": {"scaleTargetRef": target, "maxReplicas": 3,
+            "behavior": {"scaleDown": {"stabilizationWindowSeconds": 600}}}});
+        default_builtin(Builtin::HorizontalPodAutoscaler, &mut hpa, "uid");
+        let behavior = &hpa["spec"]["behavior"];
+        assert_eq!(
+            behavior["scaleDown"],
+            json!({"stabilizationWindowSeconds": 600, "selectPolicy": "Max",
+                "policies": [{"type": "Percent", "value": 100, "periodSeconds": 15}]})
+        );
+        assert_eq!(behavior["scaleUp"]["stabilizationWindowSeconds"], 0);
+        assert_eq!(
+            behavior["scaleUp"]["policies"].as_array().map(Vec::len),
+            Some(2)
+        );
+        assert!(validate_builtin(Builtin::HorizontalPodAutoscaler, &hpa, None).is_empty());
+        // No behavior: none is added.
+        let mut plain = json!({"spec": {"scaleTargetRef": target, "maxReplicas": 3}});
+        default_builtin(Builtin::HorizontalPodAutoscaler, &mut plain, "uid");
+        assert!(plain["spec"].get("behavior").is_none());
     }
 
     #[test]

@@ -25,11 +25,14 @@ use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
+};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
+use ringscale_api::common::GroupVersionKindResource;
 use ringscale_api::names::{FINALIZER, KIND_SCALED_OBJECT, LABEL_SCALED_JOB_NAME};
 use ringscale_api::{
     Condition, ConditionStatus, ConditionType, MetricType, ScaledJob, ScaledObject,
@@ -160,6 +163,8 @@ struct Ctx {
     recorder: Recorder,
     /// The loop's inbox (push triggers ask for a poll through it).
     inbox: mpsc::UnboundedSender<Msg>,
+    /// Scale target kinds resolved by discovery, by (apiVersion, kind).
+    target_kinds: std::sync::Mutex<HashMap<(String, String), ApiResource>>,
 }
 
 /// What a cycle keeps between polls of one object.
@@ -321,6 +326,7 @@ async fn run(
         stats,
         metrics,
         inbox: tx.clone(),
+        target_kinds: std::sync::Mutex::default(),
     });
     let limit = Arc::new(Semaphore::new(ctx.settings.max_concurrent_cycles.max(1)));
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Slot>();
@@ -718,7 +724,15 @@ async fn run_cycle(
             return write_status(ctx, key, so, status, &before, generation).await;
         }
     };
-    let target = target_replicas(ctx, so);
+    let target = match read_target(ctx, so).await {
+        Ok((replicas, ready, gvkr)) => {
+            status.scale_target_gvkr = Some(gvkr);
+            Ok((replicas, ready))
+        }
+        Err(e) => Err(e),
+    };
+    let target_error = target.as_ref().err().cloned();
+    let target = target.ok();
     if status.original_replica_count.is_none()
         && let Some((current, _)) = target
     {
@@ -976,9 +990,10 @@ async fn run_cycle(
             ConditionStatus::False,
             "ErrorGettingCurrentReplicas",
             &format!(
-                "cannot read the replicas of {} {}",
+                "cannot read the replicas of {} {}: {}",
                 scale_target_kind(so),
-                so.spec.scale_target_ref.name
+                so.spec.scale_target_ref.name,
+                target_error.as_deref().unwrap_or("unknown error"),
             ),
             now,
         );
@@ -1007,7 +1022,28 @@ async fn run_cycle(
         )
     });
     let desired = hpa::desired(so, hpa::metrics(so, &runtime.specs, composite), &pause);
-    ensure_hpa(ctx, so, desired, generation).await?;
+    // An HPA the API server refuses (e.g. a behavior it does not accept) is the user's to fix:
+    // say so in the status, as KEDA does, rather than only in the log.
+    match ensure_hpa(ctx, so, desired, generation).await {
+        Ok(()) => {}
+        Err(CycleError::Api(what, kube::Error::Api(s)))
+            if (400..500).contains(&s.code) && !matches!(s.code, 409 | 429) =>
+        {
+            warn!(namespace = ns, name, what, error = %s.message, "the API server refused the HPA");
+            set_condition(
+                &mut status.conditions,
+                ConditionType::Ready,
+                ConditionStatus::False,
+                "ScaledObjectCheckFailed",
+                &format!(
+                    "Failed to ensure HPA is correctly created for ScaledObject: {}",
+                    s.message
+                ),
+                now,
+            );
+        }
+        Err(e) => return Err(e),
+    }
 
     // Status.
     status.external_metric_names = Some(if so.spec.scaling_modifiers().is_some() {
@@ -1241,39 +1277,100 @@ fn scale_target_kind(so: &ScaledObject) -> String {
     format!("{}.{}", t.effective_api_version(), t.effective_kind())
 }
 
-/// The target's replicas and ready replicas, from the shared watches.
-fn target_replicas(ctx: &Ctx, so: &ScaledObject) -> Option<(i32, i32)> {
+/// The target's replicas and ready replicas, and what kind it is: Deployments and
+/// StatefulSets from the shared watches; any other kind with a `/scale` subresource (an Argo
+/// Rollout, a custom resource) through discovery and one read of its `/scale` per poll.
+async fn read_target(
+    ctx: &Ctx,
+    so: &ScaledObject,
+) -> Result<(i32, i32, GroupVersionKindResource), String> {
     let t = &so.spec.scale_target_ref;
     let ns = so.namespace().unwrap_or_default();
+    let gvkr = |resource: &str| {
+        let (group, version) = split_api_version(t.effective_api_version());
+        GroupVersionKindResource {
+            group: group.to_owned(),
+            version: version.to_owned(),
+            kind: t.effective_kind().to_owned(),
+            resource: resource.to_owned(),
+        }
+    };
+    let missing = || format!("{} not found", t.name);
     match (t.effective_api_version(), t.effective_kind()) {
-        ("apps/v1", "Deployment") => ctx
-            .lookup
-            .deployments
-            .get(&ObjectRef::new(&t.name).within(&ns))
-            .map(|d| {
-                (
-                    d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
-                    d.status
-                        .as_ref()
-                        .and_then(|s| s.ready_replicas)
-                        .unwrap_or(0),
-                )
-            }),
-        ("apps/v1", "StatefulSet") => ctx
-            .lookup
-            .stateful_sets
-            .get(&ObjectRef::new(&t.name).within(&ns))
-            .map(|s| {
-                (
-                    s.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
-                    s.status
-                        .as_ref()
-                        .and_then(|s| s.ready_replicas)
-                        .unwrap_or(0),
-                )
-            }),
-        _ => None,
+        ("apps/v1", "Deployment") => {
+            let d = ctx
+                .lookup
+                .deployments
+                .get(&ObjectRef::new(&t.name).within(&ns))
+                .ok_or_else(missing)?;
+            Ok((
+                d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
+                d.status
+                    .as_ref()
+                    .and_then(|s| s.ready_replicas)
+                    .unwrap_or(0),
+                gvkr("deployments"),
+            ))
+        }
+        ("apps/v1", "StatefulSet") => {
+            let s = ctx
+                .lookup
+                .stateful_sets
+                .get(&ObjectRef::new(&t.name).within(&ns))
+                .ok_or_else(missing)?;
+            Ok((
+                s.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
+                s.status
+                    .as_ref()
+                    .and_then(|s| s.ready_replicas)
+                    .unwrap_or(0),
+                gvkr("statefulsets"),
+            ))
+        }
+        _ => {
+            let resource = target_kind(ctx, so).await?;
+            let scale = Api::<DynamicObject>::namespaced_with(ctx.client.clone(), &ns, &resource)
+                .get_scale(&t.name)
+                .await
+                .map_err(|e| format!("reading its /scale: {e}"))?;
+            Ok((
+                scale.spec.and_then(|s| s.replicas).unwrap_or(0),
+                scale.status.map_or(0, |s| s.replicas),
+                gvkr(&resource.plural),
+            ))
+        }
     }
+}
+
+fn split_api_version(api_version: &str) -> (&str, &str) {
+    api_version.split_once('/').unwrap_or(("", api_version))
+}
+
+/// The API resource of a scale target kind, found by discovery once and then remembered.
+async fn target_kind(ctx: &Ctx, so: &ScaledObject) -> Result<ApiResource, String> {
+    let t = &so.spec.scale_target_ref;
+    let id = (
+        t.effective_api_version().to_owned(),
+        t.effective_kind().to_owned(),
+    );
+    if let Some(found) = ctx
+        .target_kinds
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(&id)
+    {
+        return Ok(found.clone());
+    }
+    let (group, version) = split_api_version(&id.0);
+    let gvk = GroupVersionKind::gvk(group, version, &id.1);
+    let (resource, _) = kube::discovery::pinned_kind(&ctx.client, &gvk)
+        .await
+        .map_err(|e| format!("the API server does not serve {}/{}: {e}", id.0, id.1))?;
+    ctx.target_kinds
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(id, resource.clone());
+    Ok(resource)
 }
 
 async fn scale(
@@ -1290,19 +1387,31 @@ async fn scale(
     let body = Patch::Merge(json!({"spec": {"replicas": replicas}}));
     let params = PatchParams::default();
     match t.effective_kind() {
-        "Deployment" => {
+        "Deployment" if t.effective_api_version() == "apps/v1" => {
             Api::<Deployment>::namespaced(ctx.client.clone(), &key.0)
                 .patch_scale(&t.name, &params, &body)
                 .await
                 .map_err(api("scale the target"))?;
         }
-        "StatefulSet" => {
+        "StatefulSet" if t.effective_api_version() == "apps/v1" => {
             Api::<StatefulSet>::namespaced(ctx.client.clone(), &key.0)
                 .patch_scale(&t.name, &params, &body)
                 .await
                 .map_err(api("scale the target"))?;
         }
-        _ => return Ok(()),
+        _ => {
+            let resource = match target_kind(ctx, so).await {
+                Ok(r) => r,
+                Err(e) => {
+                    warn!(namespace = %key.0, name = %key.1, error = %e, "cannot scale the target");
+                    return Ok(());
+                }
+            };
+            Api::<DynamicObject>::namespaced_with(ctx.client.clone(), &key.0, &resource)
+                .patch_scale(&t.name, &params, &body)
+                .await
+                .map_err(api("scale the target"))?;
+        }
     }
     ctx.stats.scale_writes.fetch_add(1, Ordering::Relaxed);
     Ok(())
@@ -1401,7 +1510,9 @@ async fn finalize(
     delete_hpa(ctx, so, generation).await?;
     if so.spec.restore_to_original_replica_count()
         && let Some(original) = so.status.as_ref().and_then(|s| s.original_replica_count)
-        && target_replicas(ctx, so).is_some_and(|(current, _)| current != original)
+        && read_target(ctx, so)
+            .await
+            .is_ok_and(|(current, _, _)| current != original)
     {
         info!(namespace = %key.0, name = %key.1, replicas = original, "restoring the original replica count");
         scale(ctx, key, so, original, generation).await?;

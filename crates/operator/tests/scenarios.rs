@@ -1412,3 +1412,158 @@ async fn a_push_trigger_activates_without_waiting_for_the_poll() {
         ("True".into(), "ScalerActive".into())
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_kind_with_a_scale_subresource_is_a_target() {
+    let c = cluster().await;
+    let crd: CustomResourceDefinition = serde_json::from_value(json!({
+        "metadata": {"name": "rollouts.argoproj.io"},
+        "spec": {
+            "group": "argoproj.io",
+            "names": {"kind": "Rollout", "plural": "rollouts", "singular": "rollout", "listKind": "RolloutList"},
+            "scope": "Namespaced",
+            "versions": [{
+                "name": "v1alpha1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                    "spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
+                    "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}
+                }}},
+                "subresources": {"status": {}, "scale": {
+                    "specReplicasPath": ".spec.replicas",
+                    "statusReplicasPath": ".status.replicas"
+                }}
+            }]
+        }
+    }))
+    .unwrap();
+    Api::<CustomResourceDefinition>::all(c.client.clone())
+        .create(&PostParams::default(), &crd)
+        .await
+        .unwrap();
+    let resource = kube::api::ApiResource::from_gvk_with_plural(
+        &kube::api::GroupVersionKind::gvk("argoproj.io", "v1alpha1", "Rollout"),
+        "rollouts",
+    );
+    let rollouts: Api<kube::api::DynamicObject> =
+        Api::namespaced_with(c.client.clone(), NS, &resource);
+    let web: kube::api::DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout",
+        "metadata": {"name": "web"},
+        "spec": {"replicas": 0}
+    }))
+    .unwrap();
+    eventually(WITHIN, "the Rollout kind served", || async {
+        rollouts.create(&PostParams::default(), &web).await.ok()
+    })
+    .await;
+    let source = Source::start().await;
+    scaled_object(
+        &c.client,
+        "web",
+        "web",
+        json!({
+            "scaleTargetRef": {"apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout", "name": "web"},
+            "triggers": [source.trigger()],
+        }),
+        json!({}),
+    )
+    .await;
+    let (_tx, own) = watch::channel(ownership(&["r0"], "r0", 1));
+    let (_ctl, _) = controller(&c.client, own, "r0");
+    let rollout_replicas = || async {
+        rollouts
+            .get_scale("web")
+            .await
+            .unwrap()
+            .spec
+            .and_then(|s| s.replicas)
+    };
+    source.set(20);
+    eventually(WITHIN, "the Rollout at 1", || async {
+        (rollout_replicas().await == Some(1)).then_some(())
+    })
+    .await;
+    let status = so_status(&c.client, "web").await;
+    assert_eq!(
+        status["scaleTargetGVKR"],
+        json!({"group": "argoproj.io", "version": "v1alpha1", "kind": "Rollout", "resource": "rollouts"})
+    );
+    assert_eq!(status["scaleTargetKind"], "argoproj.io/v1alpha1.Rollout");
+    let hpa = Api::<HorizontalPodAutoscaler>::namespaced(c.client.clone(), NS)
+        .get("keda-hpa-web")
+        .await
+        .unwrap();
+    let target = hpa.spec.unwrap().scale_target_ref;
+    assert_eq!(
+        (target.api_version.as_deref(), target.kind.as_str()),
+        (Some("argoproj.io/v1alpha1"), "Rollout")
+    );
+    source.set(0);
+    eventually(
+        WITHIN,
+        "the Rollout back at 0 after the cooldown",
+        || async { (rollout_replicas().await == Some(0)).then_some(()) },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_hpa_the_api_server_refuses_is_reported_in_the_status() {
+    let c = cluster().await;
+    let source = Source::start().await;
+    deployment(&c.client, "worker", 1).await;
+    // The CRD schema admits any integer; the API server's HPA validation does not.
+    scaled_object(
+        &c.client,
+        "too-slow",
+        "worker",
+        json!({
+            "advanced": {"horizontalPodAutoscalerConfig": {"behavior": {
+                "scaleDown": {"stabilizationWindowSeconds": 7200}
+            }}},
+            "triggers": [source.trigger()],
+        }),
+        json!({}),
+    )
+    .await;
+    let (_tx, own) = watch::channel(ownership(&["r0"], "r0", 1));
+    let (_ctl, _) = controller(&c.client, own, "r0");
+    let status = eventually(WITHIN, "Ready=False", || async {
+        let s = so_status(&c.client, "too-slow").await;
+        (condition(&s, "Ready").0 == "False").then_some(s)
+    })
+    .await;
+    assert_eq!(condition(&status, "Ready").1, "ScaledObjectCheckFailed");
+    let ready = status["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+        .unwrap();
+    let message = ready["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with("Failed to ensure HPA is correctly created")
+            && message.contains("stabilizationWindowSeconds"),
+        "{message}"
+    );
+    // Fixing the behavior brings the HPA and Ready back.
+    Api::<ScaledObject>::namespaced(c.client.clone(), NS)
+        .patch(
+            "too-slow",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"spec": {"advanced": {"horizontalPodAutoscalerConfig": {"behavior": {
+                    "scaleDown": {"stabilizationWindowSeconds": 600}
+                }}}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    eventually(WITHIN, "Ready=True and the HPA", || async {
+        let s = so_status(&c.client, "too-slow").await;
+        let hpa = Api::<HorizontalPodAutoscaler>::namespaced(c.client.clone(), NS)
+            .get_opt("keda-hpa-too-slow")
+            .await
+            .unwrap();
+        (condition(&s, "Ready").0 == "True" && hpa.is_some()).then_some(())
+    })
+    .await;
+}
