@@ -826,7 +826,7 @@ async fn minimum_initial_cooldown_and_idle_replicas() {
         &c.client,
         "min",
         "min",
-        json!({"triggers": [quiet.trigger()], "minReplicaCount": 2}),
+        json!({"triggers": [quiet.trigger()], "minReplicaCount": 2, "maxReplicaCount": 4}),
         json!({}),
     )
     .await;
@@ -860,7 +860,10 @@ async fn minimum_initial_cooldown_and_idle_replicas() {
             .unwrap()
     })
     .await;
-    assert_eq!(hpa.spec.unwrap().min_replicas, Some(2));
+    // The HPA carries the bounds: the operator handles 0 ↔ 1 and the minimum, the HPA the rest
+    // up to the maximum.
+    let spec = hpa.spec.unwrap();
+    assert_eq!((spec.min_replicas, spec.max_replicas), (Some(2), 4));
     // creationTimestamp has whole seconds, so the 4 s may count from up to 1 s before `created`.
     // Still within the initial cooldown (the polls above took about a second).
     if created.elapsed() < Duration::from_millis(2500) {
@@ -1566,4 +1569,59 @@ async fn an_hpa_the_api_server_refuses_is_reported_in_the_status() {
         (condition(&s, "Ready").0 == "True" && hpa.is_some()).then_some(())
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_fallback_behavior_names_its_replicas() {
+    let c = cluster().await;
+    let broken = Source::start().await;
+    broken.set(-1);
+    // Every target runs 3 replicas; the source fails from the start.
+    let cases = [
+        ("static", 5, 5),
+        ("currentReplicas", 5, 3),
+        ("currentReplicasIfHigher", 2, 3),
+        ("currentReplicasIfLower", 2, 2),
+    ];
+    for (behavior, replicas, _) in cases {
+        let name = behavior.to_ascii_lowercase();
+        deployment(&c.client, &name, 3).await;
+        scaled_object(
+            &c.client,
+            &name,
+            &name,
+            json!({
+                "triggers": [broken.trigger()],
+                "fallback": {"failureThreshold": 1, "replicas": replicas, "behavior": behavior},
+            }),
+            json!({}),
+        )
+        .await;
+    }
+    let (_tx, rx) = watch::channel(ownership(&["r0"], "r0", 1));
+    let _ctl = controller(&c.client, rx, "r0");
+    for (behavior, _, want) in cases {
+        let name = behavior.to_ascii_lowercase();
+        let status = eventually(WITHIN, &format!("{name} falling back"), || async {
+            let s = so_status(&c.client, &name).await;
+            (condition(&s, "Fallback").0 == "True").then_some(s)
+        })
+        .await;
+        let message = status["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == "Fallback"))
+            .and_then(|c| c["message"].as_str())
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            message.ends_with(&format!("(to {want} replicas)")),
+            "{behavior}: {message}"
+        );
+        assert_eq!(
+            status["health"]["s0-metric-api-value"]["status"], "Failing",
+            "{behavior}"
+        );
+        // The operator leaves the replicas to the HPA while falling back.
+        assert_eq!(replicas(&c.client, &name).await, 3, "{behavior}");
+    }
 }
