@@ -46,7 +46,7 @@ use ringscale_scalers::{MetricSpec, Scaler, Sources, prepare};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
-use tokio::sync::{Mutex, Semaphore, mpsc, watch};
+use tokio::sync::{Mutex, Semaphore, mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
@@ -59,6 +59,7 @@ use crate::semantics::modifiers::{Formula, composite_active};
 use crate::semantics::pause;
 use crate::semantics::scale::{Activity, Readiness, ScaleInput, decide};
 
+mod live;
 mod scaled_job;
 
 /// The annotation with the ring generation of the replica that owns the object.
@@ -210,6 +211,11 @@ enum Msg {
     Resync,
     /// A push trigger reported a change of activity: poll now.
     Pushed(Slot),
+    /// A live query wants an owned object's runtime and polling interval.
+    Runtime(
+        Slot,
+        oneshot::Sender<Option<(Arc<Mutex<Runtime>>, Duration)>>,
+    ),
 }
 
 /// A running controller.
@@ -218,6 +224,9 @@ pub struct Controller {
     pub stats: Arc<Stats>,
     /// Its Prometheus metrics (register them with [`Metrics::register`]).
     pub metrics: Arc<Metrics>,
+    inbox: mpsc::UnboundedSender<Msg>,
+    ownership: watch::Receiver<Ownership>,
+    records: Arc<RecordStore>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -241,20 +250,35 @@ impl Controller {
     ) -> Controller {
         let stats = Arc::new(Stats::default());
         let metrics = Arc::new(Metrics::default());
+        let (tx, rx) = mpsc::unbounded_channel::<Msg>();
         let task = tokio::spawn(run(
             client,
-            ownership,
-            records,
+            ownership.clone(),
+            Arc::clone(&records),
             sources,
             settings,
             (Arc::clone(&stats), Arc::clone(&metrics)),
+            (tx.clone(), rx),
             shutdown,
         ));
         Controller {
             stats,
             metrics,
+            inbox: tx,
+            ownership,
+            records,
             task: Some(task),
         }
+    }
+
+    /// What answers metrics queries forwarded to this replica as the owner: it reads the
+    /// sources of an owned ScaledObject now (and records the values, so peers get them too).
+    pub fn live_query(&self) -> Arc<dyn ringscale_replication::LiveQuery> {
+        Arc::new(live::Live {
+            inbox: self.inbox.clone(),
+            ownership: self.ownership.clone(),
+            records: Arc::clone(&self.records),
+        })
     }
 
     /// Waits for the controller to stop.
@@ -285,9 +309,9 @@ async fn run(
     sources: Sources,
     settings: Settings,
     (stats, metrics): (Arc<Stats>, Arc<Metrics>),
+    (tx, mut rx): (mpsc::UnboundedSender<Msg>, mpsc::UnboundedReceiver<Msg>),
     shutdown: impl Future<Output = ()> + Send,
 ) {
-    let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
     let (sos, so_watch) = watch_objects::<ScaledObject>(&client, Kind::ScaledObject, tx.clone());
     let (sjs, sj_watch) = watch_objects::<ScaledJob>(&client, Kind::ScaledJob, tx.clone());
     let labelled = watcher::Config::default().labels(LABEL_SCALED_JOB_NAME);
@@ -346,6 +370,13 @@ async fn run(
                         reconcile(&ctx, &mut objects, &mut schedule, slot, initial);
                     }
                     initial = false;
+                }
+                Msg::Runtime(slot, reply) => {
+                    let _ = reply.send(
+                        objects
+                            .get(&slot)
+                            .map(|o| (Arc::clone(&o.runtime), o.interval)),
+                    );
                 }
                 Msg::Pushed(slot) => {
                     if let Some(obj) = objects.get_mut(&slot) {

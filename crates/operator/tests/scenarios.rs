@@ -1625,3 +1625,80 @@ async fn each_fallback_behavior_names_its_replicas() {
         assert_eq!(replicas(&c.client, &name).await, 3, "{behavior}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_owner_answers_a_forwarded_query_live() {
+    let c = cluster().await;
+    let source = Source::start().await;
+    source.set(3);
+    deployment(&c.client, "worker", 1).await;
+    // Polled once an hour: a fresh value can only come from the live query.
+    scaled_object(
+        &c.client,
+        "orders",
+        "worker",
+        json!({"pollingInterval": 3600, "triggers": [source.trigger()]}),
+        json!({}),
+    )
+    .await;
+    let own = ownership(&["r0"], "r0", 1);
+    let (_tx, rx) = watch::channel(own);
+    let (ctl, records) = controller(&c.client, rx, "r0");
+    eventually(WITHIN, "the first poll", || async {
+        let s = so_status(&c.client, "orders").await;
+        (condition(&s, "Ready").0 == "True").then_some(())
+    })
+    .await;
+    source.set(42);
+    let live = ctl.live_query();
+    let query = |name: &str, metric: Option<&str>| ringscale_replication::Query {
+        namespace: NS.into(),
+        scaled_object: name.into(),
+        metric_name: metric.map(str::to_owned),
+        generation: 1,
+    };
+    let answer = live
+        .query(query("orders", Some("s0-metric-api-value")))
+        .await
+        .unwrap();
+    assert_eq!(answer.len(), 1);
+    assert_eq!(answer[0].1.value, 42.0);
+    // Recorded, so peers get it too.
+    let key = ringscale_cache::RecordKey::new(NS, "orders", "s0-metric-api-value");
+    assert_eq!(records.get(&key).unwrap().value, 42.0);
+    // An unknown metric, an unknown object, a failing source: typed errors.
+    assert!(matches!(
+        live.query(query("orders", Some("s9-nope"))).await,
+        Err(ringscale_replication::QueryError::NotFound(_))
+    ));
+    source.set(-1);
+    assert!(matches!(
+        live.query(query("orders", None)).await,
+        Err(ringscale_replication::QueryError::Source(_))
+    ));
+    // Not the owner: says so, with its generation.
+    let (_tx2, rx2) = watch::channel(ownership(&["r0", "r1"], "r1", 2));
+    let other = Controller::start(
+        c.client.clone(),
+        rx2,
+        Store::new("r1"),
+        Sources::new(SourcesConfig::default()),
+        Settings::default(),
+        std::future::pending(),
+    );
+    let ring = ownership(&["r0", "r1"], "r1", 2);
+    let not_owned = (0..200)
+        .map(|i| format!("so-{i}"))
+        .find(|n| {
+            !ring.owns(&ringscale_ring::ObjectKey::new(
+                ringscale_ring::Kind::ScaledObject,
+                NS,
+                n,
+            ))
+        })
+        .unwrap();
+    assert!(matches!(
+        other.live_query().query(query(&not_owned, None)).await,
+        Err(ringscale_replication::QueryError::NotOwner(_, 2))
+    ));
+}
