@@ -251,16 +251,16 @@ impl Controller {
         let stats = Arc::new(Stats::default());
         let metrics = Arc::new(Metrics::default());
         let (tx, rx) = mpsc::unbounded_channel::<Msg>();
-        let task = tokio::spawn(run(
+        let parts = Parts {
             client,
-            ownership.clone(),
-            Arc::clone(&records),
+            ownership: ownership.clone(),
+            records: Arc::clone(&records),
             sources,
             settings,
-            (Arc::clone(&stats), Arc::clone(&metrics)),
-            (tx.clone(), rx),
-            shutdown,
-        ));
+            stats: Arc::clone(&stats),
+            metrics: Arc::clone(&metrics),
+        };
+        let task = tokio::spawn(run(parts, (tx.clone(), rx), shutdown));
         Controller {
             stats,
             metrics,
@@ -302,16 +302,31 @@ impl Drop for Controller {
     }
 }
 
-async fn run(
+/// What the loop is started with.
+struct Parts {
     client: Client,
-    mut ownership: watch::Receiver<Ownership>,
+    ownership: watch::Receiver<Ownership>,
     records: Arc<RecordStore>,
     sources: Sources,
     settings: Settings,
-    (stats, metrics): (Arc<Stats>, Arc<Metrics>),
+    stats: Arc<Stats>,
+    metrics: Arc<Metrics>,
+}
+
+async fn run(
+    parts: Parts,
     (tx, mut rx): (mpsc::UnboundedSender<Msg>, mpsc::UnboundedReceiver<Msg>),
     shutdown: impl Future<Output = ()> + Send,
 ) {
+    let Parts {
+        client,
+        mut ownership,
+        records,
+        sources,
+        settings,
+        stats,
+        metrics,
+    } = parts;
     let (sos, so_watch) = watch_objects::<ScaledObject>(&client, Kind::ScaledObject, tx.clone());
     let (sjs, sj_watch) = watch_objects::<ScaledJob>(&client, Kind::ScaledJob, tx.clone());
     let labelled = watcher::Config::default().labels(LABEL_SCALED_JOB_NAME);
