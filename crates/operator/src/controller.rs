@@ -227,6 +227,8 @@ pub struct Controller {
     inbox: mpsc::UnboundedSender<Msg>,
     ownership: watch::Receiver<Ownership>,
     records: Arc<RecordStore>,
+    scaled_objects: Store<ScaledObject>,
+    cluster: ClusterLookup,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -251,7 +253,12 @@ impl Controller {
         let stats = Arc::new(Stats::default());
         let metrics = Arc::new(Metrics::default());
         let (tx, rx) = mpsc::unbounded_channel::<Msg>();
+        let sos = watch_objects::<ScaledObject>(&client, Kind::ScaledObject, tx.clone());
+        let lookup = ClusterLookup::start(&client);
+        let (scaled_objects, cluster) = (sos.0.clone(), lookup.0.clone());
         let parts = Parts {
+            sos,
+            lookup,
             client,
             ownership: ownership.clone(),
             records: Arc::clone(&records),
@@ -267,8 +274,20 @@ impl Controller {
             inbox: tx,
             ownership,
             records,
+            scaled_objects,
+            cluster,
             task: Some(task),
         }
+    }
+
+    /// Every ScaledObject, from the controller's watch (for the metrics API).
+    pub fn scaled_objects(&self) -> &Store<ScaledObject> {
+        &self.scaled_objects
+    }
+
+    /// The controller's watches of the objects triggers and targets refer to.
+    pub fn cluster(&self) -> &ClusterLookup {
+        &self.cluster
     }
 
     /// What answers metrics queries forwarded to this replica as the owner: it reads the
@@ -311,6 +330,8 @@ struct Parts {
     settings: Settings,
     stats: Arc<Stats>,
     metrics: Arc<Metrics>,
+    sos: (Store<ScaledObject>, tokio::task::JoinHandle<()>),
+    lookup: (ClusterLookup, Vec<tokio::task::JoinHandle<()>>),
 }
 
 async fn run(
@@ -326,14 +347,14 @@ async fn run(
         settings,
         stats,
         metrics,
+        sos: (sos, so_watch),
+        lookup: (lookup, lookup_watches),
     } = parts;
-    let (sos, so_watch) = watch_objects::<ScaledObject>(&client, Kind::ScaledObject, tx.clone());
     let (sjs, sj_watch) = watch_objects::<ScaledJob>(&client, Kind::ScaledJob, tx.clone());
     let labelled = watcher::Config::default().labels(LABEL_SCALED_JOB_NAME);
     let (jobs, job_watch) = reflect_with(Api::<Job>::all(client.clone()), labelled.clone());
     let (pods, pod_watch) = reflect_with(Api::<Pod>::all(client.clone()), labelled);
     let (hpas, hpa_watch) = reflect(Api::<HorizontalPodAutoscaler>::all(client.clone()));
-    let (lookup, lookup_watches) = ClusterLookup::start(&client);
     let _ = sos.wait_until_ready().await;
     let _ = sjs.wait_until_ready().await;
     let _ = jobs.wait_until_ready().await;
@@ -1343,35 +1364,17 @@ async fn read_target(
     };
     let missing = || format!("{} not found", t.name);
     match (t.effective_api_version(), t.effective_kind()) {
-        ("apps/v1", "Deployment") => {
-            let d = ctx
+        ("apps/v1", kind @ ("Deployment" | "StatefulSet")) => {
+            let (replicas, ready) = ctx
                 .lookup
-                .deployments
-                .get(&ObjectRef::new(&t.name).within(&ns))
+                .replicas_of(&ns, "apps/v1", kind, &t.name)
                 .ok_or_else(missing)?;
-            Ok((
-                d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
-                d.status
-                    .as_ref()
-                    .and_then(|s| s.ready_replicas)
-                    .unwrap_or(0),
-                gvkr("deployments"),
-            ))
-        }
-        ("apps/v1", "StatefulSet") => {
-            let s = ctx
-                .lookup
-                .stateful_sets
-                .get(&ObjectRef::new(&t.name).within(&ns))
-                .ok_or_else(missing)?;
-            Ok((
-                s.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
-                s.status
-                    .as_ref()
-                    .and_then(|s| s.ready_replicas)
-                    .unwrap_or(0),
-                gvkr("statefulsets"),
-            ))
+            let resource = if kind == "Deployment" {
+                "deployments"
+            } else {
+                "statefulsets"
+            };
+            Ok((replicas, ready, gvkr(resource)))
         }
         _ => {
             let resource = target_kind(ctx, so).await?;

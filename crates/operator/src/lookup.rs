@@ -98,6 +98,44 @@ impl ClusterLookup {
         )
     }
 
+    /// Replicas and ready replicas of an apps/v1 Deployment or StatefulSet, from the watches;
+    /// `None` for other kinds or when it does not exist.
+    pub fn replicas_of(
+        &self,
+        namespace: &str,
+        api_version: &str,
+        kind: &str,
+        name: &str,
+    ) -> Option<(i32, i32)> {
+        match (api_version, kind) {
+            ("apps/v1", "Deployment") => self
+                .deployments
+                .get(&ObjectRef::new(name).within(namespace))
+                .map(|d| {
+                    (
+                        d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
+                        d.status
+                            .as_ref()
+                            .and_then(|s| s.ready_replicas)
+                            .unwrap_or(0),
+                    )
+                }),
+            ("apps/v1", "StatefulSet") => self
+                .stateful_sets
+                .get(&ObjectRef::new(name).within(namespace))
+                .map(|s| {
+                    (
+                        s.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
+                        s.status
+                            .as_ref()
+                            .and_then(|s| s.ready_replicas)
+                            .unwrap_or(0),
+                    )
+                }),
+            _ => None,
+        }
+    }
+
     /// Waits until every store has its first full list.
     pub async fn ready(&self) {
         let _ = self.secrets.wait_until_ready().await;
