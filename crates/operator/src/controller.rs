@@ -229,6 +229,7 @@ pub struct Controller {
     records: Arc<RecordStore>,
     scaled_objects: Store<ScaledObject>,
     cluster: ClusterLookup,
+    hpas: Store<HorizontalPodAutoscaler>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -255,9 +256,12 @@ impl Controller {
         let (tx, rx) = mpsc::unbounded_channel::<Msg>();
         let sos = watch_objects::<ScaledObject>(&client, Kind::ScaledObject, tx.clone());
         let lookup = ClusterLookup::start(&client);
-        let (scaled_objects, cluster) = (sos.0.clone(), lookup.0.clone());
+        let hpas = reflect(Api::<HorizontalPodAutoscaler>::all(client.clone()));
+        let (scaled_objects, cluster, autoscalers) =
+            (sos.0.clone(), lookup.0.clone(), hpas.0.clone());
         let parts = Parts {
             sos,
+            hpas,
             lookup,
             client,
             ownership: ownership.clone(),
@@ -276,6 +280,7 @@ impl Controller {
             records,
             scaled_objects,
             cluster,
+            hpas: autoscalers,
             task: Some(task),
         }
     }
@@ -283,6 +288,11 @@ impl Controller {
     /// Every ScaledObject, from the controller's watch (for the metrics API).
     pub fn scaled_objects(&self) -> &Store<ScaledObject> {
         &self.scaled_objects
+    }
+
+    /// Every HPA, from the controller's watch (the metrics API reads the targets for fallback).
+    pub fn hpas(&self) -> &Store<HorizontalPodAutoscaler> {
+        &self.hpas
     }
 
     /// The controller's watches of the objects triggers and targets refer to.
@@ -331,6 +341,7 @@ struct Parts {
     stats: Arc<Stats>,
     metrics: Arc<Metrics>,
     sos: (Store<ScaledObject>, tokio::task::JoinHandle<()>),
+    hpas: (Store<HorizontalPodAutoscaler>, tokio::task::JoinHandle<()>),
     lookup: (ClusterLookup, Vec<tokio::task::JoinHandle<()>>),
 }
 
@@ -348,13 +359,13 @@ async fn run(
         stats,
         metrics,
         sos: (sos, so_watch),
+        hpas: (hpas, hpa_watch),
         lookup: (lookup, lookup_watches),
     } = parts;
     let (sjs, sj_watch) = watch_objects::<ScaledJob>(&client, Kind::ScaledJob, tx.clone());
     let labelled = watcher::Config::default().labels(LABEL_SCALED_JOB_NAME);
     let (jobs, job_watch) = reflect_with(Api::<Job>::all(client.clone()), labelled.clone());
     let (pods, pod_watch) = reflect_with(Api::<Pod>::all(client.clone()), labelled);
-    let (hpas, hpa_watch) = reflect(Api::<HorizontalPodAutoscaler>::all(client.clone()));
     let _ = sos.wait_until_ready().await;
     let _ = sjs.wait_until_ready().await;
     let _ = jobs.wait_until_ready().await;

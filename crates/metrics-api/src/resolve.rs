@@ -1,0 +1,262 @@
+//! Where a metric value comes from: the replicated cache when fresh, else the owner (this
+//! replica: a live read; another: a forwarded query), with KEDA's fallback applied.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use kube::runtime::reflector::{ObjectRef, Store};
+use ringscale_api::{MetricType, ScaledObject};
+use ringscale_cache::RecordKey;
+use ringscale_coordinator::Ownership;
+use ringscale_operator::lookup::ClusterLookup;
+use ringscale_operator::semantics::fallback::{fallback_replicas, fallback_value};
+use ringscale_replication::{LiveQuery, Peers, Query, QueryError};
+use ringscale_ring::{Kind, ObjectKey};
+use tokio::sync::watch;
+
+/// Why a value cannot be served.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum MetricError {
+    /// The request is malformed (HTTP 400).
+    #[error("{0}")]
+    BadRequest(String),
+    /// No such ScaledObject or metric (HTTP 404).
+    #[error("{0}")]
+    NotFound(String),
+    /// The value cannot be read now (HTTP 503).
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// A value and where it came from.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Resolved {
+    /// The value.
+    pub value: f64,
+    /// Where it came from.
+    pub source: Source,
+}
+
+/// Where a served value came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// A fresh record in the replicated cache.
+    Cache,
+    /// Read now by this replica, the owner.
+    Live,
+    /// Read now by the owner, asked by this replica.
+    Forwarded,
+    /// The fallback value (the metric failed more than `failureThreshold` times).
+    Fallback,
+}
+
+/// Counters by source (for `/metrics`).
+#[derive(Debug, Default)]
+pub struct Counts {
+    /// Served from the cache.
+    pub cache: AtomicU64,
+    /// Read live at this replica.
+    pub live: AtomicU64,
+    /// Forwarded to the owner.
+    pub forwarded: AtomicU64,
+    /// Fallback values.
+    pub fallback: AtomicU64,
+    /// Failures.
+    pub errors: AtomicU64,
+}
+
+/// What resolves values.
+pub struct Resolver {
+    /// The replicated records.
+    pub records: Arc<ringscale_replication::Store>,
+    /// The ring as this replica sees it.
+    pub ownership: watch::Receiver<Ownership>,
+    /// Every ScaledObject.
+    pub scaled_objects: Store<ScaledObject>,
+    /// Every HPA (the targets, for fallback values).
+    pub hpas: Store<HorizontalPodAutoscaler>,
+    /// Scale targets' replicas (for fallback behaviors).
+    pub cluster: ClusterLookup,
+    /// Live reads at this replica, for objects it owns.
+    pub live: Arc<dyn LiveQuery>,
+    /// Forwarding to other owners.
+    pub peers: Arc<Peers>,
+    /// Counters.
+    pub counts: Counts,
+}
+
+impl std::fmt::Debug for Resolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resolver")
+            .field("counts", &self.counts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Resolver {
+    /// The value of `metric` for ScaledObject `namespace/name`.
+    pub async fn resolve(
+        &self,
+        namespace: &str,
+        name: &str,
+        metric: &str,
+    ) -> Result<Resolved, MetricError> {
+        let result = self.resolve_inner(namespace, name, metric).await;
+        let counter = match &result {
+            Ok(r) => match r.source {
+                Source::Cache => &self.counts.cache,
+                Source::Live => &self.counts.live,
+                Source::Forwarded => &self.counts.forwarded,
+                Source::Fallback => &self.counts.fallback,
+            },
+            Err(_) => &self.counts.errors,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        result
+    }
+
+    async fn resolve_inner(
+        &self,
+        namespace: &str,
+        name: &str,
+        metric: &str,
+    ) -> Result<Resolved, MetricError> {
+        let so = self
+            .scaled_objects
+            .get(&ObjectRef::new(name).within(namespace))
+            .ok_or_else(|| {
+                MetricError::NotFound(format!(
+                    "scaledobjects.keda.sh \"{name}\" not found in namespace {namespace}"
+                ))
+            })?;
+        // The HPA asks with the name from the HPA spec; ringscale's names are lowercase, and
+        // the API server may lowercase the path.
+        let metric = so
+            .status
+            .as_ref()
+            .and_then(|s| s.external_metric_names.as_ref())
+            .and_then(|names| names.iter().find(|n| n.eq_ignore_ascii_case(metric)))
+            .cloned()
+            .ok_or_else(|| {
+                MetricError::NotFound(format!(
+                    "ScaledObject {namespace}/{name} has no external metric {metric:?}"
+                ))
+            })?;
+
+        if let Some(value) = self.fallback(&so, &metric) {
+            return Ok(Resolved {
+                value,
+                source: Source::Fallback,
+            });
+        }
+        let key = RecordKey::new(namespace, name, metric.as_str());
+        if let Some(record) = self.records.get_fresh(&key, ringscale_replication::now())
+            && record.error.is_none()
+        {
+            return Ok(Resolved {
+                value: record.value,
+                source: Source::Cache,
+            });
+        }
+
+        // Not fresh: ask the owner.
+        let (generation, owner, me) = {
+            let o = self.ownership.borrow();
+            (
+                o.generation(),
+                o.owner(&ObjectKey::new(Kind::ScaledObject, namespace, name))
+                    .cloned(),
+                o.member.clone(),
+            )
+        };
+        let owner = owner
+            .ok_or_else(|| MetricError::Unavailable("the ring has no members yet".to_owned()))?;
+        let query = Query {
+            namespace: namespace.to_owned(),
+            scaled_object: name.to_owned(),
+            metric_name: Some(metric.clone()),
+            generation,
+        };
+        let (answer, source) = if *owner.name == *me {
+            (self.live.query(query).await, Source::Live)
+        } else {
+            let answer = self.peers.forward(&owner, query).await.map_err(|e| {
+                MetricError::Unavailable(format!(
+                    "the owner {} could not be asked: {e}",
+                    owner.name
+                ))
+            });
+            match answer {
+                Ok(a) => (Ok(a), Source::Forwarded),
+                Err(e) => return Err(e),
+            }
+        };
+        let records = answer.map_err(|e| match e {
+            QueryError::NotFound(m) => MetricError::NotFound(m),
+            other => MetricError::Unavailable(other.to_string()),
+        })?;
+        let (_, record) = records
+            .into_iter()
+            .find(|(k, _)| k.metric_name == metric)
+            .ok_or_else(|| {
+                MetricError::Unavailable(format!("the owner sent no value for {metric}"))
+            })?;
+        match &record.error {
+            Some(e) => Err(MetricError::Unavailable(e.to_string())),
+            None => Ok(Resolved {
+                value: record.value,
+                source,
+            }),
+        }
+    }
+
+    /// KEDA's fallback: when the metric's failures (as the owner counts them in
+    /// `status.health`) exceed `failureThreshold`, the value that lands the HPA on the
+    /// fallback replicas.
+    fn fallback(&self, so: &ScaledObject, metric: &str) -> Option<f64> {
+        let fallback = so.spec.fallback.as_ref().filter(|f| f.replicas != 0)?;
+        let failures = so
+            .status
+            .as_ref()?
+            .health
+            .as_ref()?
+            .get(metric)?
+            .number_of_failures?;
+        if failures <= fallback.failure_threshold {
+            return None;
+        }
+        let namespace = so.metadata.namespace.as_deref().unwrap_or_default();
+        let hpa = self
+            .hpas
+            .get(&ObjectRef::new(&so.hpa_name()).within(namespace))?;
+        let (metric_type, target) = hpa
+            .spec
+            .as_ref()?
+            .metrics
+            .iter()
+            .flatten()
+            .filter_map(|m| m.external.as_ref())
+            .find(|e| e.metric.name.eq_ignore_ascii_case(metric))
+            .and_then(|e| {
+                let t = &e.target;
+                match t.type_.as_str() {
+                    "Value" => Some((MetricType::Value, t.value.as_ref()?)),
+                    _ => Some((MetricType::AverageValue, t.average_value.as_ref()?)),
+                }
+            })?;
+        let target = ringscale_api::quantity::parse(&target.0).ok()?;
+        let t = &so.spec.scale_target_ref;
+        let (current, ready) = self
+            .cluster
+            .replicas_of(
+                namespace,
+                t.effective_api_version(),
+                t.effective_kind(),
+                &t.name,
+            )
+            .unwrap_or((0, 0));
+        let replicas = fallback_replicas(fallback, current);
+        Some(fallback_value(target, &metric_type, replicas, ready))
+    }
+}

@@ -1,0 +1,389 @@
+//! The metrics API behind kube-sim's aggregation layer, fed by a real operator: what the HPA
+//! reads, the errors a client meets, request-header authentication, and fallback.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
+use kube::Client;
+use kube::api::{Api, PostParams};
+use ringscale_api::ScaledObject;
+use ringscale_coordinator::Ownership;
+use ringscale_kube_sim::{Config, KubeSim};
+use ringscale_metrics_api::serve::{Certificate, server_config};
+use ringscale_metrics_api::{Auth, Resolver, router, serve};
+use ringscale_operator::{Controller, Settings};
+use ringscale_replication::{Limits, Peers, Store};
+use ringscale_ring::{Member, Ring, RingState};
+use ringscale_scalers::{Sources, SourcesConfig};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+const NS: &str = "default";
+const WITHIN: Duration = Duration::from_secs(15);
+
+async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+struct Setup {
+    sim: KubeSim,
+    client: Client,
+    value: Arc<AtomicI64>,
+    backend: String,
+    _controller: Controller,
+    _ring: watch::Sender<Ownership>,
+    resolver: Arc<Resolver>,
+}
+
+/// kube-sim, a metrics-api source (negative value: HTTP 500), one replica's operator and its
+/// metrics API registered as `v1beta1.external.metrics.k8s.io`.
+async fn setup() -> Setup {
+    ringscale_scalers::install_crypto_provider();
+    let sim = KubeSim::start(Config {
+        workload_delay: Duration::from_millis(50),
+        hpa_sync_period: Duration::from_millis(500),
+        bookmark_interval: Duration::from_millis(200),
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    let kubeconfig = kube::config::Kubeconfig::from_yaml(sim.kubeconfig()).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(
+        kubeconfig,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .unwrap();
+    let client = Client::try_from(config).unwrap();
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in ringscale_api::crds::all() {
+        crds.create(&PostParams::default(), &crd).await.unwrap();
+    }
+
+    let value = Arc::new(AtomicI64::new(0));
+    let v = Arc::clone(&value);
+    let source = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let n = v.load(Ordering::SeqCst);
+            async move {
+                if n < 0 {
+                    Err(axum::http::StatusCode::INTERNAL_SERVER_ERROR)
+                } else {
+                    Ok(axum::Json(json!({"value": n})))
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let source_addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, source).await.unwrap() });
+
+    let d: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "worker"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "worker"}},
+                 "template": {"metadata": {"labels": {"app": "worker"}},
+                              "spec": {"containers": [{"name": "w", "image": "w:1"}]}}}
+    }))
+    .unwrap();
+    Api::<Deployment>::namespaced(client.clone(), NS)
+        .create(&PostParams::default(), &d)
+        .await
+        .unwrap();
+    let so: ScaledObject = serde_json::from_value(json!({
+        "apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
+        "metadata": {"name": "orders"},
+        "spec": {
+            "scaleTargetRef": {"name": "worker"},
+            "pollingInterval": 1, "cooldownPeriod": 300, "maxReplicaCount": 10,
+            "fallback": {"failureThreshold": 2, "replicas": 3},
+            "triggers": [{"type": "metrics-api", "metadata": {
+                "url": format!("http://{source_addr}/metrics"), "valueLocation": "value", "targetValue": "5"}}]
+        }
+    }))
+    .unwrap();
+    Api::<ScaledObject>::namespaced(client.clone(), NS)
+        .create(&PostParams::default(), &so)
+        .await
+        .unwrap();
+
+    let state = RingState::new(
+        1,
+        vec![Member {
+            name: "r0".into(),
+            address: String::new(),
+        }],
+    );
+    let (ring, ownership) = watch::channel(Ownership {
+        member: Arc::from("r0"),
+        ring: Arc::new(Ring::new(state)),
+        active: true,
+        coordinator: false,
+    });
+    let records = Store::new("r0");
+    records.set_generation(1);
+    let controller = Controller::start(
+        client.clone(),
+        ownership.clone(),
+        Arc::clone(&records),
+        Sources::new(SourcesConfig::default()),
+        Settings {
+            first_poll_window: Duration::from_millis(100),
+            ..Settings::default()
+        },
+        std::future::pending(),
+    );
+    let resolver = Arc::new(Resolver {
+        records: Arc::clone(&records),
+        ownership,
+        scaled_objects: controller.scaled_objects().clone(),
+        hpas: controller.hpas().clone(),
+        cluster: controller.cluster().clone(),
+        live: controller.live_query(),
+        peers: Peers::new(records, Limits::default(), None),
+        counts: Default::default(),
+    });
+    let tls = server_config(
+        &Certificate::SelfSigned(vec!["127.0.0.1".into(), "localhost".into()]),
+        Some(sim.front_proxy_ca_pem().as_bytes()),
+    )
+    .unwrap();
+    let app = router(
+        Arc::clone(&resolver),
+        Auth::RequestHeader {
+            allowed_names: vec!["front-proxy-client".into()],
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = format!("https://{}", listener.local_addr().unwrap());
+    tokio::spawn(serve(
+        listener,
+        Some(Arc::new(tls)),
+        app,
+        std::future::pending(),
+        Duration::from_secs(1),
+    ));
+    sim.sim()
+        .backends
+        .set("v1beta1.external.metrics.k8s.io", vec![backend.clone()]);
+    let apiservice: APIService = serde_json::from_value(json!({
+        "metadata": {"name": "v1beta1.external.metrics.k8s.io"},
+        "spec": {"group": "external.metrics.k8s.io", "version": "v1beta1", "insecureSkipTLSVerify": true,
+                 "groupPriorityMinimum": 100, "versionPriority": 100,
+                 "service": {"name": "ringscale-metrics", "namespace": "ringscale"}}
+    }))
+    .unwrap();
+    Api::<APIService>::all(client.clone())
+        .create(&PostParams::default(), &apiservice)
+        .await
+        .unwrap();
+    Setup {
+        sim,
+        client,
+        value,
+        backend,
+        _controller: controller,
+        _ring: ring,
+        resolver,
+    }
+}
+
+/// GET through the API server; the status code and the JSON body.
+async fn get(client: &Client, path: &str) -> (u16, Value) {
+    let request = http::Request::get(path).body(Vec::new()).unwrap();
+    match client.request_text(request).await {
+        Ok(text) => (200, serde_json::from_str(&text).unwrap()),
+        Err(kube::Error::Api(s)) => (s.code, serde_json::to_value(&*s).unwrap()),
+        Err(e) => panic!("{path}: {e}"),
+    }
+}
+
+const METRIC: &str = "/apis/external.metrics.k8s.io/v1beta1/namespaces/default/s0-metric-api-value";
+
+fn with_selector(name: &str) -> String {
+    format!("{METRIC}?labelSelector=scaledobject.keda.sh%2Fname%3D{name}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hpa_reads_values_through_the_aggregation_layer() {
+    let s = setup().await;
+    s.value.store(7, Ordering::SeqCst);
+    let body = eventually(WITHIN, "the value 7", || async {
+        let (code, body) = get(&s.client, &with_selector("orders")).await;
+        (code == 200 && body["items"][0]["value"] == "7").then_some(body)
+    })
+    .await;
+    assert_eq!(body["kind"], "ExternalMetricValueList");
+    assert_eq!(body["apiVersion"], "external.metrics.k8s.io/v1beta1");
+    assert_eq!(body["metadata"], json!({}));
+    let item = &body["items"][0];
+    assert_eq!(item["metricName"], "s0-metric-api-value");
+    assert!(item["metricLabels"].is_null());
+    let ts = item["timestamp"].as_str().unwrap();
+    assert!(ts.len() == 20 && ts.ends_with('Z'), "{ts}");
+    // Milli precision as Kubernetes quantities.
+    s.value.store(2500, Ordering::SeqCst);
+    eventually(WITHIN, "2500 as 2500", || async {
+        (get(&s.client, &with_selector("orders")).await.1["items"][0]["value"] == "2500")
+            .then_some(())
+    })
+    .await;
+    assert!(s.resolver.counts.cache.load(Ordering::Relaxed) > 0);
+
+    // Discovery.
+    let (code, discovery) = get(&s.client, "/apis/external.metrics.k8s.io/v1beta1").await;
+    assert_eq!(code, 200);
+    assert_eq!(discovery["resources"][0]["name"], "externalmetrics");
+    assert_eq!(discovery["resources"][0]["verbs"], json!(["get"]));
+
+    // The simulated HPA scales on it: 2500 / 5 per replica, capped at 10.
+    eventually(WITHIN, "the HPA at the maximum", || async {
+        let d = Api::<Deployment>::namespaced(s.client.clone(), NS)
+            .get("worker")
+            .await
+            .ok()?;
+        (d.spec?.replicas == Some(10)).then_some(())
+    })
+    .await;
+    let _ = &s.sim;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_a_status_with_the_reason() {
+    let s = setup().await;
+    s.value.store(1, Ordering::SeqCst);
+    eventually(WITHIN, "a value", || async {
+        (get(&s.client, &with_selector("orders")).await.0 == 200).then_some(())
+    })
+    .await;
+    let (code, body) = get(&s.client, METRIC).await;
+    assert_eq!(code, 400);
+    assert_eq!(body["reason"], "BadRequest", "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("scaledobject.keda.sh/name"),
+        "{body}"
+    );
+    let (code, body) = get(&s.client, &with_selector("nobody")).await;
+    assert_eq!(code, 404, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("nobody"));
+    let (code, _) = get(
+        &s.client,
+        "/apis/external.metrics.k8s.io/v1beta1/namespaces/default/s7-unknown?labelSelector=scaledobject.keda.sh%2Fname%3Dorders",
+    )
+    .await;
+    assert_eq!(code, 404);
+
+    // Straight to the backend: no client certificate, no service.
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .dangerous()
+    .with_custom_certificate_verifier(Arc::new(AnyServer))
+    .with_no_client_auth();
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_only()
+        .enable_http1()
+        .build();
+    let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build::<_, http_body_util::Empty<bytes::Bytes>>(connector);
+    let response = http
+        .get(
+            format!("{}{}", s.backend, with_selector("orders"))
+                .parse()
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_source_serves_the_fallback_value() {
+    let s = setup().await;
+    s.value.store(4, Ordering::SeqCst);
+    eventually(WITHIN, "a value", || async {
+        (get(&s.client, &with_selector("orders")).await.1["items"][0]["value"] == "4").then_some(())
+    })
+    .await;
+    // Failing: after more than 2 failures, target 5 × 3 fallback replicas = 15.
+    s.value.store(-1, Ordering::SeqCst);
+    eventually(WITHIN, "the fallback value", || async {
+        (get(&s.client, &with_selector("orders")).await.1["items"][0]["value"] == "15")
+            .then_some(())
+    })
+    .await;
+    assert!(s.resolver.counts.fallback.load(Ordering::Relaxed) > 0);
+    // Back: the real value again.
+    s.value.store(6, Ordering::SeqCst);
+    eventually(WITHIN, "the value again", || async {
+        (get(&s.client, &with_selector("orders")).await.1["items"][0]["value"] == "6").then_some(())
+    })
+    .await;
+}
+
+#[derive(Debug)]
+struct AnyServer;
+
+impl rustls::client::danger::ServerCertVerifier for AnyServer {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        _: &[u8],
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        rustls::crypto::ring::default_provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
