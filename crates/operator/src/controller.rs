@@ -181,6 +181,8 @@ struct Runtime {
     expected_jobs: Vec<(String, Instant)>,
     /// Listeners of `external-push` triggers.
     push: PushListeners,
+    /// When this replica last saw the object active (the status keeps it to the minute).
+    last_active: Option<Timestamp>,
 }
 
 /// Tasks listening to `external-push` streams; they stop with the runtime (a rebuild, or the
@@ -983,7 +985,13 @@ async fn run_cycle(
             fallback_configured: fallback.is_some(),
             cooldown: so.spec.cooldown_period(),
             initial_cooldown: so.spec.initial_cooldown_period(),
-            last_active: status.last_active_time.as_ref().map(|t| t.0),
+            // The precise time of the last active poll when this replica saw it; the status
+            // (refreshed at most once a minute) otherwise.
+            last_active: status
+                .last_active_time
+                .as_ref()
+                .map(|t| t.0)
+                .max(runtime.last_active),
             created: so.metadata.creation_timestamp.as_ref().map_or(now, |t| t.0),
             now,
             scale_in_paused: pause.scale_in,
@@ -1002,6 +1010,7 @@ async fn run_cycle(
             scale(ctx, key, so, to, generation).await?;
         }
         if decision.touch_last_active {
+            runtime.last_active = Some(now);
             let stale = status
                 .last_active_time
                 .as_ref()
@@ -1009,6 +1018,12 @@ async fn run_cycle(
             if stale {
                 status.last_active_time = Some(Time(now));
             }
+        } else if let Some(last) = runtime.last_active
+            && status.last_active_time.as_ref().is_none_or(|t| t.0 < last)
+        {
+            // The first inactive poll writes the exact last active time (the Active condition
+            // changes in the same write), so the cooldown runs from it here and at any new owner.
+            status.last_active_time = Some(Time(last));
         }
         let (active_status, active_reason, active_message) = match decision.activity {
             Activity::Active => (

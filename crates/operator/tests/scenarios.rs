@@ -1702,3 +1702,40 @@ async fn the_owner_answers_a_forwarded_query_live() {
         Err(ringscale_replication::QueryError::NotOwner(_, 2))
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cooldown_runs_from_the_last_active_poll() {
+    let c = cluster().await;
+    let source = Source::start().await;
+    deployment(&c.client, "worker", 0).await;
+    scaled_object(
+        &c.client,
+        "orders",
+        "worker",
+        json!({"triggers": [source.trigger()], "cooldownPeriod": 3}),
+        json!({}),
+    )
+    .await;
+    let (_tx, rx) = watch::channel(ownership(&["r0"], "r0", 1));
+    let _ctl = controller(&c.client, rx, "r0");
+    source.set(10);
+    wait_replicas(&c.client, "worker", 1, WITHIN).await;
+    // Active for longer than the cooldown; the status's lastActiveTime is only refreshed once a
+    // minute, so it still holds the activation time.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    source.set(0);
+    let inactive = tokio::time::Instant::now();
+    wait_replicas(&c.client, "worker", 0, WITHIN).await;
+    // The last active poll was at most 1 s before `inactive`: 3 s of cooldown leave ≥ 2 s.
+    assert!(
+        inactive.elapsed() >= Duration::from_secs(2),
+        "scaled in {:?} after going inactive",
+        inactive.elapsed()
+    );
+    let status = so_status(&c.client, "orders").await;
+    let last: jiff::Timestamp = status["lastActiveTime"].as_str().unwrap().parse().unwrap();
+    assert!(
+        jiff::Timestamp::now().duration_since(last).as_secs_f64() < 6.0,
+        "the status holds the last active poll, not the activation: {last}"
+    );
+}

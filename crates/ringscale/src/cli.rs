@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::{crds, sim, validate};
+use crate::{crds, run, sim, validate};
 
 /// ringscale: an event-driven autoscaler for Kubernetes that speaks KEDA's API.
 #[derive(Debug, Parser)]
@@ -22,6 +22,8 @@ enum Command {
     Validate(validate::ValidateArgs),
     /// Run kube-sim, the built-in Kubernetes API simulator, until Ctrl-C.
     Sim(sim::SimArgs),
+    /// Run one replica of a ring against a cluster, until SIGTERM.
+    Run(Box<run::RunArgs>),
 }
 
 impl Args {
@@ -32,6 +34,7 @@ impl Args {
             Command::Crds(args) => crds::run(args),
             Command::Validate(args) => validate::run(args),
             Command::Sim(args) => sim::run(args),
+            Command::Run(args) => run::run(*args),
         }
     }
 }

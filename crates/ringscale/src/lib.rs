@@ -2,6 +2,7 @@
 
 pub mod cli;
 mod crds;
+mod run;
 mod signals;
 mod sim;
 mod validate;

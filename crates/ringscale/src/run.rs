@@ -1,0 +1,540 @@
+//! `ringscale run`: one replica. It joins the ring (member Lease, coordinator election), runs the
+//! operator for the objects it owns, replicates every value to its peers, and serves the
+//! external metrics API and an admin port (`/healthz`, `/readyz`, `/metrics`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+use ringscale_coordinator::{Coordinator, Ownership};
+use ringscale_metrics_api::serve::{Certificate, server_config};
+use ringscale_metrics_api::{Auth, Resolver};
+use ringscale_operator::{Controller, Settings};
+use ringscale_replication::{Limits, PeerTls, Peers, ReplicationService, Store};
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+/// Arguments of `ringscale run`; every flag can also be set from the environment.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// This replica's member name (its pod name in a StatefulSet).
+    #[arg(long, env = "RINGSCALE_NAME")]
+    name: String,
+    /// Namespace of the ring's Leases and ConfigMap.
+    #[arg(long, env = "RINGSCALE_NAMESPACE", default_value = "ringscale")]
+    namespace: String,
+    /// Name of the ring (one namespace may hold several).
+    #[arg(long, env = "RINGSCALE_RING", default_value = "ringscale")]
+    ring: String,
+    /// Kubeconfig to use (default: in-cluster, then $KUBECONFIG, then ~/.kube/config).
+    #[arg(long, env = "RINGSCALE_KUBECONFIG", value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
+    /// Where the replication gRPC server listens.
+    #[arg(
+        long,
+        env = "RINGSCALE_REPLICATION_LISTEN",
+        default_value = "0.0.0.0:9666"
+    )]
+    replication_listen: SocketAddr,
+    /// The replication address peers reach this replica at (default: the listen address, or
+    /// $POD_IP with its port).
+    #[arg(long, env = "RINGSCALE_PEER_ADDRESS")]
+    peer_address: Option<String>,
+    /// Where the external metrics API listens.
+    #[arg(
+        long,
+        env = "RINGSCALE_METRICS_API_LISTEN",
+        default_value = "0.0.0.0:6443"
+    )]
+    metrics_api_listen: SocketAddr,
+    /// Where /healthz, /readyz and /metrics listen.
+    #[arg(long, env = "RINGSCALE_ADMIN_LISTEN", default_value = "0.0.0.0:8080")]
+    admin_listen: SocketAddr,
+    /// Serving certificate of the metrics API (PEM); without it a self-signed one is made.
+    #[arg(
+        long,
+        env = "RINGSCALE_TLS_CERT_FILE",
+        requires = "tls_private_key_file"
+    )]
+    tls_cert_file: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[arg(
+        long,
+        env = "RINGSCALE_TLS_PRIVATE_KEY_FILE",
+        requires = "tls_cert_file"
+    )]
+    tls_private_key_file: Option<PathBuf>,
+    /// CA of the API server's front proxy (request-header authentication).
+    #[arg(long, env = "RINGSCALE_REQUESTHEADER_CLIENT_CA_FILE")]
+    requestheader_client_ca_file: Option<PathBuf>,
+    /// Allowed common names of the front proxy's certificate (comma-separated; any if empty).
+    #[arg(
+        long,
+        env = "RINGSCALE_REQUESTHEADER_ALLOWED_NAMES",
+        value_delimiter = ','
+    )]
+    requestheader_allowed_names: Vec<String>,
+    /// Serve the metrics API over plain HTTP without authentication (local use only).
+    #[arg(long, env = "RINGSCALE_INSECURE_METRICS_API")]
+    insecure_metrics_api: bool,
+    /// Mutual TLS between replicas: CA, certificate and key (PEM), all three or none.
+    #[arg(long, env = "RINGSCALE_PEER_CA_FILE", requires_all = ["peer_cert_file", "peer_key_file"])]
+    peer_ca_file: Option<PathBuf>,
+    /// See `--peer-ca-file`.
+    #[arg(long, env = "RINGSCALE_PEER_CERT_FILE", requires = "peer_ca_file")]
+    peer_cert_file: Option<PathBuf>,
+    /// See `--peer-ca-file`.
+    #[arg(long, env = "RINGSCALE_PEER_KEY_FILE", requires = "peer_ca_file")]
+    peer_key_file: Option<PathBuf>,
+    /// Seconds a Lease lasts without renewal.
+    #[arg(long, env = "RINGSCALE_LEASE_DURATION", default_value_t = 15.0)]
+    lease_duration: f64,
+    /// Seconds a holder may go without renewing before it stops acting.
+    #[arg(long, env = "RINGSCALE_RENEW_DEADLINE", default_value_t = 10.0)]
+    renew_deadline: f64,
+    /// Seconds between renewals.
+    #[arg(long, env = "RINGSCALE_RETRY_PERIOD", default_value_t = 2.0)]
+    retry_period: f64,
+    /// Namespace ClusterTriggerAuthentications read Secrets from (KEDA's
+    /// KEDA_CLUSTER_OBJECT_NAMESPACE).
+    #[arg(long, env = "KEDA_CLUSTER_OBJECT_NAMESPACE", default_value = "keda")]
+    cluster_object_namespace: String,
+    /// Seconds in-flight requests get to finish on shutdown.
+    #[arg(long, env = "RINGSCALE_DRAIN_TIMEOUT", default_value_t = 10.0)]
+    drain_timeout: f64,
+    /// Log format.
+    #[arg(long, env = "RINGSCALE_LOG_FORMAT", value_parser = ["text", "json"], default_value = "text")]
+    log_format: String,
+    /// Log filter (tracing's EnvFilter syntax).
+    #[arg(long, env = "RINGSCALE_LOG", default_value = "info")]
+    log: String,
+}
+
+fn seconds(value: f64, flag: &str) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(value)
+        .with_context(|| format!("--{flag} must be a positive number of seconds"))
+}
+
+/// Runs a replica until SIGTERM/Ctrl-C (exit 0) or until a critical part fails (exit 1).
+pub fn run(args: RunArgs) -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    if args.log_format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            error!(error = %err, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(replica(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            error!(error = format!("{err:#}"), "replica stopped");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<kube::Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let file = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
+                .await
+                .with_context(|| format!("using {}", path.display()))?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("finding a kubeconfig")?,
+    };
+    kube::Client::try_from(config).context("building the Kubernetes client")
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} for {what}"))
+}
+
+async fn replica(args: RunArgs) -> anyhow::Result<()> {
+    ringscale_scalers::install_crypto_provider();
+    let lease_duration = seconds(args.lease_duration, "lease-duration")?;
+    let renew_deadline = seconds(args.renew_deadline, "renew-deadline")?;
+    let retry_period = seconds(args.retry_period, "retry-period")?;
+    let drain = seconds(args.drain_timeout, "drain-timeout")?;
+    let client = client(args.kubeconfig.as_ref()).await?;
+
+    // Listen first: a port in use is an error before joining the ring.
+    let replication = bind(args.replication_listen, "replication").await?;
+    let metrics_api = bind(args.metrics_api_listen, "the metrics API").await?;
+    let admin = bind(args.admin_listen, "the admin endpoints").await?;
+    let peer_address = match &args.peer_address {
+        Some(a) => a.clone(),
+        None => {
+            let local = replication.local_addr()?;
+            match std::env::var("POD_IP") {
+                Ok(ip) if !ip.is_empty() => format!("{ip}:{}", local.port()),
+                _ => local.to_string(),
+            }
+        }
+    };
+    let peer_tls = match (
+        &args.peer_ca_file,
+        &args.peer_cert_file,
+        &args.peer_key_file,
+    ) {
+        (Some(ca), Some(cert), Some(key)) => {
+            Some(PeerTls::from_files(ca, cert, key).context("reading the peer TLS files")?)
+        }
+        _ => None,
+    };
+    let metrics_tls = if args.insecure_metrics_api {
+        warn!(
+            "the metrics API is served over plain HTTP without authentication (--insecure-metrics-api)"
+        );
+        None
+    } else {
+        let certificate = match (&args.tls_cert_file, &args.tls_private_key_file) {
+            (Some(cert), Some(key)) => Certificate::Files {
+                cert: cert.clone(),
+                key: key.clone(),
+            },
+            _ => Certificate::SelfSigned(vec![
+                "localhost".into(),
+                "127.0.0.1".into(),
+                args.name.clone(),
+            ]),
+        };
+        let ca = match &args.requestheader_client_ca_file {
+            Some(path) => {
+                Some(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?)
+            }
+            None => None,
+        };
+        Some(Arc::new(
+            server_config(&certificate, ca.as_deref()).context("metrics API TLS")?,
+        ))
+    };
+    let auth = if args.insecure_metrics_api {
+        Auth::Insecure
+    } else if args.requestheader_client_ca_file.is_some() {
+        Auth::RequestHeader {
+            allowed_names: args.requestheader_allowed_names.clone(),
+        }
+    } else {
+        anyhow::bail!(
+            "the metrics API needs --requestheader-client-ca-file (the API server's front-proxy CA), or --insecure-metrics-api for local use"
+        );
+    };
+
+    // The ring.
+    let mut config =
+        ringscale_coordinator::Config::new(&args.ring, &args.namespace, &args.name, &peer_address);
+    config.lease_duration = lease_duration;
+    config.renew_deadline = renew_deadline;
+    config.retry_period = retry_period;
+    let coordinator = Coordinator::start(client.clone(), config).map_err(anyhow::Error::msg)?;
+    let ownership = coordinator.ownership();
+    let limits = Limits::default();
+    let store = Store::new(&args.name);
+    let peers = Peers::new(Arc::clone(&store), limits.clone(), peer_tls.clone());
+    let (stop_tx, stop) = watch::channel(false);
+    let stopped = |mut stop: watch::Receiver<bool>| async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    let follow = {
+        let (mut ownership, store, peers) =
+            (ownership.clone(), Arc::clone(&store), Arc::clone(&peers));
+        tokio::spawn(async move {
+            loop {
+                let (generation, members) = {
+                    let o = ownership.borrow_and_update();
+                    (o.generation(), o.ring.members().to_vec())
+                };
+                store.set_generation(generation);
+                peers.set_members(&members);
+                if ownership.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+    };
+
+    // The operator, the replication server and the metrics API.
+    let controller = Controller::start(
+        client.clone(),
+        ownership.clone(),
+        Arc::clone(&store),
+        ringscale_scalers::Sources::new(ringscale_scalers::SourcesConfig::default()),
+        Settings {
+            cluster_object_namespace: args.cluster_object_namespace.clone(),
+            ..Settings::default()
+        },
+        stopped(stop.clone()),
+    );
+    let service =
+        ReplicationService::new(Arc::clone(&store), Some(controller.live_query()), limits);
+    let replication_server = {
+        let (stop, tls) = (stop.clone(), peer_tls.clone());
+        tokio::spawn(async move {
+            ringscale_replication::serve(service, replication, tls.as_ref(), stopped(stop)).await
+        })
+    };
+    let resolver = Arc::new(Resolver {
+        records: Arc::clone(&store),
+        ownership: ownership.clone(),
+        scaled_objects: controller.scaled_objects().clone(),
+        hpas: controller.hpas().clone(),
+        cluster: controller.cluster().clone(),
+        live: controller.live_query(),
+        peers: Arc::clone(&peers),
+        counts: Default::default(),
+    });
+    let metrics_server = tokio::spawn(ringscale_metrics_api::serve(
+        metrics_api,
+        metrics_tls,
+        ringscale_metrics_api::router(Arc::clone(&resolver), auth),
+        stopped(stop.clone()),
+        drain,
+    ));
+
+    // Admin: health, readiness, Prometheus.
+    let mut registry = Registry::default();
+    controller.metrics.register(&mut registry);
+    registry.register_collector(Box::new(RingCollector {
+        ownership: ownership.clone(),
+        peers: Arc::clone(&peers),
+        store: Arc::clone(&store),
+        resolver: Arc::clone(&resolver),
+    }));
+    let admin_state = Arc::new(AdminState {
+        registry,
+        ownership: ownership.clone(),
+        peers: Arc::clone(&peers),
+    });
+    let admin_app = axum::Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/livez", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(prometheus))
+        .with_state(admin_state);
+    let admin_server = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            axum::serve(admin, admin_app)
+                .with_graceful_shutdown(stopped(stop))
+                .await
+        })
+    };
+
+    // Handlers first, then the announcement.
+    let signal = crate::signals::shutdown();
+    info!(
+        member = %args.name,
+        peer_address,
+        metrics_api = %args.metrics_api_listen,
+        admin = %args.admin_listen,
+        "replica started"
+    );
+    let critical = async {
+        tokio::select! {
+            r = replication_server => format!("the replication server stopped: {r:?}"),
+            r = metrics_server => format!("the metrics API stopped: {r:?}"),
+            r = admin_server => format!("the admin server stopped: {r:?}"),
+            r = follow => format!("the ring follower stopped: {r:?}"),
+        }
+    };
+    let failure = tokio::select! {
+        () = signal => None,
+        why = critical => Some(why),
+    };
+    info!("shutting down: leaving the ring, ending streams, finishing requests");
+    let _ = stop_tx.send(true);
+    // Leave the ring first, so peers take over this replica's objects at once.
+    coordinator.shutdown().await;
+    let _ = tokio::time::timeout(drain, controller.join()).await;
+    match failure {
+        None => Ok(()),
+        Some(why) => Err(anyhow::anyhow!(why)),
+    }
+}
+
+struct AdminState {
+    registry: Registry,
+    ownership: watch::Receiver<Ownership>,
+    peers: Arc<Peers>,
+}
+
+/// Ready once this replica holds its member Lease, is in a published ring, and has the first
+/// full snapshot from every live peer.
+async fn readyz(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
+    let (active, in_ring) = {
+        let o = state.ownership.borrow();
+        (
+            o.active,
+            o.ring.members().iter().any(|m| *m.name == *o.member),
+        )
+    };
+    let synced = state.peers.all_synced();
+    if active && in_ring && synced {
+        (StatusCode::OK, "ok".to_owned())
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "not ready: member lease held {active}, in the ring {in_ring}, peers synced {synced}"
+            ),
+        )
+    }
+}
+
+async fn prometheus(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
+    let mut text = String::new();
+    match prometheus_client::encoding::text::encode(&mut text, &state.registry) {
+        Ok(()) => (
+            StatusCode::OK,
+            [(
+                "content-type",
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        ),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [("content-type", "text/plain")],
+            e.to_string(),
+        ),
+    }
+}
+
+/// `ringscale_*` values read at scrape time.
+#[derive(Debug)]
+struct RingCollector {
+    ownership: watch::Receiver<Ownership>,
+    peers: Arc<Peers>,
+    store: Arc<Store>,
+    resolver: Arc<Resolver>,
+}
+
+fn gauge(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: i64,
+) -> Result<(), std::fmt::Error> {
+    let g = ConstGauge::new(value);
+    let metric = encoder.encode_descriptor(name, help, None, g.metric_type())?;
+    g.encode(metric)
+}
+
+impl Collector for RingCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let (generation, members) = {
+            let o = self.ownership.borrow();
+            (o.generation(), o.ring.members().len())
+        };
+        gauge(
+            &mut encoder,
+            "ringscale_ring_generation",
+            "Generation of the ring this replica follows",
+            i64::try_from(generation).unwrap_or(i64::MAX),
+        )?;
+        gauge(
+            &mut encoder,
+            "ringscale_ring_members",
+            "Members of the ring",
+            i64::try_from(members).unwrap_or(i64::MAX),
+        )?;
+        let synced = self.peers.status().iter().filter(|p| p.synced).count();
+        gauge(
+            &mut encoder,
+            "ringscale_peers_synced",
+            "Peers whose first snapshot arrived",
+            i64::try_from(synced).unwrap_or(i64::MAX),
+        )?;
+        gauge(
+            &mut encoder,
+            "ringscale_cache_records",
+            "Metric records held",
+            i64::try_from(self.store.len()).unwrap_or(i64::MAX),
+        )?;
+        let stats = &self.store.stats;
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        for (name, help, value) in [
+            (
+                "ringscale_replication_records_sent",
+                "Records sent to peers",
+                load(&stats.records_sent),
+            ),
+            (
+                "ringscale_replication_bytes_sent",
+                "Bytes sent to peers",
+                load(&stats.bytes_sent),
+            ),
+            (
+                "ringscale_replication_records_received",
+                "Records received from peers",
+                load(&stats.records_received),
+            ),
+            (
+                "ringscale_replication_records_rejected",
+                "Malformed records refused",
+                load(&stats.records_rejected),
+            ),
+            (
+                "ringscale_forwarded_queries_served",
+                "Forwarded queries answered as the owner",
+                load(&stats.queries_served),
+            ),
+        ] {
+            let c = ConstCounter::new(value);
+            let metric = encoder.encode_descriptor(name, help, None, c.metric_type())?;
+            c.encode(metric)?;
+        }
+        let counts = &self.resolver.counts;
+        let c = ConstCounter::new(0u64);
+        let mut family = encoder.encode_descriptor(
+            "ringscale_metrics_api_requests",
+            "External metrics requests by where the value came from",
+            None,
+            c.metric_type(),
+        )?;
+        for (source, value) in [
+            ("cache", load(&counts.cache)),
+            ("live", load(&counts.live)),
+            ("forwarded", load(&counts.forwarded)),
+            ("fallback", load(&counts.fallback)),
+            ("error", load(&counts.errors)),
+        ] {
+            let labels = [("source", source)];
+            let metric = family.encode_family(&labels)?;
+            ConstCounter::new(value).encode(metric)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,338 @@
+//! Three `ringscale run` processes on kube-sim, end to end: a Redis list grows, every replica
+//! serves the value through the aggregation layer, the simulated HPA scales the Deployment, a
+//! replica is killed, the list drains and the cooldown brings the Deployment back to 0.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::future::Future;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
+use kube::Client;
+use kube::api::{Api, PostParams};
+use ringscale_kube_sim::{Config, KubeSim};
+use serde_json::json;
+
+const WITHIN: Duration = Duration::from_secs(30);
+
+async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A replica process, killed on drop.
+struct Replica {
+    child: Child,
+    admin: u16,
+    metrics: u16,
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn replica(name: &str, dir: &std::path::Path) -> Replica {
+    let (admin, metrics) = (free_port(), free_port());
+    let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_ringscale"))
+        .args(["run", "--name", name])
+        .arg("--kubeconfig")
+        .arg(dir.join("kubeconfig"))
+        .args(["--replication-listen", "127.0.0.1:0"])
+        .args(["--metrics-api-listen", &format!("127.0.0.1:{metrics}")])
+        .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
+        .arg("--requestheader-client-ca-file")
+        .arg(dir.join("front-proxy-ca.pem"))
+        .args(["--requestheader-allowed-names", "front-proxy-client"])
+        .args([
+            "--lease-duration",
+            "3",
+            "--renew-deadline",
+            "2",
+            "--retry-period",
+            "0.5",
+        ])
+        .args(["--log", "info,ringscale_operator=debug"])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    Replica {
+        child,
+        admin,
+        metrics,
+    }
+}
+
+/// The status code of a plain HTTP GET to `127.0.0.1:port/path`.
+async fn status_of(port: u16, path: &str) -> Option<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::time::timeout(
+        Duration::from_secs(2),
+        tokio::net::TcpStream::connect(("127.0.0.1", port)),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(2), stream.read_to_end(&mut response))
+        .await
+        .ok()?
+        .ok()?;
+    let text = String::from_utf8_lossy(&response);
+    text.split_whitespace().nth(1)?.parse().ok()
+}
+
+async fn metric_value(client: &Client, list: &str) -> Option<String> {
+    let path = format!(
+        "/apis/external.metrics.k8s.io/v1beta1/namespaces/default/s0-redis-{list}?labelSelector=scaledobject.keda.sh%2Fname%3Dconsumer"
+    );
+    let request = http::Request::get(path).body(Vec::new()).ok()?;
+    let text = client.request_text(request).await.ok()?;
+    let body: serde_json::Value = serde_json::from_str(&text).ok()?;
+    body["items"][0]["value"].as_str().map(str::to_owned)
+}
+
+async fn replicas(client: &Client) -> Option<i32> {
+    Api::<Deployment>::namespaced(client.clone(), "default")
+        .get("consumer")
+        .await
+        .ok()?
+        .spec?
+        .replicas
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_scale_a_deployment_from_a_redis_list_and_survive_a_kill() {
+    let redis_addr = std::env::var("REDIS_ADDR").unwrap_or_else(|_| "127.0.0.1:6379".into());
+    let redis = match redis::Client::open(format!("redis://{redis_addr}")) {
+        Ok(c) => c,
+        Err(e) => panic!("REDIS_ADDR {redis_addr}: {e}"),
+    };
+    let mut conn = match redis.get_multiplexed_async_connection().await {
+        Ok(c) => c,
+        Err(e) => {
+            if std::env::var("RINGSCALE_REQUIRE_SERVICES").is_ok_and(|v| v == "1") {
+                panic!(
+                    "Redis is required (RINGSCALE_REQUIRE_SERVICES=1) but not reachable at {redis_addr}: {e}"
+                );
+            }
+            eprintln!("SKIP: Redis not reachable at {redis_addr} (set REDIS_ADDR): {e}");
+            return;
+        }
+    };
+    let list = format!(
+        "ringscale-e2e-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+
+    let sim = KubeSim::start(Config {
+        workload_delay: Duration::from_millis(50),
+        hpa_sync_period: Duration::from_millis(500),
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    let dir = std::env::temp_dir().join(format!("ringscale-e2e-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    sim.write_kubeconfig(&dir.join("kubeconfig")).unwrap();
+    std::fs::write(dir.join("front-proxy-ca.pem"), sim.front_proxy_ca_pem()).unwrap();
+    let kubeconfig = kube::config::Kubeconfig::from_yaml(sim.kubeconfig()).unwrap();
+    let client = Client::try_from(
+        kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "ringscale"}})).unwrap();
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
+    for crd in ringscale_api::crds::all() {
+        Api::<CustomResourceDefinition>::all(client.clone())
+            .create(&PostParams::default(), &crd)
+            .await
+            .unwrap();
+    }
+    let d: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "consumer"},
+        "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "consumer"}},
+                 "template": {"metadata": {"labels": {"app": "consumer"}},
+                              "spec": {"containers": [{"name": "c", "image": "c:1"}]}}}
+    }))
+    .unwrap();
+    Api::<Deployment>::namespaced(client.clone(), "default")
+        .create(&PostParams::default(), &d)
+        .await
+        .unwrap();
+    let so: ringscale_api::ScaledObject = serde_json::from_value(json!({
+        "apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
+        "metadata": {"name": "consumer"},
+        "spec": {
+            "scaleTargetRef": {"name": "consumer"},
+            "pollingInterval": 1, "cooldownPeriod": 4, "maxReplicaCount": 5,
+            "advanced": {"horizontalPodAutoscalerConfig": {"behavior": {
+                "scaleUp": {"stabilizationWindowSeconds": 0, "policies": [{"type": "Pods", "value": 5, "periodSeconds": 1}]}
+            }}},
+            "triggers": [{"type": "redis", "metadata": {"address": redis_addr, "listName": list, "listLength": "2"}}]
+        }
+    }))
+    .unwrap();
+    Api::<ringscale_api::ScaledObject>::namespaced(client.clone(), "default")
+        .create(&PostParams::default(), &so)
+        .await
+        .unwrap();
+
+    let mut ring: Vec<Replica> = ["r0", "r1", "r2"]
+        .iter()
+        .map(|n| replica(n, &dir))
+        .collect();
+    let backends = |ring: &[Replica]| {
+        ring.iter()
+            .map(|r| format!("https://127.0.0.1:{}", r.metrics))
+            .collect::<Vec<_>>()
+    };
+    sim.sim()
+        .backends
+        .set("v1beta1.external.metrics.k8s.io", backends(&ring));
+    let apiservice: APIService = serde_json::from_value(json!({
+        "metadata": {"name": "v1beta1.external.metrics.k8s.io"},
+        "spec": {"group": "external.metrics.k8s.io", "version": "v1beta1", "insecureSkipTLSVerify": true,
+                 "groupPriorityMinimum": 100, "versionPriority": 100,
+                 "service": {"name": "ringscale-metrics", "namespace": "ringscale"}}
+    }))
+    .unwrap();
+    Api::<APIService>::all(client.clone())
+        .create(&PostParams::default(), &apiservice)
+        .await
+        .unwrap();
+    for r in &ring {
+        eventually(WITHIN, "every replica ready", || async {
+            (status_of(r.admin, "/readyz").await? == 200).then_some(())
+        })
+        .await;
+    }
+
+    // The list grows: every replica (the aggregator uses them in turn) serves 6.
+    let _: () = redis::cmd("RPUSH")
+        .arg(&list)
+        .arg(&["a", "b", "c", "d", "e", "f"])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    eventually(WITHIN, "6 from three replicas in a row", || async {
+        for _ in 0..3 {
+            if metric_value(&client, &list).await.as_deref() != Some("6") {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+    // 6 / 2 per replica: the HPA scales the Deployment to 3.
+    eventually(WITHIN, "3 replicas", || async {
+        (replicas(&client).await == Some(3)).then_some(())
+    })
+    .await;
+
+    // The owner of the ScaledObject is killed (SIGKILL): its Lease expires (3 s) and a survivor
+    // takes the object over.
+    let state = ringscale_ring::RingState::new(
+        1,
+        ["r0", "r1", "r2"]
+            .iter()
+            .map(|n| ringscale_ring::Member {
+                name: (*n).to_owned(),
+                address: String::new(),
+            })
+            .collect(),
+    );
+    let owner = ringscale_ring::Ring::new(state)
+        .owner(&ringscale_ring::ObjectKey::new(
+            ringscale_ring::Kind::ScaledObject,
+            "default",
+            "consumer",
+        ))
+        .map(|m| m.name.clone())
+        .unwrap();
+    let index: usize = owner.trim_start_matches('r').parse().unwrap();
+    let dead = ring.remove(index);
+    drop(dead);
+    let killed = tokio::time::Instant::now();
+    sim.sim()
+        .backends
+        .set("v1beta1.external.metrics.k8s.io", backends(&ring));
+    let _: () = redis::cmd("DEL")
+        .arg(&list)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    eventually(WITHIN, "0 from the survivors", || async {
+        for _ in 0..2 {
+            if metric_value(&client, &list).await.as_deref() != Some("0") {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+    // Inactive past the 4 s cooldown: back to 0 by the new owner. The pause is bounded by the
+    // lease (3 s), the cooldown (4 s, from the last active poll) and a poll or two.
+    eventually(WITHIN, "0 replicas", || async {
+        (replicas(&client).await == Some(0)).then_some(())
+    })
+    .await;
+    assert!(
+        killed.elapsed() < Duration::from_secs(12),
+        "took {:?} after the owner died",
+        killed.elapsed()
+    );
+
+    // SIGTERM: a clean exit that releases the member Lease.
+    for mut r in ring.drain(..) {
+        let pid = r.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let status = eventually(Duration::from_secs(15), "exit after SIGTERM", || {
+            let done = r.child.try_wait().ok().flatten();
+            async move { done }
+        })
+        .await;
+        assert!(status.success(), "exit status {status}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
