@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::{crds, run, sim, validate};
+use crate::{crds, dev, run, sim, validate};
 
 /// ringscale: an event-driven autoscaler for Kubernetes that speaks KEDA's API.
 #[derive(Debug, Parser)]
@@ -24,6 +24,8 @@ enum Command {
     Sim(sim::SimArgs),
     /// Run one replica of a ring against a cluster, until SIGTERM.
     Run(Box<run::RunArgs>),
+    /// Run everything locally: kube-sim, a ring of replicas, demo workloads, a live table.
+    Dev(dev::DevArgs),
 }
 
 impl Args {
@@ -35,6 +37,7 @@ impl Args {
             Command::Validate(args) => validate::run(args),
             Command::Sim(args) => sim::run(args),
             Command::Run(args) => run::run(*args),
+            Command::Dev(args) => dev::run(args),
         }
     }
 }

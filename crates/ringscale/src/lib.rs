@@ -2,6 +2,7 @@
 
 pub mod cli;
 mod crds;
+mod dev;
 mod run;
 mod signals;
 mod sim;

@@ -150,7 +150,7 @@ pub fn run(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(replica(args)) {
+    match runtime.block_on(replica(args, crate::signals::shutdown(), None)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             error!(error = format!("{err:#}"), "replica stopped");
@@ -181,7 +181,41 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<tokio::net::TcpLis
         .with_context(|| format!("cannot listen on {addr} for {what}"))
 }
 
-async fn replica(args: RunArgs) -> anyhow::Result<()> {
+/// What a started replica tells its caller (`ringscale dev` runs several in one process).
+#[derive(Debug)]
+pub(crate) struct Started {
+    /// The ring as this replica sees it.
+    pub ownership: watch::Receiver<Ownership>,
+    /// Where its metrics API listens.
+    pub metrics_api: SocketAddr,
+    /// Where its admin endpoints listen.
+    pub admin: SocketAddr,
+    /// Its replicated records (every replica holds every value).
+    pub store: Arc<Store>,
+}
+
+impl RunArgs {
+    /// Arguments as if given on the command line (and the environment).
+    pub(crate) fn parse_from<I, T>(args: I) -> Result<RunArgs, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        #[derive(clap::Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            args: RunArgs,
+        }
+        <Wrapper as clap::Parser>::try_parse_from(args).map(|w| w.args)
+    }
+}
+
+/// Runs one replica until `signal` resolves (exit cleanly) or a critical part fails (error).
+pub(crate) async fn replica(
+    args: RunArgs,
+    signal: impl std::future::Future<Output = ()>,
+    started: Option<tokio::sync::oneshot::Sender<Started>>,
+) -> anyhow::Result<()> {
     ringscale_scalers::install_crypto_provider();
     let lease_duration = seconds(args.lease_duration, "lease-duration")?;
     let renew_deadline = seconds(args.renew_deadline, "renew-deadline")?;
@@ -193,6 +227,7 @@ async fn replica(args: RunArgs) -> anyhow::Result<()> {
     let replication = bind(args.replication_listen, "replication").await?;
     let metrics_api = bind(args.metrics_api_listen, "the metrics API").await?;
     let admin = bind(args.admin_listen, "the admin endpoints").await?;
+    let (metrics_api_addr, admin_addr) = (metrics_api.local_addr()?, admin.local_addr()?);
     let peer_address = match &args.peer_address {
         Some(a) => a.clone(),
         None => {
@@ -352,13 +387,19 @@ async fn replica(args: RunArgs) -> anyhow::Result<()> {
         })
     };
 
-    // Handlers first, then the announcement.
-    let signal = crate::signals::shutdown();
+    if let Some(started) = started {
+        let _ = started.send(Started {
+            ownership: ownership.clone(),
+            metrics_api: metrics_api_addr,
+            admin: admin_addr,
+            store: Arc::clone(&store),
+        });
+    }
     info!(
         member = %args.name,
         peer_address,
-        metrics_api = %args.metrics_api_listen,
-        admin = %args.admin_listen,
+        metrics_api = %metrics_api_addr,
+        admin = %admin_addr,
         "replica started"
     );
     let critical = async {

@@ -7,6 +7,14 @@ use std::time::Duration;
 
 use ringscale_kube_sim::{Config, KubeSim};
 
+/// Prints a line; a closed stdout (the reader went away) is not a reason to panic.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 /// Arguments of `ringscale sim`.
 #[derive(Debug, clap::Args)]
 pub struct SimArgs {
@@ -72,18 +80,18 @@ pub fn run(args: SimArgs) -> ExitCode {
         }
         // Handlers first, then the announcement (a SIGTERM right after it must be clean).
         let stop = crate::signals::shutdown();
-        println!("kube-sim listening on {}", sim.url());
-        println!("kubeconfig written to {}", kubeconfig.display());
-        println!(
+        say!("kube-sim listening on {}", sim.url());
+        say!("kubeconfig written to {}", kubeconfig.display());
+        say!(
             "export KUBECONFIG={}",
             kubeconfig
                 .canonicalize()
                 .unwrap_or(kubeconfig.clone())
                 .display()
         );
-        println!("admin endpoint: {}/_sim/stats (authenticated)", sim.url());
+        say!("admin endpoint: {}/_sim/stats (authenticated)", sim.url());
         stop.await;
-        println!("stopping");
+        say!("stopping");
         sim.shutdown().await;
         ExitCode::SUCCESS
     })

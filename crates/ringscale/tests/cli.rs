@@ -86,6 +86,15 @@ fn the_shipped_examples_validate_and_exit_zero() {
 }
 
 #[test]
+fn the_dev_examples_validate_too() {
+    let out = ringscale(&["validate", "-f", "examples/dev/"], None);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("ScaledObject default/orders: OK"), "{text}");
+    assert!(text.contains("ScaledJob default/reports: OK"), "{text}");
+}
+
+#[test]
 fn an_invalid_object_is_reported_with_file_line_path_and_rule_and_exits_one() {
     let file = temp_file("invalid.yaml", INVALID);
     let out = ringscale(
