@@ -48,7 +48,7 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 use tokio::sync::{Mutex, Semaphore, mpsc, oneshot, watch};
 use tokio::time::Instant;
-use tracing::{debug, info, warn};
+use tracing::{Instrument as _, debug, info, warn};
 
 use crate::hpa;
 use crate::lookup::{ClusterLookup, reflect, reflect_with};
@@ -468,11 +468,21 @@ async fn run(
                     obj.in_flight = true;
                     let (ctx, runtime, done, limit) =
                         (Arc::clone(&ctx), Arc::clone(&obj.runtime), done_tx.clone(), Arc::clone(&limit));
-                    tokio::spawn(async move {
-                        let _permit = limit.acquire_owned().await;
-                        cycle(&ctx, &slot, &runtime).await;
-                        let _ = done.send(slot);
-                    });
+                    // Every log line of a cycle names the object.
+                    let span = tracing::info_span!(
+                        "poll",
+                        kind = ?slot.0,
+                        namespace = %slot.1.0,
+                        name = %slot.1.1
+                    );
+                    tokio::spawn(
+                        async move {
+                            let _permit = limit.acquire_owned().await;
+                            cycle(&ctx, &slot, &runtime).await;
+                            let _ = done.send(slot);
+                        }
+                        .instrument(span),
+                    );
                 }
             }
         }
@@ -1265,10 +1275,14 @@ async fn poll_all(runtime: &Runtime) -> Vec<Polled> {
             })
             .map(str::to_owned)
             .collect();
-        names.into_iter().map(move |n| async move {
-            let started = ringscale_replication::now();
-            let result = s.poll(&n).await;
-            (s.index(), n, started, result)
+        names.into_iter().map(move |n| {
+            let span = tracing::info_span!("trigger", index = s.index(), metric = %n);
+            async move {
+                let started = ringscale_replication::now();
+                let result = s.poll(&n).await;
+                (s.index(), n, started, result)
+            }
+            .instrument(span)
         })
     });
     join_all(polls).await
