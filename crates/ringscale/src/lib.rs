@@ -6,4 +6,5 @@ mod dev;
 mod run;
 mod signals;
 mod sim;
+mod status_page;
 mod validate;

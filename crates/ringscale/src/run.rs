@@ -150,7 +150,8 @@ pub fn run(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(replica(args, crate::signals::shutdown(), None)) {
+    // The signal handlers need the runtime: install them inside it.
+    match runtime.block_on(async { replica(args, crate::signals::shutdown(), None).await }) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             error!(error = format!("{err:#}"), "replica stopped");
@@ -371,12 +372,23 @@ pub(crate) async fn replica(
         registry,
         ownership: ownership.clone(),
         peers: Arc::clone(&peers),
+        page: crate::status_page::Sources {
+            ownership: ownership.clone(),
+            store: Arc::clone(&store),
+            scaled_objects: controller.scaled_objects().clone(),
+            cluster: controller.cluster().clone(),
+        },
     });
     let admin_app = axum::Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/livez", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(prometheus))
+        .route("/status", get(status_page))
+        .route(
+            "/",
+            get(|| async { axum::response::Redirect::to("/status") }),
+        )
         .with_state(admin_state);
     let admin_server = {
         let stop = stop.clone();
@@ -429,6 +441,11 @@ struct AdminState {
     registry: Registry,
     ownership: watch::Receiver<Ownership>,
     peers: Arc<Peers>,
+    page: crate::status_page::Sources,
+}
+
+async fn status_page(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
+    axum::response::Html(crate::status_page::render(&state.page))
 }
 
 /// Ready once this replica holds its member Lease, is in a published ring, and has the first

@@ -113,6 +113,60 @@ async fn status_of(port: u16, path: &str) -> Option<u16> {
     text.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// The DOM of `url` as headless Chromium renders it; `None` (with a SKIP line) when Chromium is
+/// not installed and services are not required.
+async fn browser_dump(url: &str) -> Option<String> {
+    let browser = std::env::var("RINGSCALE_CHROMIUM").unwrap_or_else(|_| "chromium".into());
+    let profile = std::env::temp_dir().join(format!("ringscale-chromium-{}", std::process::id()));
+    let child = Command::new(&browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(["--dump-dom", url])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            if std::env::var("RINGSCALE_REQUIRE_SERVICES").is_ok_and(|v| v == "1") {
+                panic!(
+                    "{browser} (headless Chromium) is required (RINGSCALE_REQUIRE_SERVICES=1): {e}"
+                );
+            }
+            eprintln!(
+                "SKIP: {browser} (headless Chromium) is not installed (set RINGSCALE_CHROMIUM): {e}"
+            );
+            return None;
+        }
+    };
+    // Read while it runs, so a large page cannot fill the pipe and stall it.
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut out = String::new();
+        let _ = std::io::Read::read_to_string(&mut stdout, &mut out);
+        out
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{browser} did not finish loading {url}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let out = reader.join().unwrap();
+    let _ = std::fs::remove_dir_all(&profile);
+    Some(out)
+}
+
 async fn metric_value(client: &Client, list: &str) -> Option<String> {
     let path = format!(
         "/apis/external.metrics.k8s.io/v1beta1/namespaces/default/s0-redis-{list}?labelSelector=scaledobject.keda.sh%2Fname%3Dconsumer"
@@ -269,6 +323,24 @@ async fn three_replicas_scale_a_deployment_from_a_redis_list_and_survive_a_kill(
         (replicas(&client).await == Some(3)).then_some(())
     })
     .await;
+
+    // The status page, as a browser shows it.
+    if let Some(page) = browser_dump(&format!("http://127.0.0.1:{}/status", ring[1].admin)).await {
+        for want in [
+            "Ring generation",
+            "default/consumer",
+            "r0",
+            "r1",
+            "r2",
+            "3/3",
+        ] {
+            assert!(
+                page.contains(want),
+                "the status page lacks {want:?}:\n{page}"
+            );
+        }
+        assert!(page.contains("(this replica)"), "{page}");
+    }
 
     // The owner of the ScaledObject is killed (SIGKILL): its Lease expires (3 s) and a survivor
     // takes the object over.
