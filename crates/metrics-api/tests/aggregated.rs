@@ -118,6 +118,10 @@ async fn setup() -> Setup {
             "scaleTargetRef": {"name": "worker"},
             "pollingInterval": 1, "cooldownPeriod": 300, "maxReplicaCount": 10,
             "fallback": {"failureThreshold": 2, "replicas": 3},
+            // Scale up without the default 15 s policy period, so the test does not wait on it.
+            "advanced": {"horizontalPodAutoscalerConfig": {"behavior": {"scaleUp": {
+                "stabilizationWindowSeconds": 0,
+                "policies": [{"type": "Pods", "value": 10, "periodSeconds": 1}]}}}},
             "triggers": [{"type": "metrics-api", "metadata": {
                 "url": format!("http://{source_addr}/metrics"), "valueLocation": "value", "targetValue": "5"}}]
         }

@@ -1,5 +1,6 @@
 //! The `ringscale` command: wires the crates of the workspace into subcommands.
 
+mod api_requests;
 pub mod cli;
 mod crds;
 mod dev;

@@ -160,7 +160,13 @@ pub fn run(args: RunArgs) -> ExitCode {
     }
 }
 
-async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<kube::Client> {
+async fn client(
+    kubeconfig: Option<&PathBuf>,
+    requests: prometheus_client::metrics::family::Family<
+        crate::api_requests::Verb,
+        prometheus_client::metrics::counter::Counter,
+    >,
+) -> anyhow::Result<kube::Client> {
     let config = match kubeconfig {
         Some(path) => {
             let file = kube::config::Kubeconfig::read_from(path)
@@ -173,7 +179,7 @@ async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<kube::Client> {
             .await
             .context("finding a kubeconfig")?,
     };
-    kube::Client::try_from(config).context("building the Kubernetes client")
+    crate::api_requests::client(config, requests).context("building the Kubernetes client")
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<tokio::net::TcpListener> {
@@ -222,7 +228,8 @@ pub(crate) async fn replica(
     let renew_deadline = seconds(args.renew_deadline, "renew-deadline")?;
     let retry_period = seconds(args.retry_period, "retry-period")?;
     let drain = seconds(args.drain_timeout, "drain-timeout")?;
-    let client = client(args.kubeconfig.as_ref()).await?;
+    let api_requests = prometheus_client::metrics::family::Family::default();
+    let client = client(args.kubeconfig.as_ref(), api_requests.clone()).await?;
 
     // Listen first: a port in use is an error before joining the ring.
     let replication = bind(args.replication_listen, "replication").await?;
@@ -362,6 +369,11 @@ pub(crate) async fn replica(
     // Admin: health, readiness, Prometheus.
     let mut registry = Registry::default();
     controller.metrics.register(&mut registry);
+    registry.register(
+        "ringscale_kube_api_requests",
+        "Requests this replica made to the Kubernetes API, by verb",
+        api_requests,
+    );
     registry.register_collector(Box::new(RingCollector {
         ownership: ownership.clone(),
         peers: Arc::clone(&peers),

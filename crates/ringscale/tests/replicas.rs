@@ -94,6 +94,11 @@ fn replica(name: &str, dir: &std::path::Path) -> Replica {
 
 /// The status code of a plain HTTP GET to `127.0.0.1:port/path`.
 async fn status_of(port: u16, path: &str) -> Option<u16> {
+    Some(get_plain(port, path).await?.0)
+}
+
+/// A plain HTTP GET to `127.0.0.1:port/path`: status code and body.
+async fn get_plain(port: u16, path: &str) -> Option<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::time::timeout(
         Duration::from_secs(2),
@@ -110,7 +115,12 @@ async fn status_of(port: u16, path: &str) -> Option<u16> {
         .ok()?
         .ok()?;
     let text = String::from_utf8_lossy(&response);
-    text.split_whitespace().nth(1)?.parse().ok()
+    let code = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
+    Some((code, body))
 }
 
 /// The DOM of `url` as headless Chromium renders it; `None` (with a SKIP line) when Chromium is
@@ -323,6 +333,35 @@ async fn three_replicas_scale_a_deployment_from_a_redis_list_and_survive_a_kill(
         (replicas(&client).await == Some(3)).then_some(())
     })
     .await;
+
+    // Prometheus: KEDA's names, the ring, and the replica's API requests by verb.
+    let (code, metrics) = get_plain(ring[0].admin, "/metrics").await.unwrap();
+    assert_eq!(code, 200);
+    for want in [
+        "ringscale_ring_generation ",
+        "ringscale_ring_members 3",
+        "ringscale_kube_api_requests_total{verb=\"watch\"}",
+        "ringscale_metrics_api_requests_total{source=\"cache\"}",
+    ] {
+        assert!(
+            metrics.contains(want),
+            "/metrics lacks {want:?}:\n{metrics}"
+        );
+    }
+    // The owner exports the object's series under KEDA's names.
+    let mut owner_series = 0;
+    for r in &ring {
+        let (_, metrics) = get_plain(r.admin, "/metrics").await.unwrap();
+        if metrics.contains("keda_internal_scale_loop_latency_seconds{namespace=\"default\",type=\"scaledobject\",resource=\"consumer\"}")
+            && metrics.contains("keda_scaler_metrics_value{namespace=\"default\"")
+        {
+            owner_series += 1;
+        }
+    }
+    assert_eq!(
+        owner_series, 1,
+        "exactly the owner exports the object's series"
+    );
 
     // The status page, as a browser shows it.
     if let Some(page) = browser_dump(&format!("http://127.0.0.1:{}/status", ring[1].admin)).await {
