@@ -348,7 +348,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     for (i, s) in started.iter().enumerate() {
         let _ = writeln!(
             out,
-            "replica-{i}: metrics http://{}/metrics, ready http://{}/readyz",
+            "replica-{i}: status page http://{}/status, metrics http://{}/metrics",
             s.admin, s.admin
         );
     }

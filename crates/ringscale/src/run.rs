@@ -305,6 +305,20 @@ pub(crate) async fn replica(
     let ownership = coordinator.ownership();
     let limits = Limits::default();
     let store = Store::new(&args.name);
+    // Replication lag: the age of each peer's record when it is merged here (it includes the
+    // time the owner's source read took).
+    let replication_lag = prometheus_client::metrics::histogram::Histogram::new(
+        prometheus_client::metrics::histogram::exponential_buckets(0.0005, 2.0, 14),
+    );
+    {
+        let (lag, me) = (replication_lag.clone(), args.name.clone());
+        store.set_observer(Box::new(move |_, record| {
+            if *record.origin != *me {
+                let age = ringscale_replication::now().saturating_duration_since(record.polled_at);
+                lag.observe(age.as_secs_f64());
+            }
+        }));
+    }
     let peers = Peers::new(Arc::clone(&store), limits.clone(), peer_tls.clone());
     let (stop_tx, stop) = watch::channel(false);
     let stopped = |mut stop: watch::Receiver<bool>| async move {
@@ -369,6 +383,11 @@ pub(crate) async fn replica(
     // Admin: health, readiness, Prometheus.
     let mut registry = Registry::default();
     controller.metrics.register(&mut registry);
+    registry.register(
+        "ringscale_replication_lag_seconds",
+        "Age of a peer's record when it was merged here (poll start to arrival)",
+        replication_lag,
+    );
     registry.register(
         "ringscale_kube_api_requests",
         "Requests this replica made to the Kubernetes API, by verb",

@@ -342,6 +342,7 @@ async fn three_replicas_scale_a_deployment_from_a_redis_list_and_survive_a_kill(
         "ringscale_ring_members 3",
         "ringscale_kube_api_requests_total{verb=\"watch\"}",
         "ringscale_metrics_api_requests_total{source=\"cache\"}",
+        "ringscale_replication_lag_seconds_count",
     ] {
         assert!(
             metrics.contains(want),
