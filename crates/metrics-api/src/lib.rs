@@ -21,6 +21,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use ringscale_api::names::LABEL_SCALED_OBJECT_NAME;
 use ringscale_api::quantity::format_milli;
+use tracing::Instrument as _;
 
 pub use resolve::{MetricError, Resolved, Resolver, Source};
 pub use serve::{PeerCert, serve};
@@ -92,15 +93,37 @@ async fn authenticate(State(shared): State<Arc<Shared>>, request: Request, next:
                 &format!("client certificate {cn:?} is not an allowed request-header name"),
             );
         }
-        if user(request.headers()).is_none() {
+        let Some(user) = user(request.headers()).map(str::to_owned) else {
             return failure(
                 StatusCode::UNAUTHORIZED,
                 "Unauthorized",
                 "the X-Remote-User header is missing",
             );
-        }
+        };
+        // The user the API server acts for, and its groups, go with the request (and into every
+        // log line about it).
+        let groups: Vec<String> = request
+            .headers()
+            .get_all("x-remote-group")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .collect();
+        let span = tracing::debug_span!("request", user = %user, groups = ?groups);
+        let mut request = request;
+        request.extensions_mut().insert(Caller { user, groups });
+        return next.run(request).instrument(span).await;
     }
     next.run(request).await
+}
+
+/// The user the API server's front proxy made a request for (request-header authentication).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Caller {
+    /// `X-Remote-User`.
+    pub user: String,
+    /// Every `X-Remote-Group`.
+    pub groups: Vec<String>,
 }
 
 /// The user the front proxy acts for.
@@ -198,7 +221,14 @@ async fn metric(
             ),
         );
     };
-    match shared.resolver.resolve(&namespace, &name, &metric).await {
+    let span =
+        tracing::debug_span!("metric", namespace = %namespace, name = %name, metric = %metric);
+    match shared
+        .resolver
+        .resolve(&namespace, &name, &metric)
+        .instrument(span)
+        .await
+    {
         Ok(resolved) => {
             let now = jiff::Timestamp::now()
                 .strftime("%Y-%m-%dT%H:%M:%SZ")
