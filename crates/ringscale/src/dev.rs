@@ -249,13 +249,25 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("{e}"))?;
         let (tx, rx) = oneshot::channel();
         let mut stop = stop.clone();
-        replicas.push(tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let stopped = async move {
                 let _ = stop.wait_for(|s| *s).await;
             };
             replica(run_args, stopped, Some(tx)).await
-        }));
-        started.push(rx.await.with_context(|| format!("{name} did not start"))?);
+        });
+        match rx.await {
+            Ok(s) => started.push(s),
+            // It stopped before starting: say why.
+            Err(_) => {
+                let why = match task.await {
+                    Ok(Err(e)) => format!("{e:#}"),
+                    Ok(Ok(())) => "it stopped".to_owned(),
+                    Err(e) => e.to_string(),
+                };
+                anyhow::bail!("{name} did not start: {why}");
+            }
+        }
+        replicas.push(task);
     }
     sim.sim().backends.set(
         "v1beta1.external.metrics.k8s.io",
