@@ -108,9 +108,9 @@ pub struct RunArgs {
     #[arg(long, env = "RINGSCALE_RETRY_PERIOD", default_value_t = 2.0)]
     retry_period: f64,
     /// Namespace ClusterTriggerAuthentications read Secrets from (KEDA's
-    /// KEDA_CLUSTER_OBJECT_NAMESPACE).
-    #[arg(long, env = "KEDA_CLUSTER_OBJECT_NAMESPACE", default_value = "keda")]
-    cluster_object_namespace: String,
+    /// KEDA_CLUSTER_OBJECT_NAMESPACE; default: the ring's namespace, as KEDA defaults to its own).
+    #[arg(long, env = "KEDA_CLUSTER_OBJECT_NAMESPACE")]
+    cluster_object_namespace: Option<String>,
     /// Seconds in-flight requests get to finish on shutdown.
     #[arg(long, env = "RINGSCALE_DRAIN_TIMEOUT", default_value_t = 10.0)]
     drain_timeout: f64,
@@ -349,7 +349,10 @@ pub(crate) async fn replica(
         Arc::clone(&store),
         ringscale_scalers::Sources::new(ringscale_scalers::SourcesConfig::default()),
         Settings {
-            cluster_object_namespace: args.cluster_object_namespace.clone(),
+            cluster_object_namespace: args
+                .cluster_object_namespace
+                .clone()
+                .unwrap_or_else(|| args.namespace.clone()),
             ..Settings::default()
         },
         stopped(stop.clone()),
