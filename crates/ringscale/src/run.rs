@@ -419,6 +419,7 @@ pub(crate) async fn replica(
         .route("/readyz", get(readyz))
         .route("/metrics", get(prometheus))
         .route("/status", get(status_page))
+        .route("/records", get(records))
         .route(
             "/",
             get(|| async { axum::response::Redirect::to("/status") }),
@@ -476,6 +477,31 @@ struct AdminState {
     ownership: watch::Receiver<Ownership>,
     peers: Arc<Peers>,
     page: crate::status_page::Sources,
+}
+
+/// Every replicated record this replica holds, as JSON (for debugging and the chaos tests).
+async fn records(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
+    let now = ringscale_replication::now();
+    let list: Vec<serde_json::Value> = state.page.store.with_cache(|cache| {
+        cache
+            .iter()
+            .map(|(key, r)| {
+                serde_json::json!({
+                    "namespace": key.namespace,
+                    "scaledObject": key.scaled_object,
+                    "metric": key.metric_name,
+                    "value": r.value,
+                    "active": r.active,
+                    "error": r.error.as_deref(),
+                    "generation": r.version.generation,
+                    "seq": r.version.seq,
+                    "origin": &*r.origin,
+                    "ageMs": u64::try_from(r.age(now).as_millis()).unwrap_or(u64::MAX),
+                })
+            })
+            .collect()
+    });
+    axum::Json(list)
 }
 
 async fn status_page(State(state): State<Arc<AdminState>>) -> impl IntoResponse {

@@ -1,0 +1,508 @@
+//! Fault scenarios against kube-sim and several `ringscale run` processes. Each scenario is
+//! seeded (the victim and the probed objects come from the seed), bounded in time, checks its
+//! invariants continuously while the fault runs, and ends in a pass/fail table.
+//!
+//! `cargo build -p ringscale && cargo run -p ringscale-chaos -- --scenario kill [--long] [--seed N]`
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use clap::Parser;
+use http_body_util::{BodyExt as _, Empty};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, PostParams};
+use rand::rngs::StdRng;
+use rand::{Rng as _, SeedableRng as _};
+use ringscale_kube_sim::{Config, KubeSim};
+use ringscale_ring::{Kind, Member, ObjectKey, Ring, RingState};
+use serde_json::{Value, json};
+
+/// Command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "ringscale-chaos",
+    about = "Fault scenarios against a ring of replicas"
+)]
+struct Args {
+    /// Which scenario (`all` runs every one).
+    #[arg(long, default_value = "all", value_parser = ["all", "kill"])]
+    scenario: String,
+    /// Seed (default: from the clock; printed so a run can be repeated).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// The long form (minutes instead of seconds).
+    #[arg(long)]
+    long: bool,
+    /// Replicas in the ring.
+    #[arg(long, default_value_t = 3)]
+    replicas: usize,
+    /// ScaledObjects.
+    #[arg(long, default_value_t = 30)]
+    objects: usize,
+    /// The `ringscale` binary (default: next to this one).
+    #[arg(long, env = "RINGSCALE_BIN")]
+    ringscale: Option<PathBuf>,
+}
+
+/// Lease timings given to the replicas.
+const LEASE: Duration = Duration::from_secs(3);
+
+/// One invariant's outcome.
+#[derive(Debug)]
+struct Check {
+    scenario: &'static str,
+    invariant: String,
+    passed: bool,
+    detail: String,
+}
+
+/// Runs the chosen scenarios and prints the table; exit 1 if any invariant failed.
+pub fn main() -> ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let seed = args.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_secs())
+    });
+    println!("seed {seed} (repeat with --seed {seed})");
+    let result = runtime.block_on(async {
+        let mut checks = Vec::new();
+        if args.scenario == "all" || args.scenario == "kill" {
+            checks.extend(kill(&args, seed).await?);
+        }
+        anyhow::Ok(checks)
+    });
+    match result {
+        Ok(checks) => {
+            println!("\n| scenario | invariant | result | detail |\n| --- | --- | --- | --- |");
+            for c in &checks {
+                println!(
+                    "| {} | {} | {} | {} |",
+                    c.scenario,
+                    c.invariant,
+                    if c.passed { "pass" } else { "FAIL" },
+                    c.detail
+                );
+            }
+            if checks.iter().all(|c| c.passed) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A replica process, killed on drop.
+struct Replica {
+    name: String,
+    child: Child,
+    admin: u16,
+    metrics: u16,
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// kube-sim, a metrics source, the objects, and the replica processes.
+struct Cluster {
+    _sim: KubeSim,
+    dir: PathBuf,
+    replicas: Vec<Replica>,
+    objects: Vec<String>,
+    http: hyper_util::client::legacy::Client<
+        hyper_util::client::legacy::connect::HttpConnector,
+        Empty<bytes::Bytes>,
+    >,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.replicas.clear();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn ringscale_bin(args: &Args) -> anyhow::Result<PathBuf> {
+    if let Some(p) = &args.ringscale {
+        return Ok(p.clone());
+    }
+    let me = std::env::current_exe()?;
+    let sibling = me
+        .parent()
+        .map(|d| d.join("ringscale"))
+        .context("no directory for this binary")?;
+    if !sibling.exists() {
+        bail!(
+            "{} not found: build it first (cargo build -p ringscale) or pass --ringscale",
+            sibling.display()
+        );
+    }
+    Ok(sibling)
+}
+
+impl Cluster {
+    async fn start(args: &Args, name: &str) -> anyhow::Result<Cluster> {
+        let bin = ringscale_bin(args)?;
+        let sim = KubeSim::start(Config {
+            workload_delay: Duration::from_millis(100),
+            hpa_sync_period: Duration::from_secs(1),
+            ..Config::default()
+        })
+        .await?;
+        let dir =
+            std::env::temp_dir().join(format!("ringscale-chaos-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        sim.write_kubeconfig(&dir.join("kubeconfig"))?;
+        let kubeconfig = kube::config::Kubeconfig::from_yaml(sim.kubeconfig())?;
+        let client = kube::Client::try_from(
+            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?,
+        )?;
+        let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "ringscale"}}))?;
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await?;
+        for crd in ringscale_api::crds::all() {
+            Api::<CustomResourceDefinition>::all(client.clone())
+                .create(&PostParams::default(), &crd)
+                .await?;
+        }
+        // The source: every queue reads 3 (target 5: active, one replica each).
+        let source = axum::Router::new().route(
+            "/q/{name}",
+            axum::routing::get(|| async { axum::Json(json!({"length": 3})) }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let source_addr = listener.local_addr()?;
+        tokio::spawn(async move { axum::serve(listener, source).await });
+        let mut objects = Vec::new();
+        for i in 0..args.objects {
+            let name = format!("obj-{i}");
+            let d: Deployment = serde_json::from_value(json!({
+                "metadata": {"name": name},
+                "spec": {"replicas": 0, "selector": {"matchLabels": {"app": name}},
+                         "template": {"metadata": {"labels": {"app": name}},
+                                      "spec": {"containers": [{"name": "w", "image": "w:1"}]}}}
+            }))?;
+            Api::<Deployment>::namespaced(client.clone(), "default")
+                .create(&PostParams::default(), &d)
+                .await?;
+            let so: ringscale_api::ScaledObject = serde_json::from_value(json!({
+                "apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
+                "metadata": {"name": name},
+                "spec": {"scaleTargetRef": {"name": name}, "pollingInterval": 1, "cooldownPeriod": 5,
+                         "triggers": [{"type": "metrics-api", "metadata": {
+                            "url": format!("http://{source_addr}/q/{name}"),
+                            "valueLocation": "length", "targetValue": "5"}}]}
+            }))?;
+            Api::<ringscale_api::ScaledObject>::namespaced(client.clone(), "default")
+                .create(&PostParams::default(), &so)
+                .await?;
+            objects.push(name);
+        }
+        let mut replicas = Vec::new();
+        for i in 0..args.replicas {
+            let name = format!("r{i}");
+            let (admin, metrics) = (free_port()?, free_port()?);
+            let log = std::fs::File::create(dir.join(format!("{name}.log")))?;
+            let child = Command::new(&bin)
+                .args(["run", "--name", &name, "--insecure-metrics-api"])
+                .arg("--kubeconfig")
+                .arg(dir.join("kubeconfig"))
+                .args(["--replication-listen", "127.0.0.1:0"])
+                .args(["--metrics-api-listen", &format!("127.0.0.1:{metrics}")])
+                .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
+                .args([
+                    "--lease-duration",
+                    "3",
+                    "--renew-deadline",
+                    "2",
+                    "--retry-period",
+                    "0.5",
+                ])
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .with_context(|| format!("starting {}", bin.display()))?;
+            replicas.push(Replica {
+                name,
+                child,
+                admin,
+                metrics,
+            });
+        }
+        let http =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http();
+        let cluster = Cluster {
+            _sim: sim,
+            dir,
+            replicas,
+            objects,
+            http,
+        };
+        // Ready, and every object has a value at every replica.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let mut ready = true;
+            for r in &cluster.replicas {
+                ready &= cluster
+                    .get(r.admin, "/readyz")
+                    .await
+                    .is_ok_and(|(c, _)| c == 200);
+                ready &= cluster
+                    .records(r)
+                    .await
+                    .is_ok_and(|recs| recs.len() >= cluster.objects.len());
+            }
+            if ready {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the ring did not become ready within 60 s (logs in {})",
+                    cluster.dir.display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Ok(cluster)
+    }
+
+    async fn get(&self, port: u16, path: &str) -> anyhow::Result<(u16, bytes::Bytes)> {
+        let uri: http::Uri = format!("http://127.0.0.1:{port}{path}").parse()?;
+        let response = tokio::time::timeout(Duration::from_secs(2), self.http.get(uri)).await??;
+        let code = response.status().as_u16();
+        let body = tokio::time::timeout(Duration::from_secs(2), response.into_body().collect())
+            .await??
+            .to_bytes();
+        Ok((code, body))
+    }
+
+    /// A replica's records: (namespace/scaledObject/metric) → (generation, seq, origin, age ms).
+    async fn records(
+        &self,
+        r: &Replica,
+    ) -> anyhow::Result<HashMap<String, (u64, u64, String, u64)>> {
+        let (code, body) = self.get(r.admin, "/records").await?;
+        if code != 200 {
+            bail!("/records answered {code}");
+        }
+        let list: Vec<Value> = serde_json::from_slice(&body)?;
+        Ok(list
+            .iter()
+            .map(|r| {
+                (
+                    format!(
+                        "{}/{}/{}",
+                        r["namespace"].as_str().unwrap_or_default(),
+                        r["scaledObject"].as_str().unwrap_or_default(),
+                        r["metric"].as_str().unwrap_or_default()
+                    ),
+                    (
+                        r["generation"].as_u64().unwrap_or(0),
+                        r["seq"].as_u64().unwrap_or(0),
+                        r["origin"].as_str().unwrap_or_default().to_owned(),
+                        r["ageMs"].as_u64().unwrap_or(u64::MAX),
+                    ),
+                )
+            })
+            .collect())
+    }
+
+    fn owner(&self, object: &str) -> Option<String> {
+        let members = self
+            .replicas
+            .iter()
+            .map(|r| Member {
+                name: r.name.clone(),
+                address: String::new(),
+            })
+            .collect();
+        let ring = Ring::new(RingState::new(1, members));
+        ring.owner(&ObjectKey::new(Kind::ScaledObject, "default", object))
+            .map(|m| m.name.clone())
+    }
+}
+
+/// Continuous checks on the live replicas: metrics API answers and record versions.
+#[derive(Default)]
+struct Watch {
+    requests: u64,
+    errors: Vec<String>,
+    regressions: Vec<String>,
+    /// (replica, key) → highest (generation, seq) seen.
+    seen: HashMap<(String, String), (u64, u64)>,
+}
+
+async fn observe(cluster: &Cluster, live: &[usize], rng: &mut StdRng, watch: &mut Watch) {
+    for &i in live {
+        let r = &cluster.replicas[i];
+        let object = &cluster.objects[rng.random_range(0..cluster.objects.len())];
+        let path = format!(
+            "/apis/external.metrics.k8s.io/v1beta1/namespaces/default/s0-metric-api-length?labelSelector=scaledobject.keda.sh%2Fname%3D{object}"
+        );
+        watch.requests += 1;
+        match cluster.get(r.metrics, &path).await {
+            Ok((200, _)) => {}
+            Ok((code, body)) => watch.errors.push(format!(
+                "{} {object}: {code} {}",
+                r.name,
+                String::from_utf8_lossy(&body)
+                    .chars()
+                    .take(160)
+                    .collect::<String>()
+            )),
+            Err(e) => watch.errors.push(format!("{} {object}: {e}", r.name)),
+        }
+        if let Ok(records) = cluster.records(r).await {
+            for (key, (generation, seq, _, _)) in records {
+                let slot = watch
+                    .seen
+                    .entry((r.name.clone(), key.clone()))
+                    .or_insert((0, 0));
+                if (generation, seq) < *slot {
+                    watch.regressions.push(format!(
+                        "{} {key}: ({generation}, {seq}) after {:?}",
+                        r.name, slot
+                    ));
+                } else {
+                    *slot = (generation, seq);
+                }
+            }
+        }
+    }
+}
+
+/// Scenario 1: SIGKILL a replica. Its objects are polled again by survivors within the lease
+/// duration + 2 s; the survivors' metrics API never errors; no record version goes backwards.
+async fn kill(args: &Args, seed: u64) -> anyhow::Result<Vec<Check>> {
+    const NAME: &str = "kill -9";
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut cluster = Cluster::start(args, "kill").await?;
+    let run_for = if args.long {
+        Duration::from_secs(120)
+    } else {
+        Duration::from_secs(20)
+    };
+    let victim = rng.random_range(0..cluster.replicas.len());
+    let victim_name = cluster.replicas[victim].name.clone();
+    let orphans: Vec<String> = cluster
+        .objects
+        .iter()
+        .filter(|o| cluster.owner(o).as_deref() == Some(victim_name.as_str()))
+        .cloned()
+        .collect();
+    let live: Vec<usize> = (0..cluster.replicas.len())
+        .filter(|i| *i != victim)
+        .collect();
+    let mut watch = Watch::default();
+    // A quiet second first, then the kill.
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(1) {
+        observe(&cluster, &live, &mut rng, &mut watch).await;
+    }
+    let pid = cluster.replicas[victim].child.id();
+    let _ = cluster.replicas[victim].child.kill();
+    let _ = cluster.replicas[victim].child.wait();
+    let killed = Instant::now();
+    println!(
+        "{NAME}: killed {victim_name} (pid {pid}), which owned {} of {} objects",
+        orphans.len(),
+        cluster.objects.len()
+    );
+    // Taken over: a survivor's record of the orphan, polled by a survivor after the kill.
+    let mut taken: BTreeMap<String, Duration> = BTreeMap::new();
+    while killed.elapsed() < run_for {
+        observe(&cluster, &live, &mut rng, &mut watch).await;
+        if taken.len() < orphans.len()
+            && let Ok(records) = cluster.records(&cluster.replicas[live[0]]).await
+        {
+            for o in &orphans {
+                let key = format!("default/{o}/s0-metric-api-length");
+                if let Some((_, _, origin, age_ms)) = records.get(&key)
+                    && *origin != victim_name
+                    && Duration::from_millis(*age_ms) < killed.elapsed()
+                {
+                    taken.entry(o.clone()).or_insert_with(|| killed.elapsed());
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let bound = LEASE + Duration::from_secs(2);
+    let slowest = taken.values().max().copied();
+    let all_taken = taken.len() == orphans.len();
+    let checks = vec![
+        Check {
+            scenario: NAME,
+            invariant: format!("the victim's objects polled again within {bound:?}"),
+            passed: all_taken && slowest.is_none_or(|s| s <= bound),
+            detail: format!(
+                "{}/{} taken over; slowest {}",
+                taken.len(),
+                orphans.len(),
+                slowest.map_or("—".to_owned(), |s| format!("{:.2} s", s.as_secs_f64()))
+            ),
+        },
+        Check {
+            scenario: NAME,
+            invariant: "the survivors' metrics API never errors".into(),
+            passed: watch.errors.is_empty(),
+            detail: format!(
+                "{} errors in {} requests{}",
+                watch.errors.len(),
+                watch.requests,
+                watch
+                    .errors
+                    .first()
+                    .map_or(String::new(), |e| format!(" (first: {e})"))
+            ),
+        },
+        Check {
+            scenario: NAME,
+            invariant: "no record version goes backwards".into(),
+            passed: watch.regressions.is_empty(),
+            detail: format!(
+                "{} regressions over {} (replica, record) pairs{}",
+                watch.regressions.len(),
+                watch.seen.len(),
+                watch
+                    .regressions
+                    .first()
+                    .map_or(String::new(), |e| format!(" (first: {e})"))
+            ),
+        },
+    ];
+    cluster.replicas.retain(|r| r.name != victim_name);
+    Ok(checks)
+}
