@@ -131,25 +131,33 @@ impl Resolver {
                 ))
             })?;
         // The HPA asks with the name from the HPA spec; ringscale's names are lowercase, and
-        // the API server may lowercase the path.
-        let metric = so
+        // the API server may lowercase the path. The status lists the names once the owner has
+        // written it; until then (a new object, or right after a takeover) the replicated
+        // records and the owner know them.
+        let listed = so
             .status
             .as_ref()
             .and_then(|s| s.external_metric_names.as_ref())
             .and_then(|names| names.iter().find(|n| n.eq_ignore_ascii_case(metric)))
-            .cloned()
-            .ok_or_else(|| {
-                MetricError::NotFound(format!(
-                    "ScaledObject {namespace}/{name} has no external metric {metric:?}"
-                ))
-            })?;
-
-        if let Some(value) = self.fallback(&so, &metric) {
-            return Ok(Resolved {
-                value,
-                source: Source::Fallback,
-            });
-        }
+            .cloned();
+        let metric = match listed {
+            Some(m) => {
+                if let Some(value) = self.fallback(&so, &m) {
+                    return Ok(Resolved {
+                        value,
+                        source: Source::Fallback,
+                    });
+                }
+                m
+            }
+            None => self
+                .records
+                .object(namespace, name)
+                .into_iter()
+                .map(|(k, _)| k.metric_name)
+                .find(|m| m.eq_ignore_ascii_case(metric))
+                .unwrap_or_else(|| metric.to_owned()),
+        };
         let key = RecordKey::new(namespace, name, metric.as_str());
         if let Some(record) = self.records.get_fresh(&key, ringscale_replication::now())
             && record.error.is_none()
