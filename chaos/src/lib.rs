@@ -4,9 +4,10 @@
 //!
 //! `cargo build -p ringscale && cargo run -p ringscale-chaos -- --scenario kill [--long] [--seed N]`
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -30,7 +31,7 @@ use serde_json::{Value, json};
 )]
 struct Args {
     /// Which scenario (`all` runs every one).
-    #[arg(long, default_value = "all", value_parser = ["all", "kill"])]
+    #[arg(long, default_value = "all", value_parser = ["all", "kill", "source-down"])]
     scenario: String,
     /// Seed (default: from the clock; printed so a run can be repeated).
     #[arg(long)]
@@ -85,6 +86,9 @@ pub fn main() -> ExitCode {
         if args.scenario == "all" || args.scenario == "kill" {
             checks.extend(kill(&args, seed).await?);
         }
+        if args.scenario == "all" || args.scenario == "source-down" {
+            checks.extend(source_down(&args, seed).await?);
+        }
         anyhow::Ok(checks)
     });
     match result {
@@ -133,6 +137,8 @@ struct Cluster {
     dir: PathBuf,
     replicas: Vec<Replica>,
     objects: Vec<String>,
+    /// Queues whose source answers HTTP 500.
+    failing: Arc<Mutex<HashSet<String>>>,
     http: hyper_util::client::legacy::Client<
         hyper_util::client::legacy::connect::HttpConnector,
         Empty<bytes::Bytes>,
@@ -196,10 +202,26 @@ impl Cluster {
                 .create(&PostParams::default(), &crd)
                 .await?;
         }
-        // The source: every queue reads 3 (target 5: active, one replica each).
+        // The source: every queue reads 3 (target 5: active, one replica each), or fails.
+        let failing: Arc<Mutex<HashSet<String>>> = Arc::default();
+        let down = Arc::clone(&failing);
         let source = axum::Router::new().route(
             "/q/{name}",
-            axum::routing::get(|| async { axum::Json(json!({"length": 3})) }),
+            axum::routing::get(
+                move |axum::extract::Path(name): axum::extract::Path<String>| {
+                    let failing = down
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .contains(&name);
+                    async move {
+                        if failing {
+                            Err(axum::http::StatusCode::INTERNAL_SERVER_ERROR)
+                        } else {
+                            Ok(axum::Json(json!({"length": 3})))
+                        }
+                    }
+                },
+            ),
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let source_addr = listener.local_addr()?;
@@ -220,6 +242,7 @@ impl Cluster {
                 "apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
                 "metadata": {"name": name},
                 "spec": {"scaleTargetRef": {"name": name}, "pollingInterval": 1, "cooldownPeriod": 5,
+                         "fallback": {"failureThreshold": 3, "replicas": 2},
                          "triggers": [{"type": "metrics-api", "metadata": {
                             "url": format!("http://{source_addr}/q/{name}"),
                             "valueLocation": "length", "targetValue": "5"}}]}
@@ -268,6 +291,7 @@ impl Cluster {
             dir,
             replicas,
             objects,
+            failing,
             http,
         };
         // Ready, and every object has a value at every replica.
@@ -505,4 +529,147 @@ async fn kill(args: &Args, seed: u64) -> anyhow::Result<Vec<Check>> {
     ];
     cluster.replicas.retain(|r| r.name != victim_name);
     Ok(checks)
+}
+
+/// The value a replica's metrics API serves for an object, or why not.
+async fn served(cluster: &Cluster, replica: usize, object: &str) -> Result<String, String> {
+    let path = format!(
+        "/apis/external.metrics.k8s.io/v1beta1/namespaces/default/s0-metric-api-length?labelSelector=scaledobject.keda.sh%2Fname%3D{object}"
+    );
+    match cluster.get(cluster.replicas[replica].metrics, &path).await {
+        Ok((200, body)) => serde_json::from_slice::<Value>(&body)
+            .ok()
+            .and_then(|v| v["items"][0]["value"].as_str().map(str::to_owned))
+            .ok_or_else(|| "a malformed answer".to_owned()),
+        Ok((code, body)) => Err(format!(
+            "{code} {}",
+            String::from_utf8_lossy(&body)
+                .chars()
+                .take(120)
+                .collect::<String>()
+        )),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Scenario 6: a trigger source goes down for some objects. Their fallback engages (the
+/// metrics API serves target × fallback replicas = 10) after `failureThreshold` failures; the
+/// other objects keep being served their real value throughout; after recovery the real value
+/// returns.
+async fn source_down(args: &Args, seed: u64) -> anyhow::Result<Vec<Check>> {
+    const NAME: &str = "source down";
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
+    let cluster = Cluster::start(args, "source").await?;
+    let run_for = if args.long {
+        Duration::from_secs(120)
+    } else {
+        Duration::from_secs(15)
+    };
+    let mut down: Vec<String> = cluster
+        .objects
+        .iter()
+        .filter(|_| rng.random_bool(0.3))
+        .cloned()
+        .collect();
+    if down.is_empty() {
+        down.push(cluster.objects[0].clone());
+    }
+    let healthy: Vec<String> = cluster
+        .objects
+        .iter()
+        .filter(|o| !down.contains(o))
+        .cloned()
+        .collect();
+    cluster
+        .failing
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .extend(down.iter().cloned());
+    let failed_at = Instant::now();
+    println!(
+        "{NAME}: the source fails for {} of {} objects",
+        down.len(),
+        cluster.objects.len()
+    );
+    let mut engaged: BTreeMap<String, Duration> = BTreeMap::new();
+    let mut wrong = Vec::new();
+    let mut probes = 0u64;
+    while failed_at.elapsed() < run_for {
+        for r in 0..cluster.replicas.len() {
+            let o = &down[rng.random_range(0..down.len())];
+            if let Ok(v) = served(&cluster, r, o).await
+                && v == "10"
+            {
+                engaged
+                    .entry(o.clone())
+                    .or_insert_with(|| failed_at.elapsed());
+            }
+            if let Some(h) = healthy.get(rng.random_range(0..healthy.len().max(1))) {
+                probes += 1;
+                match served(&cluster, r, h).await {
+                    Ok(v) if v == "3" => {}
+                    other => wrong.push(format!("{} {h}: {other:?}", cluster.replicas[r].name)),
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Recovery.
+    cluster
+        .failing
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clear();
+    let recovered_at = Instant::now();
+    let mut recovered = None;
+    while recovered_at.elapsed() < Duration::from_secs(15) {
+        let mut all = true;
+        for r in 0..cluster.replicas.len() {
+            for o in &down {
+                all &= served(&cluster, r, o).await.is_ok_and(|v| v == "3");
+            }
+        }
+        if all {
+            recovered = Some(recovered_at.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // More than three failed polls a second apart, the status write that shows them, and 5 s of
+    // slack for a loaded machine.
+    let bound = Duration::from_secs(10);
+    let slowest = engaged.values().max().copied();
+    Ok(vec![
+        Check {
+            scenario: NAME,
+            invariant: format!("fallback (10) served for every failing object within {bound:?}"),
+            passed: engaged.len() == down.len() && slowest.is_none_or(|s| s <= bound),
+            detail: format!(
+                "{}/{} engaged; slowest {}",
+                engaged.len(),
+                down.len(),
+                slowest.map_or("—".to_owned(), |s| format!("{:.2} s", s.as_secs_f64()))
+            ),
+        },
+        Check {
+            scenario: NAME,
+            invariant: "the other objects keep their real value (3) at every replica".into(),
+            passed: wrong.is_empty(),
+            detail: format!(
+                "{} wrong in {probes} probes{}",
+                wrong.len(),
+                wrong
+                    .first()
+                    .map_or(String::new(), |w| format!(" (first: {w})"))
+            ),
+        },
+        Check {
+            scenario: NAME,
+            invariant: "after recovery the real value returns everywhere within 15 s".into(),
+            passed: recovered.is_some(),
+            detail: recovered.map_or("not recovered".to_owned(), |d| {
+                format!("{:.2} s", d.as_secs_f64())
+            }),
+        },
+    ])
 }
