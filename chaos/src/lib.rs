@@ -31,7 +31,7 @@ use serde_json::{Value, json};
 )]
 struct Args {
     /// Which scenario (`all` runs every one).
-    #[arg(long, default_value = "all", value_parser = ["all", "kill", "source-down"])]
+    #[arg(long, default_value = "all", value_parser = ["all", "kill", "api-outage", "source-down"])]
     scenario: String,
     /// Seed (default: from the clock; printed so a run can be repeated).
     #[arg(long)]
@@ -86,6 +86,9 @@ pub fn main() -> ExitCode {
         if args.scenario == "all" || args.scenario == "kill" {
             checks.extend(kill(&args, seed).await?);
         }
+        if args.scenario == "all" || args.scenario == "api-outage" {
+            checks.extend(api_outage(&args, seed).await?);
+        }
         if args.scenario == "all" || args.scenario == "source-down" {
             checks.extend(source_down(&args, seed).await?);
         }
@@ -133,7 +136,10 @@ impl Drop for Replica {
 
 /// kube-sim, a metrics source, the objects, and the replica processes.
 struct Cluster {
-    _sim: KubeSim,
+    sim: KubeSim,
+    client: kube::Client,
+    /// Queue lengths the source reports (3 unless set).
+    lengths: Arc<Mutex<HashMap<String, i64>>>,
     dir: PathBuf,
     replicas: Vec<Replica>,
     objects: Vec<String>,
@@ -204,7 +210,8 @@ impl Cluster {
         }
         // The source: every queue reads 3 (target 5: active, one replica each), or fails.
         let failing: Arc<Mutex<HashSet<String>>> = Arc::default();
-        let down = Arc::clone(&failing);
+        let lengths: Arc<Mutex<HashMap<String, i64>>> = Arc::default();
+        let (down, set) = (Arc::clone(&failing), Arc::clone(&lengths));
         let source = axum::Router::new().route(
             "/q/{name}",
             axum::routing::get(
@@ -213,11 +220,17 @@ impl Cluster {
                         .lock()
                         .unwrap_or_else(std::sync::PoisonError::into_inner)
                         .contains(&name);
+                    let length = set
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .get(&name)
+                        .copied()
+                        .unwrap_or(3);
                     async move {
                         if failing {
                             Err(axum::http::StatusCode::INTERNAL_SERVER_ERROR)
                         } else {
-                            Ok(axum::Json(json!({"length": 3})))
+                            Ok(axum::Json(json!({"length": length})))
                         }
                     }
                 },
@@ -287,7 +300,9 @@ impl Cluster {
             hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
                 .build_http();
         let cluster = Cluster {
-            _sim: sim,
+            sim,
+            client: client.clone(),
+            lengths,
             dir,
             replicas,
             objects,
@@ -670,6 +685,142 @@ async fn source_down(args: &Args, seed: u64) -> anyhow::Result<Vec<Check>> {
             detail: recovered.map_or("not recovered".to_owned(), |d| {
                 format!("{:.2} s", d.as_secs_f64())
             }),
+        },
+    ])
+}
+
+/// The Active condition of a ScaledObject's status: (status, reason).
+async fn active_condition(cluster: &Cluster, object: &str) -> Option<(String, String)> {
+    let so = Api::<ringscale_api::ScaledObject>::namespaced(cluster.client.clone(), "default")
+        .get(object)
+        .await
+        .ok()?;
+    let status = serde_json::to_value(so.status?).ok()?;
+    status["conditions"].as_array()?.iter().find_map(|c| {
+        (c["type"] == "Active").then(|| {
+            (
+                c["status"].as_str().unwrap_or_default().to_owned(),
+                c["reason"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+    })
+}
+
+/// Scenario 4: the API server is out for 30 s (503 on every request, or connections refused,
+/// by seed) while some objects' queues empty. No replica crashes or panics, the ring recovers
+/// without help, and no status update is lost: the emptied objects' status turns inactive and
+/// the others' stays active.
+async fn api_outage(args: &Args, seed: u64) -> anyhow::Result<Vec<Check>> {
+    const NAME: &str = "API-server outage";
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x07a6e);
+    let mut cluster = Cluster::start(args, "outage").await?;
+    let outage = Duration::from_secs(30);
+    let mode = if rng.random_bool(0.5) {
+        ringscale_kube_sim::OutageMode::Unavailable
+    } else {
+        ringscale_kube_sim::OutageMode::Refuse
+    };
+    let emptied: Vec<String> = cluster
+        .objects
+        .iter()
+        .filter(|_| rng.random_bool(0.3))
+        .cloned()
+        .collect();
+    println!(
+        "{NAME}: {mode:?} for {} s; {} of {} queues empty meanwhile",
+        outage.as_secs(),
+        emptied.len(),
+        cluster.objects.len()
+    );
+    cluster.sim.sim().faults.set_outage(Some(mode));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    {
+        let mut lengths = cluster
+            .lengths
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for o in &emptied {
+            lengths.insert(o.clone(), 0);
+        }
+    }
+    tokio::time::sleep(outage - Duration::from_secs(2)).await;
+    cluster.sim.sim().faults.set_outage(None);
+    let ended = Instant::now();
+
+    let mut exited = Vec::new();
+    for r in &mut cluster.replicas {
+        if !matches!(r.child.try_wait(), Ok(None)) {
+            exited.push(r.name.clone());
+        }
+    }
+    let mut ready_after = None;
+    while ended.elapsed() < Duration::from_secs(40) {
+        let mut ready = true;
+        for r in &cluster.replicas {
+            ready &= cluster
+                .get(r.admin, "/readyz")
+                .await
+                .is_ok_and(|(c, _)| c == 200);
+        }
+        if ready {
+            ready_after = Some(ended.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Statuses: the emptied objects inactive, the others active.
+    let mut lost = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        lost.clear();
+        for o in &cluster.objects {
+            let want_active = !emptied.contains(o);
+            let active = active_condition(&cluster, o).await;
+            let is_active = active.as_ref().is_some_and(|(s, _)| s == "True");
+            if is_active != want_active {
+                lost.push(format!("{o}: {active:?}"));
+            }
+        }
+        if lost.is_empty() || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let mut panics = Vec::new();
+    for r in &cluster.replicas {
+        let log = std::fs::read_to_string(cluster.dir.join(format!("{}.log", r.name)))
+            .unwrap_or_default();
+        if log.contains("panicked") {
+            panics.push(r.name.clone());
+        }
+    }
+    Ok(vec![
+        Check {
+            scenario: NAME,
+            invariant: "no replica crashes or panics".into(),
+            passed: exited.is_empty() && panics.is_empty(),
+            detail: format!("exited: {exited:?}; panicked: {panics:?}"),
+        },
+        Check {
+            scenario: NAME,
+            invariant: "every replica ready again within 40 s, without help".into(),
+            passed: ready_after.is_some(),
+            detail: ready_after.map_or("not ready".to_owned(), |d| {
+                format!("{:.2} s after the outage", d.as_secs_f64())
+            }),
+        },
+        Check {
+            scenario: NAME,
+            invariant: "no status update lost (changes during the outage reach every status)"
+                .into(),
+            passed: lost.is_empty(),
+            detail: format!(
+                "{} of {} statuses wrong{}",
+                lost.len(),
+                cluster.objects.len(),
+                lost.first()
+                    .map_or(String::new(), |l| format!(" (first: {l})"))
+            ),
         },
     ])
 }
