@@ -127,6 +127,11 @@ pub struct Ownership {
     pub active: bool,
     /// Whether this replica is the coordinator.
     pub coordinator: bool,
+    /// Until when the member Lease lets this replica act (its renew deadline), on the monotonic
+    /// clock; `None` when unknown (then `active` alone decides). Checked on every ownership test,
+    /// so a process that was frozen past its deadline refuses to act the moment it resumes,
+    /// before its watchdog has run.
+    pub valid_until: watch::Receiver<Option<Instant>>,
 }
 
 impl Ownership {
@@ -137,7 +142,14 @@ impl Ownership {
 
     /// Whether this replica should work on `key` now.
     pub fn owns(&self, key: &ObjectKey) -> bool {
-        self.active && self.ring.owns(&self.member, key)
+        self.active && self.lease_valid() && self.ring.owns(&self.member, key)
+    }
+
+    /// Whether the member Lease's renew deadline has not passed (true when unknown).
+    pub fn lease_valid(&self) -> bool {
+        self.valid_until
+            .borrow()
+            .is_none_or(|until| Instant::now() < until)
     }
 
     /// The member that owns `key`.
@@ -197,11 +209,13 @@ impl Coordinator {
         config.validate()?;
         let leases = Api::namespaced(client.clone(), &config.namespace);
         let configmaps = Api::namespaced(client, &config.namespace);
+        let member_valid_until = watch::channel(None).0;
         let initial = Ownership {
             member: Arc::from(config.member.as_str()),
             ring: Arc::new(Ring::new(RingState::default())),
             active: false,
             coordinator: false,
+            valid_until: member_valid_until.subscribe(),
         };
         let shared = Arc::new(Shared {
             config,
@@ -209,7 +223,7 @@ impl Coordinator {
             configmaps,
             state: Mutex::new(State::default()),
             ownership: watch::channel(initial).0,
-            member_valid_until: watch::channel(None).0,
+            member_valid_until,
             reconcile: Notify::new(),
         });
         let tasks = vec![
@@ -876,4 +890,47 @@ fn lease_duration_of(lease: &Lease, config: &Config) -> Duration {
         // Never shorter than our own setting: a peer with a shorter configured lease must not
         // make us declare it dead sooner than we would ourselves stop.
         .max(config.lease_duration)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owner_of_everything(
+        valid_until: Option<Instant>,
+    ) -> (watch::Sender<Option<Instant>>, Ownership) {
+        let (tx, rx) = watch::channel(valid_until);
+        let ring = RingState::new(
+            1,
+            vec![Member {
+                name: "r0".into(),
+                address: String::new(),
+            }],
+        );
+        let o = Ownership {
+            member: Arc::from("r0"),
+            ring: Arc::new(Ring::new(ring)),
+            active: true,
+            coordinator: false,
+            valid_until: rx,
+        };
+        (tx, o)
+    }
+
+    #[test]
+    fn a_passed_renew_deadline_stops_ownership_before_the_watchdog_runs() {
+        let key = ObjectKey::new(ringscale_ring::Kind::ScaledObject, "ns", "so");
+        let now = Instant::now();
+        // Unknown deadline: `active` decides.
+        let (_tx, o) = owner_of_everything(None);
+        assert!(o.owns(&key));
+        // A deadline ahead: owns.
+        let (tx, o) = owner_of_everything(Some(now + Duration::from_secs(5)));
+        assert!(o.owns(&key));
+        // The deadline passed (a process frozen past it, still marked active): owns nothing.
+        tx.send_replace(now.checked_sub(Duration::from_millis(1)));
+        assert!(o.active);
+        assert!(!o.lease_valid());
+        assert!(!o.owns(&key));
+    }
 }

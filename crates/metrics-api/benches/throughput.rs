@@ -77,6 +77,7 @@ fn main() {
             ring: Arc::new(Ring::new(state)),
             active: true,
             coordinator: false,
+            valid_until: tokio::sync::watch::channel(None).1,
         });
         let records = Store::new("r0");
         records.set_generation(1);

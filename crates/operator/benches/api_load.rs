@@ -121,6 +121,7 @@ async fn main() {
         ring: Arc::new(Ring::new(ring)),
         active: true,
         coordinator: true,
+        valid_until: watch::channel(None).1,
     });
     let records = Store::new("r0");
     records.set_generation(1);

@@ -175,6 +175,7 @@ fn ownership(members: &[&str], me: &str, generation: u64) -> Ownership {
         ring: Arc::new(Ring::new(state)),
         active: true,
         coordinator: false,
+        valid_until: tokio::sync::watch::channel(None).1,
     }
 }
 
