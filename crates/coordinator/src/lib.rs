@@ -140,9 +140,18 @@ impl Ownership {
         self.ring.generation()
     }
 
-    /// Whether this replica should work on `key` now.
+    /// Whether `key` is this replica's work: the member Lease is held and the ring assigns it
+    /// here. Decides what a replica schedules; a write also needs [`Ownership::may_act`].
     pub fn owns(&self, key: &ObjectKey) -> bool {
-        self.active && self.lease_valid() && self.ring.owns(&self.member, key)
+        self.active && self.ring.owns(&self.member, key)
+    }
+
+    /// Whether this replica may write for `key` at this instant: it owns it and its member
+    /// Lease's renew deadline has not passed. Checked right before every write, so a process
+    /// frozen past its deadline (SIGSTOP, a long pause) refuses to act the moment it resumes,
+    /// before its watchdog task has run.
+    pub fn may_act(&self, key: &ObjectKey) -> bool {
+        self.owns(key) && self.lease_valid()
     }
 
     /// Whether the member Lease's renew deadline has not passed (true when unknown).
@@ -426,6 +435,29 @@ impl Shared {
         }
     }
 
+    /// Reads the ring ConfigMap from the API server and adopts it; false when it could not be
+    /// read (a missing ConfigMap is fine: no ring published yet).
+    async fn read_ring(&self) -> bool {
+        let name = ring_configmap_name(&self.config.ring);
+        match tokio::time::timeout(self.config.request_timeout, self.configmaps.get_opt(&name))
+            .await
+        {
+            Ok(Ok(Some(cm))) => {
+                self.adopt_ring(&cm);
+                true
+            }
+            Ok(Ok(None)) => true,
+            Ok(Err(e)) => {
+                warn!(error = %e, "could not read the ring before acting");
+                false
+            }
+            Err(_) => {
+                warn!("reading the ring before acting timed out");
+                false
+            }
+        }
+    }
+
     /// Takes a ring read from the API if it is not older than the one held.
     fn adopt_ring(&self, cm: &ConfigMap) {
         match decode_ring(cm) {
@@ -469,6 +501,24 @@ impl Shared {
                     let valid_until = started + self.config.renew_deadline;
                     // Only a renewal that completed within the deadline counts.
                     if Instant::now() < valid_until {
+                        // Inactive until now (start, or a lapse: the process may have been
+                        // frozen while the ring moved on): take the ring as the API server has
+                        // it now before acting, never the one held from before the lapse.
+                        let lapsed = self
+                            .member_valid_until
+                            .borrow()
+                            .is_none_or(|until| started >= until);
+                        if lapsed {
+                            // The watchdog may not have run yet after a freeze.
+                            self.set_inactive("no renewal within the renew deadline");
+                        }
+                        let was_active = lock(&self.state).member_active;
+                        if !was_active && !self.read_ring().await {
+                            continue;
+                        }
+                        if Instant::now() >= valid_until {
+                            continue;
+                        }
                         self.member_valid_until.send_replace(Some(valid_until));
                         let changed = {
                             let mut state = lock(&self.state);
@@ -923,14 +973,17 @@ mod tests {
         let now = Instant::now();
         // Unknown deadline: `active` decides.
         let (_tx, o) = owner_of_everything(None);
-        assert!(o.owns(&key));
+        assert!(o.may_act(&key));
         // A deadline ahead: owns.
         let (tx, o) = owner_of_everything(Some(now + Duration::from_secs(5)));
         assert!(o.owns(&key));
-        // The deadline passed (a process frozen past it, still marked active): owns nothing.
+        assert!(o.may_act(&key));
+        // The deadline passed (a process frozen past it, still marked active): it keeps the
+        // object scheduled but may not write for it.
         tx.send_replace(now.checked_sub(Duration::from_millis(1)));
         assert!(o.active);
         assert!(!o.lease_valid());
-        assert!(!o.owns(&key));
+        assert!(o.owns(&key));
+        assert!(!o.may_act(&key));
     }
 }

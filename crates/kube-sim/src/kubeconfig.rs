@@ -32,3 +32,24 @@ pub fn render(
     });
     serde_saphyr::to_string(&config).unwrap_or_else(|_| config.to_string())
 }
+
+/// Renders a kubeconfig with a single bearer-token user.
+pub fn render_token(
+    server: &str,
+    ca_pem: &str,
+    user: &str,
+    token: &str,
+    namespace: &str,
+) -> String {
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
+    let config = json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "kube-sim", "cluster": {"server": server, "certificate-authority-data": b64(ca_pem)}}],
+        "users": [{"name": user, "user": {"token": token}}],
+        "contexts": [{"name": "kube-sim", "context": {"cluster": "kube-sim", "user": user, "namespace": namespace}}],
+        "current-context": "kube-sim",
+        "preferences": {}
+    });
+    serde_saphyr::to_string(&config).unwrap_or_else(|_| config.to_string())
+}

@@ -117,7 +117,7 @@ pub struct Sim {
     pub config: Config,
     /// `host:port` the server listens on.
     pub address: String,
-    tokens: HashMap<String, server::User>,
+    tokens: Mutex<HashMap<String, server::User>>,
     front_proxy_client: tls::Identity,
     gc_wakeup: Notify,
     utilization: Mutex<HashMap<(String, String, String), Utilization>>,
@@ -227,7 +227,7 @@ impl KubeSim {
             backends: aggregator::Backends::default(),
             config,
             address: addr.to_string(),
-            tokens,
+            tokens: Mutex::new(tokens),
             front_proxy_client,
             gc_wakeup: Notify::new(),
             utilization: Mutex::new(HashMap::new()),
@@ -287,6 +287,28 @@ impl KubeSim {
     /// The admin bearer token.
     pub fn token(&self) -> &str {
         &self.token
+    }
+
+    /// Adds a user that authenticates with a new bearer token (as a ServiceAccount token would)
+    /// and returns a kubeconfig for it alone, so its requests show under `name` in the request
+    /// log. kube-sim does not enforce RBAC; the log shows what the user did.
+    pub fn add_user(&self, name: &str, groups: &[&str]) -> String {
+        let bytes: [u8; 24] = rand::rng().random();
+        let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let mut all: Vec<String> = groups.iter().map(|g| (*g).to_owned()).collect();
+        all.push("system:authenticated".to_owned());
+        self.sim
+            .tokens
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(
+                token.clone(),
+                server::User {
+                    name: name.to_owned(),
+                    groups: all,
+                },
+            );
+        kubeconfig::render_token(&self.url, &self.ca_pem, name, &token, "default")
     }
 
     /// The shared state: store, faults, stats, backends.

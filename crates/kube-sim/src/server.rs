@@ -243,7 +243,11 @@ fn authenticate(sim: &Sim, req: &Request<Incoming>, cert_user: Option<User>) -> 
         .ok()?
         .strip_prefix("Bearer ")?
         .trim();
-    sim.tokens.get(token).cloned()
+    sim.tokens
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(token)
+        .cloned()
 }
 
 /// The parsed address of an API request.
@@ -460,6 +464,7 @@ fn record(sim: &Sim, user: Option<&User>, verb: &str, _resource: Option<&str>, c
         namespace: None,
         name: None,
         code: code.as_u16(),
+        at: std::time::Instant::now(),
     });
 }
 
@@ -481,6 +486,7 @@ fn record_request(sim: &Sim, user: &User, verb: &str, t: &RecordTarget, code: St
         namespace: t.3.clone(),
         name: t.4.clone(),
         code: code.as_u16(),
+        at: std::time::Instant::now(),
     });
 }
 

@@ -42,6 +42,8 @@ pub struct RequestRecord {
     pub name: Option<String>,
     /// HTTP status.
     pub code: u16,
+    /// When the request was answered.
+    pub at: std::time::Instant,
 }
 
 /// The counters.

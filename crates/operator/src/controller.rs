@@ -704,7 +704,7 @@ fn owns_at(ctx: &Ctx, key: &Key, generation: u64) -> bool {
 
 fn owns_kind_at(ctx: &Ctx, kind: Kind, key: &Key, generation: u64) -> bool {
     let o = ctx.ownership.borrow();
-    o.generation() == generation && o.owns(&object_key(kind, key))
+    o.generation() == generation && o.may_act(&object_key(kind, key))
 }
 
 fn fence_of(meta: &ObjectMeta) -> u64 {

@@ -1,6 +1,7 @@
 //! Counts the replica's Kubernetes API requests by verb (`ringscale_kube_api_requests_total`),
 //! as a layer in the kube client: the API load a ring puts on the API server, visible per
-//! replica. Only the verb is a label, so the series stay bounded.
+//! replica. Only the verb is a label, so the series stay bounded. Requests are counted when they
+//! are sent, after the client's rate limits ([`crate::client_limits`]).
 
 use http::{Method, Request, Uri};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -49,6 +50,7 @@ pub(crate) fn verb(method: &Method, uri: &Uri) -> &'static str {
 pub(crate) fn client(
     config: kube::Config,
     family: Family<Verb, Counter>,
+    limits: crate::client_limits::Limits,
 ) -> Result<kube::Client, kube::Error> {
     let count = move |request: Request<kube::client::Body>| {
         family
@@ -59,6 +61,7 @@ pub(crate) fn client(
         request
     };
     Ok(kube::client::ClientBuilder::try_from(config)?
+        .with_layer(&crate::client_limits::LimitsLayer::new(limits))
         .with_layer(&tower::util::MapRequestLayer::new(count))
         .build())
 }

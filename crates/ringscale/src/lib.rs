@@ -2,6 +2,7 @@
 
 mod api_requests;
 pub mod cli;
+mod client_limits;
 mod crds;
 mod dev;
 mod run;

@@ -111,6 +111,12 @@ pub struct RunArgs {
     /// KEDA_CLUSTER_OBJECT_NAMESPACE; default: the ring's namespace, as KEDA defaults to its own).
     #[arg(long, env = "KEDA_CLUSTER_OBJECT_NAMESPACE")]
     cluster_object_namespace: Option<String>,
+    /// Sustained Kubernetes API requests per second of this replica (0: unlimited).
+    #[arg(long, env = "RINGSCALE_KUBE_API_QPS", default_value_t = 50.0)]
+    kube_api_qps: f64,
+    /// Kubernetes API requests allowed at once above the sustained rate.
+    #[arg(long, env = "RINGSCALE_KUBE_API_BURST", default_value_t = 100)]
+    kube_api_burst: u32,
     /// Seconds in-flight requests get to finish on shutdown.
     #[arg(long, env = "RINGSCALE_DRAIN_TIMEOUT", default_value_t = 10.0)]
     drain_timeout: f64,
@@ -166,6 +172,7 @@ async fn client(
         crate::api_requests::Verb,
         prometheus_client::metrics::counter::Counter,
     >,
+    limits: crate::client_limits::Limits,
 ) -> anyhow::Result<kube::Client> {
     let config = match kubeconfig {
         Some(path) => {
@@ -179,7 +186,7 @@ async fn client(
             .await
             .context("finding a kubeconfig")?,
     };
-    crate::api_requests::client(config, requests).context("building the Kubernetes client")
+    crate::api_requests::client(config, requests, limits).context("building the Kubernetes client")
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<tokio::net::TcpListener> {
@@ -229,7 +236,17 @@ pub(crate) async fn replica(
     let retry_period = seconds(args.retry_period, "retry-period")?;
     let drain = seconds(args.drain_timeout, "drain-timeout")?;
     let api_requests = prometheus_client::metrics::family::Family::default();
-    let client = client(args.kubeconfig.as_ref(), api_requests.clone()).await?;
+    if !args.kube_api_qps.is_finite() || args.kube_api_burst == 0 {
+        anyhow::bail!(
+            "--kube-api-qps must be a number (0 for unlimited) and --kube-api-burst at least 1"
+        );
+    }
+    let limits = crate::client_limits::Limits {
+        qps: args.kube_api_qps,
+        burst: args.kube_api_burst,
+        max_retry_after: Duration::from_secs(10),
+    };
+    let client = client(args.kubeconfig.as_ref(), api_requests.clone(), limits).await?;
 
     // Listen first: a port in use is an error before joining the ring.
     let replication = bind(args.replication_listen, "replication").await?;
