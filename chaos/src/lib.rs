@@ -23,22 +23,25 @@ use ringscale_kube_sim::{Config, KubeSim};
 use ringscale_ring::{Kind, Member, ObjectKey, Ring, RingState};
 use serde_json::{Value, json};
 
+mod faults;
+mod proxy;
+
 /// Command line.
 #[derive(Debug, Parser)]
 #[command(
     name = "ringscale-chaos",
     about = "Fault scenarios against a ring of replicas"
 )]
-struct Args {
+pub(crate) struct Args {
     /// Which scenario (`all` runs every one).
-    #[arg(long, default_value = "all", value_parser = ["all", "kill", "api-outage", "source-down"])]
-    scenario: String,
+    #[arg(long, default_value = "all", value_parser = ["all", "kill", "pause", "partition", "api-outage", "throttle", "source-down", "rolling-restart", "coordinator-kill"])]
+    pub(crate) scenario: String,
     /// Seed (default: from the clock; printed so a run can be repeated).
     #[arg(long)]
     seed: Option<u64>,
     /// The long form (minutes instead of seconds).
     #[arg(long)]
-    long: bool,
+    pub(crate) long: bool,
     /// Replicas in the ring.
     #[arg(long, default_value_t = 3)]
     replicas: usize,
@@ -51,15 +54,15 @@ struct Args {
 }
 
 /// Lease timings given to the replicas.
-const LEASE: Duration = Duration::from_secs(3);
+pub(crate) const LEASE: Duration = Duration::from_secs(3);
 
 /// One invariant's outcome.
 #[derive(Debug)]
-struct Check {
-    scenario: &'static str,
-    invariant: String,
-    passed: bool,
-    detail: String,
+pub(crate) struct Check {
+    pub(crate) scenario: &'static str,
+    pub(crate) invariant: String,
+    pub(crate) passed: bool,
+    pub(crate) detail: String,
 }
 
 /// Runs the chosen scenarios and prints the table; exit 1 if any invariant failed.
@@ -83,14 +86,30 @@ pub fn main() -> ExitCode {
     println!("seed {seed} (repeat with --seed {seed})");
     let result = runtime.block_on(async {
         let mut checks = Vec::new();
-        if args.scenario == "all" || args.scenario == "kill" {
+        let run = |name: &str| args.scenario == "all" || args.scenario == name;
+        if run("kill") {
             checks.extend(kill(&args, seed).await?);
         }
-        if args.scenario == "all" || args.scenario == "api-outage" {
+        if run("pause") {
+            checks.extend(faults::pause(&args, seed).await?);
+        }
+        if run("partition") {
+            checks.extend(faults::partition(&args, seed).await?);
+        }
+        if run("api-outage") {
             checks.extend(api_outage(&args, seed).await?);
         }
-        if args.scenario == "all" || args.scenario == "source-down" {
+        if run("throttle") {
+            checks.extend(faults::throttle(&args, seed).await?);
+        }
+        if run("source-down") {
             checks.extend(source_down(&args, seed).await?);
+        }
+        if run("rolling-restart") {
+            checks.extend(faults::rolling_restart(&args, seed).await?);
+        }
+        if run("coordinator-kill") {
+            checks.extend(faults::coordinator_kill(&args, seed).await?);
         }
         anyhow::Ok(checks)
     });
@@ -120,11 +139,30 @@ pub fn main() -> ExitCode {
 }
 
 /// A replica process, killed on drop.
-struct Replica {
-    name: String,
-    child: Child,
-    admin: u16,
-    metrics: u16,
+pub(crate) struct Replica {
+    pub(crate) name: String,
+    pub(crate) child: Child,
+    pub(crate) admin: u16,
+    pub(crate) metrics: u16,
+}
+
+impl Replica {
+    /// The user its requests show under in kube-sim's request log.
+    pub(crate) fn user(name: &str) -> String {
+        format!("system:serviceaccount:ringscale:{name}")
+    }
+
+    /// Sends a signal (`STOP`, `CONT`, `TERM`, ...).
+    pub(crate) fn signal(&self, signal: &str) -> anyhow::Result<()> {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()?;
+        if !status.success() {
+            bail!("kill -{signal} {} failed", self.child.id());
+        }
+        Ok(())
+    }
 }
 
 impl Drop for Replica {
@@ -135,20 +173,20 @@ impl Drop for Replica {
 }
 
 /// kube-sim, a metrics source, the objects, and the replica processes.
-struct Cluster {
-    sim: KubeSim,
-    client: kube::Client,
+pub(crate) struct Cluster {
+    pub(crate) sim: KubeSim,
+    pub(crate) client: kube::Client,
     /// Queue lengths the source reports (3 unless set).
-    lengths: Arc<Mutex<HashMap<String, i64>>>,
-    dir: PathBuf,
-    replicas: Vec<Replica>,
-    objects: Vec<String>,
+    pub(crate) lengths: Arc<Mutex<HashMap<String, i64>>>,
+    pub(crate) dir: PathBuf,
+    pub(crate) replicas: Vec<Replica>,
+    pub(crate) objects: Vec<String>,
     /// Queues whose source answers HTTP 500.
-    failing: Arc<Mutex<HashSet<String>>>,
-    http: hyper_util::client::legacy::Client<
-        hyper_util::client::legacy::connect::HttpConnector,
-        Empty<bytes::Bytes>,
-    >,
+    pub(crate) failing: Arc<Mutex<HashSet<String>>>,
+    http: Prober,
+    bin: PathBuf,
+    /// Replication proxies between the replicas (partitions are cut there).
+    pub(crate) net: proxy::Net,
 }
 
 impl Drop for Cluster {
@@ -183,7 +221,7 @@ fn ringscale_bin(args: &Args) -> anyhow::Result<PathBuf> {
 }
 
 impl Cluster {
-    async fn start(args: &Args, name: &str) -> anyhow::Result<Cluster> {
+    pub(crate) async fn start(args: &Args, name: &str) -> anyhow::Result<Cluster> {
         let bin = ringscale_bin(args)?;
         let sim = KubeSim::start(Config {
             workload_delay: Duration::from_millis(100),
@@ -265,50 +303,23 @@ impl Cluster {
                 .await?;
             objects.push(name);
         }
-        let mut replicas = Vec::new();
-        for i in 0..args.replicas {
-            let name = format!("r{i}");
-            let (admin, metrics) = (free_port()?, free_port()?);
-            let log = std::fs::File::create(dir.join(format!("{name}.log")))?;
-            let child = Command::new(&bin)
-                .args(["run", "--name", &name, "--insecure-metrics-api"])
-                .arg("--kubeconfig")
-                .arg(dir.join("kubeconfig"))
-                .args(["--replication-listen", "127.0.0.1:0"])
-                .args(["--metrics-api-listen", &format!("127.0.0.1:{metrics}")])
-                .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
-                .args([
-                    "--lease-duration",
-                    "3",
-                    "--renew-deadline",
-                    "2",
-                    "--retry-period",
-                    "0.5",
-                ])
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .with_context(|| format!("starting {}", bin.display()))?;
-            replicas.push(Replica {
-                name,
-                child,
-                admin,
-                metrics,
-            });
-        }
-        let http =
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .build_http();
-        let cluster = Cluster {
+        let http = Prober::new();
+        let mut cluster = Cluster {
             sim,
             client: client.clone(),
             lengths,
             dir,
-            replicas,
+            replicas: Vec::new(),
             objects,
             failing,
             http,
+            bin,
+            net: proxy::Net::default(),
         };
+        for i in 0..args.replicas {
+            let replica = cluster.spawn(&format!("r{i}")).await?;
+            cluster.replicas.push(replica);
+        }
         // Ready, and every object has a value at every replica.
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -337,18 +348,72 @@ impl Cluster {
         Ok(cluster)
     }
 
-    async fn get(&self, port: u16, path: &str) -> anyhow::Result<(u16, bytes::Bytes)> {
-        let uri: http::Uri = format!("http://127.0.0.1:{port}{path}").parse()?;
-        let response = tokio::time::timeout(Duration::from_secs(2), self.http.get(uri)).await??;
-        let code = response.status().as_u16();
-        let body = tokio::time::timeout(Duration::from_secs(2), response.into_body().collect())
-            .await??
-            .to_bytes();
-        Ok((code, body))
+    /// Starts a replica process named `name`, with its own user in kube-sim and its
+    /// replication port behind a proxy of [`proxy::Net`].
+    pub(crate) async fn spawn(&self, name: &str) -> anyhow::Result<Replica> {
+        let kubeconfig = self.dir.join(format!("{name}.kubeconfig"));
+        std::fs::write(&kubeconfig, self.sim.add_user(&Replica::user(name), &[]))?;
+        let (admin, metrics, replication) = (free_port()?, free_port()?, free_port()?);
+        let advertised = self.net.front(name, replication).await?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("{name}.log")))?;
+        let child = Command::new(&self.bin)
+            .args(["run", "--name", name, "--insecure-metrics-api"])
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(["--replication-listen", &format!("127.0.0.1:{replication}")])
+            .args(["--peer-address", &format!("127.0.0.1:{advertised}")])
+            .args(["--metrics-api-listen", &format!("127.0.0.1:{metrics}")])
+            .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
+            .args([
+                "--lease-duration",
+                "3",
+                "--renew-deadline",
+                "2",
+                "--retry-period",
+                "0.5",
+            ])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", self.bin.display()))?;
+        self.net.started(name, child.id());
+        Ok(Replica {
+            name: name.to_owned(),
+            child,
+            admin,
+            metrics,
+        })
+    }
+
+    /// Whether a replica answers `/readyz` with 200.
+    pub(crate) async fn ready(&self, r: &Replica) -> bool {
+        self.get(r.admin, "/readyz")
+            .await
+            .is_ok_and(|(c, _)| c == 200)
+    }
+
+    /// Samples of a replica's `/metrics`: metric line prefix → value.
+    pub(crate) async fn metric(&self, r: &Replica, prefix: &str) -> Option<f64> {
+        let (code, body) = self.get(r.admin, "/metrics").await.ok()?;
+        if code != 200 {
+            return None;
+        }
+        String::from_utf8_lossy(&body)
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+
+    pub(crate) async fn get(&self, port: u16, path: &str) -> anyhow::Result<(u16, bytes::Bytes)> {
+        self.http.get(port, path).await
     }
 
     /// A replica's records: (namespace/scaledObject/metric) → (generation, seq, origin, age ms).
-    async fn records(
+    pub(crate) async fn records(
         &self,
         r: &Replica,
     ) -> anyhow::Result<HashMap<String, (u64, u64, String, u64)>> {
@@ -378,7 +443,7 @@ impl Cluster {
             .collect())
     }
 
-    fn owner(&self, object: &str) -> Option<String> {
+    pub(crate) fn owner(&self, object: &str) -> Option<String> {
         let members = self
             .replicas
             .iter()
@@ -547,23 +612,67 @@ async fn kill(args: &Args, seed: u64) -> anyhow::Result<Vec<Check>> {
 }
 
 /// The value a replica's metrics API serves for an object, or why not.
-async fn served(cluster: &Cluster, replica: usize, object: &str) -> Result<String, String> {
-    let path = format!(
-        "/apis/external.metrics.k8s.io/v1beta1/namespaces/default/s0-metric-api-length?labelSelector=scaledobject.keda.sh%2Fname%3D{object}"
-    );
-    match cluster.get(cluster.replicas[replica].metrics, &path).await {
-        Ok((200, body)) => serde_json::from_slice::<Value>(&body)
-            .ok()
-            .and_then(|v| v["items"][0]["value"].as_str().map(str::to_owned))
-            .ok_or_else(|| "a malformed answer".to_owned()),
-        Ok((code, body)) => Err(format!(
-            "{code} {}",
-            String::from_utf8_lossy(&body)
-                .chars()
-                .take(120)
-                .collect::<String>()
-        )),
-        Err(e) => Err(e.to_string()),
+pub(crate) async fn served(
+    cluster: &Cluster,
+    replica: usize,
+    object: &str,
+) -> Result<String, String> {
+    cluster
+        .http
+        .value(cluster.replicas[replica].metrics, object)
+        .await
+}
+
+/// An HTTP client for the replicas' ports (cheap to clone).
+#[derive(Clone)]
+pub(crate) struct Prober {
+    http: hyper_util::client::legacy::Client<
+        hyper_util::client::legacy::connect::HttpConnector,
+        Empty<bytes::Bytes>,
+    >,
+}
+
+impl Prober {
+    pub(crate) fn new() -> Self {
+        Self {
+            http: hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http(),
+        }
+    }
+
+    pub(crate) async fn get(&self, port: u16, path: &str) -> anyhow::Result<(u16, bytes::Bytes)> {
+        let uri: http::Uri = format!("http://127.0.0.1:{port}{path}").parse()?;
+        let response = tokio::time::timeout(Duration::from_secs(2), self.http.get(uri)).await??;
+        let code = response.status().as_u16();
+        let body = tokio::time::timeout(Duration::from_secs(2), response.into_body().collect())
+            .await??
+            .to_bytes();
+        Ok((code, body))
+    }
+
+    /// The value the metrics API on `port` serves for an object, or why not.
+    pub(crate) async fn value(&self, port: u16, object: &str) -> Result<String, String> {
+        let path = format!(
+            "/apis/external.metrics.k8s.io/v1beta1/namespaces/default/s0-metric-api-length?labelSelector=scaledobject.keda.sh%2Fname%3D{object}"
+        );
+        self.decode(self.get(port, &path).await)
+    }
+
+    fn decode(&self, answer: anyhow::Result<(u16, bytes::Bytes)>) -> Result<String, String> {
+        match answer {
+            Ok((200, body)) => serde_json::from_slice::<Value>(&body)
+                .ok()
+                .and_then(|v| v["items"][0]["value"].as_str().map(str::to_owned))
+                .ok_or_else(|| "a malformed answer".to_owned()),
+            Ok((code, body)) => Err(format!(
+                "{code} {}",
+                String::from_utf8_lossy(&body)
+                    .chars()
+                    .take(120)
+                    .collect::<String>()
+            )),
+            Err(e) => Err(e.to_string()),
+        }
     }
 }
 
@@ -690,7 +799,7 @@ async fn source_down(args: &Args, seed: u64) -> anyhow::Result<Vec<Check>> {
 }
 
 /// The Active condition of a ScaledObject's status: (status, reason).
-async fn active_condition(cluster: &Cluster, object: &str) -> Option<(String, String)> {
+pub(crate) async fn active_condition(cluster: &Cluster, object: &str) -> Option<(String, String)> {
     let so = Api::<ringscale_api::ScaledObject>::namespaced(cluster.client.clone(), "default")
         .get(object)
         .await

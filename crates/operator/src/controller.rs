@@ -1029,10 +1029,15 @@ async fn run_cycle(
                 status.last_active_time = Some(Time(now));
             }
         } else if let Some(last) = runtime.last_active
-            && status.last_active_time.as_ref().is_none_or(|t| t.0 < last)
+            // The status keeps whole seconds (RFC 3339 in the API): compare at that precision,
+            // or every inactive poll would write the same time again.
+            && status
+                .last_active_time
+                .as_ref()
+                .is_none_or(|t| t.0.as_second() < last.as_second())
         {
-            // The first inactive poll writes the exact last active time (the Active condition
-            // changes in the same write), so the cooldown runs from it here and at any new owner.
+            // The first inactive poll writes the last active time (the Active condition changes
+            // in the same write), so the cooldown runs from it here and at any new owner.
             status.last_active_time = Some(Time(last));
         }
         let (active_status, active_reason, active_message) = match decision.activity {

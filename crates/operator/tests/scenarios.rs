@@ -1739,4 +1739,27 @@ async fn the_cooldown_runs_from_the_last_active_poll() {
         jiff::Timestamp::now().duration_since(last).as_secs_f64() < 6.0,
         "the status holds the last active poll, not the activation: {last}"
     );
+    // Inactive and settled: polls every second write nothing (the status keeps whole seconds;
+    // comparing at finer precision once rewrote lastActiveTime on every inactive poll).
+    let status_writes = || {
+        c.sim
+            .sim()
+            .stats
+            .log()
+            .iter()
+            .filter(|r| {
+                r.resource == "scaledobjects"
+                    && r.subresource.as_deref() == Some("status")
+                    && r.name.as_deref() == Some("orders")
+            })
+            .count()
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let settled = status_writes();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        status_writes(),
+        settled,
+        "status writes while nothing changes"
+    );
 }

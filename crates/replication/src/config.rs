@@ -47,7 +47,7 @@ impl Default for Limits {
             keepalive_interval: Duration::from_secs(5),
             keepalive_timeout: Duration::from_secs(5),
             backoff_base: Duration::from_millis(100),
-            backoff_max: Duration::from_secs(5),
+            backoff_max: Duration::from_secs(2),
         }
     }
 }

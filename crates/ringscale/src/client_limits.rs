@@ -1,8 +1,9 @@
 //! Client-side limits on the replica's Kubernetes API requests, as a layer in the kube client:
 //! a token bucket (QPS and burst, as client-go's `--kube-api-qps`/`--kube-api-burst`) and
-//! back-off on throttling: after a `429 Too Many Requests`, no request leaves this client before
-//! the `Retry-After` the API server asked for (capped), so a throttled server sees the load drop
-//! instead of a retry storm.
+//! back-off on throttling. kube's client already retries a `429 Too Many Requests` (and 503)
+//! after the `Retry-After` the server sent, per request and up to 15 times, as client-go does;
+//! a request that still ends in 429 holds every request of this client for its `Retry-After`
+//! (capped), so a server that keeps throttling sees the load drop instead of a retry storm.
 //!
 //! The waiting happens in `poll_ready`: kube's client drives its service stack from one buffer
 //! worker, so every request of the client queues behind the bucket in order, as with client-go's
@@ -278,5 +279,65 @@ mod tests {
         let _ = svc.ready().await.map(|s| s.call(request("/")));
         let times = seen2.lock().unwrap_or_else(PoisonError::into_inner).clone();
         assert_eq!(times[1].duration_since(t0), Duration::from_secs(1));
+    }
+}
+
+#[cfg(test)]
+mod with_kube {
+    use super::*;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::Api;
+    use ringscale_kube_sim::{Config, ErrorRule, InjectedError, KubeSim};
+
+    /// Through kube's whole client stack against kube-sim throttling every `get`: kube retries
+    /// the request only after each Retry-After (1 s), never sooner.
+    #[tokio::test]
+    async fn a_throttled_kube_client_waits_out_retry_after() {
+        ringscale_scalers::install_crypto_provider();
+        let Ok(sim) = KubeSim::start(Config {
+            controllers: false,
+            ..Config::default()
+        })
+        .await
+        else {
+            panic!("kube-sim did not start");
+        };
+        let Ok(kubeconfig) = kube::config::Kubeconfig::from_yaml(sim.kubeconfig()) else {
+            panic!("bad kubeconfig");
+        };
+        let Ok(config) =
+            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await
+        else {
+            panic!("bad config");
+        };
+        let limits = Limits {
+            qps: 0.0,
+            burst: 1,
+            max_retry_after: Duration::from_secs(10),
+        };
+        let Ok(client) = crate::api_requests::client(config, Default::default(), limits) else {
+            panic!("no client");
+        };
+        sim.sim().faults.add_error(ErrorRule {
+            verbs: vec!["get".into()],
+            rate: 1.0,
+            error: InjectedError::Throttle {
+                retry_after_seconds: 1,
+            },
+        });
+        let api = Api::<ConfigMap>::namespaced(client, "default");
+        let started = std::time::Instant::now();
+        let first = tokio::time::timeout(Duration::from_secs(3), api.get_opt("x")).await;
+        let log = sim.sim().stats.log();
+        let gets: Vec<Duration> = log
+            .iter()
+            .filter(|r| r.verb == "get")
+            .map(|r| r.at.duration_since(started))
+            .collect();
+        eprintln!("first: {first:?}; gets at {gets:?}");
+        assert!(gets.len() >= 2, "{gets:?}");
+        for pair in gets.windows(2) {
+            assert!(pair[1] - pair[0] >= Duration::from_millis(950), "{gets:?}");
+        }
     }
 }
