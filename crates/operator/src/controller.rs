@@ -65,7 +65,8 @@ mod scaled_job;
 /// The annotation with the ring generation of the replica that owns the object.
 pub const FENCE_ANNOTATION: &str = "ringscale.io/owner-generation";
 
-/// How often `lastActiveTime` is refreshed while an object stays active.
+/// How often a ScaledJob's `lastActiveTime` is refreshed while it stays active (ScaledObjects
+/// write it only on their active/inactive transitions).
 pub const LAST_ACTIVE_REFRESH: Duration = Duration::from_secs(60);
 
 /// Operator settings.
@@ -77,6 +78,9 @@ pub struct Settings {
     pub first_poll_window: Duration,
     /// Poll cycles running at once.
     pub max_concurrent_cycles: usize,
+    /// KEDA's write pattern, for comparison in load tests only: the status (lastActiveTime)
+    /// is written on every active poll instead of once a minute.
+    pub keda_write_pattern: bool,
 }
 
 impl Default for Settings {
@@ -85,6 +89,7 @@ impl Default for Settings {
             cluster_object_namespace: "keda".into(),
             first_poll_window: Duration::from_secs(10),
             max_concurrent_cycles: 256,
+            keda_write_pattern: false,
         }
     }
 }
@@ -983,6 +988,19 @@ async fn run_cycle(
     let fallback = so.spec.fallback.as_ref().filter(|f| f.replicas != 0);
     let falling_back = fallback.is_some_and(|f| runtime.health.values().any(|h| h.falls_back(f)));
 
+    // lastActiveTime is written when the object turns active and, exactly, when it turns
+    // inactive — not refreshed while it stays active, which would cost a write per active
+    // object per interval. So a new owner (a takeover, a restart) of an object whose status says
+    // Active counts the cooldown from its own first poll: scale-in may come up to a cooldown
+    // late after a takeover, never early.
+    let status_says_active = status.conditions.as_ref().is_some_and(|cs| {
+        cs.iter()
+            .any(|c| c.type_ == ConditionType::Active && c.status == ConditionStatus::True)
+    });
+    if runtime.last_active.is_none() && status_says_active {
+        runtime.last_active = Some(now);
+    }
+
     // 0 ↔ 1 and the minimum.
     if let Some((current, _ready)) = target {
         let decision = decide(&ScaleInput {
@@ -1021,10 +1039,11 @@ async fn run_cycle(
         }
         if decision.touch_last_active {
             runtime.last_active = Some(now);
-            let stale = status
-                .last_active_time
-                .as_ref()
-                .is_none_or(|t| now.duration_since(t.0).unsigned_abs() >= LAST_ACTIVE_REFRESH);
+            // Set when the object turns active (the Active condition changes in the same
+            // write); KEDA's pattern writes it on every active poll.
+            let stale = ctx.settings.keda_write_pattern
+                || !status_says_active
+                || status.last_active_time.is_none();
             if stale {
                 status.last_active_time = Some(Time(now));
             }

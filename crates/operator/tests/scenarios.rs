@@ -601,6 +601,47 @@ async fn a_handover_in_the_cooldown_keeps_the_cooldown_and_fences_the_old_owner(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_owner_of_an_active_object_counts_the_cooldown_from_its_first_poll() {
+    let c = cluster().await;
+    let source = Source::start().await;
+    deployment(&c.client, "worker", 0).await;
+    scaled_object(
+        &c.client,
+        "orders",
+        "worker",
+        json!({"triggers": [source.trigger()], "cooldownPeriod": 3}),
+        json!({}),
+    )
+    .await;
+    let (tx_a, rx_a) = watch::channel(ownership(&["r0"], "r0", 1));
+    let (_ctl_a, _) = controller(&c.client, rx_a, "r0");
+    source.set(9);
+    wait_replicas(&c.client, "worker", 1, WITHIN).await;
+    eventually(WITHIN, "Active=True", || async {
+        let s = so_status(&c.client, "orders").await;
+        (condition(&s, "Active").0 == "True").then_some(())
+    })
+    .await;
+    // Active for longer than the cooldown: the status's lastActiveTime is the activation, more
+    // than a cooldown ago. Then the owner is replaced (generation 2, another member) just as
+    // the queue empties; the old one is fenced by the new owner's stamp.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    source.set(0);
+    let handed_over = tokio::time::Instant::now();
+    let (_tx_b, rx_b) = watch::channel(ownership(&["r1"], "r1", 2));
+    let (_ctl_b, _) = controller(&c.client, rx_b, "r1");
+    wait_replicas(&c.client, "worker", 0, WITHIN).await;
+    // The new owner never saw it active: the 3 s cooldown runs from its first poll, not from
+    // the old lastActiveTime (which would scale in at once).
+    assert!(
+        handed_over.elapsed() >= Duration::from_millis(2500),
+        "scaled in {:?} after the handover",
+        handed_over.elapsed()
+    );
+    drop(tx_a);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_steady_active_object_writes_almost_nothing() {
     let c = cluster().await;
     let source = Source::start().await;
@@ -1721,9 +1762,25 @@ async fn the_cooldown_runs_from_the_last_active_poll() {
     let _ctl = controller(&c.client, rx, "r0");
     source.set(10);
     wait_replicas(&c.client, "worker", 1, WITHIN).await;
-    // Active for longer than the cooldown; the status's lastActiveTime is only refreshed once a
-    // minute, so it still holds the activation time.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Active for longer than the cooldown; the status's lastActiveTime is not refreshed while
+    // active (no write per poll), so it still holds the activation time.
+    let status_writes = || {
+        c.sim
+            .sim()
+            .stats
+            .log()
+            .iter()
+            .filter(|r| {
+                r.resource == "scaledobjects"
+                    && r.subresource.as_deref() == Some("status")
+                    && r.name.as_deref() == Some("orders")
+            })
+            .count()
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let active_writes = status_writes();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(status_writes(), active_writes, "status writes while active");
     source.set(0);
     let inactive = tokio::time::Instant::now();
     wait_replicas(&c.client, "worker", 0, WITHIN).await;
@@ -1741,19 +1798,6 @@ async fn the_cooldown_runs_from_the_last_active_poll() {
     );
     // Inactive and settled: polls every second write nothing (the status keeps whole seconds;
     // comparing at finer precision once rewrote lastActiveTime on every inactive poll).
-    let status_writes = || {
-        c.sim
-            .sim()
-            .stats
-            .log()
-            .iter()
-            .filter(|r| {
-                r.resource == "scaledobjects"
-                    && r.subresource.as_deref() == Some("status")
-                    && r.name.as_deref() == Some("orders")
-            })
-            .count()
-    };
     tokio::time::sleep(Duration::from_secs(1)).await;
     let settled = status_writes();
     tokio::time::sleep(Duration::from_secs(3)).await;

@@ -117,6 +117,9 @@ pub struct RunArgs {
     /// Kubernetes API requests allowed at once above the sustained rate.
     #[arg(long, env = "RINGSCALE_KUBE_API_BURST", default_value_t = 100)]
     kube_api_burst: u32,
+    /// Write the status on every active poll, as KEDA does (for load-test comparisons only).
+    #[arg(long, hide = true)]
+    keda_write_pattern: bool,
     /// Seconds in-flight requests get to finish on shutdown.
     #[arg(long, env = "RINGSCALE_DRAIN_TIMEOUT", default_value_t = 10.0)]
     drain_timeout: f64,
@@ -370,6 +373,7 @@ pub(crate) async fn replica(
                 .cluster_object_namespace
                 .clone()
                 .unwrap_or_else(|| args.namespace.clone()),
+            keda_write_pattern: args.keda_write_pattern,
             ..Settings::default()
         },
         stopped(stop.clone()),

@@ -1,0 +1,935 @@
+//! Load test: kube-sim and N `ringscale run` processes on loopback, K ScaledObjects with T
+//! triggers each (Redis lists against the real Redis, or the built-in metrics-api source),
+//! sources changed at a set rate while every replica's external metrics API is probed. Measures
+//! signal latency, activation latency, poll-schedule lag, CPU and peak RSS per replica, API
+//! requests by verb and replication bytes; writes JSON, a Markdown summary and SVG plots.
+//! Every loop is bounded in time.
+//!
+//! `cargo build --release -p ringscale -p ringscale-loadtest && target/release/ringscale-loadtest --objects 10000 --replicas 1,3,5`
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use clap::Parser;
+use futures_util::StreamExt as _;
+use http_body_util::{BodyExt as _, Empty};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, PostParams};
+use rand::rngs::StdRng;
+use rand::{Rng as _, SeedableRng as _};
+use ringscale_kube_sim::{Config, KubeSim};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+mod measure;
+mod report;
+
+use measure::{Dist, clock_ticks, proc_sample, samples};
+
+/// Command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "ringscale-loadtest",
+    about = "Load test a ring of replicas on loopback and write a report"
+)]
+struct Args {
+    /// ScaledObjects.
+    #[arg(long, default_value_t = 1000)]
+    objects: usize,
+    /// Triggers per ScaledObject.
+    #[arg(long, default_value_t = 1)]
+    triggers: usize,
+    /// Replica counts, one run each (e.g. `1,3,5` for the scaling curve).
+    #[arg(long, value_delimiter = ',', default_value = "3")]
+    replicas: Vec<usize>,
+    /// Trigger source: Redis lists (the real Redis) or the built-in metrics-api source.
+    #[arg(long, default_value = "redis", value_parser = ["redis", "metrics-api"])]
+    source: String,
+    /// Redis address.
+    #[arg(long, env = "REDIS_ADDR", default_value = "127.0.0.1:6379")]
+    redis_addr: String,
+    /// pollingInterval of every ScaledObject, seconds.
+    #[arg(long, default_value_t = 10)]
+    polling_interval: u64,
+    /// Seconds measured once the ring holds every value.
+    #[arg(long, default_value_t = 60)]
+    duration: u64,
+    /// Source changes per second during the measured window.
+    #[arg(long, default_value_t = 2.0)]
+    change_rate: f64,
+    /// Objects that start empty (0 replicas) and are activated during the window.
+    #[arg(long, default_value_t = 20)]
+    activations: usize,
+    /// `ringscale`: this project's write pattern; `keda`: a status write on every active poll
+    /// and client QPS 20 / burst 30, as KEDA; `both`: one run of each per replica count.
+    #[arg(long, default_value = "ringscale", value_parser = ["ringscale", "keda", "both"])]
+    mode: String,
+    /// `--kube-api-qps` of the replicas in `ringscale` mode (0: unlimited).
+    #[arg(long, default_value_t = 0.0)]
+    kube_api_qps: f64,
+    /// Report directory (default: loadtest/reports/<unix time>).
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Seed.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// The `ringscale` binary (default: next to this one).
+    #[arg(long, env = "RINGSCALE_BIN")]
+    ringscale: Option<PathBuf>,
+    /// Longest wait for the ring to hold every value, seconds.
+    #[arg(long, default_value_t = 900)]
+    ready_timeout: u64,
+}
+
+/// A sample of one replica over time.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct Point {
+    pub t: f64,
+    pub cpu_cores: f64,
+    pub rss_mib: f64,
+}
+
+/// The figures of one run.
+#[derive(Debug, Serialize)]
+pub(crate) struct RunResult {
+    pub replicas: usize,
+    pub objects: usize,
+    pub triggers: usize,
+    pub polling_interval: u64,
+    pub source: String,
+    pub keda_write_pattern: bool,
+    pub replica_flags: Vec<String>,
+    /// Seconds from starting the replicas until every replica held every value.
+    pub ready_seconds: f64,
+    pub measured_seconds: f64,
+    pub changes: usize,
+    pub activations: usize,
+    pub probe_timeouts: usize,
+    pub signal_latency: Dist,
+    pub activation_latency: Dist,
+    pub poll_lag: Dist,
+    pub cpu_seconds: Vec<f64>,
+    pub cpu_cores_per_replica: f64,
+    pub peak_rss_mib: Vec<f64>,
+    pub series: BTreeMap<String, Vec<Point>>,
+    pub api_requests_per_second: BTreeMap<String, f64>,
+    pub api_writes_per_second: f64,
+    pub replication_bytes_per_second: f64,
+}
+
+/// A target and whether the figures meet it.
+#[derive(Debug, Serialize)]
+pub(crate) struct Target {
+    pub target: String,
+    pub figure: String,
+    pub met: bool,
+}
+
+/// Runs the load test; exit 1 on an error (a missed target is reported, not an error).
+pub fn main() -> ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let seed = args.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_secs())
+    });
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let dir = args.report.clone().unwrap_or_else(|| {
+        PathBuf::from("loadtest/reports").join(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs())
+                .to_string(),
+        )
+    });
+    println!("seed {seed}; report in {}", dir.display());
+    let modes: Vec<bool> = match args.mode.as_str() {
+        "keda" => vec![true],
+        "both" => vec![false, true],
+        _ => vec![false],
+    };
+    let mut runs = Vec::new();
+    for &replicas in &args.replicas {
+        for &keda in &modes {
+            if replicas == 0 {
+                bail!("--replicas counts must be at least 1");
+            }
+            let result = run_once(&args, replicas, keda, seed).await?;
+            println!(
+                "{} replicas{}: signal p99 {:.2} s, poll lag p99 {:.1} ms, CPU {:.3} cores/replica, peak RSS {:.1} MiB, {:.2} writes/s",
+                replicas,
+                if keda { " (KEDA write pattern)" } else { "" },
+                result.signal_latency.p99,
+                result.poll_lag.p99 * 1000.0,
+                result.cpu_cores_per_replica,
+                result.peak_rss_mib.iter().copied().fold(0.0, f64::max),
+                result.api_writes_per_second
+            );
+            runs.push(result);
+            // Write what we have after every run: a long invocation keeps its finished runs.
+            let targets = targets(&runs);
+            report::write(&dir, &command, &runs, &targets)?;
+        }
+    }
+    let targets = targets(&runs);
+    report::write(&dir, &command, &runs, &targets)?;
+    println!("\n{}", report::summary(&command, &runs, &targets));
+    println!("report: {}", dir.display());
+    Ok(())
+}
+
+/// The targets, for every ringscale-mode run (they are set for 10,000 objects × 1
+/// trigger, 10 s polling, 3 replicas; the figure names its configuration).
+fn targets(runs: &[RunResult]) -> Vec<Target> {
+    let mut out = Vec::new();
+    let single = runs
+        .iter()
+        .find(|r| r.replicas == 1 && !r.keda_write_pattern)
+        .map(|r| r.cpu_cores_per_replica);
+    for r in runs.iter().filter(|r| !r.keda_write_pattern) {
+        let config = format!(
+            "{} × {} triggers, {} s, {} replicas",
+            r.objects, r.triggers, r.polling_interval, r.replicas
+        );
+        let bound = r.polling_interval as f64 + 0.25;
+        out.push(Target {
+            target: format!("signal latency p99 ≤ pollingInterval + 250 ms ({config})"),
+            figure: format!("{:.2} s (bound {bound:.2} s)", r.signal_latency.p99),
+            met: r.signal_latency.n > 0 && r.signal_latency.p99 <= bound && r.probe_timeouts == 0,
+        });
+        out.push(Target {
+            target: format!("poll lag p99 < 100 ms ({config})"),
+            figure: format!("{:.1} ms", r.poll_lag.p99 * 1000.0),
+            met: r.poll_lag.n > 0 && r.poll_lag.p99 < 0.1,
+        });
+        let rss = r.peak_rss_mib.iter().copied().fold(0.0, f64::max);
+        out.push(Target {
+            target: format!("peak RSS < 150 MiB per replica ({config})"),
+            figure: format!("{rss:.1} MiB"),
+            met: rss < 150.0,
+        });
+        out.push(Target {
+            target: format!("steady-state API writes < 5/s in total ({config})"),
+            figure: format!("{:.2}/s", r.api_writes_per_second),
+            met: r.api_writes_per_second < 5.0,
+        });
+        if r.replicas > 1
+            && let Some(one) = single
+        {
+            let ratio = r.cpu_cores_per_replica / one.max(1e-9);
+            out.push(Target {
+                target: format!("CPU per replica ≤ 0.4 × the single replica's ({config})"),
+                figure: format!(
+                    "{ratio:.2} ({:.3} vs {one:.3} cores)",
+                    r.cpu_cores_per_replica
+                ),
+                met: ratio <= 0.4,
+            });
+        }
+    }
+    out
+}
+
+/// Where the values come from.
+enum Source {
+    Redis {
+        conn: redis::aio::MultiplexedConnection,
+        prefix: String,
+    },
+    Http {
+        lengths: Arc<Mutex<HashMap<String, i64>>>,
+        addr: std::net::SocketAddr,
+    },
+}
+
+impl Source {
+    async fn start(args: &Args, seed: u64) -> anyhow::Result<Source> {
+        if args.source == "redis" {
+            let client = redis::Client::open(format!("redis://{}", args.redis_addr))
+                .with_context(|| format!("REDIS_ADDR {}", args.redis_addr))?;
+            let conn = tokio::time::timeout(
+                Duration::from_secs(5),
+                client.get_multiplexed_async_connection(),
+            )
+            .await
+            .context("Redis did not answer within 5 s")?
+            .with_context(|| format!("connecting to Redis at {}", args.redis_addr))?;
+            Ok(Source::Redis {
+                conn,
+                prefix: format!("rs-lt-{}-{seed}", std::process::id()),
+            })
+        } else {
+            let lengths: Arc<Mutex<HashMap<String, i64>>> = Arc::default();
+            let read = Arc::clone(&lengths);
+            let app = axum::Router::new().route(
+                "/q/{name}",
+                axum::routing::get(
+                    move |axum::extract::Path(name): axum::extract::Path<String>| {
+                        let n = read
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .get(&name)
+                            .copied()
+                            .unwrap_or(0);
+                        async move { axum::Json(json!({ "length": n })) }
+                    },
+                ),
+            );
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let addr = listener.local_addr()?;
+            tokio::spawn(async move { axum::serve(listener, app).await });
+            Ok(Source::Http { lengths, addr })
+        }
+    }
+
+    fn key(&self, object: usize, trigger: usize) -> String {
+        match self {
+            Source::Redis { prefix, .. } => format!("{prefix}-{object}-{trigger}"),
+            Source::Http { .. } => format!("{object}-{trigger}"),
+        }
+    }
+
+    fn trigger(&self, object: usize, trigger: usize) -> Value {
+        let key = self.key(object, trigger);
+        match self {
+            Source::Redis { .. } => json!({"type": "redis", "metadata": {
+                "address": "", "listName": key, "listLength": "5"}}),
+            Source::Http { addr, .. } => json!({"type": "metrics-api", "metadata": {
+                "url": format!("http://{addr}/q/{key}"), "valueLocation": "length", "targetValue": "5"}}),
+        }
+    }
+
+    fn metric(&self, object: usize, trigger: usize) -> String {
+        match self {
+            Source::Redis { .. } => format!("s{trigger}-redis-{}", self.key(object, trigger)),
+            Source::Http { .. } => format!("s{trigger}-metric-api-length"),
+        }
+    }
+
+    /// Sets lengths: (object, trigger, length).
+    async fn set(&self, items: &[(usize, usize, i64)]) -> anyhow::Result<()> {
+        match self {
+            Source::Redis { conn, .. } => {
+                for chunk in items.chunks(500) {
+                    let mut pipe = redis::pipe();
+                    for (o, t, n) in chunk {
+                        let key = self.key(*o, *t);
+                        pipe.del(&key).ignore();
+                        if *n > 0 {
+                            let values: Vec<&str> = vec!["x"; usize::try_from(*n).unwrap_or(0)];
+                            pipe.rpush(&key, values).ignore();
+                        }
+                    }
+                    let mut conn = conn.clone();
+                    tokio::time::timeout(
+                        Duration::from_secs(30),
+                        pipe.query_async::<()>(&mut conn),
+                    )
+                    .await
+                    .context("Redis did not answer within 30 s")??;
+                }
+            }
+            Source::Http { lengths, .. } => {
+                let mut l = lengths.lock().unwrap_or_else(PoisonError::into_inner);
+                for (o, t, n) in items {
+                    l.insert(self.key(*o, *t), *n);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn clean(&self, objects: usize, triggers: usize) {
+        if let Source::Redis { conn, .. } = self {
+            let keys: Vec<String> = (0..objects)
+                .flat_map(|o| (0..triggers).map(move |t| (o, t)))
+                .map(|(o, t)| self.key(o, t))
+                .collect();
+            for chunk in keys.chunks(1000) {
+                let mut conn = conn.clone();
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(30),
+                    redis::cmd("DEL").arg(chunk).query_async::<()>(&mut conn),
+                )
+                .await;
+            }
+        }
+    }
+}
+
+/// A replica process, killed on drop.
+struct Replica {
+    name: String,
+    child: Child,
+    admin: u16,
+    metrics: u16,
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn ringscale_bin(args: &Args) -> anyhow::Result<PathBuf> {
+    if let Some(p) = &args.ringscale {
+        return Ok(p.clone());
+    }
+    let me = std::env::current_exe()?;
+    let sibling = me
+        .parent()
+        .map(|d| d.join("ringscale"))
+        .context("no directory for this binary")?;
+    if !sibling.exists() {
+        bail!(
+            "{} not found: build it first (cargo build -p ringscale) or pass --ringscale",
+            sibling.display()
+        );
+    }
+    Ok(sibling)
+}
+
+/// An HTTP client for the replicas' ports.
+#[derive(Clone)]
+struct Http {
+    client: hyper_util::client::legacy::Client<
+        hyper_util::client::legacy::connect::HttpConnector,
+        Empty<bytes::Bytes>,
+    >,
+}
+
+impl Http {
+    fn new() -> Self {
+        Self {
+            client: hyper_util::client::legacy::Client::builder(
+                hyper_util::rt::TokioExecutor::new(),
+            )
+            .build_http(),
+        }
+    }
+
+    async fn get(&self, port: u16, path: &str) -> anyhow::Result<(u16, bytes::Bytes)> {
+        let uri: http::Uri = format!("http://127.0.0.1:{port}{path}").parse()?;
+        let response = tokio::time::timeout(Duration::from_secs(5), self.client.get(uri)).await??;
+        let code = response.status().as_u16();
+        let body = tokio::time::timeout(Duration::from_secs(10), response.into_body().collect())
+            .await??
+            .to_bytes();
+        Ok((code, body))
+    }
+
+    async fn metrics(&self, r: &Replica) -> Option<String> {
+        match self.get(r.admin, "/metrics").await {
+            Ok((200, body)) => Some(String::from_utf8_lossy(&body).into_owned()),
+            _ => None,
+        }
+    }
+
+    /// The value a replica serves for an object's metric.
+    async fn value(&self, port: u16, object: usize, metric: &str) -> Option<f64> {
+        let path = format!(
+            "/apis/external.metrics.k8s.io/v1beta1/namespaces/default/{metric}?labelSelector=scaledobject.keda.sh%2Fname%3Dlt-{object}"
+        );
+        let (code, body) = self.get(port, &path).await.ok()?;
+        if code != 200 {
+            return None;
+        }
+        let v: Value = serde_json::from_slice(&body).ok()?;
+        v["items"][0]["value"].as_str()?.parse().ok()
+    }
+}
+
+fn bar(len: u64, what: &str) -> indicatif::ProgressBar {
+    let pb = indicatif::ProgressBar::new(len);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{prefix:>12} [{bar:40}] {pos}/{len} {elapsed_precise} {msg}",
+    ) {
+        pb.set_style(style.progress_chars("=> "));
+    }
+    pb.set_prefix(what.to_owned());
+    pb
+}
+
+fn is_write(verb: &str) -> bool {
+    matches!(
+        verb,
+        "create" | "update" | "patch" | "delete" | "deletecollection"
+    )
+}
+
+#[allow(clippy::too_many_lines)]
+async fn run_once(
+    args: &Args,
+    replica_count: usize,
+    keda: bool,
+    seed: u64,
+) -> anyhow::Result<RunResult> {
+    let mut rng = StdRng::seed_from_u64(seed ^ replica_count as u64);
+    let bin = ringscale_bin(args)?;
+    let (k, t_count, interval) = (args.objects, args.triggers.max(1), args.polling_interval);
+    println!(
+        "\n== {replica_count} replicas, {k} ScaledObjects × {t_count} triggers ({}), polling {interval} s{}",
+        args.source,
+        if keda { ", KEDA write pattern" } else { "" }
+    );
+    let sim = KubeSim::start(Config {
+        // The simulated workload and HPA controllers are not what is measured.
+        controllers: false,
+        watch_window: 400_000,
+        ..Config::default()
+    })
+    .await?;
+    let dir = std::env::temp_dir().join(format!(
+        "ringscale-loadtest-{}-{replica_count}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir)?;
+    let kubeconfig = kube::config::Kubeconfig::from_yaml(sim.kubeconfig())?;
+    let client = kube::Client::try_from(
+        kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?,
+    )?;
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "ringscale"}}))?;
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await?;
+    for crd in ringscale_api::crds::all() {
+        Api::<CustomResourceDefinition>::all(client.clone())
+            .create(&PostParams::default(), &crd)
+            .await?;
+    }
+    let source = Source::start(args, seed).await?;
+    // Objects that start empty and are activated during the window.
+    let mut order: Vec<usize> = (0..k).collect();
+    for i in (1..order.len()).rev() {
+        order.swap(i, rng.random_range(0..=i));
+    }
+    let activated: Vec<usize> = order.iter().take(args.activations.min(k)).copied().collect();
+    let is_activated: Vec<bool> = {
+        let mut v = vec![false; k];
+        for &i in &activated {
+            v[i] = true;
+        }
+        v
+    };
+    let initial: Vec<(usize, usize, i64)> = (0..k)
+        .flat_map(|o| (0..t_count).map(move |t| (o, t)))
+        .map(|(o, t)| (o, t, if is_activated[o] { 0 } else { 3 }))
+        .collect();
+    source.set(&initial).await?;
+    // Deployments and ScaledObjects.
+    let pb = bar(k as u64, "objects");
+    let created = futures_util::stream::iter(0..k)
+        .map(|i| {
+            let client = client.clone();
+            let triggers: Vec<Value> = (0..t_count).map(|t| source.trigger(i, t)).collect();
+            let replicas = if is_activated[i] { 0 } else { 1 };
+            let redis_addr = args.redis_addr.clone();
+            let pb = pb.clone();
+            async move {
+                let name = format!("lt-{i}");
+                let d: Deployment = serde_json::from_value(json!({
+                    "metadata": {"name": name},
+                    "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
+                             "template": {"metadata": {"labels": {"app": name}},
+                                          "spec": {"containers": [{"name": "w", "image": "w:1"}]}}}
+                }))?;
+                Api::<Deployment>::namespaced(client.clone(), "default")
+                    .create(&PostParams::default(), &d)
+                    .await?;
+                let mut triggers = triggers;
+                for t in &mut triggers {
+                    if t["type"] == "redis" {
+                        t["metadata"]["address"] = json!(redis_addr);
+                    }
+                }
+                let so: ringscale_api::ScaledObject = serde_json::from_value(json!({
+                    "apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
+                    "metadata": {"name": name},
+                    "spec": {"scaleTargetRef": {"name": name}, "pollingInterval": interval,
+                             "cooldownPeriod": 300, "maxReplicaCount": 10,
+                             "triggers": triggers}
+                }))?;
+                Api::<ringscale_api::ScaledObject>::namespaced(client, "default")
+                    .create(&PostParams::default(), &so)
+                    .await?;
+                pb.inc(1);
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await;
+    pb.finish();
+    for c in created {
+        c?;
+    }
+    // The replicas.
+    let mut flags: Vec<String> = vec![
+        "--kube-api-qps".into(),
+        if keda {
+            "20".into()
+        } else {
+            args.kube_api_qps.to_string()
+        },
+    ];
+    if keda {
+        flags.extend(["--kube-api-burst".into(), "30".into(), "--keda-write-pattern".into()]);
+    }
+    let mut replicas = Vec::new();
+    let started = Instant::now();
+    for i in 0..replica_count {
+        let name = format!("r{i}");
+        let kubeconfig = dir.join(format!("{name}.kubeconfig"));
+        std::fs::write(
+            &kubeconfig,
+            sim.add_user(&format!("system:serviceaccount:ringscale:{name}"), &[]),
+        )?;
+        let (admin, metrics, replication) = (free_port()?, free_port()?, free_port()?);
+        let log = std::fs::File::create(dir.join(format!("{name}.log")))?;
+        let child = Command::new(&bin)
+            .args(["run", "--name", &name, "--insecure-metrics-api", "--log", "warn"])
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(["--replication-listen", &format!("127.0.0.1:{replication}")])
+            .args(["--metrics-api-listen", &format!("127.0.0.1:{metrics}")])
+            .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
+            .args(&flags)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        replicas.push(Replica {
+            name,
+            child,
+            admin,
+            metrics,
+        });
+    }
+    let http = Http::new();
+    // Ready: every replica ready and holding every value.
+    let want = (k * t_count) as u64;
+    let pb = bar(want, "values");
+    let deadline = started + Duration::from_secs(args.ready_timeout);
+    loop {
+        let mut least = u64::MAX;
+        let mut ready = true;
+        for r in &mut replicas {
+            if !matches!(r.child.try_wait(), Ok(None)) {
+                bail!(
+                    "replica {} exited (log in {})",
+                    r.name,
+                    dir.join(format!("{}.log", r.name)).display()
+                );
+            }
+        }
+        for r in &replicas {
+            ready &= http
+                .get(r.admin, "/readyz")
+                .await
+                .is_ok_and(|(c, _)| c == 200);
+            let held = http
+                .metrics(r)
+                .await
+                .and_then(|m| samples(&m, "ringscale_cache_records").first().copied())
+                .unwrap_or(0.0) as u64;
+            least = least.min(held);
+        }
+        pb.set_position(least.min(want));
+        if ready && least >= want {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the ring did not hold every value within {} s (logs in {})",
+                args.ready_timeout,
+                dir.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    pb.finish();
+    let ready_seconds = started.elapsed().as_secs_f64();
+    // Settle: one polling interval (and the start-up writes) before measuring.
+    tokio::time::sleep(Duration::from_secs(interval + 5)).await;
+
+    // ---- the measured window ----
+    let window = Duration::from_secs(args.duration);
+    let ticks = clock_ticks();
+    let pids: Vec<(String, u32)> = replicas
+        .iter()
+        .map(|r| (r.name.clone(), r.child.id()))
+        .collect();
+    let counts_before = sim.sim().stats.counts();
+    let mut bytes_before = 0.0;
+    for r in &replicas {
+        if let Some(m) = http.metrics(r).await {
+            bytes_before += samples(&m, "ringscale_replication_bytes_sent_total")
+                .iter()
+                .sum::<f64>();
+        }
+    }
+    let t0 = Instant::now();
+    let cpu0: Vec<f64> = pids
+        .iter()
+        .map(|(_, pid)| proc_sample(*pid, ticks).map_or(0.0, |s| s.cpu_seconds))
+        .collect();
+    // Sampler: CPU and memory every second.
+    let sampler = {
+        let pids = pids.clone();
+        tokio::spawn(async move {
+            let mut series: BTreeMap<String, Vec<Point>> = BTreeMap::new();
+            let mut last: Vec<Option<(Instant, f64)>> = vec![None; pids.len()];
+            let mut peak = vec![0.0f64; pids.len()];
+            while t0.elapsed() < window {
+                for (i, (name, pid)) in pids.iter().enumerate() {
+                    if let Some(s) = proc_sample(*pid, ticks) {
+                        let now = Instant::now();
+                        if let Some((at, cpu)) = last[i] {
+                            let dt = now.duration_since(at).as_secs_f64().max(1e-3);
+                            series.entry(name.clone()).or_default().push(Point {
+                                t: now.duration_since(t0).as_secs_f64(),
+                                cpu_cores: (s.cpu_seconds - cpu) / dt,
+                                rss_mib: s.rss_mib,
+                            });
+                        }
+                        last[i] = Some((now, s.cpu_seconds));
+                        peak[i] = peak[i].max(s.peak_rss_mib);
+                    }
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            (series, peak)
+        })
+    };
+    // Scraper: the poll-schedule lag of every owned object, every polling interval.
+    let scraper = {
+        let http = http.clone();
+        let admins: Vec<u16> = replicas.iter().map(|r| r.admin).collect();
+        tokio::spawn(async move {
+            let mut lags = Vec::new();
+            while t0.elapsed() < window {
+                for port in &admins {
+                    if let Ok((200, body)) = http.get(*port, "/metrics").await {
+                        lags.extend(samples(
+                            &String::from_utf8_lossy(&body),
+                            "keda_internal_scale_loop_latency_seconds",
+                        ));
+                    }
+                }
+                tokio::time::sleep(Duration::from_secs(interval.max(5))).await;
+            }
+            lags
+        })
+    };
+    // Changes and activations.
+    let metrics_ports: Arc<Vec<u16>> = Arc::new(replicas.iter().map(|r| r.metrics).collect());
+    let latencies: Arc<Mutex<Vec<f64>>> = Arc::default();
+    let timeouts = Arc::new(AtomicUsize::new(0));
+    let probes = Arc::new(tokio::sync::Semaphore::new(64));
+    let mut current: HashMap<(usize, usize), i64> = HashMap::new();
+    let mut probe_tasks = Vec::new();
+    let mut activation_times: Vec<(usize, Instant)> = Vec::new();
+    let pb = bar(args.duration, "measuring");
+    let period = Duration::from_secs_f64(1.0 / args.change_rate.max(0.01));
+    let activation_every = if activated.is_empty() {
+        window
+    } else {
+        window / 2 / u32::try_from(activated.len()).unwrap_or(u32::MAX)
+    };
+    let (mut next_change, mut next_activation) = (t0, t0 + activation_every);
+    let mut pending_activations = activated.clone();
+    let mut changes = 0usize;
+    let candidates: Vec<usize> = (0..k).filter(|i| !is_activated[*i]).collect();
+    while t0.elapsed() < window {
+        let now = Instant::now();
+        if now >= next_change && !candidates.is_empty() {
+            next_change += period;
+            let o = candidates[rng.random_range(0..candidates.len())];
+            let t = rng.random_range(0..t_count);
+            let old = current.get(&(o, t)).copied().unwrap_or(3);
+            let mut n = rng.random_range(1..=20);
+            if n == old {
+                n = if n == 20 { 1 } else { n + 1 };
+            }
+            current.insert((o, t), n);
+            source.set(&[(o, t, n)]).await?;
+            let changed = Instant::now();
+            changes += 1;
+            let (ports, latencies, timeouts, http) = (
+                Arc::clone(&metrics_ports),
+                Arc::clone(&latencies),
+                Arc::clone(&timeouts),
+                http.clone(),
+            );
+            let metric = source.metric(o, t);
+            let permit = Arc::clone(&probes).acquire_owned().await?;
+            let limit = Duration::from_secs(3 * interval + 10);
+            probe_tasks.push(tokio::spawn(async move {
+                let _permit = permit;
+                let mut seen = vec![false; ports.len()];
+                while !seen.iter().all(|s| *s) {
+                    if changed.elapsed() > limit {
+                        timeouts.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                    for (i, port) in ports.iter().enumerate() {
+                        if !seen[i] && http.value(*port, o, &metric).await == Some(n as f64) {
+                            seen[i] = true;
+                        }
+                    }
+                    if seen.iter().all(|s| *s) {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                latencies
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(changed.elapsed().as_secs_f64());
+            }));
+        }
+        if now >= next_activation
+            && let Some(o) = pending_activations.pop()
+        {
+            next_activation += activation_every;
+            let items: Vec<(usize, usize, i64)> = (0..t_count).map(|t| (o, t, 3)).collect();
+            source.set(&items).await?;
+            activation_times.push((o, Instant::now()));
+        }
+        pb.set_position(t0.elapsed().as_secs());
+        pb.set_message(format!(
+            "{changes} changes, {} timeouts",
+            timeouts.load(Ordering::Relaxed)
+        ));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let measured = t0.elapsed().as_secs_f64();
+    let cpu1: Vec<f64> = pids
+        .iter()
+        .map(|(_, pid)| proc_sample(*pid, ticks).map_or(0.0, |s| s.cpu_seconds))
+        .collect();
+    let counts_after = sim.sim().stats.counts();
+    let mut bytes_after = 0.0;
+    for r in &replicas {
+        if let Some(m) = http.metrics(r).await {
+            bytes_after += samples(&m, "ringscale_replication_bytes_sent_total")
+                .iter()
+                .sum::<f64>();
+        }
+    }
+    pb.finish();
+    // Let the last changes and activations land (bounded), then collect.
+    let drain = Instant::now() + Duration::from_secs(3 * interval + 12);
+    for task in probe_tasks {
+        let left = drain.saturating_duration_since(Instant::now());
+        let _ = tokio::time::timeout(left, task).await;
+    }
+    let (series, peak) = sampler.await?;
+    let lags = scraper.await?;
+    let log = sim.sim().stats.log();
+    let mut activation_latency = Vec::new();
+    for (o, at) in &activation_times {
+        let name = format!("lt-{o}");
+        if let Some(r) = log.iter().find(|r| {
+            r.at >= *at
+                && r.resource == "deployments"
+                && is_write(&r.verb)
+                && (200..300).contains(&r.code)
+                && r.name.as_deref() == Some(name.as_str())
+        }) {
+            activation_latency.push(r.at.duration_since(*at).as_secs_f64());
+        }
+    }
+    let mut per_verb: BTreeMap<String, f64> = BTreeMap::new();
+    // Only the replicas talk to the API server during the window.
+    for (key, n) in &counts_after {
+        let before = counts_before.get(key).copied().unwrap_or(0);
+        *per_verb.entry(key.verb.clone()).or_default() += (n - before) as f64 / measured;
+    }
+    let writes = per_verb
+        .iter()
+        .filter(|(v, _)| is_write(v))
+        .map(|(_, n)| n)
+        .sum();
+    let cpu_seconds: Vec<f64> = cpu1.iter().zip(&cpu0).map(|(a, b)| a - b).collect();
+    let cpu_cores_per_replica =
+        cpu_seconds.iter().sum::<f64>() / measured / replica_count as f64;
+    // Stop: SIGTERM, then kill what is left.
+    for r in &replicas {
+        let _ = Command::new("kill")
+            .args(["-TERM", &r.child.id().to_string()])
+            .status();
+    }
+    let stop_by = Instant::now() + Duration::from_secs(15);
+    for r in &mut replicas {
+        while matches!(r.child.try_wait(), Ok(None)) && Instant::now() < stop_by {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    drop(replicas);
+    source.clean(k, t_count).await;
+    sim.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    let latencies = latencies
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    Ok(RunResult {
+        replicas: replica_count,
+        objects: k,
+        triggers: t_count,
+        polling_interval: interval,
+        source: args.source.clone(),
+        keda_write_pattern: keda,
+        replica_flags: flags,
+        ready_seconds,
+        measured_seconds: measured,
+        changes,
+        activations: activation_times.len(),
+        probe_timeouts: timeouts.load(Ordering::Relaxed),
+        signal_latency: Dist::of(latencies),
+        activation_latency: Dist::of(activation_latency),
+        poll_lag: Dist::of(lags),
+        cpu_seconds,
+        cpu_cores_per_replica,
+        peak_rss_mib: peak,
+        series,
+        api_requests_per_second: per_verb,
+        api_writes_per_second: writes,
+        replication_bytes_per_second: (bytes_after - bytes_before) / measured,
+    })
+}
