@@ -7,7 +7,7 @@
 //!
 //! `cargo build --release -p ringscale -p ringscale-loadtest && target/release/ringscale-loadtest --objects 10000 --replicas 1,3,5`
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -484,6 +484,10 @@ fn bar(len: u64, what: &str) -> indicatif::ProgressBar {
     pb
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 fn is_write(verb: &str) -> bool {
     matches!(
         verb,
@@ -509,7 +513,6 @@ async fn run_once(
     let sim = KubeSim::start(Config {
         // The simulated workload and HPA controllers are not what is measured.
         controllers: false,
-        watch_window: 400_000,
         ..Config::default()
     })
     .await?;
@@ -537,7 +540,11 @@ async fn run_once(
     for i in (1..order.len()).rev() {
         order.swap(i, rng.random_range(0..=i));
     }
-    let activated: Vec<usize> = order.iter().take(args.activations.min(k)).copied().collect();
+    let activated: Vec<usize> = order
+        .iter()
+        .take(args.activations.min(k))
+        .copied()
+        .collect();
     let is_activated: Vec<bool> = {
         let mut v = vec![false; k];
         for &i in &activated {
@@ -607,7 +614,11 @@ async fn run_once(
         },
     ];
     if keda {
-        flags.extend(["--kube-api-burst".into(), "30".into(), "--keda-write-pattern".into()]);
+        flags.extend([
+            "--kube-api-burst".into(),
+            "30".into(),
+            "--keda-write-pattern".into(),
+        ]);
     }
     let mut replicas = Vec::new();
     let started = Instant::now();
@@ -621,7 +632,14 @@ async fn run_once(
         let (admin, metrics, replication) = (free_port()?, free_port()?, free_port()?);
         let log = std::fs::File::create(dir.join(format!("{name}.log")))?;
         let child = Command::new(&bin)
-            .args(["run", "--name", &name, "--insecure-metrics-api", "--log", "warn"])
+            .args([
+                "run",
+                "--name",
+                &name,
+                "--insecure-metrics-api",
+                "--log",
+                "warn",
+            ])
             .arg("--kubeconfig")
             .arg(&kubeconfig)
             .args(["--replication-listen", &format!("127.0.0.1:{replication}")])
@@ -679,7 +697,7 @@ async fn run_once(
                 dir.display()
             );
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
     pb.finish();
     let ready_seconds = started.elapsed().as_secs_f64();
@@ -761,6 +779,7 @@ async fn run_once(
     let timeouts = Arc::new(AtomicUsize::new(0));
     let probes = Arc::new(tokio::sync::Semaphore::new(64));
     let mut current: HashMap<(usize, usize), i64> = HashMap::new();
+    let in_flight: Arc<Mutex<HashSet<(usize, usize)>>> = Arc::default();
     let mut probe_tasks = Vec::new();
     let mut activation_times: Vec<(usize, Instant)> = Vec::new();
     let pb = bar(args.duration, "measuring");
@@ -780,6 +799,10 @@ async fn run_once(
             next_change += period;
             let o = candidates[rng.random_range(0..candidates.len())];
             let t = rng.random_range(0..t_count);
+            // One change in flight per trigger: a second would hide the first's value.
+            if !lock(&in_flight).insert((o, t)) {
+                continue;
+            }
             let old = current.get(&(o, t)).copied().unwrap_or(3);
             let mut n = rng.random_range(1..=20);
             if n == old {
@@ -789,11 +812,12 @@ async fn run_once(
             source.set(&[(o, t, n)]).await?;
             let changed = Instant::now();
             changes += 1;
-            let (ports, latencies, timeouts, http) = (
+            let (ports, latencies, timeouts, http, in_flight) = (
                 Arc::clone(&metrics_ports),
                 Arc::clone(&latencies),
                 Arc::clone(&timeouts),
                 http.clone(),
+                Arc::clone(&in_flight),
             );
             let metric = source.metric(o, t);
             let permit = Arc::clone(&probes).acquire_owned().await?;
@@ -804,6 +828,7 @@ async fn run_once(
                 while !seen.iter().all(|s| *s) {
                     if changed.elapsed() > limit {
                         timeouts.fetch_add(1, Ordering::Relaxed);
+                        lock(&in_flight).remove(&(o, t));
                         return;
                     }
                     for (i, port) in ports.iter().enumerate() {
@@ -816,10 +841,8 @@ async fn run_once(
                     }
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-                latencies
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .push(changed.elapsed().as_secs_f64());
+                lock(&latencies).push(changed.elapsed().as_secs_f64());
+                lock(&in_flight).remove(&(o, t));
             }));
         }
         if now >= next_activation
@@ -886,8 +909,7 @@ async fn run_once(
         .map(|(_, n)| n)
         .sum();
     let cpu_seconds: Vec<f64> = cpu1.iter().zip(&cpu0).map(|(a, b)| a - b).collect();
-    let cpu_cores_per_replica =
-        cpu_seconds.iter().sum::<f64>() / measured / replica_count as f64;
+    let cpu_cores_per_replica = cpu_seconds.iter().sum::<f64>() / measured / replica_count as f64;
     // Stop: SIGTERM, then kill what is left.
     for r in &replicas {
         let _ = Command::new("kill")

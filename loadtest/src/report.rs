@@ -269,7 +269,12 @@ pub(crate) fn write(
                 name: "CPU, all replicas".into(),
                 points: normal
                     .iter()
-                    .map(|r| (r.replicas as f64, r.cpu_cores_per_replica * r.replicas as f64))
+                    .map(|r| {
+                        (
+                            r.replicas as f64,
+                            r.cpu_cores_per_replica * r.replicas as f64,
+                        )
+                    })
                     .collect(),
             },
         ];
@@ -342,7 +347,10 @@ pub(crate) fn summary(command: &str, runs: &[RunResult], targets: &[Target]) -> 
         );
     }
     if !targets.is_empty() {
-        let _ = writeln!(md, "\n## Targets\n\n| target | figure | result |\n| --- | --- | --- |");
+        let _ = writeln!(
+            md,
+            "\n## Targets\n\n| target | figure | result |\n| --- | --- | --- |"
+        );
         for t in targets {
             let _ = writeln!(
                 md,

@@ -33,6 +33,10 @@ pub struct ErrorRule {
     /// means all.
     #[serde(default)]
     pub verbs: Vec<String>,
+    /// Resources (plural names, e.g. `leases`) left alone, as API Priority and Fairness can give
+    /// leader election its own priority level.
+    #[serde(default)]
+    pub except_resources: Vec<String>,
     /// Share of matching requests that fail, 0.0 to 1.0.
     pub rate: f64,
     /// The error returned.
@@ -163,8 +167,9 @@ impl Faults {
         self.outage_tx.subscribe()
     }
 
-    /// Applies latency and decides whether a request with `verb` fails.
-    pub async fn before_request(&self, verb: &str) -> Result<(), ApiError> {
+    /// Applies latency and decides whether a request with `verb` on `resource` (empty for
+    /// non-resource requests) fails.
+    pub async fn before_request(&self, verb: &str, resource: &str) -> Result<(), ApiError> {
         let spec = self.spec();
         if spec.latency_ms > 0 {
             tokio::time::sleep(Duration::from_millis(spec.latency_ms)).await;
@@ -175,7 +180,8 @@ impl Faults {
             ));
         }
         for rule in &spec.errors {
-            let applies = rule.verbs.is_empty() || rule.verbs.iter().any(|v| v == verb);
+            let applies = (rule.verbs.is_empty() || rule.verbs.iter().any(|v| v == verb))
+                && !rule.except_resources.iter().any(|r| r == resource);
             if applies && rand::rng().random_bool(rule.rate.clamp(0.0, 1.0)) {
                 return Err(match rule.error {
                     InjectedError::Throttle {

@@ -382,7 +382,7 @@ async fn handle(
     match route {
         Route::Admin(rest) => crate::admin::handle(&sim, req, &rest).await,
         Route::Aggregated { group, version } => {
-            let response = match sim.faults.before_request("proxy").await {
+            let response = match sim.faults.before_request("proxy", "").await {
                 Err(e) => error_response(&e),
                 Ok(()) => aggregator::proxy(&sim, req, &group, &version, &user).await,
             };
@@ -404,7 +404,7 @@ async fn handle(
                 namespace.clone(),
                 name.clone(),
             );
-            if let Err(e) = sim.faults.before_request(verb).await {
+            if let Err(e) = sim.faults.before_request(verb, &gvr.resource).await {
                 let response = error_response(&e);
                 record_request(&sim, &user, verb, &record_target, response.status());
                 return response;
@@ -431,7 +431,7 @@ async fn handle(
             response
         }
         other => {
-            let response = match sim.faults.before_request("get").await {
+            let response = match sim.faults.before_request("get", "").await {
                 Err(e) => error_response(&e),
                 Ok(()) => discovery::respond(&sim, &other_route_name(&other), req.headers()),
             };

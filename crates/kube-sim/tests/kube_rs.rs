@@ -1084,6 +1084,7 @@ async fn injected_faults_reach_clients() {
     let (sim, client) = cluster_with_retries(fast(), false).await;
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
     sim.sim().faults.add_error(ringscale_kube_sim::ErrorRule {
+        except_resources: Vec::new(),
         verbs: vec!["create".into()],
         rate: 1.0,
         error: ringscale_kube_sim::InjectedError::Throttle {

@@ -319,6 +319,7 @@ mod with_kube {
             panic!("no client");
         };
         sim.sim().faults.add_error(ErrorRule {
+            except_resources: Vec::new(),
             verbs: vec!["get".into()],
             rate: 1.0,
             error: InjectedError::Throttle {
