@@ -293,16 +293,16 @@ pub(crate) fn summary(command: &str, runs: &[RunResult], targets: &[Target]) -> 
     let _ = writeln!(md, "# ringscale load test\n\n`{command}`\n");
     let _ = writeln!(
         md,
-        "| replicas | mode | objects × triggers | signal p50 / p90 / p99 / max (s) | activation p50 / p99 / max (s) | poll lag p50 / p99 / max (ms) | CPU per replica (cores) | peak RSS max (MiB) | API req/s (writes/s) | replication KiB/s | probe timeouts |"
+        "| replicas | mode | objects × triggers | ready (s) | signal p50 / p90 / p99 / max (s) | activation p50 / p99 / max (s) | poll lag p50 / p99 / max (ms) | CPU per replica (cores) | peak RSS max (MiB) | API req/s (writes/s) | replication KiB/s | signal probes timed out |"
     );
     let _ = writeln!(
         md,
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
     );
     for r in runs {
         let _ = writeln!(
             md,
-            "| {} | {} | {} × {} | {:.2} / {:.2} / {:.2} / {:.2} | {:.2} / {:.2} / {:.2} ({} of {}) | {:.1} / {:.1} / {:.1} | {:.3} | {:.1} | {:.1} ({:.2}) | {:.1} | {} |",
+            "| {} | {} | {} × {} | {} | {:.2} / {:.2} / {:.2} / {:.2} | {:.2} / {:.2} / {:.2} ({} of {}) | {:.1} / {:.1} / {:.1} | {:.3} | {:.1} | {:.1} ({:.2}) | {:.1} | {} |",
             r.replicas,
             if r.keda_write_pattern {
                 "KEDA write pattern"
@@ -311,6 +311,16 @@ pub(crate) fn summary(command: &str, runs: &[RunResult], targets: &[Target]) -> 
             },
             r.objects,
             r.triggers,
+            if r.values_at_start >= (r.objects * r.triggers) as u64 {
+                format!("{:.0}", r.ready_seconds)
+            } else {
+                format!(
+                    "not after {:.0} ({} of {} values)",
+                    r.ready_seconds,
+                    r.values_at_start,
+                    r.objects * r.triggers
+                )
+            },
             r.signal_latency.p50,
             r.signal_latency.p90,
             r.signal_latency.p99,

@@ -525,6 +525,7 @@ where
     let (store, writer) = reflector::store::<K>();
     let stream = watcher(Api::<K>::all(client.clone()), watcher::Config::default())
         .default_backoff()
+        .modify(crate::lookup::slim)
         .reflect(writer);
     let task = tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);

@@ -37,6 +37,13 @@ impl std::fmt::Debug for ClusterLookup {
     }
 }
 
+/// What the stores keep of an object: everything but `managedFields`, which nothing here reads
+/// and which can be the larger part of a small object. Writes never send a stored object's
+/// absent managedFields as a change (an omitted field leaves the server's as they are).
+pub(crate) fn slim<K: Resource>(o: &mut K) {
+    o.meta_mut().managed_fields = None;
+}
+
 /// Starts a reflector for `K` across the cluster; the task keeps the store current.
 pub fn reflect<K>(api: Api<K>) -> (Store<K>, JoinHandle<()>)
 where
@@ -63,7 +70,10 @@ where
         + 'static,
 {
     let (reader, writer) = reflector::store();
-    let stream = watcher(api, config).default_backoff().reflect(writer);
+    let stream = watcher(api, config)
+        .default_backoff()
+        .modify(slim)
+        .reflect(writer);
     let task = tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
         while let Some(event) = stream.next().await {
