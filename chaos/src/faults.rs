@@ -128,8 +128,9 @@ fn scale_conflicts(
     history: &[RingSample],
     objects: &HashSet<String>,
 ) -> (usize, Vec<String>) {
-    // The poller sees a ring up to ~20 ms after it was written: date each ring by the write of
-    // the ring ConfigMap that preceded its sighting.
+    // The poller sees a ring up to ~20 ms after it was written: date each ring by the first
+    // write of the ring ConfigMap after the previous sighting (the write that made it; the
+    // coordinator may write the ConfigMap again within a generation).
     let ring_writes: Vec<Instant> = log
         .iter()
         .filter(|r| {
@@ -142,21 +143,24 @@ fn scale_conflicts(
         })
         .map(|r| r.at)
         .collect();
+    let first_seen = history.first().map(|h| h.0);
     let history: Vec<RingSample> = history
         .iter()
-        .map(|(seen, g, members)| {
-            let written = ring_writes
-                .iter()
-                .rev()
-                .find(|t| *t <= seen)
-                .copied()
-                .filter(|t| *seen - *t < Duration::from_millis(500))
-                .unwrap_or(*seen);
+        .enumerate()
+        .map(|(i, (seen, g, members))| {
+            let written = match i.checked_sub(1).map(|p| history[p].0) {
+                Some(previous) => ring_writes
+                    .iter()
+                    .find(|t| **t > previous && *t <= seen)
+                    .copied()
+                    .unwrap_or(*seen),
+                None => *seen,
+            };
             (written, *g, members.clone())
         })
         .collect();
     // Scale writes from before the first sighting cannot be placed.
-    let since = history.first().map(|h| h.0);
+    let since = first_seen;
     let mut writers: BTreeMap<(String, u64), BTreeSet<String>> = BTreeMap::new();
     let mut violations = Vec::new();
     let mut writes = 0;

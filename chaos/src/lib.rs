@@ -322,7 +322,24 @@ impl Cluster {
         }
         // Ready, and every object has a value at every replica.
         let deadline = Instant::now() + Duration::from_secs(60);
+        let mut respawns = 0;
         loop {
+            // A port picked free may be taken by another socket before the replica binds it:
+            // start such a replica again on new ports (a few times); any other exit is an error.
+            for i in 0..cluster.replicas.len() {
+                if matches!(cluster.replicas[i].child.try_wait(), Ok(None)) {
+                    continue;
+                }
+                let name = cluster.replicas[i].name.clone();
+                let log = cluster.log_tail(&name);
+                if log.contains("cannot listen") && respawns < 5 {
+                    respawns += 1;
+                    println!("{name} could not bind its ports; starting it again");
+                    cluster.replicas[i] = cluster.spawn(&name).await?;
+                } else {
+                    bail!("replica {name} exited while starting:\n{log}");
+                }
+            }
             let mut ready = true;
             for r in &cluster.replicas {
                 ready &= cluster
@@ -338,9 +355,14 @@ impl Cluster {
                 break;
             }
             if Instant::now() > deadline {
+                let logs: Vec<String> = cluster
+                    .replicas
+                    .iter()
+                    .map(|r| format!("--- {}:\n{}", r.name, cluster.log_tail(&r.name)))
+                    .collect();
                 bail!(
-                    "the ring did not become ready within 60 s (logs in {})",
-                    cluster.dir.display()
+                    "the ring did not become ready within 60 s; the replicas' last log lines:\n{}",
+                    logs.join("\n")
                 );
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -386,6 +408,13 @@ impl Cluster {
             admin,
             metrics,
         })
+    }
+
+    /// The last lines of a replica's log.
+    pub(crate) fn log_tail(&self, name: &str) -> String {
+        let log = std::fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(15)..].join("\n")
     }
 
     /// Whether a replica answers `/readyz` with 200.
