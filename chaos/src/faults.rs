@@ -204,6 +204,20 @@ fn scale_conflicts(
     (writes, violations)
 }
 
+/// The check that no two replicas scaled one object at the same ring generation.
+fn conflict_check(scenario: &'static str, writes: usize, conflicts: &[String]) -> Check {
+    Check {
+        scenario,
+        invariant: "no two replicas scale one object at the same ring generation".into(),
+        passed: conflicts.is_empty(),
+        detail: format!(
+            "{} violations in {writes} scale writes{}",
+            conflicts.len(),
+            first(conflicts)
+        ),
+    }
+}
+
 fn set_lengths(cluster: &Cluster, objects: &[String], length: i64) {
     let mut lengths = lock(&cluster.lengths);
     for o in objects {
@@ -316,36 +330,8 @@ pub(crate) async fn pause(args: &Args, seed: u64) -> anyhow::Result<Vec<Check>> 
                 && r.resource != "leases"
         })
         .count();
-    if std::env::var_os("CHAOS_DEBUG").is_some() {
-        for r in log
-            .iter()
-            .filter(|r| r.at > stopped && replica_of(&r.user).is_some())
-        {
-            println!(
-                "{:>8.3} {} {} {}/{:?} {:?} {}",
-                r.at.saturating_duration_since(resumed).as_secs_f64(),
-                r.user,
-                r.verb,
-                r.resource,
-                r.subresource,
-                r.name,
-                r.code
-            );
-        }
-        for (at, g, m) in &samples {
-            println!(
-                "ring {g} {m:?} at {:.3}",
-                at.saturating_duration_since(resumed).as_secs_f64()
-            );
-        }
-    }
     let objects: HashSet<String> = cluster.objects.iter().cloned().collect();
     let (writes, conflicts) = scale_conflicts(&log, &samples, &objects);
-    if std::env::var_os("CHAOS_DEBUG").is_some() {
-        for c in &conflicts {
-            println!("conflict: {c}");
-        }
-    }
     Ok(vec![
         Check {
             scenario: NAME,
@@ -370,16 +356,7 @@ pub(crate) async fn pause(args: &Args, seed: u64) -> anyhow::Result<Vec<Check>> 
                 first(&premature)
             ),
         },
-        Check {
-            scenario: NAME,
-            invariant: "no two replicas scale one object at the same ring generation".into(),
-            passed: conflicts.is_empty(),
-            detail: format!(
-                "{} violations in {writes} scale writes{}",
-                conflicts.len(),
-                first(&conflicts)
-            ),
-        },
+        conflict_check(NAME, writes, &conflicts),
         Check {
             scenario: NAME,
             invariant: "it rejoins the ring and is ready again".into(),
@@ -616,12 +593,7 @@ pub(crate) async fn throttle(args: &Args, seed: u64) -> anyhow::Result<Vec<Check
                 lost.push(format!("{} not ready", r.name));
             }
         }
-        for o in &cluster.objects {
-            let active = crate::active_condition(&cluster, o).await;
-            if active.as_ref().is_some_and(|(s, _)| s == "True") == emptied.contains(o) {
-                lost.push(format!("{o}: {active:?}"));
-            }
-        }
+        lost.extend(crate::wrong_statuses(&cluster, &emptied).await);
         if lost.is_empty() {
             settled = Some(ended.elapsed());
             break;
@@ -913,15 +885,6 @@ pub(crate) async fn coordinator_kill(args: &Args, seed: u64) -> anyhow::Result<V
             passed: misplaced.is_empty(),
             detail: format!("{} misplaced{}", misplaced.len(), first(&misplaced)),
         },
-        Check {
-            scenario: NAME,
-            invariant: "no two replicas scale one object at the same ring generation".into(),
-            passed: conflicts.is_empty(),
-            detail: format!(
-                "{} violations in {writes} scale writes{}",
-                conflicts.len(),
-                first(&conflicts)
-            ),
-        },
+        conflict_check(NAME, writes, &conflicts),
     ])
 }

@@ -827,8 +827,22 @@ async fn source_down(args: &Args, seed: u64) -> anyhow::Result<Vec<Check>> {
     ])
 }
 
+/// The objects whose Active condition is not what their queue says: the `emptied` ones must be
+/// inactive, every other one active.
+pub(crate) async fn wrong_statuses(cluster: &Cluster, emptied: &[String]) -> Vec<String> {
+    let mut wrong = Vec::new();
+    for o in &cluster.objects {
+        let active = active_condition(cluster, o).await;
+        let is_active = active.as_ref().is_some_and(|(s, _)| s == "True");
+        if is_active == emptied.contains(o) {
+            wrong.push(format!("{o}: {active:?}"));
+        }
+    }
+    wrong
+}
+
 /// The Active condition of a ScaledObject's status: (status, reason).
-pub(crate) async fn active_condition(cluster: &Cluster, object: &str) -> Option<(String, String)> {
+async fn active_condition(cluster: &Cluster, object: &str) -> Option<(String, String)> {
     let so = Api::<ringscale_api::ScaledObject>::namespaced(cluster.client.clone(), "default")
         .get(object)
         .await
@@ -907,23 +921,14 @@ async fn api_outage(args: &Args, seed: u64) -> anyhow::Result<Vec<Check>> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // Statuses: the emptied objects inactive, the others active.
-    let mut lost = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        lost.clear();
-        for o in &cluster.objects {
-            let want_active = !emptied.contains(o);
-            let active = active_condition(&cluster, o).await;
-            let is_active = active.as_ref().is_some_and(|(s, _)| s == "True");
-            if is_active != want_active {
-                lost.push(format!("{o}: {active:?}"));
-            }
-        }
+    let lost = loop {
+        let lost = wrong_statuses(&cluster, &emptied).await;
         if lost.is_empty() || Instant::now() > deadline {
-            break;
+            break lost;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    };
     let mut panics = Vec::new();
     for r in &cluster.replicas {
         let log = std::fs::read_to_string(cluster.dir.join(format!("{}.log", r.name)))
