@@ -28,7 +28,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
 };
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
@@ -51,7 +51,7 @@ use tokio::time::Instant;
 use tracing::{Instrument as _, debug, info, warn};
 
 use crate::hpa;
-use crate::lookup::{ClusterLookup, reflect, reflect_with};
+use crate::lookup::{ClusterLookup, reflect_with};
 use crate::metrics::Metrics;
 use crate::schedule::Schedule;
 use crate::semantics::fallback::{Health, fallback_replicas};
@@ -111,6 +111,8 @@ pub struct Stats {
     pub meta_writes: AtomicU64,
     /// Events published (only on transitions).
     pub events: AtomicU64,
+    /// Events dropped because the publishing queue was full.
+    pub events_dropped: AtomicU64,
     /// Jobs created for ScaledJobs.
     pub jobs_created: AtomicU64,
     /// Jobs deleted (history limits, rollouts).
@@ -166,7 +168,7 @@ struct Ctx {
     ownership: watch::Receiver<Ownership>,
     stats: Arc<Stats>,
     metrics: Arc<Metrics>,
-    recorder: Recorder,
+    events: crate::events::Events,
     /// The loop's inbox (push triggers ask for a poll through it).
     inbox: mpsc::UnboundedSender<Msg>,
     /// Scale target kinds resolved by discovery, by (apiVersion, kind).
@@ -205,7 +207,10 @@ impl Drop for PushListeners {
 
 struct Obj {
     runtime: Arc<Mutex<Runtime>>,
+    /// A cycle is queued or running.
     in_flight: bool,
+    /// A cycle is queued (waiting for a permit); cleared when it starts.
+    queued: bool,
     /// The object as the loop last saw it; a different one means poll now.
     seen: Fingerprint,
     interval: Duration,
@@ -263,7 +268,11 @@ impl Controller {
         let (tx, rx) = mpsc::unbounded_channel::<Msg>();
         let sos = watch_objects::<ScaledObject>(&client, Kind::ScaledObject, tx.clone());
         let lookup = ClusterLookup::start(&client);
-        let hpas = reflect(Api::<HorizontalPodAutoscaler>::all(client.clone()));
+        let hpas = crate::lookup::reflect_modified(
+            Api::<HorizontalPodAutoscaler>::all(client.clone()),
+            watcher::Config::default(),
+            crate::lookup::slim_hpa,
+        );
         let (scaled_objects, cluster, autoscalers) =
             (sos.0.clone(), lookup.0.clone(), hpas.0.clone());
         let parts = Parts {
@@ -381,15 +390,15 @@ async fn run(
     lookup.ready().await;
     info!("operator caches synced");
 
-    let recorder = Recorder::new(
+    let instance = ownership.borrow().member.to_string();
+    let (events, events_task) = crate::events::Events::start(
         client.clone(),
-        Reporter {
-            controller: "ringscale-operator".into(),
-            instance: Some(ownership.borrow().member.to_string()),
-        },
+        "ringscale-operator",
+        &instance,
+        Arc::clone(&stats),
     );
     let ctx = Arc::new(Ctx {
-        recorder,
+        events,
         client,
         sos,
         sjs,
@@ -410,6 +419,7 @@ async fn run(
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Slot>();
     let mut objects: HashMap<Slot, Obj> = HashMap::new();
     let mut schedule: Schedule<Slot> = Schedule::new();
+    let mut ready: std::collections::VecDeque<Slot> = std::collections::VecDeque::new();
     let mut initial = true;
     let mut shutdown = std::pin::pin!(shutdown);
 
@@ -471,28 +481,44 @@ async fn run(
                         continue;
                     }
                     obj.in_flight = true;
-                    let (ctx, runtime, done, limit) =
-                        (Arc::clone(&ctx), Arc::clone(&obj.runtime), done_tx.clone(), Arc::clone(&limit));
-                    // Every log line of a cycle names the object.
-                    let span = tracing::info_span!(
-                        "poll",
-                        kind = ?slot.0,
-                        namespace = %slot.1.0,
-                        name = %slot.1.1
-                    );
-                    tokio::spawn(
-                        async move {
-                            let _permit = limit.acquire_owned().await;
-                            cycle(&ctx, &slot, &runtime).await;
-                            let _ = done.send(slot);
-                        }
-                        .instrument(span),
-                    );
+                    obj.queued = true;
+                    ready.push_back(slot);
                 }
             }
         }
+        // Start what is due, as far as permits allow: a cycle's task exists only while it runs,
+        // so 10,000 objects due at once are 10,000 queue entries, not 10,000 parked futures.
+        while !ready.is_empty() {
+            let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
+                break;
+            };
+            let Some(slot) = ready.pop_front() else { break };
+            // Gone, or re-created since it was queued (its new entry is the live one).
+            let Some(obj) = objects.get_mut(&slot).filter(|o| o.queued) else {
+                continue;
+            };
+            obj.queued = false;
+            let (ctx, runtime, done) = (Arc::clone(&ctx), Arc::clone(&obj.runtime), done_tx.clone());
+            // Every log line of a cycle names the object.
+            let span = tracing::info_span!(
+                "poll",
+                kind = ?slot.0,
+                namespace = %slot.1.0,
+                name = %slot.1.1
+            );
+            tokio::spawn(
+                async move {
+                    cycle(&ctx, &slot, &runtime).await;
+                    // The permit goes back before the loop hears of the end, so the loop
+                    // can start the next queued cycle when it does.
+                    drop(permit);
+                    let _ = done.send(slot);
+                }
+                .instrument(span),
+            );
+        }
     }
-    for w in [so_watch, sj_watch, job_watch, pod_watch, hpa_watch] {
+    for w in [so_watch, sj_watch, job_watch, pod_watch, hpa_watch, events_task] {
         w.abort();
     }
     for w in lookup_watches {
@@ -682,6 +708,7 @@ fn reconcile(
                 Obj {
                     runtime: Arc::new(Mutex::new(Runtime::default())),
                     in_flight: false,
+                    queued: false,
                     seen: print,
                     interval,
                     again: false,
@@ -1808,22 +1835,5 @@ fn emit<K: Resource<DynamicType = ()>>(
     reason: &str,
     note: String,
 ) {
-    let recorder = ctx.recorder.clone();
-    let reference = obj.object_ref(&());
-    let stats = Arc::clone(&ctx.stats);
-    let event = Event {
-        type_,
-        reason: reason.to_owned(),
-        note: Some(note.chars().take(1024).collect()),
-        action: "Scaling".into(),
-        secondary: None,
-    };
-    tokio::spawn(async move {
-        match recorder.publish(&event, &reference).await {
-            Ok(()) => {
-                stats.events.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(e) => debug!(error = %e, reason = %event.reason, "could not publish an event"),
-        }
-    });
+    ctx.events.emit(obj.object_ref(&()), type_, reason, "Scaling", &note);
 }

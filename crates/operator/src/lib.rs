@@ -2,6 +2,7 @@
 //! semantics: [`semantics`] decides (pure), [`schedule`] times the polls.
 
 pub mod controller;
+mod events;
 pub mod hpa;
 pub mod lookup;
 pub mod metrics;

@@ -44,6 +44,100 @@ pub(crate) fn slim<K: Resource>(o: &mut K) {
     o.meta_mut().managed_fields = None;
 }
 
+/// What the stores keep of a Deployment or StatefulSet: the names, `spec.replicas`, the ready
+/// count and each container's name and environment (`*FromEnv` trigger parameters). The rest of
+/// a workload (volumes, probes, resources, annotations such as kubectl's last-applied copy) is
+/// never read and, across a large cluster, is most of what the watch delivers.
+pub(crate) trait Workload: Resource {
+    /// Drops every field the lookups do not read.
+    fn slim_workload(&mut self);
+}
+
+fn slim_pod_template(template: &mut k8s_openapi::api::core::v1::PodTemplateSpec) {
+    template.metadata = None;
+    if let Some(pod) = template.spec.as_mut() {
+        let containers = std::mem::take(&mut pod.containers)
+            .into_iter()
+            .map(|c| k8s_openapi::api::core::v1::Container {
+                name: c.name,
+                env: c.env,
+                env_from: c.env_from,
+                ..Default::default()
+            })
+            .collect();
+        *pod = PodSpec {
+            containers,
+            ..Default::default()
+        };
+    }
+}
+
+fn slim_meta(meta: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) {
+    meta.managed_fields = None;
+    meta.annotations = None;
+    meta.labels = None;
+    meta.owner_references = None;
+}
+
+impl Workload for Deployment {
+    fn slim_workload(&mut self) {
+        slim_meta(&mut self.metadata);
+        if let Some(spec) = self.spec.as_mut() {
+            spec.selector = Default::default();
+            spec.strategy = None;
+            slim_pod_template(&mut spec.template);
+        }
+        if let Some(status) = self.status.as_mut() {
+            *status = k8s_openapi::api::apps::v1::DeploymentStatus {
+                ready_replicas: status.ready_replicas,
+                replicas: status.replicas,
+                ..Default::default()
+            };
+        }
+    }
+}
+
+impl Workload for StatefulSet {
+    fn slim_workload(&mut self) {
+        slim_meta(&mut self.metadata);
+        if let Some(spec) = self.spec.as_mut() {
+            spec.selector = Default::default();
+            spec.volume_claim_templates = None;
+            spec.update_strategy = None;
+            slim_pod_template(&mut spec.template);
+        }
+        if let Some(status) = self.status.as_mut() {
+            *status = k8s_openapi::api::apps::v1::StatefulSetStatus {
+                ready_replicas: status.ready_replicas,
+                replicas: status.replicas,
+                ..Default::default()
+            };
+        }
+    }
+}
+
+/// What the HPA store keeps: everything but the status and managedFields (the HPA controller
+/// rewrites the status, with its conditions and current metrics, on every sync; ringscale only
+/// compares and replaces the spec, labels, owners and annotations).
+pub(crate) fn slim_hpa(hpa: &mut k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler) {
+    hpa.metadata.managed_fields = None;
+    hpa.status = None;
+}
+
+/// Starts a reflector of a workload kind with [`Workload::slim_workload`] applied to each object.
+fn reflect_workloads<K>(api: Api<K>) -> (Store<K>, JoinHandle<()>)
+where
+    K: Workload<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    reflect_modified(api, watcher::Config::default(), K::slim_workload)
+}
+
 /// Starts a reflector for `K` across the cluster; the task keeps the store current.
 pub fn reflect<K>(api: Api<K>) -> (Store<K>, JoinHandle<()>)
 where
@@ -69,10 +163,28 @@ where
         + Sync
         + 'static,
 {
+    reflect_modified(api, config, slim)
+}
+
+/// [`reflect_with`] with a function that trims each object before it is stored.
+pub(crate) fn reflect_modified<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    trim: fn(&mut K),
+) -> (Store<K>, JoinHandle<()>)
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
     let (reader, writer) = reflector::store();
     let stream = watcher(api, config)
         .default_backoff()
-        .modify(slim)
+        .modify(trim)
         .reflect(writer);
     let task = tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
@@ -93,8 +205,8 @@ impl ClusterLookup {
         let (trigger_auths, c) = reflect(Api::<TriggerAuthentication>::all(client.clone()));
         let (cluster_trigger_auths, d) =
             reflect(Api::<ClusterTriggerAuthentication>::all(client.clone()));
-        let (deployments, e) = reflect(Api::<Deployment>::all(client.clone()));
-        let (stateful_sets, f) = reflect(Api::<StatefulSet>::all(client.clone()));
+        let (deployments, e) = reflect_workloads(Api::<Deployment>::all(client.clone()));
+        let (stateful_sets, f) = reflect_workloads(Api::<StatefulSet>::all(client.clone()));
         (
             ClusterLookup {
                 secrets,
