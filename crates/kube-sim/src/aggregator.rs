@@ -136,7 +136,20 @@ fn client_for(sim: &Sim, name: &str, object: &Value) -> Result<HttpsClient, ApiE
         }
         Some(roots)
     };
-    let config = crate::tls::client_config(Some(&sim.front_proxy_client), roots, insecure)
+    // kube-aggregator dials an endpoint of the Service and verifies the Service's DNS name.
+    let verify_as = match (
+        object.pointer("/spec/service/name").and_then(Value::as_str),
+        object
+            .pointer("/spec/service/namespace")
+            .and_then(Value::as_str),
+    ) {
+        (Some(service), Some(namespace)) => Some(
+            rustls::pki_types::ServerName::try_from(format!("{service}.{namespace}.svc"))
+                .map_err(|e| ApiError::unavailable(format!("APIService {name}: {e}")))?,
+        ),
+        _ => None,
+    };
+    let config = crate::tls::client_config(Some(&sim.front_proxy_client), roots, insecure, verify_as)
         .map_err(|e| ApiError::internal(e.to_string()))?;
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(config)

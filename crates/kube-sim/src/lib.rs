@@ -232,7 +232,7 @@ impl KubeSim {
             gc_wakeup: Notify::new(),
             utilization: Mutex::new(HashMap::new()),
         });
-        bootstrap(&sim).map_err(StartError::Bootstrap)?;
+        bootstrap(&sim, &ca.cert_pem, &front_proxy_ca.cert_pem).map_err(StartError::Bootstrap)?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut tasks = vec![
             tokio::spawn(server::serve(
@@ -331,8 +331,11 @@ impl Drop for KubeSim {
     }
 }
 
-/// The namespaces every cluster starts with.
-fn bootstrap(sim: &Sim) -> Result<(), ApiError> {
+/// The namespaces every cluster starts with, and the ConfigMap in which the API server publishes
+/// how aggregated API servers authenticate its requests (`kube-system/
+/// extension-apiserver-authentication`: the client CA and the front proxy's request-header
+/// settings).
+fn bootstrap(sim: &Sim, client_ca_pem: &str, front_proxy_ca_pem: &str) -> Result<(), ApiError> {
     let Some(info) = sim
         .registry
         .get(&resources::Gvr::new("", "v1", "namespaces"))
@@ -357,5 +360,40 @@ fn bootstrap(sim: &Sim) -> Result<(), ApiError> {
             &options,
         )?;
     }
+    let Some(info) = sim
+        .registry
+        .get(&resources::Gvr::new("", "v1", "configmaps"))
+    else {
+        return Err(ApiError::internal("configmaps are not served"));
+    };
+    let target = api::Target {
+        info,
+        namespace: Some("kube-system".to_owned()),
+        name: None,
+        subresource: None,
+    };
+    let options = api::WriteOptions {
+        field_manager: "kube-apiserver".to_owned(),
+        ..api::WriteOptions::default()
+    };
+    api::create(
+        sim,
+        &target,
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+               "metadata": {"name": EXTENSION_APISERVER_AUTHENTICATION, "namespace": "kube-system"},
+               "data": {
+                   "client-ca-file": client_ca_pem,
+                   "requestheader-client-ca-file": front_proxy_ca_pem,
+                   "requestheader-allowed-names": "[\"front-proxy-client\"]",
+                   "requestheader-username-headers": "[\"X-Remote-User\"]",
+                   "requestheader-group-headers": "[\"X-Remote-Group\"]",
+                   "requestheader-extra-headers-prefix": "[\"X-Remote-Extra-\"]"
+               }}),
+        &options,
+    )?;
     Ok(())
 }
+
+/// Name of the ConfigMap (in kube-system) that tells aggregated API servers how to authenticate
+/// the API server's requests.
+pub const EXTENSION_APISERVER_AUTHENTICATION: &str = "extension-apiserver-authentication";

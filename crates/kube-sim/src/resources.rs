@@ -66,6 +66,8 @@ pub enum Builtin {
     ClusterRole,
     ClusterRoleBinding,
     PodDisruptionBudget,
+    FlowSchema,
+    PriorityLevelConfiguration,
 }
 
 /// What a CRD contributes for one served version of its kind.
@@ -435,6 +437,28 @@ const BUILTINS: &[BuiltinDef] = {
             true,
             false,
             B::PodDisruptionBudget,
+        ),
+        (
+            "flowcontrol.apiserver.k8s.io",
+            "v1",
+            "flowschemas",
+            "FlowSchema",
+            false,
+            &[],
+            true,
+            false,
+            B::FlowSchema,
+        ),
+        (
+            "flowcontrol.apiserver.k8s.io",
+            "v1",
+            "prioritylevelconfigurations",
+            "PriorityLevelConfiguration",
+            false,
+            &[],
+            true,
+            false,
+            B::PriorityLevelConfiguration,
         ),
     ]
 };

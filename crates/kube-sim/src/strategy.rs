@@ -81,6 +81,10 @@ pub fn decode_builtin(kind: Builtin, value: &Value) -> Result<Decoded, String> {
         B::ClusterRole => decode::<k8s::rbac::v1::ClusterRole>(value),
         B::ClusterRoleBinding => decode::<k8s::rbac::v1::ClusterRoleBinding>(value),
         B::PodDisruptionBudget => decode::<k8s::policy::v1::PodDisruptionBudget>(value),
+        B::FlowSchema => decode::<k8s::flowcontrol::v1::FlowSchema>(value),
+        B::PriorityLevelConfiguration => {
+            decode::<k8s::flowcontrol::v1::PriorityLevelConfiguration>(value)
+        }
     }
 }
 

@@ -76,7 +76,8 @@ pub struct RunArgs {
         requires = "tls_cert_file"
     )]
     tls_private_key_file: Option<PathBuf>,
-    /// CA of the API server's front proxy (request-header authentication).
+    /// CA of the API server's front proxy (request-header authentication); default: read from
+    /// the ConfigMap kube-system/extension-apiserver-authentication, as aggregated API servers do.
     #[arg(long, env = "RINGSCALE_REQUESTHEADER_CLIENT_CA_FILE")]
     requestheader_client_ca_file: Option<PathBuf>,
     /// Allowed common names of the front proxy's certificate (comma-separated; any if empty).
@@ -98,6 +99,10 @@ pub struct RunArgs {
     /// See `--peer-ca-file`.
     #[arg(long, env = "RINGSCALE_PEER_KEY_FILE", requires = "peer_ca_file")]
     peer_key_file: Option<PathBuf>,
+    /// Name to verify in peers' certificates instead of the host of their address (useful when
+    /// peers advertise pod IPs and share a certificate for, say, `ringscale-peers.NS.svc`).
+    #[arg(long, env = "RINGSCALE_PEER_SERVER_NAME", requires = "peer_ca_file")]
+    peer_server_name: Option<String>,
     /// Seconds a Lease lasts without renewal.
     #[arg(long, env = "RINGSCALE_LEASE_DURATION", default_value_t = 15.0)]
     lease_duration: f64,
@@ -129,6 +134,58 @@ pub struct RunArgs {
     /// Log filter (tracing's EnvFilter syntax).
     #[arg(long, env = "RINGSCALE_LOG", default_value = "info")]
     log: String,
+}
+
+/// How the API server's front proxy authenticates to aggregated API servers, as it publishes it.
+#[derive(Debug)]
+struct FrontProxy {
+    ca_pem: String,
+    allowed_names: Vec<String>,
+}
+
+/// Reads `kube-system/extension-apiserver-authentication`, where the API server publishes its
+/// front proxy's CA and allowed names (every aggregated API server reads it; the chart grants
+/// this through the `extension-apiserver-authentication-reader` Role).
+async fn front_proxy_from_cluster(client: &kube::Client) -> anyhow::Result<FrontProxy> {
+    const NAME: &str = "extension-apiserver-authentication";
+    let help = "pass --requestheader-client-ca-file, or --insecure-metrics-api for local use";
+    let cm = kube::Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(
+        client.clone(),
+        "kube-system",
+    )
+    .get(NAME)
+    .await
+    .with_context(|| format!("reading kube-system/{NAME} (the front proxy's CA; {help})"))?;
+    let data = cm.data.unwrap_or_default();
+    let ca_pem = data
+        .get("requestheader-client-ca-file")
+        .filter(|pem| !pem.trim().is_empty())
+        .cloned()
+        .with_context(|| {
+            format!("kube-system/{NAME} has no requestheader-client-ca-file: the API server runs without a front proxy ({help})")
+        })?;
+    let list = |key: &str| -> anyhow::Result<Vec<String>> {
+        match data.get(key).map(|v| v.trim()).filter(|v| !v.is_empty()) {
+            None => Ok(Vec::new()),
+            Some(v) => serde_json::from_str(v)
+                .with_context(|| format!("kube-system/{NAME}: {key} is not a JSON list of strings")),
+        }
+    };
+    let allowed_names = list("requestheader-allowed-names")?;
+    for (key, supported) in [
+        ("requestheader-username-headers", "X-Remote-User"),
+        ("requestheader-group-headers", "X-Remote-Group"),
+    ] {
+        let headers = list(key)?;
+        if !headers.is_empty() && !headers.iter().any(|h| h.eq_ignore_ascii_case(supported)) {
+            warn!(key, ?headers, supported, "the front proxy's header names differ from the ones this replica reads");
+        }
+    }
+    info!(allowed_names = ?allowed_names, "front-proxy CA read from kube-system/{NAME}");
+    Ok(FrontProxy {
+        ca_pem,
+        allowed_names,
+    })
 }
 
 fn seconds(value: f64, flag: &str) -> anyhow::Result<Duration> {
@@ -272,10 +329,13 @@ pub(crate) async fn replica(
         &args.peer_key_file,
     ) {
         (Some(ca), Some(cert), Some(key)) => {
-            Some(PeerTls::from_files(ca, cert, key).context("reading the peer TLS files")?)
+            let mut tls = PeerTls::from_files(ca, cert, key).context("reading the peer TLS files")?;
+            tls.server_name.clone_from(&args.peer_server_name);
+            Some(tls)
         }
         _ => None,
     };
+    let mut allowed = Vec::new();
     let metrics_tls = if args.insecure_metrics_api {
         warn!(
             "the metrics API is served over plain HTTP without authentication (--insecure-metrics-api)"
@@ -293,26 +353,32 @@ pub(crate) async fn replica(
                 args.name.clone(),
             ]),
         };
-        let ca = match &args.requestheader_client_ca_file {
-            Some(path) => {
-                Some(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?)
+        let (ca, allowed_names) = match &args.requestheader_client_ca_file {
+            Some(path) => (
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+                args.requestheader_allowed_names.clone(),
+            ),
+            None => {
+                let published = front_proxy_from_cluster(&client).await?;
+                let names = if args.requestheader_allowed_names.is_empty() {
+                    published.allowed_names
+                } else {
+                    args.requestheader_allowed_names.clone()
+                };
+                (published.ca_pem.into_bytes(), names)
             }
-            None => None,
         };
+        allowed = allowed_names;
         Some(Arc::new(
-            server_config(&certificate, ca.as_deref()).context("metrics API TLS")?,
+            server_config(&certificate, Some(&ca)).context("metrics API TLS")?,
         ))
     };
     let auth = if args.insecure_metrics_api {
         Auth::Insecure
-    } else if args.requestheader_client_ca_file.is_some() {
-        Auth::RequestHeader {
-            allowed_names: args.requestheader_allowed_names.clone(),
-        }
     } else {
-        anyhow::bail!(
-            "the metrics API needs --requestheader-client-ca-file (the API server's front-proxy CA), or --insecure-metrics-api for local use"
-        );
+        Auth::RequestHeader {
+            allowed_names: allowed,
+        }
     };
 
     // The ring.

@@ -1,23 +1,34 @@
 //! Three `ringscale run` processes on kube-sim, end to end: a Redis list grows, every replica
 //! serves the value through the aggregation layer, the simulated HPA scales the Deployment, a
-//! replica is killed, the list drains and the cooldown brings the Deployment back to 0.
+//! replica is killed, the list drains and the cooldown brings the Deployment back to 0; then a
+//! ReplicaSet target, a spec change, a deletion and a ScaledJob. The replicas run as the Helm
+//! chart's ServiceAccount, and the calls they made are checked against the chart's RBAC.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
 
 use std::future::Future;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
 use kube::Client;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use ringscale_kube_sim::{Config, KubeSim};
 use serde_json::json;
 
 const WITHIN: Duration = Duration::from_secs(30);
+
+/// The user the replicas run as: the chart's ServiceAccount (release `ringscale` in namespace
+/// `ringscale`).
+const SERVICE_ACCOUNT: &str = "system:serviceaccount:ringscale:ringscale";
+
 
 async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
 where
@@ -65,13 +76,10 @@ fn replica(name: &str, dir: &std::path::Path) -> Replica {
     let child = Command::new(env!("CARGO_BIN_EXE_ringscale"))
         .args(["run", "--name", name])
         .arg("--kubeconfig")
-        .arg(dir.join("kubeconfig"))
+        .arg(dir.join("replica.kubeconfig"))
         .args(["--replication-listen", "127.0.0.1:0"])
         .args(["--metrics-api-listen", &format!("127.0.0.1:{metrics}")])
         .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
-        .arg("--requestheader-client-ca-file")
-        .arg(dir.join("front-proxy-ca.pem"))
-        .args(["--requestheader-allowed-names", "front-proxy-client"])
         .args([
             "--lease-duration",
             "3",
@@ -227,6 +235,7 @@ async fn three_replicas_scale_a_deployment_from_a_redis_list_and_survive_a_kill(
     let sim = KubeSim::start(Config {
         workload_delay: Duration::from_millis(50),
         hpa_sync_period: Duration::from_millis(500),
+        job_duration: Duration::from_secs(1),
         ..Config::default()
     })
     .await
@@ -234,7 +243,16 @@ async fn three_replicas_scale_a_deployment_from_a_redis_list_and_survive_a_kill(
     let dir = std::env::temp_dir().join(format!("ringscale-e2e-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     sim.write_kubeconfig(&dir.join("kubeconfig")).unwrap();
-    std::fs::write(dir.join("front-proxy-ca.pem"), sim.front_proxy_ca_pem()).unwrap();
+    // The replicas run as the chart's ServiceAccount would; they read the front proxy's CA from
+    // kube-system/extension-apiserver-authentication, as in a cluster.
+    std::fs::write(
+        dir.join("replica.kubeconfig"),
+        sim.add_user(
+            SERVICE_ACCOUNT,
+            &["system:serviceaccounts", "system:serviceaccounts:ringscale"],
+        ),
+    )
+    .unwrap();
     let kubeconfig = kube::config::Kubeconfig::from_yaml(sim.kubeconfig()).unwrap();
     let client = Client::try_from(
         kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
@@ -435,6 +453,103 @@ async fn three_replicas_scale_a_deployment_from_a_redis_list_and_survive_a_kill(
         killed.elapsed()
     );
 
+    // The rest of what replicas do to a cluster, so that the RBAC check below sees every grant
+    // used: a ReplicaSet target (read through its /scale), a spec change (the HPA is replaced),
+    // a deletion (the HPA goes, the finalizer is removed), and a ScaledJob (Jobs created, finished
+    // ones deleted beyond the history limit).
+    let rs: ReplicaSet = serde_json::from_value(json!({
+        "metadata": {"name": "batch"},
+        "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "batch"}},
+                 "template": {"metadata": {"labels": {"app": "batch"}},
+                              "spec": {"containers": [{"name": "b", "image": "b:1"}]}}}
+    }))
+    .unwrap();
+    Api::<ReplicaSet>::namespaced(client.clone(), "default")
+        .create(&PostParams::default(), &rs)
+        .await
+        .unwrap();
+    let rs_list = format!("{list}-rs");
+    let _: () = redis::cmd("RPUSH")
+        .arg(&rs_list)
+        .arg("x")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let sos = Api::<ringscale_api::ScaledObject>::namespaced(client.clone(), "default");
+    let so: ringscale_api::ScaledObject = serde_json::from_value(json!({
+        "apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
+        "metadata": {"name": "batch"},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "batch"},
+            "pollingInterval": 1, "maxReplicaCount": 2,
+            "triggers": [{"type": "redis", "metadata": {"address": redis_addr, "listName": rs_list, "listLength": "1"}}]
+        }
+    }))
+    .unwrap();
+    sos.create(&PostParams::default(), &so).await.unwrap();
+    let rss = Api::<ReplicaSet>::namespaced(client.clone(), "default");
+    eventually(WITHIN, "the ReplicaSet activated", || async {
+        let rs = rss.get("batch").await.ok()?;
+        (rs.spec?.replicas? >= 1).then_some(())
+    })
+    .await;
+    sos.patch(
+        "batch",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"maxReplicaCount": 3}})),
+    )
+    .await
+    .unwrap();
+    let hpas = Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), "default");
+    eventually(WITHIN, "the HPA follows maxReplicaCount", || async {
+        (hpas.get("keda-hpa-batch").await.ok()?.spec?.max_replicas == 3).then_some(())
+    })
+    .await;
+    sos.delete("batch", &DeleteParams::default()).await.unwrap();
+    eventually(WITHIN, "the ScaledObject and its HPA gone", || async {
+        let gone = sos.get_opt("batch").await.ok()?.is_none()
+            && hpas.get_opt("keda-hpa-batch").await.ok()?.is_none();
+        gone.then_some(())
+    })
+    .await;
+    let sj_list = format!("{list}-sj");
+    let _: () = redis::cmd("RPUSH")
+        .arg(&sj_list)
+        .arg("y")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let sj: ringscale_api::ScaledJob = serde_json::from_value(json!({
+        "apiVersion": "keda.sh/v1alpha1", "kind": "ScaledJob",
+        "metadata": {"name": "worker"},
+        "spec": {
+            "pollingInterval": 1, "successfulJobsHistoryLimit": 0, "maxReplicaCount": 1,
+            "jobTargetRef": {"template": {"spec": {"restartPolicy": "Never",
+                                                   "containers": [{"name": "w", "image": "w:1"}]}}},
+            "triggers": [{"type": "redis", "metadata": {"address": redis_addr, "listName": sj_list, "listLength": "1"}}]
+        }
+    }))
+    .unwrap();
+    Api::<ringscale_api::ScaledJob>::namespaced(client.clone(), "default")
+        .create(&PostParams::default(), &sj)
+        .await
+        .unwrap();
+    let jobs = Api::<Job>::namespaced(client.clone(), "default");
+    let labelled = ListParams::default().labels("scaledjob.keda.sh/name=worker");
+    eventually(WITHIN, "a Job for the ScaledJob", || async {
+        (!jobs.list(&labelled).await.ok()?.items.is_empty()).then_some(())
+    })
+    .await;
+    let _: () = redis::cmd("DEL")
+        .arg(&sj_list)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    eventually(WITHIN, "the finished Jobs deleted (history limit 0)", || async {
+        jobs.list(&labelled).await.ok()?.items.is_empty().then_some(())
+    })
+    .await;
+
     // SIGTERM: a clean exit that releases the member Lease.
     for mut r in ring.drain(..) {
         let pid = r.child.id().to_string();
@@ -445,6 +560,37 @@ async fn three_replicas_scale_a_deployment_from_a_redis_list_and_survive_a_kill(
         })
         .await;
         assert!(status.success(), "exit status {status}");
+    }
+    // RBAC against reality: every call the replicas made is granted by the chart's rules for
+    // its ServiceAccount, and every rule was used.
+    let mut calls: Vec<support::Call> = sim
+        .sim()
+        .stats
+        .log()
+        .into_iter()
+        // Non-resource requests (discovery) are granted to every authenticated user.
+        .filter(|r| r.user == SERVICE_ACCOUNT && !r.resource.is_empty())
+        .map(|r| support::Call {
+            verb: r.verb,
+            group: r.group,
+            resource: match r.subresource {
+                Some(sub) => format!("{}/{sub}", r.resource),
+                None => r.resource,
+            },
+            namespace: r.namespace,
+            name: r.name,
+        })
+        .collect();
+    calls.sort();
+    calls.dedup();
+    if let Some(docs) = support::render(&[]) {
+        let grants = support::grants(&docs, "ringscale", "ringscale");
+        let problems = support::check_rbac(&calls, &grants, &[]);
+        assert!(
+            problems.is_empty(),
+            "the chart's RBAC does not match what the replicas did:\n{}",
+            problems.join("\n")
+        );
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
