@@ -149,8 +149,9 @@ fn client_for(sim: &Sim, name: &str, object: &Value) -> Result<HttpsClient, ApiE
         ),
         _ => None,
     };
-    let config = crate::tls::client_config(Some(&sim.front_proxy_client), roots, insecure, verify_as)
-        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let config =
+        crate::tls::client_config(Some(&sim.front_proxy_client), roots, insecure, verify_as)
+            .map_err(|e| ApiError::internal(e.to_string()))?;
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(config)
         .https_only()

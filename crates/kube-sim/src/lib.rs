@@ -380,15 +380,15 @@ fn bootstrap(sim: &Sim, client_ca_pem: &str, front_proxy_ca_pem: &str) -> Result
         sim,
         &target,
         json!({"apiVersion": "v1", "kind": "ConfigMap",
-               "metadata": {"name": EXTENSION_APISERVER_AUTHENTICATION, "namespace": "kube-system"},
-               "data": {
-                   "client-ca-file": client_ca_pem,
-                   "requestheader-client-ca-file": front_proxy_ca_pem,
-                   "requestheader-allowed-names": "[\"front-proxy-client\"]",
-                   "requestheader-username-headers": "[\"X-Remote-User\"]",
-                   "requestheader-group-headers": "[\"X-Remote-Group\"]",
-                   "requestheader-extra-headers-prefix": "[\"X-Remote-Extra-\"]"
-               }}),
+        "metadata": {"name": EXTENSION_APISERVER_AUTHENTICATION, "namespace": "kube-system"},
+        "data": {
+            "client-ca-file": client_ca_pem,
+            "requestheader-client-ca-file": front_proxy_ca_pem,
+            "requestheader-allowed-names": "[\"front-proxy-client\"]",
+            "requestheader-username-headers": "[\"X-Remote-User\"]",
+            "requestheader-group-headers": "[\"X-Remote-Group\"]",
+            "requestheader-extra-headers-prefix": "[\"X-Remote-Extra-\"]"
+        }}),
         &options,
     )?;
     Ok(())

@@ -498,7 +498,8 @@ async fn run(
                 continue;
             };
             obj.queued = false;
-            let (ctx, runtime, done) = (Arc::clone(&ctx), Arc::clone(&obj.runtime), done_tx.clone());
+            let (ctx, runtime, done) =
+                (Arc::clone(&ctx), Arc::clone(&obj.runtime), done_tx.clone());
             // Every log line of a cycle names the object.
             let span = tracing::info_span!(
                 "poll",
@@ -518,7 +519,14 @@ async fn run(
             );
         }
     }
-    for w in [so_watch, sj_watch, job_watch, pod_watch, hpa_watch, events_task] {
+    for w in [
+        so_watch,
+        sj_watch,
+        job_watch,
+        pod_watch,
+        hpa_watch,
+        events_task,
+    ] {
         w.abort();
     }
     for w in lookup_watches {
@@ -1835,5 +1843,6 @@ fn emit<K: Resource<DynamicType = ()>>(
     reason: &str,
     note: String,
 ) {
-    ctx.events.emit(obj.object_ref(&()), type_, reason, "Scaling", &note);
+    ctx.events
+        .emit(obj.object_ref(&()), type_, reason, "Scaling", &note);
 }

@@ -167,8 +167,9 @@ async fn front_proxy_from_cluster(client: &kube::Client) -> anyhow::Result<Front
     let list = |key: &str| -> anyhow::Result<Vec<String>> {
         match data.get(key).map(|v| v.trim()).filter(|v| !v.is_empty()) {
             None => Ok(Vec::new()),
-            Some(v) => serde_json::from_str(v)
-                .with_context(|| format!("kube-system/{NAME}: {key} is not a JSON list of strings")),
+            Some(v) => serde_json::from_str(v).with_context(|| {
+                format!("kube-system/{NAME}: {key} is not a JSON list of strings")
+            }),
         }
     };
     let allowed_names = list("requestheader-allowed-names")?;
@@ -178,7 +179,12 @@ async fn front_proxy_from_cluster(client: &kube::Client) -> anyhow::Result<Front
     ] {
         let headers = list(key)?;
         if !headers.is_empty() && !headers.iter().any(|h| h.eq_ignore_ascii_case(supported)) {
-            warn!(key, ?headers, supported, "the front proxy's header names differ from the ones this replica reads");
+            warn!(
+                key,
+                ?headers,
+                supported,
+                "the front proxy's header names differ from the ones this replica reads"
+            );
         }
     }
     info!(allowed_names = ?allowed_names, "front-proxy CA read from kube-system/{NAME}");
@@ -329,7 +335,8 @@ pub(crate) async fn replica(
         &args.peer_key_file,
     ) {
         (Some(ca), Some(cert), Some(key)) => {
-            let mut tls = PeerTls::from_files(ca, cert, key).context("reading the peer TLS files")?;
+            let mut tls =
+                PeerTls::from_files(ca, cert, key).context("reading the peer TLS files")?;
             tls.server_name.clone_from(&args.peer_server_name);
             Some(tls)
         }

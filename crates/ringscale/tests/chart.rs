@@ -16,9 +16,9 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::Client;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::discovery::{ApiResource, Scope};
-use kube::Client;
 use ringscale_kube_sim::{Config, KubeSim};
 use serde_json::{Value, json};
 
@@ -126,8 +126,7 @@ async fn renders_and_applies(values: &[&str]) {
         .await
         .unwrap();
     let third_party: Vec<Value> = serde_saphyr::from_multiple(
-        &std::fs::read_to_string(support::chart_dir().join("tests/third-party-crds.yaml"))
-            .unwrap(),
+        &std::fs::read_to_string(support::chart_dir().join("tests/third-party-crds.yaml")).unwrap(),
     )
     .unwrap();
     for crd in &third_party {
@@ -165,13 +164,13 @@ async fn renders_and_applies(values: &[&str]) {
         sc.capabilities.as_ref().unwrap().drop.as_deref(),
         Some(&["ALL".to_owned()][..])
     );
-    assert_eq!(
-        sc.seccomp_profile.as_ref().unwrap().type_,
-        "RuntimeDefault"
-    );
+    assert_eq!(sc.seccomp_profile.as_ref().unwrap().type_, "RuntimeDefault");
     let spread = pod.topology_spread_constraints.as_ref().unwrap();
     let keys: Vec<&str> = spread.iter().map(|t| t.topology_key.as_str()).collect();
-    assert_eq!(keys, ["kubernetes.io/hostname", "topology.kubernetes.io/zone"]);
+    assert_eq!(
+        keys,
+        ["kubernetes.io/hostname", "topology.kubernetes.io/zone"]
+    );
     for kind in [
         "Service",
         "APIService",
@@ -260,7 +259,14 @@ async fn replicas_configured_as_the_chart_configures_them_form_a_ring_over_its_c
             .clone()
     };
     let sts: StatefulSet = serde_json::from_value(find("StatefulSet", "ringscale")).unwrap();
-    let container = sts.spec.unwrap().template.spec.unwrap().containers.remove(0);
+    let container = sts
+        .spec
+        .unwrap()
+        .template
+        .spec
+        .unwrap()
+        .containers
+        .remove(0);
     assert_eq!(container.args.as_deref(), Some(&["run".to_owned()][..]));
 
     let sim = KubeSim::start(Config::default()).await.unwrap();
@@ -320,12 +326,11 @@ async fn replicas_configured_as_the_chart_configures_them_form_a_ring_over_its_c
                 "RINGSCALE_RENEW_DEADLINE" => "2".to_owned(),
                 "RINGSCALE_RETRY_PERIOD" => "0.5".to_owned(),
                 _ => {
-                    let v = env.value.clone().unwrap_or_else(|| {
-                        panic!("{} comes from {:?}", env.name, env.value_from)
-                    });
-                    paths
-                        .get(&v)
-                        .map_or(v, |p| p.display().to_string())
+                    let v = env
+                        .value
+                        .clone()
+                        .unwrap_or_else(|| panic!("{} comes from {:?}", env.name, env.value_from));
+                    paths.get(&v).map_or(v, |p| p.display().to_string())
                 }
             };
             cmd.env(&env.name, value);

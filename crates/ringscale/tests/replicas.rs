@@ -29,7 +29,6 @@ const WITHIN: Duration = Duration::from_secs(30);
 /// `ringscale`).
 const SERVICE_ACCOUNT: &str = "system:serviceaccount:ringscale:ringscale";
 
-
 async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
 where
     F: FnMut() -> Fut,
@@ -545,9 +544,18 @@ async fn three_replicas_scale_a_deployment_from_a_redis_list_and_survive_a_kill(
         .query_async(&mut conn)
         .await
         .unwrap();
-    eventually(WITHIN, "the finished Jobs deleted (history limit 0)", || async {
-        jobs.list(&labelled).await.ok()?.items.is_empty().then_some(())
-    })
+    eventually(
+        WITHIN,
+        "the finished Jobs deleted (history limit 0)",
+        || async {
+            jobs.list(&labelled)
+                .await
+                .ok()?
+                .items
+                .is_empty()
+                .then_some(())
+        },
+    )
     .await;
 
     // SIGTERM: a clean exit that releases the member Lease.

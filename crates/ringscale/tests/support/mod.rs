@@ -133,9 +133,13 @@ pub fn grants(docs: &[Value], namespace: &str, name: &str) -> Vec<Grant> {
         if binding_kind != "ClusterRoleBinding" && binding_kind != "RoleBinding" {
             continue;
         }
-        let bound = binding["subjects"].as_array().into_iter().flatten().any(|s| {
-            s["kind"] == "ServiceAccount" && s["name"] == name && s["namespace"] == namespace
-        });
+        let bound = binding["subjects"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|s| {
+                s["kind"] == "ServiceAccount" && s["name"] == name && s["namespace"] == namespace
+            });
         if !bound {
             continue;
         }
@@ -194,10 +198,7 @@ impl Grant {
                 .is_some_and(|n| self.resource_names.contains(n));
         in_scope
             && named
-            && self
-                .api_groups
-                .iter()
-                .any(|g| g == "*" || *g == call.group)
+            && self.api_groups.iter().any(|g| g == "*" || *g == call.group)
             && self
                 .resources
                 .iter()
@@ -229,7 +230,9 @@ pub fn check_rbac(
                             && resource_matches(resource, &c.resource)
                             && (verb == "*" || *verb == c.verb)
                             && (g.resource_names.is_empty()
-                                || c.name.as_ref().is_some_and(|n| g.resource_names.contains(n)))
+                                || c.name
+                                    .as_ref()
+                                    .is_some_and(|n| g.resource_names.contains(n)))
                     });
                     let excused = unexercised
                         .iter()
