@@ -18,6 +18,9 @@ use serde::de::DeserializeOwned;
 use tokio::task::JoinHandle;
 use tracing::debug;
 
+mod view;
+pub use view::WorkloadView;
+
 /// Reflector stores of everything a trigger may refer to.
 #[derive(Clone)]
 pub struct ClusterLookup {
@@ -26,9 +29,9 @@ pub struct ClusterLookup {
     trigger_auths: Store<TriggerAuthentication>,
     cluster_trigger_auths: Store<ClusterTriggerAuthentication>,
     /// Deployments (also the scale targets' replica counts).
-    pub deployments: Store<Deployment>,
+    deployments: Store<WorkloadView<Deployment>>,
     /// StatefulSets (likewise).
-    pub stateful_sets: Store<StatefulSet>,
+    stateful_sets: Store<WorkloadView<StatefulSet>>,
 }
 
 impl std::fmt::Debug for ClusterLookup {
@@ -44,78 +47,6 @@ pub(crate) fn slim<K: Resource>(o: &mut K) {
     o.meta_mut().managed_fields = None;
 }
 
-/// What the stores keep of a Deployment or StatefulSet: the names, `spec.replicas`, the ready
-/// count and each container's name and environment (`*FromEnv` trigger parameters). The rest of
-/// a workload (volumes, probes, resources, annotations such as kubectl's last-applied copy) is
-/// never read and, across a large cluster, is most of what the watch delivers.
-pub(crate) trait Workload: Resource {
-    /// Drops every field the lookups do not read.
-    fn slim_workload(&mut self);
-}
-
-fn slim_pod_template(template: &mut k8s_openapi::api::core::v1::PodTemplateSpec) {
-    template.metadata = None;
-    if let Some(pod) = template.spec.as_mut() {
-        let containers = std::mem::take(&mut pod.containers)
-            .into_iter()
-            .map(|c| k8s_openapi::api::core::v1::Container {
-                name: c.name,
-                env: c.env,
-                env_from: c.env_from,
-                ..Default::default()
-            })
-            .collect();
-        *pod = PodSpec {
-            containers,
-            ..Default::default()
-        };
-    }
-}
-
-fn slim_meta(meta: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) {
-    meta.managed_fields = None;
-    meta.annotations = None;
-    meta.labels = None;
-    meta.owner_references = None;
-}
-
-impl Workload for Deployment {
-    fn slim_workload(&mut self) {
-        slim_meta(&mut self.metadata);
-        if let Some(spec) = self.spec.as_mut() {
-            spec.selector = Default::default();
-            spec.strategy = None;
-            slim_pod_template(&mut spec.template);
-        }
-        if let Some(status) = self.status.as_mut() {
-            *status = k8s_openapi::api::apps::v1::DeploymentStatus {
-                ready_replicas: status.ready_replicas,
-                replicas: status.replicas,
-                ..Default::default()
-            };
-        }
-    }
-}
-
-impl Workload for StatefulSet {
-    fn slim_workload(&mut self) {
-        slim_meta(&mut self.metadata);
-        if let Some(spec) = self.spec.as_mut() {
-            spec.selector = Default::default();
-            spec.volume_claim_templates = None;
-            spec.update_strategy = None;
-            slim_pod_template(&mut spec.template);
-        }
-        if let Some(status) = self.status.as_mut() {
-            *status = k8s_openapi::api::apps::v1::StatefulSetStatus {
-                ready_replicas: status.ready_replicas,
-                replicas: status.replicas,
-                ..Default::default()
-            };
-        }
-    }
-}
-
 /// What the HPA store keeps: everything but the status and managedFields (the HPA controller
 /// rewrites the status, with its conditions and current metrics, on every sync; ringscale only
 /// compares and replaces the spec, labels, owners and annotations).
@@ -124,18 +55,21 @@ pub(crate) fn slim_hpa(hpa: &mut k8s_openapi::api::autoscaling::v2::HorizontalPo
     hpa.status = None;
 }
 
-/// Starts a reflector of a workload kind with [`Workload::slim_workload`] applied to each object.
-fn reflect_workloads<K>(api: Api<K>) -> (Store<K>, JoinHandle<()>)
+/// Starts a reflector of a workload kind, decoding each object as a [`WorkloadView`].
+fn reflect_workloads<K>(client: &Client) -> (Store<WorkloadView<K>>, JoinHandle<()>)
 where
-    K: Workload<DynamicType = ()>
+    K: k8s_openapi::Resource<Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
-        + DeserializeOwned
         + std::fmt::Debug
         + Send
         + Sync
         + 'static,
 {
-    reflect_modified(api, watcher::Config::default(), K::slim_workload)
+    reflect_modified(
+        Api::<WorkloadView<K>>::all(client.clone()),
+        watcher::Config::default(),
+        WorkloadView::slim,
+    )
 }
 
 /// Starts a reflector for `K` across the cluster; the task keeps the store current.
@@ -205,8 +139,8 @@ impl ClusterLookup {
         let (trigger_auths, c) = reflect(Api::<TriggerAuthentication>::all(client.clone()));
         let (cluster_trigger_auths, d) =
             reflect(Api::<ClusterTriggerAuthentication>::all(client.clone()));
-        let (deployments, e) = reflect_workloads(Api::<Deployment>::all(client.clone()));
-        let (stateful_sets, f) = reflect_workloads(Api::<StatefulSet>::all(client.clone()));
+        let (deployments, e) = reflect_workloads::<Deployment>(client);
+        let (stateful_sets, f) = reflect_workloads::<StatefulSet>(client);
         (
             ClusterLookup {
                 secrets,
@@ -233,27 +167,11 @@ impl ClusterLookup {
             ("apps/v1", "Deployment") => self
                 .deployments
                 .get(&ObjectRef::new(name).within(namespace))
-                .map(|d| {
-                    (
-                        d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
-                        d.status
-                            .as_ref()
-                            .and_then(|s| s.ready_replicas)
-                            .unwrap_or(0),
-                    )
-                }),
+                .map(|d| d.replicas()),
             ("apps/v1", "StatefulSet") => self
                 .stateful_sets
                 .get(&ObjectRef::new(name).within(namespace))
-                .map(|s| {
-                    (
-                        s.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
-                        s.status
-                            .as_ref()
-                            .and_then(|s| s.ready_replicas)
-                            .unwrap_or(0),
-                    )
-                }),
+                .map(|s| s.replicas()),
             _ => None,
         }
     }
@@ -321,12 +239,12 @@ impl ObjectLookup for ClusterLookup {
             "Deployment" => found(
                 self.deployments
                     .get(&ObjectRef::new(name).within(namespace))
-                    .and_then(|d| d.spec.clone()?.template.spec),
+                    .and_then(|d| d.pod_spec()),
             ),
             "StatefulSet" => found(
                 self.stateful_sets
                     .get(&ObjectRef::new(name).within(namespace))
-                    .and_then(|s| s.spec.clone()?.template.spec),
+                    .and_then(|s| s.pod_spec()),
             ),
             _ => Lookup::NotVisible,
         }

@@ -504,8 +504,13 @@ async fn deletion_restores_the_original_replica_count() {
     let _ctl = controller(&c.client, rx, "r0");
     // Inactive with min 0: scaled in after the cooldown (never active: initial cooldown 0).
     wait_replicas(&c.client, "worker", 0, WITHIN).await;
-    let status = so_status(&c.client, "orders").await;
-    assert_eq!(status["originalReplicaCount"], 2);
+    // The status is written after the scale, in the same cycle.
+    let original = eventually(WITHIN, "originalReplicaCount in the status", || async {
+        let status = so_status(&c.client, "orders").await;
+        (!status["originalReplicaCount"].is_null()).then(|| status["originalReplicaCount"].clone())
+    })
+    .await;
+    assert_eq!(original, 2);
 
     Api::<ScaledObject>::namespaced(c.client.clone(), NS)
         .delete("orders", &DeleteParams::default())
