@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use kube::runtime::reflector::{ObjectRef, Store};
 use ringscale_api::{MetricType, ScaledObject};
 use ringscale_cache::RecordKey;
@@ -75,7 +74,7 @@ pub struct Resolver {
     /// Every ScaledObject.
     pub scaled_objects: Store<ScaledObject>,
     /// Every HPA (the targets, for fallback values).
-    pub hpas: Store<HorizontalPodAutoscaler>,
+    pub hpas: Store<ringscale_operator::hpa::HpaView>,
     /// Scale targets' replicas (for fallback behaviors).
     pub cluster: ClusterLookup,
     /// Live reads at this replica, for objects it owns.
@@ -238,9 +237,8 @@ impl Resolver {
         let hpa = self
             .hpas
             .get(&ObjectRef::new(&so.hpa_name()).within(namespace))?;
-        let (metric_type, target) = hpa
-            .spec
-            .as_ref()?
+        let spec = hpa.spec()?;
+        let (metric_type, target) = spec
             .metrics
             .iter()
             .flatten()

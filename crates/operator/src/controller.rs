@@ -50,7 +50,7 @@ use tokio::sync::{Mutex, Semaphore, mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tracing::{Instrument as _, debug, info, warn};
 
-use crate::hpa;
+use crate::hpa::{self, HpaView};
 use crate::lookup::{ClusterLookup, reflect_with};
 use crate::metrics::Metrics;
 use crate::schedule::Schedule;
@@ -160,7 +160,7 @@ struct Ctx {
     jobs: Store<Job>,
     /// Their Pods (the label is on the Jobs' pod templates), for pending-Job detection.
     pods: Store<Pod>,
-    hpas: Store<HorizontalPodAutoscaler>,
+    hpas: Store<HpaView>,
     lookup: ClusterLookup,
     records: Arc<RecordStore>,
     sources: Sources,
@@ -241,7 +241,7 @@ pub struct Controller {
     records: Arc<RecordStore>,
     scaled_objects: Store<ScaledObject>,
     cluster: ClusterLookup,
-    hpas: Store<HorizontalPodAutoscaler>,
+    hpas: Store<HpaView>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -269,9 +269,9 @@ impl Controller {
         let sos = watch_objects::<ScaledObject>(&client, Kind::ScaledObject, tx.clone());
         let lookup = ClusterLookup::start(&client);
         let hpas = crate::lookup::reflect_modified(
-            Api::<HorizontalPodAutoscaler>::all(client.clone()),
+            Api::<HpaView>::all(client.clone()),
             watcher::Config::default(),
-            crate::lookup::slim_hpa,
+            HpaView::slim,
         );
         let (scaled_objects, cluster, autoscalers) =
             (sos.0.clone(), lookup.0.clone(), hpas.0.clone());
@@ -307,7 +307,7 @@ impl Controller {
     }
 
     /// Every HPA, from the controller's watch (the metrics API reads the targets for fallback).
-    pub fn hpas(&self) -> &Store<HorizontalPodAutoscaler> {
+    pub fn hpas(&self) -> &Store<HpaView> {
         &self.hpas
     }
 
@@ -357,7 +357,7 @@ struct Parts {
     stats: Arc<Stats>,
     metrics: Arc<Metrics>,
     sos: (Store<ScaledObject>, tokio::task::JoinHandle<()>),
-    hpas: (Store<HorizontalPodAutoscaler>, tokio::task::JoinHandle<()>),
+    hpas: (Store<HpaView>, tokio::task::JoinHandle<()>),
     lookup: (ClusterLookup, Vec<tokio::task::JoinHandle<()>>),
 }
 

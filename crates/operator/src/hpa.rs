@@ -13,6 +13,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use ringscale_api::names::{ANNOTATION_HPA_EXCLUDED_LABELS, LABEL_SCALED_OBJECT_NAME};
 use ringscale_api::{MetricType, ScaledObject};
 use ringscale_scalers::{MetricSpec, ResourceTarget};
+use serde::Deserialize;
 
 use crate::semantics::pause::Pause;
 
@@ -227,16 +228,73 @@ pub fn desired(
 /// Whether `existing` already is `desired`: every field `desired` sets is set the same in
 /// `existing` (fields the API server defaulted are ignored, as KEDA's semantic comparison does),
 /// and the labels and owner match.
-pub fn matches(existing: &HorizontalPodAutoscaler, desired: &HorizontalPodAutoscaler) -> bool {
-    let (Ok(e), Ok(d)) = (
-        serde_json::to_value(&existing.spec),
-        serde_json::to_value(&desired.spec),
-    ) else {
+pub fn matches(existing: &HpaView, desired: &HorizontalPodAutoscaler) -> bool {
+    let (Some(e), Ok(d)) = (existing.spec_value(), serde_json::to_value(&desired.spec)) else {
         return false;
     };
     derivative(&d, &e)
         && existing.metadata.labels == desired.metadata.labels
         && existing.metadata.owner_references == desired.metadata.owner_references
+}
+
+/// An HPA as the watch keeps it: the metadata (without managedFields) and the spec as the
+/// compact JSON text it arrived as; the status is dropped. Every replica watches every HPA (the
+/// metrics API reads a fallback's target from any object's HPA), and decoded into k8s-openapi's
+/// types an HPA with one external metric took about 3 KiB; its spec text is a few hundred
+/// bytes, decoded only when an owner compares it or a fallback needs its target.
+#[derive(Clone, Debug, Deserialize)]
+pub struct HpaView {
+    /// Names, resourceVersion, labels, owners, annotations.
+    pub metadata: ObjectMeta,
+    #[serde(default, deserialize_with = "compact_json")]
+    spec: Box<str>,
+}
+
+fn compact_json<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Box<str>, D::Error> {
+    let value = serde_json::Value::deserialize(d)?;
+    serde_json::to_string(&value)
+        .map(String::into_boxed_str)
+        .map_err(serde::de::Error::custom)
+}
+
+impl HpaView {
+    /// The spec, decoded; `None` when the object has none.
+    pub fn spec(&self) -> Option<HorizontalPodAutoscalerSpec> {
+        serde_json::from_str(&self.spec).ok()
+    }
+
+    /// The spec as JSON; `None` when the object has none.
+    pub fn spec_value(&self) -> Option<serde_json::Value> {
+        serde_json::from_str::<serde_json::Value>(&self.spec)
+            .ok()
+            .filter(|v| !v.is_null())
+    }
+
+    /// Drops the managedFields, which nothing reads.
+    pub fn slim(&mut self) {
+        self.metadata.managed_fields = None;
+    }
+}
+
+impl k8s_openapi::Resource for HpaView {
+    const API_VERSION: &'static str = HorizontalPodAutoscaler::API_VERSION;
+    const GROUP: &'static str = HorizontalPodAutoscaler::GROUP;
+    const KIND: &'static str = HorizontalPodAutoscaler::KIND;
+    const VERSION: &'static str = HorizontalPodAutoscaler::VERSION;
+    const URL_PATH_SEGMENT: &'static str = HorizontalPodAutoscaler::URL_PATH_SEGMENT;
+    type Scope = k8s_openapi::NamespaceResourceScope;
+}
+
+impl k8s_openapi::Metadata for HpaView {
+    type Ty = ObjectMeta;
+
+    fn metadata(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+
+    fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
 }
 
 /// `desired` ⊆ `existing`: objects may have extra keys in `existing`, arrays must match
@@ -273,5 +331,52 @@ mod tests {
             &json!({"metrics": [1, 2]}),
             &json!({"metrics": [1]})
         ));
+    }
+
+    #[test]
+    fn a_stored_hpa_compares_by_its_spec_labels_and_owner() {
+        let desired: HorizontalPodAutoscaler = serde_json::from_value(json!({
+            "metadata": {"name": "keda-hpa-a", "labels": {"app": "a"}},
+            "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "a"}, "maxReplicas": 5,
+                     "metrics": [{"type": "External", "external": {
+                         "metric": {"name": "s0-redis-q"},
+                         "target": {"type": "AverageValue", "averageValue": "5"}}}]}
+        }))
+        .unwrap();
+        let mut stored = serde_json::to_value(&desired).unwrap();
+        stored["metadata"]["resourceVersion"] = json!("9");
+        stored["metadata"]["managedFields"] = json!([{"manager": "kube-controller-manager"}]);
+        stored["spec"]["minReplicas"] = json!(1);
+        stored["status"] = json!({"currentReplicas": 2, "desiredReplicas": 2});
+        let mut view: HpaView = serde_json::from_value(stored.clone()).unwrap();
+        view.slim();
+        assert_eq!(view.metadata.managed_fields, None);
+        assert!(
+            matches(&view, &desired),
+            "server defaults are no difference"
+        );
+        let spec = view.spec().unwrap();
+        assert_eq!(spec.max_replicas, 5);
+        assert_eq!(
+            spec.metrics.unwrap()[0]
+                .external
+                .as_ref()
+                .unwrap()
+                .metric
+                .name,
+            "s0-redis-q"
+        );
+
+        stored["spec"]["maxReplicas"] = json!(6);
+        let changed: HpaView = serde_json::from_value(stored.clone()).unwrap();
+        assert!(!matches(&changed, &desired));
+        stored["spec"]["maxReplicas"] = json!(5);
+        stored["metadata"]["labels"] = json!({"app": "b"});
+        let relabelled: HpaView = serde_json::from_value(stored.clone()).unwrap();
+        assert!(!matches(&relabelled, &desired));
+
+        let bare: HpaView = serde_json::from_value(json!({"metadata": {"name": "x"}})).unwrap();
+        assert!(bare.spec().is_none());
+        assert!(!matches(&bare, &desired));
     }
 }

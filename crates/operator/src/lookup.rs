@@ -47,14 +47,6 @@ pub(crate) fn slim<K: Resource>(o: &mut K) {
     o.meta_mut().managed_fields = None;
 }
 
-/// What the HPA store keeps: everything but the status and managedFields (the HPA controller
-/// rewrites the status, with its conditions and current metrics, on every sync; ringscale only
-/// compares and replaces the spec, labels, owners and annotations).
-pub(crate) fn slim_hpa(hpa: &mut k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler) {
-    hpa.metadata.managed_fields = None;
-    hpa.status = None;
-}
-
 /// Starts a reflector of a workload kind, decoding each object as a [`WorkloadView`].
 fn reflect_workloads<K>(client: &Client) -> (Store<WorkloadView<K>>, JoinHandle<()>)
 where

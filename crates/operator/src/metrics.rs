@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -15,23 +15,26 @@ use prometheus_client::registry::Registry;
 use ringscale_ring::Kind;
 
 type FloatGauge = Gauge<f64, AtomicU64>;
+/// Kind, namespace and name of an object.
+type ObjectKey = (Kind, Arc<str>, Arc<str>);
 
-/// Labels of the per-trigger metrics (`keda_scaler_*`).
+/// Labels of the per-trigger metrics (`keda_scaler_*`). The four families and the list of an
+/// object's series hold clones of one label set, so the values are shared strings.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 #[allow(non_snake_case)] // the label names are KEDA's
 pub struct ScalerLabels {
     /// Namespace of the object.
-    pub namespace: String,
+    pub namespace: Arc<str>,
     /// External metric name (`s0-redis-jobs`).
-    pub metric: String,
+    pub metric: Arc<str>,
     /// Name of the ScaledObject or ScaledJob (KEDA uses this label for both).
-    pub scaledObject: String,
+    pub scaledObject: Arc<str>,
     /// Trigger type, e.g. `redis`.
-    pub scaler: String,
+    pub scaler: Arc<str>,
     /// Index of the trigger.
-    pub triggerIndex: String,
+    pub triggerIndex: Arc<str>,
     /// `scaledobject` or `scaledjob`.
-    pub r#type: String,
+    pub r#type: &'static str,
 }
 
 /// Labels of `keda_internal_scale_loop_latency_seconds`.
@@ -76,7 +79,7 @@ pub struct Metrics {
     paused: Family<ScaledObjectLabels, Gauge>,
     owned: Family<KindLabels, Gauge>,
     /// Label sets exported per object, to remove them when the object goes.
-    series: Mutex<HashMap<(Kind, String, String), Vec<ScalerLabels>>>,
+    series: Mutex<HashMap<ObjectKey, Vec<ScalerLabels>>>,
 }
 
 fn kind_label(kind: Kind) -> &'static str {
@@ -158,12 +161,12 @@ impl Metrics {
         index: usize,
     ) -> ScalerLabels {
         ScalerLabels {
-            namespace: namespace.to_owned(),
-            metric: metric.to_owned(),
-            scaledObject: name.to_owned(),
-            scaler: scaler.to_owned(),
-            triggerIndex: index.to_string(),
-            r#type: kind_label(kind).to_owned(),
+            namespace: namespace.into(),
+            metric: metric.into(),
+            scaledObject: name.into(),
+            scaler: scaler.into(),
+            triggerIndex: index.to_string().into(),
+            r#type: kind_label(kind),
         }
     }
 
@@ -204,16 +207,16 @@ impl Metrics {
             Kind::ScaledObject => {
                 self.scaled_object_errors
                     .get_or_create(&ScaledObjectLabels {
-                        namespace: labels.namespace.clone(),
-                        scaledObject: labels.scaledObject.clone(),
+                        namespace: labels.namespace.to_string(),
+                        scaledObject: labels.scaledObject.to_string(),
                     })
                     .inc();
             }
             Kind::ScaledJob => {
                 self.scaled_job_errors
                     .get_or_create(&ScaledJobLabels {
-                        namespace: labels.namespace.clone(),
-                        scaledJob: labels.scaledObject.clone(),
+                        namespace: labels.namespace.to_string(),
+                        scaledJob: labels.scaledObject.to_string(),
                     })
                     .inc();
             }
@@ -248,7 +251,7 @@ impl Metrics {
             .series
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .remove(&(kind, namespace.to_owned(), name.to_owned()))
+            .remove(&(kind, Arc::from(namespace), Arc::from(name)))
             .unwrap_or_default();
         for l in &labels {
             self.value.remove(l);
