@@ -1,6 +1,12 @@
 //! Client-side limits on the replica's Kubernetes API requests, as a layer in the kube client:
-//! a token bucket (QPS and burst, as client-go's `--kube-api-qps`/`--kube-api-burst`) and
-//! back-off on throttling. kube's client already retries a `429 Too Many Requests` (and 503)
+//! a token bucket (QPS and burst, as client-go's `--kube-api-qps`/`--kube-api-burst`), a bound
+//! on requests in flight, and back-off on throttling.
+//!
+//! The bound on requests in flight (watches excepted) bounds the client's connections: kube's
+//! client speaks HTTP/1.1, so every concurrent request has a connection of its own, and its pool
+//! keeps idle connections (with their TLS state and buffers grown by the largest response) for
+//! 90 s. Unbounded, a replica taking over a few thousand objects opened hundreds of connections
+//! to the API server at once, and held them. kube's client already retries a `429 Too Many Requests` (and 503)
 //! after the `Retry-After` the server sent, per request and up to 15 times, as client-go does;
 //! a request that still ends in 429 holds every request of this client for its `Retry-After`
 //! (capped), so a server that keeps throttling sees the load drop instead of a retry storm.
@@ -17,6 +23,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{Request, Response, StatusCode, header};
+use tokio::sync::Semaphore;
 use tokio::time::{Instant, Sleep};
 use tracing::debug;
 
@@ -29,7 +36,13 @@ pub(crate) struct Limits {
     pub burst: u32,
     /// Longest `Retry-After` honoured.
     pub max_retry_after: Duration,
+    /// Requests other than watches sent at once; 0 means unbounded. Further requests wait, in
+    /// order, for one to be answered.
+    pub max_in_flight: usize,
 }
+
+/// The bound on requests in flight a replica uses.
+pub(crate) const MAX_IN_FLIGHT: usize = 32;
 
 #[derive(Debug)]
 struct State {
@@ -42,6 +55,7 @@ struct State {
 struct Shared {
     limits: Limits,
     state: Mutex<State>,
+    in_flight: Option<Arc<Semaphore>>,
 }
 
 impl Shared {
@@ -93,6 +107,8 @@ impl LimitsLayer {
                     refilled: Instant::now(),
                     not_before: None,
                 }),
+                in_flight: (limits.max_in_flight > 0)
+                    .then(|| Arc::new(Semaphore::new(limits.max_in_flight))),
             }),
         }
     }
@@ -161,8 +177,14 @@ where
     fn call(&mut self, request: Request<B>) -> Self::Future {
         self.admitted = false;
         let shared = Arc::clone(&self.shared);
+        let bounded = crate::api_requests::verb(request.method(), request.uri()) != "watch";
+        // The inner future sends nothing until polled, so the request waits here for its turn.
         let response = self.inner.call(request);
         Box::pin(async move {
+            let _permit = match shared.in_flight.as_ref().filter(|_| bounded) {
+                Some(slots) => Arc::clone(slots).acquire_owned().await.ok(),
+                None => None,
+            };
             let response = response.await?;
             if response.status() == StatusCode::TOO_MANY_REQUESTS {
                 let wait = retry_after(&response).min(shared.limits.max_retry_after);
@@ -222,6 +244,7 @@ mod tests {
             qps: 10.0,
             burst: 5,
             max_retry_after: Duration::from_secs(10),
+            max_in_flight: 0,
         });
         let mut svc = tower::Layer::layer(&layer, backend(Arc::clone(&seen)));
         let start = Instant::now();
@@ -249,6 +272,7 @@ mod tests {
             qps: 0.0,
             burst: 1,
             max_retry_after: Duration::from_secs(10),
+            max_in_flight: 0,
         });
         let mut svc = tower::Layer::layer(&layer, backend(Arc::clone(&seen)));
         let start = Instant::now();
@@ -270,6 +294,7 @@ mod tests {
             qps: 0.0,
             burst: 1,
             max_retry_after: Duration::from_secs(1),
+            max_in_flight: 0,
         });
         let seen2: Arc<Mutex<Vec<Instant>>> = Arc::default();
         let mut svc = tower::Layer::layer(&capped, backend(Arc::clone(&seen2)));
@@ -279,6 +304,65 @@ mod tests {
         let _ = svc.ready().await.map(|s| s.call(request("/")));
         let times = seen2.lock().unwrap_or_else(PoisonError::into_inner).clone();
         assert_eq!(times[1].duration_since(t0), Duration::from_secs(1));
+    }
+}
+
+#[cfg(test)]
+mod in_flight {
+    use super::*;
+    use std::convert::Infallible;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tower::{Service as _, ServiceExt as _};
+
+    /// Requests take 100 ms at the backend, which records how many it held at once.
+    #[tokio::test(start_paused = true)]
+    async fn requests_beyond_the_bound_wait_but_watches_do_not() {
+        let now = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let (n, m) = (Arc::clone(&now), Arc::clone(&most));
+        let backend = tower::service_fn(move |_: Request<()>| {
+            let (n, m) = (Arc::clone(&n), Arc::clone(&m));
+            async move {
+                let held = n.fetch_add(1, Ordering::SeqCst) + 1;
+                m.fetch_max(held, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                n.fetch_sub(1, Ordering::SeqCst);
+                Ok::<_, Infallible>(Response::new(()))
+            }
+        });
+        let layer = LimitsLayer::new(Limits {
+            qps: 0.0,
+            burst: 1,
+            max_retry_after: Duration::from_secs(10),
+            max_in_flight: 4,
+        });
+        let mut svc = tower::Layer::layer(&layer, backend);
+        let started = Instant::now();
+        let mut calls = Vec::new();
+        for i in 0..12 {
+            let uri = format!("/api/v1/namespaces/default/configmaps/c{i}");
+            let Ok(ready) = svc.ready().await;
+            calls.push(tokio::spawn(
+                ready.call(Request::patch(uri).body(()).unwrap_or_default()),
+            ));
+        }
+        // Five watches on top of four requests in flight: none of them waits.
+        for _ in 0..5 {
+            let Ok(ready) = svc.ready().await;
+            calls.push(tokio::spawn(
+                ready.call(
+                    Request::get("/api/v1/configmaps?watch=true")
+                        .body(())
+                        .unwrap_or_default(),
+                ),
+            ));
+        }
+        for call in calls {
+            assert!(matches!(call.await, Ok(Ok(_))));
+        }
+        assert_eq!(most.load(Ordering::SeqCst), 4 + 5);
+        // 12 bounded requests, 4 at a time, 100 ms each.
+        assert_eq!(started.elapsed(), Duration::from_millis(300));
     }
 }
 
@@ -314,6 +398,7 @@ mod with_kube {
             qps: 0.0,
             burst: 1,
             max_retry_after: Duration::from_secs(10),
+            max_in_flight: MAX_IN_FLIGHT,
         };
         let Ok(client) = crate::api_requests::client(config, Default::default(), limits) else {
             panic!("no client");

@@ -311,6 +311,7 @@ pub(crate) async fn replica(
         qps: args.kube_api_qps,
         burst: args.kube_api_burst,
         max_retry_after: Duration::from_secs(10),
+        max_in_flight: crate::client_limits::MAX_IN_FLIGHT,
     };
     let client = client(args.kubeconfig.as_ref(), api_requests.clone(), limits).await?;
 
