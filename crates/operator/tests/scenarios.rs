@@ -1813,3 +1813,48 @@ async fn the_cooldown_runs_from_the_last_active_poll() {
         "status writes while nothing changes"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_hpa_changed_by_someone_else_is_put_back_and_a_steady_one_is_left_alone() {
+    let c = cluster().await;
+    let source = Source::start().await;
+    deployment(&c.client, "worker", 1).await;
+    scaled_object(
+        &c.client,
+        "orders",
+        "worker",
+        json!({"triggers": [source.trigger()], "maxReplicaCount": 7}),
+        json!({}),
+    )
+    .await;
+    let (_tx, own) = watch::channel(ownership(&["r0"], "r0", 1));
+    let (ctl, _) = controller(&c.client, own, "r0");
+    let hpas = Api::<HorizontalPodAutoscaler>::namespaced(c.client.clone(), NS);
+    eventually(WITHIN, "the HPA", || async {
+        hpas.get_opt("keda-hpa-orders").await.unwrap()
+    })
+    .await;
+    // Polled every second: three more polls write nothing to the HPA.
+    let writes = ctl.stats.hpa_writes.load(Ordering::Relaxed);
+    let cycles = ctl.stats.cycles.load(Ordering::Relaxed);
+    eventually(WITHIN, "three more polls", || async {
+        (ctl.stats.cycles.load(Ordering::Relaxed) >= cycles + 3).then_some(())
+    })
+    .await;
+    assert_eq!(ctl.stats.hpa_writes.load(Ordering::Relaxed), writes);
+
+    // Someone raises the maximum by hand: the next poll puts KEDA's HPA back.
+    hpas.patch(
+        "keda-hpa-orders",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"maxReplicas": 50}})),
+    )
+    .await
+    .unwrap();
+    eventually(WITHIN, "maxReplicas back at 7", || async {
+        let hpa = hpas.get("keda-hpa-orders").await.unwrap();
+        (hpa.spec.unwrap().max_replicas == 7).then_some(())
+    })
+    .await;
+    assert_eq!(ctl.stats.hpa_writes.load(Ordering::Relaxed), writes + 1);
+}
