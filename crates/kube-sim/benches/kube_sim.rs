@@ -90,7 +90,7 @@ fn https_client(sim: &KubeSim) -> Https {
     for cert in rustls::pki_types::CertificateDer::pem_slice_iter(sim.ca_pem().as_bytes()) {
         roots.add(cert.unwrap()).unwrap();
     }
-    let config = ringscale_kube_sim::tls::client_config(None, Some(roots), false, None).unwrap();
+    let config = ringscale_kube_sim::tls::client_config(None, Some(roots), false).unwrap();
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(config)
         .https_only()

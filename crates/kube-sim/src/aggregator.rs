@@ -149,14 +149,18 @@ fn client_for(sim: &Sim, name: &str, object: &Value) -> Result<HttpsClient, ApiE
         ),
         _ => None,
     };
-    let config =
-        crate::tls::client_config(Some(&sim.front_proxy_client), roots, insecure, verify_as)
-            .map_err(|e| ApiError::internal(e.to_string()))?;
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+    let config = crate::tls::client_config(Some(&sim.front_proxy_client), roots, insecure)
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let builder = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(config)
-        .https_only()
-        .enable_http1()
-        .build();
+        .https_only();
+    let builder = match verify_as {
+        Some(name) => {
+            builder.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name))
+        }
+        None => builder,
+    };
+    let connector = builder.enable_http1().build();
     let client: HttpsClient = Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(30))
         .build(connector);

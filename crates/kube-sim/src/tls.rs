@@ -189,32 +189,19 @@ pub fn server_config(identity: &Identity, client_ca: &Authority) -> Result<Serve
 
 /// Client TLS presenting `identity` and trusting `roots` (or, when `insecure`, any server). ALPN
 /// is left to the HTTP connector.
-///
-/// `verify_as` is the name the server's certificate must carry instead of the host dialled: the
-/// aggregator dials an endpoint but verifies `<service>.<namespace>.svc`, as kube-aggregator
-/// does.
 pub fn client_config(
     identity: Option<&Identity>,
     roots: Option<RootCertStore>,
     insecure: bool,
-    verify_as: Option<rustls::pki_types::ServerName<'static>>,
 ) -> Result<rustls::ClientConfig, TlsError> {
     let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?;
-    let roots = Arc::new(roots.unwrap_or_else(RootCertStore::empty));
     let builder = if insecure {
         builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(AcceptAnyServer(provider())))
-    } else if let Some(name) = verify_as {
-        let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider())
-            .build()
-            .map_err(|e| TlsError::Verifier(e.to_string()))?;
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(VerifyAs { inner, name }))
     } else {
-        builder.with_root_certificates(roots)
+        builder.with_root_certificates(roots.unwrap_or_else(RootCertStore::empty))
     };
     let config = match identity {
         Some(id) => {
@@ -224,49 +211,6 @@ pub fn client_config(
         None => builder.with_no_client_auth(),
     };
     Ok(config)
-}
-
-/// Verifies a server's certificate for a fixed name, whatever host was dialled.
-#[derive(Debug)]
-struct VerifyAs {
-    inner: Arc<rustls::client::WebPkiServerVerifier>,
-    name: rustls::pki_types::ServerName<'static>,
-}
-
-impl rustls::client::danger::ServerCertVerifier for VerifyAs {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        _server_name: &rustls::pki_types::ServerName<'_>,
-        ocsp_response: &[u8],
-        now: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        self.inner
-            .verify_server_cert(end_entity, intermediates, &self.name, ocsp_response, now)
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
 }
 
 /// Accepts any server certificate (an APIService with `insecureSkipTLSVerify`).

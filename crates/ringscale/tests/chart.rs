@@ -382,7 +382,11 @@ async fn replicas_configured_as_the_chart_configures_them_form_a_ring_over_its_c
             let req = http::Request::get("/apis/external.metrics.k8s.io/v1beta1")
                 .body(Vec::new())
                 .unwrap();
-            client.request_text(req).await.ok()
+            // Bounded, so a backend that never answers fails the test instead of hanging it.
+            tokio::time::timeout(Duration::from_secs(10), client.request_text(req))
+                .await
+                .ok()?
+                .ok()
         }
     })
     .await;
