@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
+use support::eventually;
 
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
@@ -23,24 +24,6 @@ use ringscale_kube_sim::{Config, KubeSim};
 use serde_json::{Value, json};
 
 const PRODUCTION: &str = "ci/production-values.yaml";
-
-async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 #[test]
 fn the_chart_lints_clean_with_default_and_production_values() {

@@ -7,8 +7,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
+use support::eventually;
 
-use std::future::Future;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -28,24 +28,6 @@ const WITHIN: Duration = Duration::from_secs(30);
 /// The user the replicas run as: the chart's ServiceAccount (release `ringscale` in namespace
 /// `ringscale`).
 const SERVICE_ACCOUNT: &str = "system:serviceaccount:ringscale:ringscale";
-
-async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
