@@ -174,6 +174,20 @@ impl Record {
         now.checked_sub(age)
     }
 
+    /// Whether `self` says what `other` said: the same owner, at the same ring generation, read
+    /// the same value, activity and error with the same polling interval. Only the sequence
+    /// number and the time of the read may differ. A re-poll that is the same reading changes
+    /// nothing a peer serves except the record's age, so replication may send it late, together
+    /// with others (see `ringscale-replication`'s confirmation interval).
+    pub fn same_reading(&self, other: &Record) -> bool {
+        self.version.generation == other.version.generation
+            && self.value.to_bits() == other.value.to_bits()
+            && self.active == other.active
+            && self.error == other.error
+            && self.polling_interval == other.polling_interval
+            && self.origin == other.origin
+    }
+
     /// The total order on records used by [`Cache::merge`]: version first, then the contents, so
     /// two different records with one version still merge the same way everywhere.
     pub fn merge_order(&self, other: &Record) -> Ordering {
@@ -466,6 +480,28 @@ mod tests {
             (MAX_ERROR_LEN - 1..=MAX_ERROR_LEN).contains(&kept),
             "{kept}"
         );
+    }
+
+    #[test]
+    fn a_re_poll_is_the_same_reading_only_if_nothing_but_seq_and_time_differ() {
+        let now = Instant::now();
+        let first = record(3, 10, 4.0, now);
+        let later = now + Duration::from_secs(30);
+        assert!(record(3, 11, 4.0, later).same_reading(&first));
+        // A new value, a new generation (a takeover), an error or another interval is news.
+        assert!(!record(3, 11, 5.0, later).same_reading(&first));
+        assert!(!record(4, 11, 4.0, later).same_reading(&first));
+        let mut failed = record(3, 11, 4.0, later);
+        failed.error = Some(Arc::from("connection refused"));
+        assert!(!failed.same_reading(&first));
+        let mut slower = record(3, 11, 4.0, later);
+        slower.polling_interval = Duration::from_secs(60);
+        assert!(!slower.same_reading(&first));
+        let mut elsewhere = record(3, 11, 4.0, later);
+        elsewhere.origin = Arc::from("ringscale-1");
+        assert!(!elsewhere.same_reading(&first));
+        // -0.0 and 0.0 compare equal as numbers but are different readings on the wire.
+        assert!(!record(3, 11, -0.0, later).same_reading(&record(3, 10, 0.0, now)));
     }
 
     #[test]

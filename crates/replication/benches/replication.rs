@@ -218,7 +218,7 @@ async fn replica(
         let lags = Arc::clone(&lags);
         let measuring = Arc::clone(&measuring);
         let me = name.clone();
-        store.set_observer(Box::new(move |_, record| {
+        store.set_observer(Box::new(move |_, record, _| {
             if *record.origin == *me || !measuring.load(Ordering::Relaxed) {
                 return;
             }

@@ -32,6 +32,10 @@ pub struct Limits {
     pub backoff_base: Duration,
     /// Longest reconnect delay.
     pub backoff_max: Duration,
+    /// Longest time a re-poll that read the same as before waits to go to subscribers. News (a
+    /// new value, activity or error) goes at once; a confirmation only keeps the peers' copy
+    /// current, so confirmations wait to share one batch instead of costing one each.
+    pub confirm_interval: Duration,
 }
 
 impl Default for Limits {
@@ -48,6 +52,7 @@ impl Default for Limits {
             keepalive_timeout: Duration::from_secs(5),
             backoff_base: Duration::from_millis(100),
             backoff_max: Duration::from_secs(2),
+            confirm_interval: Duration::from_secs(1),
         }
     }
 }

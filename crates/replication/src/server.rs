@@ -5,6 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
@@ -230,6 +231,9 @@ impl Replication for ReplicationService {
     }
 }
 
+/// Shortest confirmation interval (a zero from a misconfiguration must not spin the sender).
+const MIN_CONFIRM: Duration = Duration::from_millis(10);
+
 /// Feeds one subscriber: the snapshot, then the outbox as it fills.
 struct Feed {
     closing: tokio::sync::watch::Receiver<bool>,
@@ -301,14 +305,19 @@ impl Feed {
         Ok(())
     }
 
+    /// News wakes this loop at once; confirmations (re-polls that read the same) wait for the
+    /// next news or the confirmation tick and go in the same batches.
     async fn send_deltas(&mut self, outbox: &Outbox) -> Stop {
+        let mut confirm = tokio::time::interval(self.limits.confirm_interval.max(MIN_CONFIRM));
+        confirm.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 () = outbox.notify.notified() => {}
+                _ = confirm.tick() => {}
                 () = self.tx.closed() => return Stop::Gone,
                 _ = self.closing.wait_for(|c| *c) => return Stop::Closing,
             }
-            let pending: Vec<(RecordKey, Record)> = outbox.take().into_iter().collect();
+            let pending = outbox.take();
             for part in pending.chunks(self.limits.max_batch_records.max(1)) {
                 if let Err(stop) = self.send(pb::BatchKind::Delta, part).await {
                     return stop;

@@ -9,8 +9,10 @@ use std::time::{Duration, Instant};
 use ringscale_cache::{Cache, Merge, Record, RecordKey, SeqSource, Version};
 use tokio::sync::Notify;
 
-/// Called for every record that changed the cache (local polls and records from peers).
-pub type Observer = Box<dyn Fn(&RecordKey, &Record) + Send + Sync>;
+/// Called for every record that changed the cache (local polls and records from peers), with
+/// whether it is news: a new key or a different reading, not a re-poll that read the same
+/// ([`Record::same_reading`]) and only makes the held record younger.
+pub type Observer = Box<dyn Fn(&RecordKey, &Record, bool) + Send + Sync>;
 
 /// Counters for `/metrics` and benchmarks.
 #[derive(Debug, Default)]
@@ -41,21 +43,43 @@ pub struct Stats {
 
 /// The records waiting to go to one subscriber: only the latest per key, so a slow subscriber
 /// costs at most one record per key this replica polls, however many polls happen meanwhile.
+///
+/// News (a new key or a different reading) wakes the sender at once. A re-poll that read the
+/// same only confirms that the peer's copy is still current; it waits for the next news or the
+/// confirmation interval, whichever comes first, and goes in the same batch as the rest, so an
+/// unchanged source costs the ring one batch per interval instead of one per poll.
 #[derive(Default)]
 pub(crate) struct Outbox {
-    pending: Mutex<HashMap<RecordKey, Record>>,
+    /// Per key: the latest record and whether it (or one it replaced here) is news.
+    pending: Mutex<HashMap<RecordKey, (Record, bool)>>,
     pub(crate) notify: Notify,
 }
 
 impl Outbox {
-    fn push(&self, key: &RecordKey, record: &Record) {
-        lock(&self.pending).insert(key.clone(), record.clone());
-        self.notify.notify_one();
+    fn push(&self, key: &RecordKey, record: &Record, news: bool) {
+        let news = {
+            let mut pending = lock(&self.pending);
+            let was_news = pending.get(key).is_some_and(|(_, n)| *n);
+            pending.insert(key.clone(), (record.clone(), news || was_news));
+            news
+        };
+        if news {
+            self.notify.notify_one();
+        }
     }
 
-    /// Everything pending, leaving the outbox empty.
-    pub(crate) fn take(&self) -> HashMap<RecordKey, Record> {
+    /// Everything pending, news and confirmations, leaving the outbox empty.
+    pub(crate) fn take(&self) -> Vec<(RecordKey, Record)> {
         std::mem::take(&mut *lock(&self.pending))
+            .into_iter()
+            .map(|(k, (r, _))| (k, r))
+            .collect()
+    }
+
+    /// Whether news is waiting (a test hook: confirmations alone do not wake the sender).
+    #[cfg(test)]
+    fn has_news(&self) -> bool {
+        lock(&self.pending).values().any(|(_, n)| *n)
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -149,15 +173,17 @@ impl Store {
         *lock(&self.observer) = Some(Arc::new(observer));
     }
 
-    fn observe(&self, key: &RecordKey, record: &Record) {
+    fn observe(&self, key: &RecordKey, record: &Record, news: bool) {
         let observer = lock(&self.observer).clone();
         if let Some(observer) = observer {
-            observer(key, record);
+            observer(key, record, news);
         }
     }
 
     /// Records a value this replica polled: stamps it with the current generation and the next
-    /// sequence number, merges it, and queues it for every subscriber. Returns its version.
+    /// sequence number, merges it, and queues it for every subscriber: at once when it is news,
+    /// with the next batch (at most the confirmation interval later) when it read the same as
+    /// the record it replaces. Returns its version.
     pub fn record_poll(
         &self,
         key: RecordKey,
@@ -180,21 +206,25 @@ impl Store {
             polling_interval,
             Arc::clone(&self.name),
         );
-        let changed = {
+        let (changed, news) = {
             let mut inner = lock(&self.inner);
+            let news = inner
+                .cache
+                .get(&key)
+                .is_none_or(|held| !record.same_reading(held));
             let outcome = inner.cache.merge(key.clone(), record.clone());
             if outcome.changed() {
                 let mut largest = 0;
                 for outbox in inner.outboxes.values() {
-                    outbox.push(&key, &record);
+                    outbox.push(&key, &record, news);
                     largest = largest.max(outbox.len());
                 }
                 self.max_outbox.fetch_max(largest, Ordering::Relaxed);
             }
-            outcome.changed()
+            (outcome.changed(), news)
         };
         if changed {
-            self.observe(&key, &record);
+            self.observe(&key, &record, news);
         }
         version
     }
@@ -202,10 +232,17 @@ impl Store {
     /// Merges a record received from a peer (it is not sent on: every replica subscribes to every
     /// other, and each sends only what it polled).
     pub fn merge_remote(&self, key: RecordKey, record: Record) -> Merge {
-        let outcome = lock(&self.inner).cache.merge(key.clone(), record.clone());
+        let (outcome, news) = {
+            let mut inner = lock(&self.inner);
+            let news = inner
+                .cache
+                .get(&key)
+                .is_none_or(|held| !record.same_reading(held));
+            (inner.cache.merge(key.clone(), record.clone()), news)
+        };
         if outcome.changed() {
             self.stats.records_applied.fetch_add(1, Ordering::Relaxed);
-            self.observe(&key, &record);
+            self.observe(&key, &record, news);
         }
         outcome
     }
@@ -289,5 +326,84 @@ impl Store {
             id,
         };
         Some((outbox, guard, snapshot))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn poll(store: &Store, value: f64, error: Option<&str>) {
+        store.record_poll(
+            RecordKey::new("default", "orders", "s0-redis-orders"),
+            value,
+            value > 0.0,
+            error,
+            crate::now(),
+            Duration::from_secs(10),
+        );
+    }
+
+    #[test]
+    fn news_wakes_the_sender_and_a_same_reading_waits_for_the_batch() {
+        let store = Store::new("ringscale-0");
+        let Some((outbox, _guard, snapshot)) = store.open_outbox(4) else {
+            panic!("the outbox should open");
+        };
+        assert!(snapshot.is_empty());
+        poll(&store, 3.0, None);
+        assert!(outbox.has_news(), "a new key is news");
+        assert_eq!(outbox.take().len(), 1);
+
+        poll(&store, 3.0, None);
+        assert!(!outbox.has_news(), "the same reading only confirms");
+        let confirmed = outbox.take();
+        assert_eq!(
+            confirmed.len(),
+            1,
+            "but it is still sent with the next batch"
+        );
+
+        poll(&store, 4.0, None);
+        poll(&store, 4.0, None);
+        assert!(
+            outbox.has_news(),
+            "a confirmation does not hide the news it follows"
+        );
+        assert_eq!(outbox.take()[0].1.value, 4.0);
+
+        poll(&store, 4.0, Some("connection refused"));
+        assert!(outbox.has_news(), "a failure is news");
+        outbox.take();
+        poll(&store, 4.0, Some("connection refused"));
+        assert!(!outbox.has_news(), "the same failure again is not");
+    }
+
+    #[test]
+    fn the_observer_hears_whether_a_remote_record_is_news() {
+        let store = Store::new("ringscale-1");
+        let heard: Arc<Mutex<Vec<bool>>> = Arc::default();
+        {
+            let heard = Arc::clone(&heard);
+            store.set_observer(Box::new(move |_, _, news| lock(&heard).push(news)));
+        }
+        let key = RecordKey::new("default", "orders", "s0-redis-orders");
+        let at = |seq: u64, value: f64| {
+            Record::new(
+                value,
+                true,
+                None,
+                Version { generation: 2, seq },
+                crate::now(),
+                Duration::from_secs(10),
+                Arc::from("ringscale-0"),
+            )
+        };
+        store.merge_remote(key.clone(), at(1, 3.0));
+        store.merge_remote(key.clone(), at(2, 3.0));
+        store.merge_remote(key.clone(), at(3, 5.0));
+        // An older record changes nothing and is not heard at all.
+        store.merge_remote(key, at(2, 3.0));
+        assert_eq!(*lock(&heard), vec![true, false, true]);
     }
 }

@@ -7,8 +7,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Options, Replica, connect_all, eventually, key, stays};
+use common::{Options, Replica, connect_all, eventually, key, stays, test_limits};
 use ringscale_kube_sim::proxy::{FaultProxy, Mode};
+use ringscale_replication::Limits;
 use ringscale_ring::Member;
 
 const WITHIN: Duration = Duration::from_secs(10);
@@ -44,6 +45,73 @@ async fn an_update_at_the_owner_reaches_both_peers() {
     assert_eq!(&*record.origin, "ringscale-0");
     assert!(record.age(ringscale_replication::now()) < Duration::from_secs(5));
     assert_eq!(a.canonical(), c.canonical());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_re_poll_that_read_the_same_rides_with_the_next_news_or_the_confirmation_tick() {
+    // Confirmations never go on their own here (an hour), so only news can carry them.
+    let patient = Options {
+        limits: Limits {
+            confirm_interval: Duration::from_secs(3600),
+            ..test_limits()
+        },
+        ..Options::default()
+    };
+    let a = Replica::start("ringscale-0", patient).await;
+    let b = Replica::start("ringscale-1", Options::default()).await;
+    connect_all(&[&a, &b]);
+    tokio::time::timeout(WITHIN, b.peers.wait_synced())
+        .await
+        .unwrap();
+    a.poll(&key(1), 3.0);
+    a.poll(&key(2), 5.0);
+    eventually("b sees a's first readings", WITHIN, || {
+        b.value(&key(1)) == Some(3.0) && b.value(&key(2)) == Some(5.0)
+    })
+    .await;
+    let first = b.store.get(&key(1)).unwrap().version;
+
+    a.poll(&key(1), 3.0);
+    let confirmed = a.store.get(&key(1)).unwrap().version;
+    assert!(confirmed > first);
+    stays(
+        "a same reading does not travel alone",
+        Duration::from_millis(500),
+        || b.store.get(&key(1)).unwrap().version == first,
+    )
+    .await;
+    // News goes at once, and takes the waiting confirmation along.
+    a.poll(&key(2), 6.0);
+    eventually("b sees the news and the confirmation", WITHIN, || {
+        b.value(&key(2)) == Some(6.0) && b.store.get(&key(1)).unwrap().version == confirmed
+    })
+    .await;
+
+    // With the default interval (1 s) a confirmation goes on its own, and the peer's copy is
+    // as young as the owner's.
+    let c = Replica::start("ringscale-2", Options::default()).await;
+    connect_all(&[&a, &b, &c]);
+    tokio::time::timeout(WITHIN, a.peers.wait_synced())
+        .await
+        .unwrap();
+    c.poll(&key(3), 2.0);
+    eventually("a sees c's reading", WITHIN, || {
+        a.value(&key(3)) == Some(2.0)
+    })
+    .await;
+    let before = a.store.get(&key(3)).unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    c.poll(&key(3), 2.0);
+    let owner = c.store.get(&key(3)).unwrap();
+    eventually(
+        "the confirmation reaches a within the interval",
+        Duration::from_secs(3),
+        || a.store.get(&key(3)).unwrap().version == owner.version,
+    )
+    .await;
+    let after = a.store.get(&key(3)).unwrap();
+    assert!(after.polled_at > before.polled_at, "the copy got younger");
+    assert_eq!(after.value, 2.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

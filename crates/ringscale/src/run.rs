@@ -399,15 +399,16 @@ pub(crate) async fn replica(
     let ownership = coordinator.ownership();
     let limits = Limits::default();
     let store = Store::new(&args.name);
-    // Replication lag: the age of each peer's record when it is merged here (it includes the
-    // time the owner's source read took).
+    // Replication lag: the age of each peer's news (a new value, activity or error) when it is
+    // merged here (it includes the time the owner's source read took). Re-polls that read the
+    // same wait up to the confirmation interval on purpose and are not counted.
     let replication_lag = prometheus_client::metrics::histogram::Histogram::new(
         prometheus_client::metrics::histogram::exponential_buckets(0.0005, 2.0, 14),
     );
     {
         let (lag, me) = (replication_lag.clone(), args.name.clone());
-        store.set_observer(Box::new(move |_, record| {
-            if *record.origin != *me {
+        store.set_observer(Box::new(move |_, record, news| {
+            if news && *record.origin != *me {
                 let age = ringscale_replication::now().saturating_duration_since(record.polled_at);
                 lag.observe(age.as_secs_f64());
             }
