@@ -78,6 +78,11 @@ pub struct Settings {
     pub first_poll_window: Duration,
     /// Poll cycles running at once.
     pub max_concurrent_cycles: usize,
+    /// Due polls are started on a grid of this step, every poll due within one step at once:
+    /// one wake-up of the loop (and of the source connections, which pipeline the reads) per
+    /// step instead of one per poll. A poll starts at most this late (`Duration::ZERO`: each
+    /// poll exactly when due).
+    pub poll_grain: Duration,
     /// KEDA's write pattern, for comparison in load tests only: the status (lastActiveTime)
     /// is written on every active poll instead of once a minute.
     pub keda_write_pattern: bool,
@@ -89,6 +94,7 @@ impl Default for Settings {
             cluster_object_namespace: "keda".into(),
             first_poll_window: Duration::from_secs(10),
             max_concurrent_cycles: 256,
+            poll_grain: Duration::from_millis(20),
             keda_write_pattern: false,
         }
     }
@@ -426,9 +432,10 @@ async fn run(
     let mut ready: std::collections::VecDeque<Slot> = std::collections::VecDeque::new();
     let mut initial = true;
     let mut shutdown = std::pin::pin!(shutdown);
+    let grid = Grid::new(ctx.settings.poll_grain, Instant::now());
 
     loop {
-        let next_due = schedule.next_due();
+        let next_due = schedule.next_due().map(|due| grid.at_or_after(due));
         tokio::select! {
             () = &mut shutdown => break,
             Some(msg) = rx.recv() => match msg {
@@ -535,6 +542,34 @@ async fn run(
     }
     for w in lookup_watches {
         w.abort();
+    }
+}
+
+/// Instants on a grid of one step from an origin: the loop wakes only on these.
+struct Grid {
+    step: Duration,
+    origin: Instant,
+}
+
+impl Grid {
+    fn new(step: Duration, origin: Instant) -> Self {
+        Grid { step, origin }
+    }
+
+    /// The first grid instant at or after `t` (`t` itself without a step, or before the origin).
+    fn at_or_after(&self, t: Instant) -> Instant {
+        let step = self.step.as_nanos();
+        let since = t.saturating_duration_since(self.origin).as_nanos();
+        if step == 0 || since == 0 {
+            return t;
+        }
+        let steps = since.div_ceil(step);
+        let offset = steps.saturating_mul(step);
+        // Offsets past u64 nanoseconds (585 years) are not a schedule worth rounding.
+        match u64::try_from(offset) {
+            Ok(nanos) => self.origin + Duration::from_nanos(nanos),
+            Err(_) => t,
+        }
     }
 }
 
@@ -1867,4 +1902,29 @@ fn emit<K: Resource<DynamicType = ()>>(
 ) {
     ctx.events
         .emit(obj.object_ref(&()), type_, reason, "Scaling", &note);
+}
+
+#[cfg(test)]
+mod grid_tests {
+    use super::*;
+
+    #[test]
+    fn polls_wake_on_the_grid_and_never_early() {
+        let origin = Instant::now();
+        let grid = Grid::new(Duration::from_millis(20), origin);
+        let ms = |n: u64| origin + Duration::from_millis(n);
+        assert_eq!(grid.at_or_after(ms(0)), ms(0));
+        assert_eq!(grid.at_or_after(ms(1)), ms(20));
+        assert_eq!(grid.at_or_after(ms(20)), ms(20));
+        assert_eq!(grid.at_or_after(ms(21)), ms(40));
+        assert_eq!(grid.at_or_after(ms(10_007)), ms(10_020));
+        // Before the origin (a poll planned earlier): at once.
+        let before = origin
+            .checked_sub(Duration::from_millis(5))
+            .unwrap_or(origin);
+        assert_eq!(grid.at_or_after(before), before);
+        // No step: exactly when due.
+        let exact = Grid::new(Duration::ZERO, origin);
+        assert_eq!(exact.at_or_after(ms(7)), ms(7));
+    }
 }

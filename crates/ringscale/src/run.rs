@@ -122,6 +122,10 @@ pub struct RunArgs {
     /// Kubernetes API requests allowed at once above the sustained rate.
     #[arg(long, env = "RINGSCALE_KUBE_API_BURST", default_value_t = 100)]
     kube_api_burst: u32,
+    /// Seconds between the instants polls start on: polls due within one step start together,
+    /// which saves wake-ups; a poll starts at most this late. 0 starts each exactly when due.
+    #[arg(long, env = "RINGSCALE_POLL_GRAIN", default_value_t = 0.02)]
+    poll_grain: f64,
     /// Write the status on every active poll, as KEDA does (for load-test comparisons only).
     #[arg(long, hide = true)]
     keda_write_pattern: bool,
@@ -300,6 +304,12 @@ pub(crate) async fn replica(
     let lease_duration = seconds(args.lease_duration, "lease-duration")?;
     let renew_deadline = seconds(args.renew_deadline, "renew-deadline")?;
     let retry_period = seconds(args.retry_period, "retry-period")?;
+    let poll_grain = seconds(args.poll_grain, "poll-grain")?;
+    if poll_grain > Duration::from_secs(1) {
+        anyhow::bail!(
+            "--poll-grain must be at most 1 second (it delays every poll by up to that much)"
+        );
+    }
     let drain = seconds(args.drain_timeout, "drain-timeout")?;
     let api_requests = prometheus_client::metrics::family::Family::default();
     if !args.kube_api_qps.is_finite() || args.kube_api_burst == 0 {
@@ -449,6 +459,7 @@ pub(crate) async fn replica(
                 .clone()
                 .unwrap_or_else(|| args.namespace.clone()),
             keda_write_pattern: args.keda_write_pattern,
+            poll_grain,
             ..Settings::default()
         },
         stopped(stop.clone()),
