@@ -34,7 +34,7 @@ mod report;
 use measure::{Dist, clock_ticks, proc_sample, samples};
 
 /// Command line.
-#[derive(Debug, Parser)]
+#[derive(Clone, Debug, Parser)]
 #[command(
     name = "ringscale-loadtest",
     about = "Load test a ring of replicas on loopback and write a report"
@@ -86,6 +86,11 @@ struct Args {
     /// Longest wait for the ring to hold every value, seconds.
     #[arg(long, default_value_t = 600)]
     ready_timeout: u64,
+    /// After each run of N > 1 replicas, also run one replica alone with a N-th of the objects:
+    /// what a replica would cost if sharding were free. The CPU ratio against the single
+    /// replica cannot go below this run's, whatever the ring costs.
+    #[arg(long)]
+    shard_reference: bool,
 }
 
 /// Longest wait for KEDA's write pattern to hold every value before measuring anyway.
@@ -129,6 +134,8 @@ pub(crate) struct RunResult {
     pub api_requests_per_second: BTreeMap<String, f64>,
     pub api_writes_per_second: f64,
     pub replication_bytes_per_second: f64,
+    /// Set on a `--shard-reference` run: the replica count whose share it polls alone.
+    pub reference_for: Option<usize>,
 }
 
 /// A target and whether the figures meet it.
@@ -203,6 +210,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
             // Write what we have after every run: a long invocation keeps its finished runs.
             let targets = targets(&runs);
             report::write(&dir, &command, &runs, &targets)?;
+            if args.shard_reference && replicas > 1 && !keda {
+                let share = Args {
+                    objects: args.objects.div_ceil(replicas),
+                    ..args.clone()
+                };
+                let mut result = run_once(&share, 1, false, seed).await?;
+                result.reference_for = Some(replicas);
+                println!(
+                    "1 replica with 1/{replicas} of the objects ({}): CPU {:.3} cores",
+                    share.objects, result.cpu_cores_per_replica
+                );
+                runs.push(result);
+                report::write(&dir, &command, &runs, &self::targets(&runs))?;
+            }
         }
     }
     let targets = targets(&runs);
@@ -218,9 +239,12 @@ fn targets(runs: &[RunResult]) -> Vec<Target> {
     let mut out = Vec::new();
     let single = runs
         .iter()
-        .find(|r| r.replicas == 1 && !r.keda_write_pattern)
+        .find(|r| r.replicas == 1 && !r.keda_write_pattern && r.reference_for.is_none())
         .map(|r| r.cpu_cores_per_replica);
-    for r in runs.iter().filter(|r| !r.keda_write_pattern) {
+    for r in runs
+        .iter()
+        .filter(|r| !r.keda_write_pattern && r.reference_for.is_none())
+    {
         let config = format!(
             "{} × {} triggers, {} s, {} replicas",
             r.objects, r.triggers, r.polling_interval, r.replicas
@@ -251,10 +275,23 @@ fn targets(runs: &[RunResult]) -> Vec<Target> {
             && let Some(one) = single
         {
             let ratio = r.cpu_cores_per_replica / one.max(1e-9);
+            // With a reference run: the ratio a replica alone with its share reached.
+            let floor = runs
+                .iter()
+                .find(|x| x.reference_for == Some(r.replicas))
+                .map(|x| {
+                    format!(
+                        "; a replica alone with 1/{} of the objects: {:.2} ({:.3} cores)",
+                        r.replicas,
+                        x.cpu_cores_per_replica / one.max(1e-9),
+                        x.cpu_cores_per_replica
+                    )
+                })
+                .unwrap_or_default();
             out.push(Target {
                 target: format!("CPU per replica ≤ 0.4 × the single replica's ({config})"),
                 figure: format!(
-                    "{ratio:.2} ({:.3} vs {one:.3} cores)",
+                    "{ratio:.2} ({:.3} vs {one:.3} cores{floor})",
                     r.cpu_cores_per_replica
                 ),
                 met: ratio <= 0.4,
@@ -956,6 +993,7 @@ async fn run_once(
         .unwrap_or_else(PoisonError::into_inner)
         .clone();
     Ok(RunResult {
+        reference_for: None,
         replicas: replica_count,
         objects: k,
         triggers: t_count,

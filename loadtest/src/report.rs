@@ -193,7 +193,13 @@ pub(crate) fn write(
         format!(
             "{} repl.{}",
             r.replicas,
-            if r.keda_write_pattern { " KEDA" } else { "" }
+            if r.keda_write_pattern {
+                " KEDA".to_owned()
+            } else if let Some(n) = r.reference_for {
+                format!(" (1/{n} of the objects)")
+            } else {
+                String::new()
+            }
         )
     };
     let signal: Vec<Series> = runs
@@ -255,7 +261,10 @@ pub(crate) fn write(
         dir.join("memory.svg"),
         line_chart("Resident memory per replica", "seconds", "MiB", &mem),
     )?;
-    let normal: Vec<&RunResult> = runs.iter().filter(|r| !r.keda_write_pattern).collect();
+    let normal: Vec<&RunResult> = runs
+        .iter()
+        .filter(|r| !r.keda_write_pattern && r.reference_for.is_none())
+        .collect();
     if normal.len() > 1 {
         let curve = vec![
             Series {
@@ -305,9 +314,11 @@ pub(crate) fn summary(command: &str, runs: &[RunResult], targets: &[Target]) -> 
             "| {} | {} | {} × {} | {} | {:.2} / {:.2} / {:.2} / {:.2} | {:.2} / {:.2} / {:.2} ({} of {}) | {:.1} / {:.1} / {:.1} | {:.3} | {:.1} | {:.1} ({:.2}) | {:.1} | {} |",
             r.replicas,
             if r.keda_write_pattern {
-                "KEDA write pattern"
+                "KEDA write pattern".to_owned()
+            } else if let Some(n) = r.reference_for {
+                format!("ringscale, 1/{n} of the objects alone")
             } else {
-                "ringscale"
+                "ringscale".to_owned()
             },
             r.objects,
             r.triggers,
