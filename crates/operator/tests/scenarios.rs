@@ -1457,11 +1457,12 @@ async fn a_push_trigger_activates_without_waiting_for_the_poll() {
     assert_eq!(replicas(&c.client, "worker").await, 0);
     active.send(true).unwrap();
     wait_replicas(&c.client, "worker", 1, Duration::from_secs(5)).await;
-    let s = so_status(&c.client, "pushed").await;
-    assert_eq!(
-        condition(&s, "Active"),
-        ("True".into(), "ScalerActive".into())
-    );
+    // The status follows the scale in the same cycle.
+    eventually(WITHIN, "the Active condition after the push", || async {
+        let s = so_status(&c.client, "pushed").await;
+        (condition(&s, "Active") == ("True".into(), "ScalerActive".into())).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1534,7 +1535,12 @@ async fn any_kind_with_a_scale_subresource_is_a_target() {
         (rollout_replicas().await == Some(1)).then_some(())
     })
     .await;
-    let status = so_status(&c.client, "web").await;
+    // The cycle writes the status after the scale: wait for it rather than race it.
+    let status = eventually(WITHIN, "the status naming the Rollout", || async {
+        let status = so_status(&c.client, "web").await;
+        (!status["scaleTargetGVKR"].is_null()).then_some(status)
+    })
+    .await;
     assert_eq!(
         status["scaleTargetGVKR"],
         json!({"group": "argoproj.io", "version": "v1alpha1", "kind": "Rollout", "resource": "rollouts"})
