@@ -274,6 +274,14 @@ impl Cache {
         self.records.get(key)
     }
 
+    /// Whether `record` would be news here: the key is new, or the held record is not the
+    /// same reading ([`Record::same_reading`]).
+    pub fn is_news(&self, key: &RecordKey, record: &Record) -> bool {
+        self.records
+            .get(key)
+            .is_none_or(|held| !record.same_reading(held))
+    }
+
     /// The record for a key if it may be served as fresh at `now`.
     pub fn get_fresh(&self, key: &RecordKey, now: Instant) -> Option<&Record> {
         self.records.get(key).filter(|r| r.is_fresh(now))

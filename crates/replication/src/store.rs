@@ -57,12 +57,11 @@ pub(crate) struct Outbox {
 
 impl Outbox {
     fn push(&self, key: &RecordKey, record: &Record, news: bool) {
-        let news = {
+        {
             let mut pending = lock(&self.pending);
             let was_news = pending.get(key).is_some_and(|(_, n)| *n);
             pending.insert(key.clone(), (record.clone(), news || was_news));
-            news
-        };
+        }
         if news {
             self.notify.notify_one();
         }
@@ -208,10 +207,7 @@ impl Store {
         );
         let (changed, news) = {
             let mut inner = lock(&self.inner);
-            let news = inner
-                .cache
-                .get(&key)
-                .is_none_or(|held| !record.same_reading(held));
+            let news = inner.cache.is_news(&key, &record);
             let outcome = inner.cache.merge(key.clone(), record.clone());
             if outcome.changed() {
                 let mut largest = 0;
@@ -234,10 +230,7 @@ impl Store {
     pub fn merge_remote(&self, key: RecordKey, record: Record) -> Merge {
         let (outcome, news) = {
             let mut inner = lock(&self.inner);
-            let news = inner
-                .cache
-                .get(&key)
-                .is_none_or(|held| !record.same_reading(held));
+            let news = inner.cache.is_news(&key, &record);
             (inner.cache.merge(key.clone(), record.clone()), news)
         };
         if outcome.changed() {
