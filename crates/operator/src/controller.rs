@@ -545,6 +545,23 @@ async fn run(
     }
 }
 
+/// A hash of a value's JSON, streamed into the hasher (a poll allocates no text for it).
+fn json_hash(value: &impl serde::Serialize) -> Option<u64> {
+    struct Hashing(std::collections::hash_map::DefaultHasher);
+    impl std::io::Write for Hashing {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            std::hash::Hasher::write(&mut self.0, buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut hashing = Hashing(std::collections::hash_map::DefaultHasher::new());
+    serde_json::to_writer(&mut hashing, value).ok()?;
+    Some(std::hash::Hasher::finish(&hashing.0))
+}
+
 /// Instants on a grid of one step from an origin: the loop wakes only on these.
 struct Grid {
     step: Duration,
@@ -1743,22 +1760,17 @@ async fn ensure_hpa(
     let ns = so.namespace().unwrap_or_default();
     let name = so.hpa_name();
     let existing = ctx.hpas.get(&ObjectRef::new(&name).within(&ns));
-    let desired_hash = serde_json::to_string(&desired).ok().map(|text| {
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        std::hash::Hash::hash(&text, &mut hasher);
-        std::hash::Hasher::finish(&hasher)
-    });
-    if let (Some(e), Some(hash)) = (existing.as_ref(), desired_hash) {
-        let version = e.metadata.resource_version.clone().unwrap_or_default();
+    if let (Some(e), Some(hash)) = (existing.as_ref(), json_hash(&desired)) {
+        let version = e.metadata.resource_version.as_deref().unwrap_or_default();
         if !version.is_empty()
             && matched
                 .as_ref()
-                .is_some_and(|(v, h)| *v == version && *h == hash)
+                .is_some_and(|(v, h)| v == version && *h == hash)
         {
             return Ok(());
         }
         if hpa::matches(e, &desired) {
-            *matched = Some((version, hash));
+            *matched = Some((version.to_owned(), hash));
             return Ok(());
         }
     }
@@ -1926,5 +1938,22 @@ mod grid_tests {
         // No step: exactly when due.
         let exact = Grid::new(Duration::ZERO, origin);
         assert_eq!(exact.at_or_after(ms(7)), ms(7));
+    }
+
+    #[test]
+    fn the_hpa_memo_hash_follows_the_desired_hpa() {
+        let hpa = |max: i32| {
+            serde_json::from_value::<HorizontalPodAutoscaler>(serde_json::json!({
+                "metadata": {"name": "keda-hpa-orders"},
+                "spec": {
+                    "maxReplicas": max,
+                    "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "w"}
+                }
+            }))
+            .unwrap_or_default()
+        };
+        assert!(json_hash(&hpa(7)).is_some());
+        assert_eq!(json_hash(&hpa(7)), json_hash(&hpa(7)));
+        assert_ne!(json_hash(&hpa(7)), json_hash(&hpa(8)));
     }
 }
