@@ -208,8 +208,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             );
             runs.push(result);
             // Write what we have after every run: a long invocation keeps its finished runs.
-            let targets = targets(&runs);
-            report::write(&dir, &command, &runs, &targets)?;
+            report::write(&dir, &command, &runs, &targets(&runs))?;
             if args.shard_reference && replicas > 1 && !keda {
                 let share = Args {
                     objects: args.objects.div_ceil(replicas),
@@ -222,7 +221,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     share.objects, result.cpu_cores_per_replica
                 );
                 runs.push(result);
-                report::write(&dir, &command, &runs, &self::targets(&runs))?;
+                report::write(&dir, &command, &runs, &targets(&runs))?;
             }
         }
     }
