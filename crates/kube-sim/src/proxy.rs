@@ -107,7 +107,10 @@ async fn relay(client: TcpStream, target: SocketAddr, mut mode: watch::Receiver<
             }
             Mode::Open => {}
         }
+        // A mode change wins over data that is ready at the same moment ("at once"): bytes
+        // written after `set_mode` returned must not slip through.
         tokio::select! {
+            biased;
             changed = mode.changed() => if changed.is_err() { return },
             n = cr.read(&mut up) => match n {
                 Ok(0) | Err(_) => return,
