@@ -149,6 +149,20 @@ spec:
   - {type: redis, metadata: {address: 'redis:6379', listName: q}}
 "
 )]
+#[case::scaled_job_without_restart_policy(
+    "
+apiVersion: keda.sh/v1alpha1
+kind: ScaledJob
+metadata: {name: jobs}
+spec:
+  jobTargetRef:
+    template:
+      spec:
+        containers: [{name: w, image: 'w:1'}]
+  triggers:
+  - {type: redis, metadata: {address: 'redis:6379', listName: q}}
+"
+)]
 #[case::authentication_with_pod_identity_none(
     "
 apiVersion: keda.sh/v1alpha1

@@ -283,18 +283,19 @@ impl<'a> Params<'a> {
         self.opt_i64(name, order).unwrap_or(0)
     }
 
-    /// A boolean in JSON's spelling (`true`/`false`) with a default.
+    /// A boolean as KEDA's typed config reads one (Go's `strconv.ParseBool`: `1 t T TRUE true
+    /// True 0 f F FALSE false False`), with a default.
     pub fn bool_or(&mut self, name: &'a str, order: &[ParamSource], default: bool) -> bool {
         let Some(found) = self.known(&[name], order) else {
             return default;
         };
-        match found.text {
-            "true" => true,
-            "false" => false,
-            other => {
+        match parse_go_bool(found.text) {
+            Some(b) => b,
+            None => {
+                let text = found.text;
                 self.invalid(
                     &found,
-                    format!("{other:?} is not a boolean (true or false)"),
+                    format!("{text:?} is not a boolean (true or false, as Go's strconv.ParseBool reads it)"),
                 );
                 default
             }
@@ -354,8 +355,8 @@ impl<'a> Params<'a> {
         }
     }
 
-    /// A timeout: a number of milliseconds or a Go duration (`500ms`, `30s`, `1m30s`). Must be
-    /// positive.
+    /// A timeout: a number of milliseconds or a Go duration (`500ms`, `30s`, `1m30s`); 0 (or
+    /// `0s`) is no custom timeout.
     pub fn duration(&mut self, name: &'a str, order: &[ParamSource]) -> Option<Duration> {
         let found = self.known(&[name], order)?;
         let parsed = match found.text.parse::<u64>() {
@@ -363,11 +364,10 @@ impl<'a> Params<'a> {
             Err(_) => parse_go_duration(found.text),
         };
         match parsed {
-            Some(d) if !d.is_zero() => Some(d),
-            Some(_) => {
-                self.invalid(&found, "must be greater than zero");
-                None
-            }
+            // 0 is "no custom timeout": KEDA's scalers keep the global one (`Timeout > 0` /
+            // `Timeout != 0` in rabbitmq, prometheus and metrics-api), and so does AMQP.
+            Some(d) if d.is_zero() => None,
+            Some(d) => Some(d),
             None => {
                 self.invalid(
                     &found,

@@ -89,10 +89,9 @@ fn check_job_template(spec: &ScaledJobSpec, path: &FieldPath, out: &mut Findings
             template.field("restartPolicy"),
             format!("unsupported value {other:?} for a Job: supported values: \"OnFailure\", \"Never\""),
         ),
-        None => out.required(
-            template.field("restartPolicy"),
-            "Jobs need restartPolicy OnFailure or Never (the pod default, Always, is rejected for Jobs)",
-        ),
+        // Unset is valid: the operator creates the Jobs with OnFailure, as KEDA's
+        // `generateJobs` does.
+        None => {}
     }
     if let Some(container) = spec
         .env_source_container_name

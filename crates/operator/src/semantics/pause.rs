@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use ringscale_api::validate::triggers::parse_go_bool;
 use ringscale_api::names::{
     ANNOTATION_FORCE_ACTIVATION, ANNOTATION_PAUSED, ANNOTATION_PAUSED_REPLICAS,
     ANNOTATION_PAUSED_SCALE_IN, ANNOTATION_PAUSED_SCALE_OUT,
@@ -34,12 +35,13 @@ impl Pause {
     }
 }
 
-/// A flag annotation as KEDA reads it: absent is false; a boolean is itself; any other value
-/// (even empty) is true.
+/// A flag annotation as KEDA reads it (`getBoolAnnotation`): absent is false; a boolean in Go's
+/// `strconv.ParseBool` spelling is itself (`"False"`, `"0"`, `"f"` are false); any other value,
+/// even empty or padded with spaces, is true.
 fn flag(annotations: &BTreeMap<String, String>, key: &str) -> bool {
     match annotations.get(key) {
         None => false,
-        Some(v) => v.trim().parse::<bool>().unwrap_or(true),
+        Some(v) => parse_go_bool(v).unwrap_or(true),
     }
 }
 
@@ -57,10 +59,7 @@ pub fn from_annotations(annotations: &BTreeMap<String, String>) -> Result<Pause,
             }
         },
     };
-    let force_activation = match annotations.get(ANNOTATION_FORCE_ACTIVATION) {
-        None => false,
-        Some(v) => v.trim().parse::<bool>().unwrap_or(false),
-    };
+    let force_activation = flag(annotations, ANNOTATION_FORCE_ACTIVATION);
     Ok(Pause {
         replicas,
         paused: flag(annotations, ANNOTATION_PAUSED),
@@ -111,6 +110,33 @@ mod tests {
         ]))
         .unwrap();
         assert!(p.scale_in && !p.scale_out && p.force_activation && p.is_paused() && !p.is_full());
+    }
+
+    #[test]
+    fn flags_take_every_spelling_of_go_parse_bool() {
+        for no in ["0", "f", "F", "FALSE", "false", "False"] {
+            let p = from_annotations(&with(&[
+                (ANNOTATION_PAUSED, no),
+                (ANNOTATION_PAUSED_SCALE_IN, no),
+                (ANNOTATION_PAUSED_SCALE_OUT, no),
+                (ANNOTATION_FORCE_ACTIVATION, no),
+            ]))
+            .unwrap();
+            assert_eq!(p, Pause::default(), "{no:?} reads as false");
+        }
+        for yes in ["1", "t", "T", "TRUE", "true", "True"] {
+            let p = from_annotations(&with(&[(ANNOTATION_PAUSED, yes)])).unwrap();
+            assert!(p.paused, "{yes:?} reads as true");
+        }
+        // Not a Go boolean, so true, for force-activation as for the pause flags.
+        for other in ["yes", "FaLsE", " false", "no"] {
+            let p = from_annotations(&with(&[
+                (ANNOTATION_PAUSED_SCALE_OUT, other),
+                (ANNOTATION_FORCE_ACTIVATION, other),
+            ]))
+            .unwrap();
+            assert!(p.scale_out && p.force_activation, "{other:?} reads as true");
+        }
     }
 
     #[test]

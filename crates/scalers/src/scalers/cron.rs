@@ -426,11 +426,11 @@ impl CronScaler {
             .config
             .in_window(Timestamp::now())
             .ok_or_else(|| common.error(ErrorKind::Config, "the schedule never fires"))?;
-        // Outside the window KEDA reports 1 (one replica's worth) and inactive.
+        // Outside the window KEDA's `GetMetricsAndActivity` reports 0 and inactive.
         let value = if inside {
             self.config.desired_replicas as f64
         } else {
-            1.0
+            0.0
         };
         Ok(Poll::one(common.name(metric), value, inside))
     }

@@ -47,14 +47,14 @@ pub(crate) fn parse(p: &mut Params<'_>) -> Config {
             "must be host:port of the monitoring endpoint, without scheme or path (use useHttps for HTTPS)",
         );
     }
-    // "$G" is the default (global) account when none is configured.
-    let account = account.unwrap_or_else(|| {
-        if account_id.is_some() {
-            String::new()
-        } else {
-            "$G".to_owned()
-        }
-    });
+    // KEDA's parser requires one of the two (`parseNATSJetStreamMetadata`).
+    if account.is_none() && account_id.is_none() {
+        p.fail(
+            ErrorKind::Config,
+            "no account name or id given: set account (\"$G\" is the global account) or accountID",
+        );
+    }
+    let account = account.unwrap_or_default();
     let account_id = account_id.unwrap_or_else(|| account.clone());
     Config {
         endpoint,

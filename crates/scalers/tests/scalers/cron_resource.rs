@@ -23,7 +23,7 @@ async fn cron_windows_set_desired_replicas() {
         &sources,
     );
     assert_eq!(value(&inside).await, (10.0, true));
-    // Outside: the next start comes first. KEDA reports 1 outside the window.
+    // Outside: the next start comes first. KEDA reports 0 outside the window.
     let outside = build(
         &input(
             "cron",
@@ -36,7 +36,7 @@ async fn cron_windows_set_desired_replicas() {
         ),
         &sources,
     );
-    assert_eq!(value(&outside).await, (1.0, false));
+    assert_eq!(value(&outside).await, (0.0, false));
     let named = build(
         &input(
             "cron",

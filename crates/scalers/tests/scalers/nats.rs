@@ -137,6 +137,7 @@ async fn consumer_lag_is_pending_plus_ack_pending() {
             "nats-jetstream",
             &[
                 ("natsServerMonitoringEndpoint", &nats.monitor),
+                ("account", "$G"),
                 ("stream", "ORDERS"),
                 ("consumer", "workers"),
                 ("lagThreshold", "4"),
@@ -185,6 +186,7 @@ async fn consumer_lag_is_pending_plus_ack_pending() {
             "nats-jetstream",
             &[
                 ("natsServerMonitoringEndpoint", &nats.monitor),
+                ("account", "$G"),
                 ("stream", "ORDERS"),
                 ("consumer", "later"),
             ],
@@ -222,6 +224,11 @@ async fn nats_parameters_and_outages() {
         "missing required parameter",
     );
     assert_problem(&errors, "lagThreshold", "is not an integer");
+    // KEDA's parser: an account name or id is required ("$G" is the global account).
+    assert!(
+        errors.iter().any(|e| e.to_string().contains("no account name or id given")),
+        "{errors:?}"
+    );
     let errors = problems(&input(
         "nats-jetstream",
         &[
@@ -238,6 +245,7 @@ async fn nats_parameters_and_outages() {
             "nats-jetstream",
             &[
                 ("natsServerMonitoringEndpoint", &refused_address()),
+                ("account", "$G"),
                 ("stream", "s"),
                 ("consumer", "c"),
             ],
@@ -255,6 +263,7 @@ async fn nats_parameters_and_outages() {
         "nats-jetstream",
         &[
             ("natsServerMonitoringEndpoint", &hole.addr.to_string()),
+            ("account", "$G"),
             ("stream", "s"),
             ("consumer", "c"),
         ],
@@ -305,6 +314,7 @@ async fn in_a_cluster_the_consumer_leader_is_asked() {
                 "nats-jetstream",
                 &[
                     ("natsServerMonitoringEndpoint", &server.monitor),
+                    ("account", "$G"),
                     ("stream", "ORDERS"),
                     ("consumer", "workers"),
                 ],

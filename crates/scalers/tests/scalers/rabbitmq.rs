@@ -337,6 +337,14 @@ async fn rabbitmq_parameters_and_outages() {
         ],
     ));
     assert_problem(&errors, "timeout", "does not support custom timeouts");
+    // "0" is no custom timeout (KEDA checks `Timeout != 0`), so AMQP takes it.
+    for zero in ["0", "0s"] {
+        let parsed = ringscale_scalers::parse(&input(
+            "rabbitmq",
+            &[("queueName", "q"), ("host", "amqp://r/"), ("timeout", zero)],
+        ));
+        assert!(parsed.is_ok(), "timeout {zero:?}: {:?}", parsed.err());
+    }
     let errors = problems(&input("rabbitmq", &[("queueName", "q")]));
     assert_problem(&errors, "host", "missing required parameter");
 
