@@ -10,6 +10,7 @@ use ringscale_cache::RecordKey;
 use ringscale_coordinator::Ownership;
 use ringscale_operator::lookup::ClusterLookup;
 use ringscale_operator::semantics::fallback::{fallback_replicas, fallback_value};
+use ringscale_operator::semantics::plan::valid_fallback;
 use ringscale_replication::{LiveQuery, Peers, Query, QueryError};
 use ringscale_ring::{Kind, ObjectKey};
 use tokio::sync::watch;
@@ -133,11 +134,18 @@ impl Resolver {
         // the API server may lowercase the path. The status lists the names once the owner has
         // written it; until then (a new object, or right after a takeover) the replicated
         // records and the owner know them.
+        // With scalingModifiers the HPA asks for `compositeScalerName`; the trigger metrics stay
+        // in `externalMetricNames`, as KEDA writes them.
         let listed = so
             .status
             .as_ref()
-            .and_then(|s| s.external_metric_names.as_ref())
-            .and_then(|names| names.iter().find(|n| n.eq_ignore_ascii_case(metric)))
+            .and_then(|s| {
+                s.external_metric_names
+                    .iter()
+                    .flatten()
+                    .chain(s.composite_scaler_name.as_ref())
+                    .find(|n| n.eq_ignore_ascii_case(metric))
+            })
             .cloned();
         let metric = match listed {
             Some(m) => {
@@ -222,7 +230,9 @@ impl Resolver {
     /// `status.health`) exceed `failureThreshold`, the value that lands the HPA on the
     /// fallback replicas.
     fn fallback(&self, so: &ScaledObject, metric: &str) -> Option<f64> {
-        let fallback = so.spec.fallback.as_ref().filter(|f| f.replicas != 0)?;
+        // `fallback.replicas: 0` is valid (KEDA's `HasValidFallback`): the HPA is served 0. The
+        // composite metric's fallback is computed by the owner and recorded.
+        let fallback = valid_fallback(so)?;
         let failures = so
             .status
             .as_ref()?

@@ -24,7 +24,7 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
 };
@@ -33,10 +33,11 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use ringscale_api::common::GroupVersionKindResource;
-use ringscale_api::names::{FINALIZER, KIND_SCALED_OBJECT, LABEL_SCALED_JOB_NAME};
+use ringscale_api::names::{
+    FINALIZER, KIND_SCALED_OBJECT, LABEL_SCALED_JOB_NAME, LABEL_SCALED_OBJECT_NAME,
+};
 use ringscale_api::{
-    Condition, ConditionStatus, ConditionType, MetricType, ScaledJob, ScaledObject,
-    ScaledObjectStatus,
+    ConditionStatus, ConditionType, MetricType, ScaledJob, ScaledObject,
 };
 use ringscale_cache::RecordKey;
 use ringscale_coordinator::Ownership;
@@ -54,10 +55,10 @@ use crate::hpa::{self, HpaView};
 use crate::lookup::{ClusterLookup, reflect_with};
 use crate::metrics::Metrics;
 use crate::schedule::Schedule;
-use crate::semantics::fallback::{Health, fallback_replicas};
-use crate::semantics::modifiers::{Formula, composite_active};
-use crate::semantics::pause;
-use crate::semantics::scale::{Activity, Readiness, ScaleInput, decide};
+use crate::semantics::fallback::Health;
+use crate::semantics::modifiers::Formula;
+pub(crate) use crate::semantics::plan::set_condition;
+use crate::semantics::{pause, plan};
 
 mod live;
 mod scaled_job;
@@ -196,6 +197,9 @@ struct Runtime {
     push: PushListeners,
     /// When this replica last saw the object active (the status keeps it to the minute).
     last_active: Option<Timestamp>,
+    /// When this replica last wrote `status.health` (refreshed at most once a minute unless a
+    /// threshold is crossed).
+    health_written: Option<Timestamp>,
     /// The HPA's resourceVersion and a hash of the desired HPA when the two last matched: while
     /// neither changes, a poll skips the comparison (decoding both specs took a third of a
     /// cycle's CPU).
@@ -880,406 +884,38 @@ async fn run_cycle(
     // Stamp ownership and the finalizer in one write, when needed.
     let so = ensure_meta(ctx, Kind::ScaledObject, key, so, generation).await?;
     let so = &so;
-    let now = Timestamp::now();
-    let mut status = so.status.clone().unwrap_or_default();
-    let before = status.clone();
-    status.hpa_name = Some(so.hpa_name());
-    status.scale_target_kind = Some(scale_target_kind(so));
-    status.triggers_types = Some(
-        so.spec
-            .triggers
-            .iter()
-            .map(|t| t.type_.as_str())
-            .collect::<Vec<_>>()
-            .join(","),
-    );
 
-    let pause = match pause::from_annotations(so.annotations()) {
-        Ok(p) => {
-            ctx.metrics.paused(ns, name, p.is_paused());
-            p
+    // Gather: the annotations, the target, the triggers (rebuilt when the object changed) and
+    // this poll's readings.
+    let pause = pause::from_annotations(so.annotations());
+    if let Ok(p) = &pause {
+        ctx.metrics.paused(ns, name, p.is_paused());
+    }
+    let target = read_target(ctx, so)
+        .await
+        .map(|(current, ready, gvkr)| (plan::Target { current, ready }, gvkr));
+    let polls = match &pause {
+        Ok(p) if !p.is_full() => {
+            let print = fingerprint(&so.metadata);
+            if runtime.fingerprint.as_ref() != Some(&print) {
+                build(ctx, so, runtime).await;
+                runtime.fingerprint = Some(print);
+            }
+            if runtime.problems.is_empty() {
+                poll_metrics(ctx, so, runtime).await
+            } else {
+                Vec::new()
+            }
         }
-        Err(message) => {
-            set_condition(
-                &mut status.conditions,
-                ConditionType::Ready,
-                ConditionStatus::False,
-                "ScaledObjectCheckFailed",
-                &message,
-                now,
-            );
-            return write_status(ctx, key, so, status, &before, generation).await;
-        }
+        _ => Vec::new(),
     };
-    let target = match read_target(ctx, so).await {
-        Ok((replicas, ready, gvkr)) => {
-            status.scale_target_gvkr = Some(gvkr);
-            Ok((replicas, ready))
-        }
-        Err(e) => Err(e),
-    };
-    let target_error = target.as_ref().err().cloned();
-    let target = target.ok();
-    if status.original_replica_count.is_none()
-        && let Some((current, _)) = target
-    {
-        status.original_replica_count = Some(current);
-    }
-
-    if pause.is_full() {
-        delete_hpa(ctx, so, generation).await?;
-        if let (Some(n), Some((current, _))) = (pause.replicas, target)
-            && current != n
-        {
-            scale(ctx, key, so, n, generation).await?;
-        }
-        status.paused_replica_count = pause.replicas;
-        set_condition(
-            &mut status.conditions,
-            ConditionType::Paused,
-            ConditionStatus::True,
-            "ScaledObjectPaused",
-            "ScaledObject is paused",
-            now,
-        );
-        return write_status(ctx, key, so, status, &before, generation).await;
-    }
-    status.paused_replica_count = None;
-
-    // (Re)build the triggers when the object changed.
-    let print = fingerprint(&so.metadata);
-    if runtime.fingerprint.as_ref() != Some(&print) {
-        build(ctx, so, runtime).await;
-        runtime.fingerprint = Some(print);
-    }
-    if !runtime.problems.is_empty() {
-        let message = runtime.problems.join("; ");
-        set_condition(
-            &mut status.conditions,
-            ConditionType::Ready,
-            ConditionStatus::False,
-            "ScaledObjectCheckFailed",
-            &message,
-            now,
-        );
-        set_condition(
-            &mut status.conditions,
-            ConditionType::Active,
-            ConditionStatus::Unknown,
-            "ScaledObjectCheckFailed",
-            "the triggers could not be built",
-            now,
-        );
-        return write_status(ctx, key, so, status, &before, generation).await;
-    }
-
-    // Poll every metric of every trigger at once.
-    let interval = so.spec.polling_interval();
-    let results = poll_all(runtime).await;
-    let mut any_active = false;
-    let mut any_error = false;
-    let mut by_trigger: BTreeMap<usize, bool> = BTreeMap::new();
-    let mut values: BTreeMap<String, Option<f64>> = BTreeMap::new();
-    let mut errors = Vec::new();
-    for (index, metric, polled_at, result) in results {
-        let record_key = RecordKey::new(ns, name, metric.as_str());
-        let trigger = so.spec.triggers.get(index);
-        let trigger_name = trigger.and_then(|t| t.name.clone());
-        let labels = Metrics::scaler_labels(
-            Kind::ScaledObject,
-            ns,
-            name,
-            &metric,
-            trigger.map_or("", |t| t.type_.as_str()),
-            index,
-        );
-        let took = polled_at.elapsed();
-        let health = runtime.health.entry(metric.clone()).or_default();
-        match result {
-            Ok(poll) => {
-                *health = health.success();
-                any_active |= poll.active;
-                *by_trigger.entry(index).or_default() |= poll.active;
-                let value = poll
-                    .values
-                    .iter()
-                    .find(|v| *v.name == *metric)
-                    .map_or(0.0, |v| v.value);
-                ctx.metrics
-                    .polled(Kind::ScaledObject, &labels, value, poll.active, took);
-                ctx.records
-                    .record_poll(record_key, value, poll.active, None, polled_at, interval);
-                if let Some(n) = trigger_name {
-                    values.insert(n, Some(value));
-                }
-            }
-            Err(e) => {
-                ctx.metrics.failed(Kind::ScaledObject, &labels, took);
-                if health.failures == 0 {
-                    emit(
-                        ctx,
-                        so,
-                        EventType::Warning,
-                        "KEDAScalerFailed",
-                        e.to_string(),
-                    );
-                }
-                *health = health.failure();
-                any_error = true;
-                by_trigger.entry(index).or_default();
-                let message = e.to_string();
-                let last = ctx.records.get(&record_key).map_or(0.0, |r| r.value);
-                ctx.records.record_poll(
-                    record_key,
-                    last,
-                    false,
-                    Some(&message),
-                    polled_at,
-                    interval,
-                );
-                if let Some(n) = trigger_name {
-                    values.insert(n, None);
-                }
-                errors.push(message);
-            }
-        }
-    }
-
-    // scalingModifiers: the composite metric decides activity.
-    let mut composite_error = None;
-    if let (Some(formula), Some(modifiers)) = (&runtime.formula, so.spec.scaling_modifiers()) {
-        let activation = modifiers
-            .activation_target
-            .as_deref()
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .unwrap_or(0.0);
-        match formula.evaluate(&values) {
-            Ok(Some(v)) => {
-                any_active = composite_active(v, activation);
-                ctx.records.record_poll(
-                    RecordKey::new(ns, name, ringscale_api::names::COMPOSITE_METRIC_NAME),
-                    v,
-                    any_active,
-                    None,
-                    ringscale_replication::now(),
-                    interval,
-                );
-            }
-            Ok(None) => any_active = false,
-            Err(e) => composite_error = Some(e),
-        }
-    }
-    if let Some(e) = &composite_error {
-        any_error = true;
-        errors.push(e.clone());
-    }
-    let only_resources = so.spec.only_resource_triggers();
-    let active = pause.force_activation || any_active || only_resources;
-
-    // Fallback.
-    let fallback = so.spec.fallback.as_ref().filter(|f| f.replicas != 0);
-    let falling_back = fallback.is_some_and(|f| runtime.health.values().any(|h| h.falls_back(f)));
-
-    // lastActiveTime is written when the object turns active and, exactly, when it turns
-    // inactive — not refreshed while it stays active, which would cost a write per active
-    // object per interval. So a new owner (a takeover, a restart) of an object whose status says
-    // Active counts the cooldown from its own first poll: scale-in may come up to a cooldown
-    // late after a takeover, never early.
-    let status_says_active = status.conditions.as_ref().is_some_and(|cs| {
-        cs.iter()
-            .any(|c| c.type_ == ConditionType::Active && c.status == ConditionStatus::True)
-    });
-    if runtime.last_active.is_none() && status_says_active {
-        runtime.last_active = Some(now);
-    }
-
-    // 0 ↔ 1 and the minimum.
-    if let Some((current, _ready)) = target {
-        let decision = decide(&ScaleInput {
-            current,
-            min: so.spec.min_replicas(),
-            max: so.spec.max_replicas(),
-            idle: so.spec.idle_replica_count,
-            active,
-            error: any_error,
-            fallback_configured: fallback.is_some(),
-            cooldown: so.spec.cooldown_period(),
-            initial_cooldown: so.spec.initial_cooldown_period(),
-            // The precise time of the last active poll when this replica saw it; the status
-            // (refreshed at most once a minute) otherwise.
-            last_active: status
-                .last_active_time
-                .as_ref()
-                .map(|t| t.0)
-                .max(runtime.last_active),
-            created: so.metadata.creation_timestamp.as_ref().map_or(now, |t| t.0),
-            now,
-            scale_in_paused: pause.scale_in,
-            scale_out_paused: pause.scale_out,
-        });
-        if let Some(to) = decision.scale_to
-            && to != current
-        {
-            info!(
-                namespace = ns,
-                name,
-                from = current,
-                to,
-                "scaling the target"
-            );
-            scale(ctx, key, so, to, generation).await?;
-        }
-        if decision.touch_last_active {
-            runtime.last_active = Some(now);
-            // Set when the object turns active (the Active condition changes in the same
-            // write); KEDA's pattern writes it on every active poll.
-            let stale = ctx.settings.keda_write_pattern
-                || !status_says_active
-                || status.last_active_time.is_none();
-            if stale {
-                status.last_active_time = Some(Time(now));
-            }
-        } else if let Some(last) = runtime.last_active
-            // The status keeps whole seconds (RFC 3339 in the API): compare at that precision,
-            // or every inactive poll would write the same time again.
-            && status
-                .last_active_time
-                .as_ref()
-                .is_none_or(|t| t.0.as_second() < last.as_second())
-        {
-            // The first inactive poll writes the last active time (the Active condition changes
-            // in the same write), so the cooldown runs from it here and at any new owner.
-            status.last_active_time = Some(Time(last));
-        }
-        let (active_status, active_reason, active_message) = match decision.activity {
-            Activity::Active => (
-                ConditionStatus::True,
-                "ScalerActive",
-                "Scaling is performed because triggers are active",
-            ),
-            Activity::Cooldown => (
-                ConditionStatus::False,
-                "ScalerCooldown",
-                "Scaler cooling down because triggers are not active",
-            ),
-            Activity::NotActive => (
-                ConditionStatus::False,
-                "ScalerNotActive",
-                "Scaling is not performed because triggers are not active",
-            ),
-        };
-        set_condition(
-            &mut status.conditions,
-            ConditionType::Active,
-            active_status,
-            active_reason,
-            active_message,
-            now,
-        );
-        match decision.readiness {
-            Readiness::Ready => set_condition(
-                &mut status.conditions,
-                ConditionType::Ready,
-                ConditionStatus::True,
-                "ScaledObjectReady",
-                "ScaledObject is defined correctly and is ready for scaling",
-                now,
-            ),
-            Readiness::PartialError => set_condition(
-                &mut status.conditions,
-                ConditionType::Ready,
-                ConditionStatus::Unknown,
-                "PartialTriggerError",
-                &errors.join("; "),
-                now,
-            ),
-            Readiness::TriggerError => set_condition(
-                &mut status.conditions,
-                ConditionType::Ready,
-                ConditionStatus::False,
-                "TriggerError",
-                &errors.join("; "),
-                now,
-            ),
-        }
-    } else {
-        set_condition(
-            &mut status.conditions,
-            ConditionType::Ready,
-            ConditionStatus::False,
-            "ErrorGettingCurrentReplicas",
-            &format!(
-                "cannot read the replicas of {} {}: {}",
-                scale_target_kind(so),
-                so.spec.scale_target_ref.name,
-                target_error.as_deref().unwrap_or("unknown error"),
-            ),
-            now,
-        );
-    }
-
-    // The HPA.
-    let composite = so.spec.scaling_modifiers().map(|m| {
-        let quantity = m
-            .target
-            .as_deref()
-            .and_then(|t| t.trim().parse::<f64>().ok())
-            .map_or_else(
-                || "0".to_owned(),
-                |t| {
-                    ringscale_scalers::MetricValue {
-                        name: Arc::from(""),
-                        value: t,
-                    }
-                    .quantity()
-                },
-            );
-        (
-            ringscale_api::names::COMPOSITE_METRIC_NAME,
-            m.metric_type.clone().unwrap_or(MetricType::AverageValue),
-            quantity,
-        )
-    });
-    let desired = hpa::desired(so, hpa::metrics(so, &runtime.specs, composite), &pause);
-    // An HPA the API server refuses (e.g. a behavior it does not accept) is the user's to fix:
-    // say so in the status, as KEDA does, rather than only in the log.
-    match ensure_hpa(ctx, so, desired, generation, &mut runtime.hpa_matched).await {
-        Ok(()) => {}
-        Err(CycleError::Api(what, kube::Error::Api(s)))
-            if (400..500).contains(&s.code) && !matches!(s.code, 409 | 429) =>
-        {
-            warn!(namespace = ns, name, what, error = %s.message, "the API server refused the HPA");
-            set_condition(
-                &mut status.conditions,
-                ConditionType::Ready,
-                ConditionStatus::False,
-                "ScaledObjectCheckFailed",
-                &format!(
-                    "Failed to ensure HPA is correctly created for ScaledObject: {}",
-                    s.message
-                ),
-                now,
-            );
-        }
-        Err(e) => return Err(e),
-    }
-
-    // Status.
-    status.external_metric_names = Some(if so.spec.scaling_modifiers().is_some() {
-        vec![ringscale_api::names::COMPOSITE_METRIC_NAME.to_owned()]
-    } else {
-        runtime
-            .specs
-            .iter()
-            .filter_map(MetricSpec::external_name)
-            .map(str::to_owned)
-            .collect()
-    });
-    status.composite_scaler_name = so
-        .spec
-        .scaling_modifiers()
-        .map(|_| ringscale_api::names::COMPOSITE_METRIC_NAME.to_owned());
-    let resource_names: Vec<String> = runtime
+    let external: Vec<String> = runtime
+        .specs
+        .iter()
+        .filter_map(MetricSpec::external_name)
+        .map(str::to_owned)
+        .collect();
+    let resource: Vec<String> = runtime
         .specs
         .iter()
         .filter_map(|s| match s {
@@ -1287,88 +923,203 @@ async fn run_cycle(
             MetricSpec::External(_) => None,
         })
         .collect();
-    status.resource_metric_names = (!resource_names.is_empty()).then_some(resource_names);
-    status.triggers_activity = Some(
-        by_trigger
-            .iter()
-            .filter_map(|(i, active)| {
-                let name = so
-                    .spec
-                    .triggers
-                    .get(*i)?
-                    .name
-                    .clone()
-                    .unwrap_or_else(|| format!("{i}"));
-                Some((
-                    name,
-                    ringscale_api::common::TriggerActivityStatus { is_active: *active },
-                ))
-            })
-            .collect(),
-    );
-    if let Some(f) = fallback {
-        status.health = Some(
-            runtime
-                .health
-                .iter()
-                .map(|(m, h)| {
-                    (
-                        m.clone(),
-                        ringscale_api::common::HealthStatus {
-                            number_of_failures: Some(h.failures),
-                            status: Some(if h.failures == 0 {
-                                ringscale_api::common::HealthStatusType::Happy
-                            } else {
-                                ringscale_api::common::HealthStatusType::Failing
-                            }),
-                        },
-                    )
-                })
-                .collect(),
+    let now = Timestamp::now();
+    let plan = plan::plan(&plan::Input {
+        so,
+        pause: pause.clone(),
+        target,
+        problems: &runtime.problems,
+        external_metrics: &external,
+        resource_metrics: &resource,
+        polls: &polls,
+        formula: runtime.formula.as_ref(),
+        health: &runtime.health,
+        last_active: runtime.last_active,
+        health_written: runtime.health_written,
+        now,
+        keda_write_pattern: ctx.settings.keda_write_pattern,
+    });
+    execute(ctx, key, so, runtime, plan, pause.unwrap_or_default(), generation).await
+}
+
+/// Performs a plan: records, old HPAs, the scale write (and its event), the HPA, the other
+/// events and the status — each write fenced by the ring generation.
+async fn execute(
+    ctx: &Ctx,
+    key: &Key,
+    so: &ScaledObject,
+    runtime: &mut Runtime,
+    mut plan: plan::Plan,
+    pause: pause::Pause,
+    generation: u64,
+) -> Result<(), CycleError> {
+    let (ns, name) = (key.0.as_str(), key.1.as_str());
+    let interval = so.spec.polling_interval();
+    let polled_at = ringscale_replication::now();
+    for r in &plan.records {
+        let record_key = RecordKey::new(ns, name, r.metric.as_str());
+        let value = r
+            .value
+            .unwrap_or_else(|| ctx.records.get(&record_key).map_or(0.0, |old| old.value));
+        ctx.records.record_poll(
+            record_key,
+            value,
+            r.active,
+            r.error.as_deref(),
+            polled_at,
+            interval,
         );
-        if falling_back {
-            set_condition(
-                &mut status.conditions,
-                ConditionType::Fallback,
-                ConditionStatus::True,
-                "FallbackExists",
-                &format!(
-                    "At least one trigger is falling back on this scaled object (to {} replicas)",
-                    fallback_replicas(f, target.map_or(0, |t| t.0))
-                ),
-                now,
-            );
-        } else {
-            set_condition(
-                &mut status.conditions,
-                ConditionType::Fallback,
-                ConditionStatus::False,
-                "NoFallbackFound",
-                "No fallbacks are active on this scaled object",
-                now,
-            );
+    }
+    runtime.health = std::mem::take(&mut plan.health);
+    runtime.last_active = plan.last_active;
+    for old in &plan.delete_hpas {
+        info!(namespace = ns, name, hpa = %old, "deleting the HPA of the old name");
+        delete_hpa_named(ctx, so, old, generation).await?;
+    }
+    if plan.hpa == plan::HpaAction::Delete {
+        delete_hpa(ctx, so, generation).await?;
+    }
+    let kind = plan
+        .status
+        .scale_target_kind
+        .clone()
+        .unwrap_or_else(|| plan::scale_target_kind(so));
+    if let Some(step) = &plan.scale {
+        info!(namespace = ns, name, from = step.from, to = step.to, reason = ?step.reason, "scaling the target");
+        let result = scale(ctx, key, so, step.to, generation).await;
+        if let Some(e) = step.event(&kind, so, result.is_ok()) {
+            emit_planned(ctx, so, e);
+        }
+        result?;
+    }
+    if plan.hpa == plan::HpaAction::Ensure {
+        let composite = so.spec.scaling_modifiers().and_then(|m| {
+            let target = m
+                .target
+                .as_deref()
+                .and_then(|t| t.trim().parse::<f64>().ok())
+                .filter(|t| *t > 0.0)?;
+            let quantity = ringscale_scalers::MetricValue {
+                name: Arc::from(""),
+                value: target,
+            }
+            .quantity();
+            Some((
+                ringscale_api::names::COMPOSITE_METRIC_NAME,
+                m.metric_type.clone().unwrap_or(MetricType::AverageValue),
+                quantity,
+            ))
+        });
+        let desired = hpa::desired(so, hpa::metrics(so, &runtime.specs, composite), &pause);
+        // An HPA the API server refuses (e.g. a behavior it does not accept) is the user's to
+        // fix: say so in the status, as KEDA does, rather than only in the log.
+        match ensure_hpa(ctx, so, desired, generation, &mut runtime.hpa_matched).await {
+            Ok(()) => {}
+            Err(CycleError::Api(what, kube::Error::Api(s)))
+                if (400..500).contains(&s.code) && !matches!(s.code, 409 | 429) =>
+            {
+                warn!(namespace = ns, name, what, error = %s.message, "the API server refused the HPA");
+                plan::set_condition(
+                    &mut plan.status.conditions,
+                    ConditionType::Ready,
+                    ConditionStatus::False,
+                    "ScaledObjectCheckFailed",
+                    &format!(
+                        "Failed to ensure HPA is correctly created for ScaledObject: {}",
+                        s.message
+                    ),
+                    Timestamp::now(),
+                );
+            }
+            Err(e) => return Err(e),
         }
     }
-    if pause.is_paused() {
-        set_condition(
-            &mut status.conditions,
-            ConditionType::Paused,
-            ConditionStatus::True,
-            "ScaledObjectPaused",
-            "ScaledObject is paused",
-            now,
-        );
-    } else {
-        set_condition(
-            &mut status.conditions,
-            ConditionType::Paused,
-            ConditionStatus::False,
-            "ScaledObjectUnpaused",
-            "pause annotation removed for ScaledObject",
-            now,
-        );
+    let before = so.status.clone().unwrap_or_default();
+    if plan.status == before {
+        for e in plan.events {
+            emit_planned(ctx, so, e);
+        }
+        return Ok(());
     }
-    write_status(ctx, key, so, status, &before, generation).await
+    if !owns_at(ctx, key, generation) {
+        return Err(CycleError::Fenced("ownership changed"));
+    }
+    for e in plan.events {
+        emit_planned(ctx, so, e);
+    }
+    let mut updated = so.clone();
+    updated.status = Some(plan.status);
+    put_status(ctx, key, &updated).await?;
+    if plan.health_written {
+        runtime.health_written = Some(Timestamp::now());
+    }
+    debug!(namespace = %key.0, name = %key.1, kind = KIND_SCALED_OBJECT, "status written");
+    Ok(())
+}
+
+fn emit_planned(ctx: &Ctx, so: &ScaledObject, e: plan::PlannedEvent) {
+    let type_ = if e.warning {
+        EventType::Warning
+    } else {
+        EventType::Normal
+    };
+    emit(ctx, so, type_, e.reason, e.message);
+}
+
+/// Reads every external metric of every trigger at once, updating the scaler metrics, and
+/// returns the readings for the planner.
+async fn poll_metrics(ctx: &Ctx, so: &ScaledObject, runtime: &Runtime) -> Vec<plan::MetricPoll> {
+    let ns = so.namespace().unwrap_or_default();
+    let name = so.name_any();
+    let results = poll_all(runtime).await;
+    results
+        .into_iter()
+        .map(|(index, metric, polled_at, result)| {
+            let trigger = so.spec.triggers.get(index);
+            let labels = Metrics::scaler_labels(
+                Kind::ScaledObject,
+                &ns,
+                &name,
+                &metric,
+                trigger.map_or("", |t| t.type_.as_str()),
+                index,
+            );
+            let took = polled_at.elapsed();
+            let outcome = match result {
+                Ok(poll) => {
+                    let value = poll
+                        .values
+                        .iter()
+                        .find(|v| *v.name == *metric)
+                        .map_or(0.0, |v| v.value);
+                    ctx.metrics
+                        .polled(Kind::ScaledObject, &labels, value, poll.active, took);
+                    Ok(plan::Reading {
+                        value,
+                        active: poll.active,
+                    })
+                }
+                Err(e) => {
+                    ctx.metrics.failed(Kind::ScaledObject, &labels, took);
+                    Err(e.to_string())
+                }
+            };
+            let target = runtime.specs.iter().find_map(|s| match s {
+                MetricSpec::External(m) if m.name == metric => {
+                    #[allow(clippy::cast_precision_loss)]
+                    let t = m.target_milli as f64 / 1000.0;
+                    Some((m.metric_type.clone(), t))
+                }
+                _ => None,
+            });
+            plan::MetricPoll {
+                index,
+                metric,
+                target,
+                outcome,
+            }
+        })
+        .collect()
 }
 
 /// One poll's result for one metric: trigger index, metric name, when it started, outcome.
@@ -1493,11 +1244,6 @@ async fn build(ctx: &Ctx, so: &ScaledObject, runtime: &mut Runtime) {
         .map(str::to_owned)
         .collect();
     runtime.health.retain(|m, _| names.contains(m));
-}
-
-fn scale_target_kind(so: &ScaledObject) -> String {
-    let t = &so.spec.scale_target_ref;
-    format!("{}.{}", t.effective_api_version(), t.effective_kind())
 }
 
 /// The target's replicas and ready replicas, and what kind it is: Deployments and
@@ -1638,7 +1384,11 @@ where
         + std::fmt::Debug,
 {
     let has_finalizer = obj.finalizers().iter().any(|f| f == FINALIZER);
-    if has_finalizer && fence_of(obj.meta()) == generation {
+    // KEDA labels each ScaledObject with its own name (`scaledobject.keda.sh/name`).
+    let name_label = (kind == Kind::ScaledObject
+        && obj.labels().get(LABEL_SCALED_OBJECT_NAME) != Some(&key.1))
+        .then(|| json!({ LABEL_SCALED_OBJECT_NAME: key.1 }));
+    if has_finalizer && fence_of(obj.meta()) == generation && name_label.is_none() {
         return Ok(obj.clone());
     }
     if !owns_kind_at(ctx, kind, key, generation) {
@@ -1648,13 +1398,16 @@ where
     if !has_finalizer {
         finalizers.push(FINALIZER.to_owned());
     }
-    let patch = json!({
+    let mut patch = json!({
         "metadata": {
             "resourceVersion": obj.resource_version(),
             "finalizers": finalizers,
             "annotations": { FENCE_ANNOTATION: generation.to_string() },
         }
     });
+    if let Some(labels) = name_label {
+        patch["metadata"]["labels"] = labels;
+    }
     let updated = Api::<K>::namespaced(ctx.client.clone(), &key.0)
         .patch(&key.1, &PatchParams::default(), &Patch::Merge(patch))
         .await
@@ -1728,9 +1481,18 @@ async fn finalize(
 }
 
 async fn delete_hpa(ctx: &Ctx, so: &ScaledObject, generation: u64) -> Result<(), CycleError> {
+    delete_hpa_named(ctx, so, &so.hpa_name(), generation).await
+}
+
+/// Deletes the object's HPA of this name, when the watch shows one.
+async fn delete_hpa_named(
+    ctx: &Ctx,
+    so: &ScaledObject,
+    name: &str,
+    generation: u64,
+) -> Result<(), CycleError> {
     let ns = so.namespace().unwrap_or_default();
-    let name = so.hpa_name();
-    if ctx.hpas.get(&ObjectRef::new(&name).within(&ns)).is_none() {
+    if ctx.hpas.get(&ObjectRef::new(name).within(&ns)).is_none() {
         return Ok(());
     }
     let key = (ns.clone(), so.name_any());
@@ -1738,7 +1500,7 @@ async fn delete_hpa(ctx: &Ctx, so: &ScaledObject, generation: u64) -> Result<(),
         return Err(CycleError::Fenced("ownership changed"));
     }
     match Api::<HorizontalPodAutoscaler>::namespaced(ctx.client.clone(), &ns)
-        .delete(&name, &DeleteParams::default())
+        .delete(name, &DeleteParams::default())
         .await
     {
         Ok(_) => {
@@ -1790,7 +1552,6 @@ async fn ensure_hpa(
         Some(existing) => {
             let mut replacement = desired;
             replacement.metadata.resource_version = existing.metadata.resource_version.clone();
-            replacement.metadata.annotations = existing.metadata.annotations.clone();
             hpas.replace(&name, &PostParams::default(), &replacement)
                 .await
                 .map_err(api("update the HPA"))?;
@@ -1798,110 +1559,6 @@ async fn ensure_hpa(
     }
     ctx.stats.hpa_writes.fetch_add(1, Ordering::Relaxed);
     Ok(())
-}
-
-/// Sets a condition, keeping its transition time when its status did not change.
-fn set_condition(
-    conditions: &mut Option<Vec<Condition>>,
-    type_: ConditionType,
-    value: ConditionStatus,
-    reason: &str,
-    message: &str,
-    now: Timestamp,
-) {
-    let conditions = conditions.get_or_insert_with(Vec::new);
-    let message: String = message.chars().take(1024).collect();
-    match conditions.iter_mut().find(|c| c.type_ == type_) {
-        Some(c) => {
-            if c.status != value {
-                c.last_transition_time = Some(Time(now));
-            }
-            c.status = value;
-            c.reason = Some(reason.to_owned());
-            c.message = Some(message);
-        }
-        None => conditions.push(Condition {
-            type_,
-            status: value,
-            reason: Some(reason.to_owned()),
-            message: Some(message),
-            last_transition_time: Some(Time(now)),
-        }),
-    }
-}
-
-async fn write_status(
-    ctx: &Ctx,
-    key: &Key,
-    so: &ScaledObject,
-    status: ScaledObjectStatus,
-    before: &ScaledObjectStatus,
-    generation: u64,
-) -> Result<(), CycleError> {
-    if &status == before {
-        return Ok(());
-    }
-    if !owns_at(ctx, key, generation) {
-        return Err(CycleError::Fenced("ownership changed"));
-    }
-    for (type_, reason, note) in transition_events(before, &status) {
-        emit(ctx, so, type_, reason, note);
-    }
-    let mut updated = so.clone();
-    updated.status = Some(status);
-    put_status(ctx, key, &updated).await?;
-    debug!(namespace = %key.0, name = %key.1, kind = KIND_SCALED_OBJECT, "status written");
-    Ok(())
-}
-
-/// Events for condition transitions between two statuses: Ready turning True or failing its
-/// check, and fallback engaging.
-pub fn transition_events(
-    before: &ScaledObjectStatus,
-    after: &ScaledObjectStatus,
-) -> Vec<(EventType, &'static str, String)> {
-    let find = |s: &ScaledObjectStatus, t: ConditionType| {
-        s.conditions
-            .as_ref()
-            .and_then(|cs| cs.iter().find(|c| c.type_ == t).cloned())
-    };
-    let mut out = Vec::new();
-    let (was, now) = (
-        find(before, ConditionType::Ready),
-        find(after, ConditionType::Ready),
-    );
-    if let Some(now) = now {
-        let changed = was
-            .as_ref()
-            .is_none_or(|w| w.status != now.status || w.reason != now.reason);
-        if changed {
-            match (now.status, now.reason.as_deref()) {
-                (ConditionStatus::True, _) => out.push((
-                    EventType::Normal,
-                    "ScaledObjectReady",
-                    "ScaledObject is ready for scaling".to_owned(),
-                )),
-                (ConditionStatus::False, Some("ScaledObjectCheckFailed")) => out.push((
-                    EventType::Warning,
-                    "ScaledObjectCheckFailed",
-                    now.message.clone().unwrap_or_default(),
-                )),
-                _ => {}
-            }
-        }
-    }
-    let was = find(before, ConditionType::Fallback).map(|c| c.status);
-    if let Some(now) = find(after, ConditionType::Fallback)
-        && now.status == ConditionStatus::True
-        && was != Some(ConditionStatus::True)
-    {
-        out.push((
-            EventType::Warning,
-            "FallbackExists",
-            now.message.clone().unwrap_or_default(),
-        ));
-    }
-    out
 }
 
 /// Publishes an event without holding up the cycle; failures are logged.

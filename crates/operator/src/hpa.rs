@@ -122,14 +122,36 @@ fn labels(so: &ScaledObject, hpa_name: &str) -> BTreeMap<String, String> {
         .into_iter()
         .filter(|(k, _)| !excluded.contains(k))
         .collect();
-    let short: String = hpa_name.chars().take(63).collect();
-    labels.insert("app.kubernetes.io/name".into(), short);
+    labels.insert("app.kubernetes.io/name".into(), label_value(hpa_name));
     labels.insert("app.kubernetes.io/part-of".into(), so_name);
     labels.insert(
         "app.kubernetes.io/managed-by".into(),
         "keda-operator".into(),
     );
     labels
+}
+
+/// A name as a label value, as KEDA cuts it: at most 63 characters, then without trailing
+/// characters that are not letters or digits (a label value must end with one).
+pub fn label_value(name: &str) -> String {
+    let short: String = name.chars().take(63).collect();
+    short
+        .trim_end_matches(|c: char| !c.is_alphanumeric())
+        .to_owned()
+}
+
+/// The ScaledObject's annotations, which KEDA copies onto the HPA (all but ringscale's own
+/// ownership stamp, which changes with the ring and would rewrite the HPA).
+fn annotations(so: &ScaledObject) -> Option<BTreeMap<String, String>> {
+    let copied: BTreeMap<String, String> = so
+        .metadata
+        .annotations
+        .iter()
+        .flatten()
+        .filter(|(k, _)| k.as_str() != crate::controller::FENCE_ANNOTATION)
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    (!copied.is_empty()).then_some(copied)
 }
 
 /// The HPA's `behavior`: the ScaledObject's, with scaling up or down disabled by the
@@ -207,6 +229,7 @@ pub fn desired(
             name: Some(name.clone()),
             namespace: so.metadata.namespace.clone(),
             labels: Some(labels(so, &name)),
+            annotations: annotations(so),
             owner_references: Some(vec![owner]),
             ..ObjectMeta::default()
         },
@@ -232,9 +255,19 @@ pub fn matches(existing: &HpaView, desired: &HorizontalPodAutoscaler) -> bool {
     let (Some(e), Ok(d)) = (existing.spec_value(), serde_json::to_value(&desired.spec)) else {
         return false;
     };
+    // Annotations as KEDA compares them: the desired ones must be there (others may be added
+    // by other tools), and none at all when the ScaledObject has none.
+    let annotations_match = match (&desired.metadata.annotations, &existing.metadata.annotations) {
+        (None, None) => true,
+        (None, Some(e)) => e.is_empty(),
+        (Some(d), e) => d
+            .iter()
+            .all(|(k, v)| e.as_ref().and_then(|e| e.get(k)) == Some(v)),
+    };
     derivative(&d, &e)
         && existing.metadata.labels == desired.metadata.labels
         && existing.metadata.owner_references == desired.metadata.owner_references
+        && annotations_match
 }
 
 /// An HPA as the watch keeps it: the metadata (without managedFields) and the spec as the

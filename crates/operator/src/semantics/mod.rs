@@ -6,4 +6,5 @@ pub mod fallback;
 pub mod jobs;
 pub mod modifiers;
 pub mod pause;
+pub mod plan;
 pub mod scale;

@@ -1,0 +1,1001 @@
+//! One poll of a ScaledObject as a pure function: from what the cycle read (the object, its
+//! pause annotations, the target's replicas, each metric's reading, the failure counts, the
+//! clock) to a [`Plan`] — the replica count to set, what to do with the HPA, the status, the
+//! events and the records. The controller gathers the inputs and performs the plan's writes;
+//! every KEDA rule lives here, where a plain `#[test]` can check it.
+//!
+//! The reference is KEDA v2.20: `pkg/scaling/scale_handler.go` (`getScaledObjectState`,
+//! `getScalerState`, `checkScalers`), `pkg/scaling/executor/scale_scaledobjects.go`
+//! (`RequestScale`), `pkg/fallback/fallback.go`, `pkg/scaling/modifiers/formula.go`,
+//! `pkg/scaling/executor/scale_executor.go` (`getTriggersActivity`) and
+//! `controllers/keda/scaledobject_controller.go` (pause).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use ringscale_api::common::{
+    GroupVersionKindResource, HealthStatus, HealthStatusType, TriggerActivityStatus,
+};
+use ringscale_api::names::COMPOSITE_METRIC_NAME;
+use ringscale_api::scaled_object::{Fallback, FallbackBehavior};
+use ringscale_api::{
+    Condition, ConditionStatus, ConditionType, MetricType, ScaledObject, ScaledObjectStatus,
+};
+
+use super::fallback::{Health, fallback_replicas, fallback_value};
+use super::modifiers::{Formula, composite_active};
+use super::pause::Pause;
+use super::scale::cooldown_ends;
+
+/// How often at most `status.health` is refreshed while only failure counts change (the
+/// threshold being crossed, or a recovery, is written at once).
+pub const HEALTH_REFRESH: Duration = Duration::from_secs(60);
+
+/// KEDA's Ready message when all is well.
+pub const READY_MESSAGE: &str = "ScaledObject is defined correctly and is ready for scaling";
+
+/// The target's replica counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// `/scale` `spec.replicas`.
+    pub current: i32,
+    /// Ready replicas.
+    pub ready: i32,
+}
+
+/// One external metric's reading this poll.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MetricPoll {
+    /// The trigger's index in `spec.triggers`.
+    pub index: usize,
+    /// The metric name (`s<index>-...`).
+    pub metric: String,
+    /// The metric's HPA target: its type and value (for fallback values).
+    pub target: Option<(MetricType, f64)>,
+    /// The value and activity, or why the read failed.
+    pub outcome: Result<Reading, String>,
+}
+
+/// A successful read.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Reading {
+    /// The value.
+    pub value: f64,
+    /// Above the trigger's activation threshold.
+    pub active: bool,
+}
+
+/// Everything one poll's plan depends on.
+#[derive(Debug)]
+pub struct Input<'a> {
+    /// The object as read (its status is the "before").
+    pub so: &'a ScaledObject,
+    /// The pause annotations, or why they are invalid.
+    pub pause: Result<Pause, String>,
+    /// The target's replicas and what kind it is, or why they could not be read.
+    pub target: Result<(Target, GroupVersionKindResource), String>,
+    /// Problems building the triggers (an invalid trigger, a missing secret, a bad formula).
+    pub problems: &'a [String],
+    /// The external metric names of every trigger, in trigger order.
+    pub external_metrics: &'a [String],
+    /// The resource metric names (cpu, memory) of the HPA.
+    pub resource_metrics: &'a [String],
+    /// This poll's readings of every external metric.
+    pub polls: &'a [MetricPoll],
+    /// The compiled `scalingModifiers` formula, when there is one.
+    pub formula: Option<&'a Formula>,
+    /// Failure counts as this replica knows them (a new owner continues from the status).
+    pub health: &'a BTreeMap<String, Health>,
+    /// When this replica last saw the object active (more precise than the status).
+    pub last_active: Option<Timestamp>,
+    /// When this replica last wrote `status.health`.
+    pub health_written: Option<Timestamp>,
+    /// Now.
+    pub now: Timestamp,
+    /// Load tests only: KEDA's pattern of writing `lastActiveTime` on every active poll.
+    pub keda_write_pattern: bool,
+}
+
+/// What to do with the HPA.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HpaAction {
+    /// Create or update it as the object describes it.
+    Ensure,
+    /// Delete it (the object is paused).
+    Delete,
+    /// Leave it (the object cannot be scaled yet: invalid triggers or annotations).
+    Keep,
+}
+
+/// Why the target is scaled, which names the event the executor publishes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ScaleReason {
+    /// 0 (or idle) → active: `KEDAScaleTargetActivated`, naming the active metrics.
+    Activate {
+        /// Active because of `force-activation`.
+        forced: bool,
+        /// The active metrics.
+        triggers: Vec<String>,
+    },
+    /// Inactive past the cooldown → 0 or idle: `KEDAScaleTargetDeactivated`.
+    Deactivate,
+    /// Inactive below `minReplicaCount`: up to it.
+    Minimum,
+    /// `paused-replicas`.
+    Paused,
+}
+
+/// A replica count to set on the target.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScaleStep {
+    /// The count before.
+    pub from: i32,
+    /// The count to set.
+    pub to: i32,
+    /// Why.
+    pub reason: ScaleReason,
+}
+
+impl ScaleStep {
+    /// The event after the write: reason, whether it is a warning, message (KEDA's texts).
+    pub fn event(&self, kind: &str, so: &ScaledObject, ok: bool) -> Option<PlannedEvent> {
+        let ns = so.metadata.namespace.as_deref().unwrap_or_default();
+        let target = &so.spec.scale_target_ref.name;
+        let (from, to) = (self.from, self.to);
+        match (&self.reason, ok) {
+            (ScaleReason::Activate { forced, triggers }, true) => Some(PlannedEvent::normal(
+                "KEDAScaleTargetActivated",
+                if *forced {
+                    format!(
+                        "Scaled {kind} {ns}/{target} from {from} to {to}, caused by forced activation annotation"
+                    )
+                } else {
+                    format!(
+                        "Scaled {kind} {ns}/{target} from {from} to {to}, triggered by {}",
+                        triggers.join(";")
+                    )
+                },
+            )),
+            (ScaleReason::Activate { .. }, false) => Some(PlannedEvent::warning(
+                "KEDAScaleTargetActivationFailed",
+                format!("Failed to scale {kind} {ns}/{target} from {from} to {to}"),
+            )),
+            (ScaleReason::Deactivate, true) => Some(PlannedEvent::normal(
+                "KEDAScaleTargetDeactivated",
+                format!("Deactivated {kind} {ns}/{target} from {from} to {to}"),
+            )),
+            (ScaleReason::Deactivate, false) => Some(PlannedEvent::warning(
+                "KEDAScaleTargetDeactivationFailed",
+                format!("Failed to deactivate {kind} {ns}/{target} from {from} to {to}"),
+            )),
+            (ScaleReason::Minimum | ScaleReason::Paused, _) => None,
+        }
+    }
+}
+
+/// An event to publish on the ScaledObject.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlannedEvent {
+    /// Warning (true) or Normal.
+    pub warning: bool,
+    /// KEDA's reason (`pkg/eventreason`).
+    pub reason: &'static str,
+    /// The note.
+    pub message: String,
+}
+
+impl PlannedEvent {
+    fn normal(reason: &'static str, message: impl Into<String>) -> Self {
+        PlannedEvent {
+            warning: false,
+            reason,
+            message: message.into(),
+        }
+    }
+
+    fn warning(reason: &'static str, message: impl Into<String>) -> Self {
+        PlannedEvent {
+            warning: true,
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+/// A value to record (and replicate) for a metric.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlannedRecord {
+    /// The metric name (`composite-metric` for the formula's result).
+    pub metric: String,
+    /// The value (for a failed read: `None`, the executor keeps the last one).
+    pub value: Option<f64>,
+    /// Active, or counted active (fallback).
+    pub active: bool,
+    /// Why the read failed.
+    pub error: Option<String>,
+}
+
+/// What one poll does.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    /// The status to write (written only if it differs from the object's).
+    pub status: ScaledObjectStatus,
+    /// The replica count to set, if any.
+    pub scale: Option<ScaleStep>,
+    /// The HPA.
+    pub hpa: HpaAction,
+    /// HPAs this object managed under another name (`horizontalPodAutoscalerConfig.name`
+    /// changed): delete them.
+    pub delete_hpas: Vec<String>,
+    /// Events to publish.
+    pub events: Vec<PlannedEvent>,
+    /// Failure counts after this poll.
+    pub health: BTreeMap<String, Health>,
+    /// When the object was last seen active, after this poll.
+    pub last_active: Option<Timestamp>,
+    /// The status carries refreshed health counts.
+    pub health_written: bool,
+    /// Values to record.
+    pub records: Vec<PlannedRecord>,
+    /// The object is active (or counted active through fallback).
+    pub active: bool,
+    /// Some metric is past its failure threshold.
+    pub falling_back: bool,
+}
+
+/// Whether KEDA would apply this fallback (`HasValidFallback`): non-negative counts and, with
+/// scalingModifiers, an integer target above 0.
+pub fn valid_fallback<'a>(so: &'a ScaledObject) -> Option<&'a Fallback> {
+    let fallback = so.spec.fallback.as_ref()?;
+    let modifiers_ok = so.spec.scaling_modifiers().is_none_or(|m| {
+        m.target
+            .as_deref()
+            .and_then(|t| t.parse::<i64>().ok())
+            .is_some_and(|t| t > 0)
+    });
+    (fallback.failure_threshold >= 0 && fallback.replicas >= 0 && modifiers_ok).then_some(fallback)
+}
+
+/// Sets a condition, keeping its transition time when its status did not change.
+pub fn set_condition(
+    conditions: &mut Option<Vec<Condition>>,
+    type_: ConditionType,
+    value: ConditionStatus,
+    reason: &str,
+    message: &str,
+    now: Timestamp,
+) {
+    let conditions = conditions.get_or_insert_with(Vec::new);
+    let message: String = message.chars().take(1024).collect();
+    match conditions.iter_mut().find(|c| c.type_ == type_) {
+        Some(c) => {
+            if c.status != value {
+                c.last_transition_time = Some(Time(now));
+            }
+            c.status = value;
+            c.reason = Some(reason.to_owned());
+            c.message = Some(message);
+        }
+        None => conditions.push(Condition {
+            type_,
+            status: value,
+            reason: Some(reason.to_owned()),
+            message: Some(message),
+            last_transition_time: Some(Time(now)),
+        }),
+    }
+}
+
+/// The status of a condition type, if set.
+pub fn condition_status(status: &ScaledObjectStatus, type_: ConditionType) -> Option<ConditionStatus> {
+    status
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| c.status.clone())
+}
+
+fn condition_reason(status: &ScaledObjectStatus, type_: ConditionType) -> Option<String> {
+    status
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_)
+        .and_then(|c| c.reason.clone())
+}
+
+/// The `scaleTargetKind` KEDA writes: `<apiVersion>.<Kind>`.
+pub fn scale_target_kind(so: &ScaledObject) -> String {
+    let t = &so.spec.scale_target_ref;
+    format!("{}.{}", t.effective_api_version(), t.effective_kind())
+}
+
+/// Plans one poll.
+pub fn plan(input: &Input<'_>) -> Plan {
+    let so = input.so;
+    let now = input.now;
+    let before = so.status.clone().unwrap_or_default();
+    let mut status = before.clone();
+    let mut events = Vec::new();
+    status.hpa_name = Some(so.hpa_name());
+    status.scale_target_kind = Some(scale_target_kind(so));
+    status.triggers_types = Some(
+        so.spec
+            .triggers
+            .iter()
+            .map(|t| t.type_.as_str())
+            .collect::<Vec<_>>()
+            .join(","),
+    );
+    let target = match &input.target {
+        Ok((target, gvkr)) => {
+            status.scale_target_gvkr = Some(gvkr.clone());
+            if status.original_replica_count.is_none() {
+                status.original_replica_count = Some(target.current);
+            }
+            Ok(*target)
+        }
+        Err(e) => Err(e.clone()),
+    };
+    // An HPA this object created under another name is deleted (KEDA finds it through
+    // status.hpaName).
+    let delete_hpas: Vec<String> = before
+        .hpa_name
+        .iter()
+        .filter(|old| !old.is_empty() && **old != so.hpa_name())
+        .cloned()
+        .collect();
+    let mut plan = Plan {
+        status: ScaledObjectStatus::default(),
+        scale: None,
+        hpa: HpaAction::Keep,
+        delete_hpas,
+        events: Vec::new(),
+        health: input.health.clone(),
+        last_active: input.last_active,
+        health_written: false,
+        records: Vec::new(),
+        active: false,
+        falling_back: false,
+    };
+
+    let pause = match &input.pause {
+        Ok(p) => *p,
+        Err(message) => {
+            set_condition(
+                &mut status.conditions,
+                ConditionType::Ready,
+                ConditionStatus::False,
+                "ScaledObjectCheckFailed",
+                message,
+                now,
+            );
+            ready_events(&before, &status, &mut events);
+            plan.status = status;
+            plan.events = events;
+            return plan;
+        }
+    };
+    let was_paused = condition_status(&before, ConditionType::Paused) == Some(ConditionStatus::True);
+
+    // Paused (`paused`, `paused-replicas`): no scale loop, no HPA; the target held at the
+    // paused count when one is given.
+    if pause.is_full() {
+        plan.hpa = HpaAction::Delete;
+        if let (Some(n), Ok(t)) = (pause.replicas, target)
+            && t.current != n
+        {
+            plan.scale = Some(ScaleStep {
+                from: t.current,
+                to: n,
+                reason: ScaleReason::Paused,
+            });
+        }
+        status.paused_replica_count = pause.replicas;
+        set_condition(
+            &mut status.conditions,
+            ConditionType::Paused,
+            ConditionStatus::True,
+            "ScaledObjectPaused",
+            "ScaledObject is paused",
+            now,
+        );
+        if !was_paused {
+            events.push(PlannedEvent::normal(
+                "ScaledObjectPaused",
+                "ScaledObject is paused",
+            ));
+        }
+        plan.status = status;
+        plan.events = events;
+        return plan;
+    }
+    status.paused_replica_count = None;
+    if pause.scale_in || pause.scale_out {
+        set_condition(
+            &mut status.conditions,
+            ConditionType::Paused,
+            ConditionStatus::True,
+            "ScaledObjectPaused",
+            "ScaledObject is paused",
+            now,
+        );
+        if !was_paused {
+            events.push(PlannedEvent::normal(
+                "ScaledObjectPaused",
+                "ScaledObject is paused",
+            ));
+        }
+    } else if was_paused {
+        let message = "pause annotation removed for ScaledObject";
+        set_condition(
+            &mut status.conditions,
+            ConditionType::Paused,
+            ConditionStatus::False,
+            "ScaledObjectUnpaused",
+            message,
+            now,
+        );
+        events.push(PlannedEvent::normal("ScaledObjectUnpaused", message));
+    } else if condition_status(&before, ConditionType::Paused).is_none() {
+        // KEDA initializes Paused to False.
+        set_condition(
+            &mut status.conditions,
+            ConditionType::Paused,
+            ConditionStatus::False,
+            "ScaledObjectUnpaused",
+            "ScaledObject is not paused",
+            now,
+        );
+    }
+
+    if !input.problems.is_empty() {
+        let message = input.problems.join("; ");
+        set_condition(
+            &mut status.conditions,
+            ConditionType::Ready,
+            ConditionStatus::False,
+            "ScaledObjectCheckFailed",
+            &message,
+            now,
+        );
+        set_condition(
+            &mut status.conditions,
+            ConditionType::Active,
+            ConditionStatus::Unknown,
+            "ScaledObjectCheckFailed",
+            "the triggers could not be built",
+            now,
+        );
+        ready_events(&before, &status, &mut events);
+        plan.status = status;
+        plan.events = events;
+        return plan;
+    }
+    plan.hpa = HpaAction::Ensure;
+
+    // Each metric: success resets its count; a failure counts, and past the threshold the
+    // trigger falls back — it counts as active and not as an error (`getScalerState`:
+    // `isActiveOrFallback`), its value the one that lands the HPA on the fallback replicas.
+    let modifiers = so.spec.scaling_modifiers();
+    let fallback = valid_fallback(so);
+    let current = target.as_ref().map_or(0, |t| t.current);
+    let ready = target.as_ref().map_or(0, |t| t.ready);
+    let mut any_active = false;
+    let mut any_error = false;
+    let mut active_metrics: Vec<String> = Vec::new();
+    let mut fallback_values: Vec<f64> = Vec::new();
+    let mut errors: Vec<String> = Vec::new();
+    let mut formula_values: BTreeMap<String, Option<f64>> = BTreeMap::new();
+    let mut falling_back = false;
+    let failed_reason = if modifiers.is_some() {
+        "KEDAMetricSourceFailed"
+    } else {
+        "KEDAScalerFailed"
+    };
+    for poll in input.polls {
+        let trigger_name = so
+            .spec
+            .triggers
+            .get(poll.index)
+            .and_then(|t| t.name.clone());
+        let previous = plan
+            .health
+            .get(&poll.metric)
+            .copied()
+            .or_else(|| status_health(&before, &poll.metric))
+            .unwrap_or_default();
+        match &poll.outcome {
+            Ok(reading) => {
+                plan.health.insert(poll.metric.clone(), previous.success());
+                if reading.active {
+                    any_active = true;
+                    active_metrics.push(poll.metric.clone());
+                }
+                plan.records.push(PlannedRecord {
+                    metric: poll.metric.clone(),
+                    value: Some(reading.value),
+                    active: reading.active,
+                    error: None,
+                });
+                if let Some(n) = trigger_name {
+                    formula_values.insert(n, Some(reading.value));
+                }
+            }
+            Err(message) => {
+                let health = previous.failure();
+                plan.health.insert(poll.metric.clone(), health);
+                if previous.failures == 0 {
+                    events.push(PlannedEvent::warning(failed_reason, message.clone()));
+                }
+                let past = fallback.filter(|f| health.falls_back(f));
+                match past {
+                    Some(f) if f.effective_behavior() == FallbackBehavior::ScalingModifiers => {
+                        // The formula sees nil for this trigger (`??`); not an error.
+                        falling_back = true;
+                        if let Some(n) = trigger_name {
+                            formula_values.insert(n, None);
+                        }
+                    }
+                    Some(f) => {
+                        falling_back = true;
+                        any_active = true;
+                        active_metrics.push(poll.metric.clone());
+                        if let Some((metric_type, t)) = &poll.target {
+                            fallback_values.push(fallback_value(
+                                *t,
+                                metric_type,
+                                fallback_replicas(f, current),
+                                ready,
+                            ));
+                        }
+                    }
+                    None => {
+                        any_error = true;
+                        errors.push(message.clone());
+                        if let Some(n) = trigger_name {
+                            formula_values.insert(n, None);
+                        }
+                    }
+                }
+                plan.records.push(PlannedRecord {
+                    metric: poll.metric.clone(),
+                    value: None,
+                    active: past.is_some(),
+                    error: Some(message.clone()),
+                });
+            }
+        }
+    }
+
+    // scalingModifiers: the composite metric decides activity, and only without errors.
+    if let Some(m) = modifiers {
+        any_active = false;
+        active_metrics.clear();
+        if !any_error {
+            let composite = if let Some(v) = fallback_values.first() {
+                // A static-like fallback replaces the formula's result (`HandleScalingModifiers`).
+                Ok(Some(*v))
+            } else {
+                match input.formula {
+                    Some(f) => f.evaluate(&formula_values),
+                    None => Err("the formula is not compiled".to_owned()),
+                }
+            };
+            let composite = match composite {
+                Ok(Some(v)) => Ok(v),
+                // nil: fallback.replicas × target (`scalingModifiersFallbackTarget`).
+                Ok(None) => match (so.spec.fallback.as_ref(), parse_f64(m.target.as_deref())) {
+                    (Some(f), Some(t)) => Ok(f64::from(f.replicas) * t),
+                    (None, _) => Err(
+                        "scalingModifiers formula evaluated to nil but no fallback is configured"
+                            .to_owned(),
+                    ),
+                    (_, None) => Err("scalingModifiers target is not a number".to_owned()),
+                },
+                Err(e) => Err(e),
+            };
+            match composite {
+                Ok(v) => {
+                    let activation = parse_f64(m.activation_target.as_deref()).unwrap_or(0.0);
+                    any_active = composite_active(v, activation);
+                    if any_active {
+                        active_metrics.push(COMPOSITE_METRIC_NAME.to_owned());
+                    }
+                    plan.records.push(PlannedRecord {
+                        metric: COMPOSITE_METRIC_NAME.to_owned(),
+                        value: Some(v),
+                        active: any_active,
+                        error: None,
+                    });
+                }
+                Err(e) => {
+                    any_error = true;
+                    errors.push(e.clone());
+                    plan.records.push(PlannedRecord {
+                        metric: COMPOSITE_METRIC_NAME.to_owned(),
+                        value: None,
+                        active: false,
+                        error: Some(e),
+                    });
+                }
+            }
+        }
+    }
+    // Only cpu/memory triggers: always active, so never scaled to 0 (unless a trigger failed).
+    if so.spec.only_resource_triggers() && !any_error {
+        any_active = true;
+    }
+    let active = any_active || pause.force_activation;
+    plan.active = active;
+    plan.falling_back = falling_back;
+
+    // A new owner of an object whose status says Active counts the cooldown from its own first
+    // poll: lastActiveTime is written on transitions only, so the status may be old.
+    let status_says_active = condition_status(&before, ConditionType::Active) == Some(ConditionStatus::True);
+    if plan.last_active.is_none() && status_says_active {
+        plan.last_active = Some(now);
+    }
+
+    // RequestScale.
+    match target {
+        Err(e) => set_condition(
+            &mut status.conditions,
+            ConditionType::Ready,
+            ConditionStatus::False,
+            "ErrorGettingCurrentReplicas",
+            &format!("Error getting current replicas count for ScaleTarget: {e}"),
+            now,
+        ),
+        Ok(t) => {
+            set_condition(
+                &mut status.conditions,
+                ConditionType::Ready,
+                ConditionStatus::True,
+                "ScaledObjectReady",
+                READY_MESSAGE,
+                now,
+            );
+            let touched = request_scale(input, &pause, t, active, any_error, &active_metrics, &mut plan, &mut status);
+            if touched {
+                plan.last_active = Some(now);
+                // Written when the object turns active (the Active condition changes in the same
+                // write); KEDA's pattern writes it on every active poll.
+                if input.keda_write_pattern || !status_says_active || status.last_active_time.is_none() {
+                    status.last_active_time = Some(Time(now));
+                }
+            } else if !active
+                && let Some(last) = plan.last_active
+                // The API keeps whole seconds: compare at that precision, or every inactive poll
+                // would write the same time again.
+                && status
+                    .last_active_time
+                    .as_ref()
+                    .is_none_or(|t| t.0.as_second() < last.as_second())
+            {
+                // The first inactive poll writes the last active time, so the cooldown runs from
+                // it here and at any new owner.
+                status.last_active_time = Some(Time(last));
+            }
+        }
+    }
+    if let Some(c) = status
+        .conditions
+        .as_mut()
+        .and_then(|cs| cs.iter_mut().find(|c| c.type_ == ConditionType::Ready))
+        && c.status != ConditionStatus::True
+        && c.reason.as_deref() != Some("ErrorGettingCurrentReplicas")
+        && !errors.is_empty()
+    {
+        // KEDA's message is generic; the errors themselves help more.
+        c.message = Some(
+            format!("{}: {}", c.message.as_deref().unwrap_or_default(), errors.join("; "))
+                .chars()
+                .take(1024)
+                .collect(),
+        );
+    }
+
+    // Names and activity as KEDA writes them: the triggers' external metric names (also with
+    // scalingModifiers, which add compositeScalerName), activity keyed by those names.
+    status.external_metric_names = Some(input.external_metrics.to_vec());
+    status.resource_metric_names =
+        (!input.resource_metrics.is_empty()).then(|| input.resource_metrics.to_vec());
+    status.composite_scaler_name = modifiers
+        .filter(|m| parse_f64(m.target.as_deref()).is_some_and(|t| t > 0.0))
+        .map(|_| COMPOSITE_METRIC_NAME.to_owned());
+    status.triggers_activity = Some(
+        input
+            .external_metrics
+            .iter()
+            .map(|m| {
+                (
+                    m.clone(),
+                    TriggerActivityStatus {
+                        is_active: active_metrics.contains(m),
+                    },
+                )
+            })
+            .collect(),
+    );
+
+    // Fallback: health kept only when a valid fallback is configured.
+    if fallback.is_some() {
+        apply_health(input, &before, &mut plan, &mut status);
+        if falling_back {
+            set_condition(
+                &mut status.conditions,
+                ConditionType::Fallback,
+                ConditionStatus::True,
+                "FallbackExists",
+                "At least one trigger is falling back on this scaled object",
+                now,
+            );
+        } else {
+            set_condition(
+                &mut status.conditions,
+                ConditionType::Fallback,
+                ConditionStatus::False,
+                "NoFallbackFound",
+                "No fallbacks are active on this scaled object",
+                now,
+            );
+        }
+        let was = condition_status(&before, ConditionType::Fallback) == Some(ConditionStatus::True);
+        if falling_back && !was {
+            events.push(PlannedEvent::normal(
+                "ScaledObjectFallbackActivated",
+                "ScaledObject fallback is active",
+            ));
+        } else if !falling_back && was {
+            events.push(PlannedEvent::normal(
+                "ScaledObjectFallbackDeactivated",
+                "ScaledObject fallback is no longer active",
+            ));
+        }
+    }
+    ready_events(&before, &status, &mut events);
+    plan.status = status;
+    plan.events = events;
+    plan
+}
+
+/// KEDA's `RequestScale` once the replicas are known. Returns whether `lastActiveTime` is
+/// refreshed (an active poll that scaled from zero, or found replicas running without errors).
+#[allow(clippy::too_many_arguments)]
+fn request_scale(
+    input: &Input<'_>,
+    pause: &Pause,
+    t: Target,
+    active: bool,
+    error: bool,
+    active_metrics: &[String],
+    plan: &mut Plan,
+    status: &mut ScaledObjectStatus,
+) -> bool {
+    let so = input.so;
+    let now = input.now;
+    let min = so.spec.min_replicas();
+    let idle = so.spec.idle_replica_count;
+    if active {
+        let message = if pause.force_activation {
+            "Scaling is performed because activation is being forced by annotation"
+        } else {
+            "Scaling is performed because triggers are active"
+        };
+        set_condition(
+            &mut status.conditions,
+            ConditionType::Active,
+            ConditionStatus::True,
+            "ScalerActive",
+            message,
+            now,
+        );
+        if (idle.is_some() && t.current < min) || t.current == 0 {
+            if pause.scale_out {
+                return false;
+            }
+            plan.scale = Some(ScaleStep {
+                from: t.current,
+                to: if min > 0 { min } else { 1 },
+                reason: ScaleReason::Activate {
+                    forced: pause.force_activation,
+                    triggers: active_metrics.to_vec(),
+                },
+            });
+            return true;
+        }
+        if error {
+            set_condition(
+                &mut status.conditions,
+                ConditionType::Ready,
+                ConditionStatus::Unknown,
+                "PartialTriggerError",
+                "Some triggers defined in ScaledObject are not working correctly",
+                now,
+            );
+            return false;
+        }
+        return true;
+    }
+    set_condition(
+        &mut status.conditions,
+        ConditionType::Active,
+        ConditionStatus::False,
+        "ScalerNotActive",
+        "Scaling is not performed because triggers are not active",
+        now,
+    );
+    let fallback = so.spec.fallback.as_ref();
+    if error && fallback.is_some_and(|f| f.replicas != 0) {
+        // Scaling to zero now would keep the HPA from applying the fallback later.
+        return false;
+    }
+    if error && fallback.is_none() {
+        set_condition(
+            &mut status.conditions,
+            ConditionType::Ready,
+            ConditionStatus::False,
+            "TriggerError",
+            "Triggers defined in ScaledObject are not working correctly",
+            now,
+        );
+        return false;
+    }
+    let above_idle = idle.is_some_and(|i| t.current > i);
+    if above_idle || (t.current > 0 && min == 0) {
+        if pause.scale_in {
+            return false;
+        }
+        let scale_input = super::scale::ScaleInput {
+            current: t.current,
+            min,
+            max: so.spec.max_replicas(),
+            idle,
+            active,
+            error,
+            fallback_configured: false,
+            cooldown: so.spec.cooldown_period(),
+            initial_cooldown: so.spec.initial_cooldown_period(),
+            last_active: status
+                .last_active_time
+                .as_ref()
+                .map(|t| t.0)
+                .max(plan.last_active),
+            created: so.metadata.creation_timestamp.as_ref().map_or(now, |t| t.0),
+            now,
+            scale_in_paused: pause.scale_in,
+            scale_out_paused: pause.scale_out,
+        };
+        // KEDA scales in once the end is strictly in the past.
+        if now > cooldown_ends(&scale_input) {
+            plan.scale = Some(ScaleStep {
+                from: t.current,
+                to: idle.unwrap_or(min),
+                reason: ScaleReason::Deactivate,
+            });
+        } else {
+            set_condition(
+                &mut status.conditions,
+                ConditionType::Active,
+                ConditionStatus::False,
+                "ScalerCooldown",
+                "Scaler cooling down because triggers are not active",
+                now,
+            );
+        }
+        return false;
+    }
+    if idle.is_none() && t.current < min {
+        plan.scale = Some(ScaleStep {
+            from: t.current,
+            to: min,
+            reason: ScaleReason::Minimum,
+        });
+    }
+    false
+}
+
+/// `status.health`: KEDA writes it on every read; here it is written when a metric crosses its
+/// threshold (either way), recovers, appears or goes — and otherwise at most once per
+/// [`HEALTH_REFRESH`], so a shared source that fails does not cost a write per object per poll.
+fn apply_health(
+    input: &Input<'_>,
+    before: &ScaledObjectStatus,
+    plan: &mut Plan,
+    status: &mut ScaledObjectStatus,
+) {
+    let Some(fallback) = valid_fallback(input.so) else {
+        return;
+    };
+    // Only the metrics the object has now.
+    plan.health
+        .retain(|m, _| input.external_metrics.iter().any(|e| e == m));
+    let wanted: BTreeMap<String, HealthStatus> = plan
+        .health
+        .iter()
+        .map(|(m, h)| (m.clone(), health_status(*h)))
+        .collect();
+    let old = before.health.clone().unwrap_or_default();
+    if old == wanted {
+        return;
+    }
+    let state = |h: Option<&HealthStatus>| {
+        let failures = h.and_then(|h| h.number_of_failures).unwrap_or(0);
+        (failures == 0, failures > fallback.failure_threshold)
+    };
+    let significant = old.len() != wanted.len()
+        || wanted.iter().any(|(m, h)| {
+            let (was_happy, was_past) = state(old.get(m));
+            let (happy, past) = state(Some(h));
+            !old.contains_key(m) || was_past != past || (happy && !was_happy)
+        });
+    let due = input.health_written.is_none_or(|t| {
+        input
+            .now
+            .duration_since(t)
+            .try_into()
+            .is_ok_and(|d: Duration| d >= HEALTH_REFRESH)
+    });
+    if significant || due {
+        status.health = Some(wanted);
+        plan.health_written = true;
+    }
+}
+
+fn health_status(h: Health) -> HealthStatus {
+    HealthStatus {
+        number_of_failures: Some(h.failures),
+        status: Some(if h.failures == 0 {
+            HealthStatusType::Happy
+        } else {
+            HealthStatusType::Failing
+        }),
+    }
+}
+
+/// A metric's failure count as the status has it (a new owner continues from there).
+fn status_health(status: &ScaledObjectStatus, metric: &str) -> Option<Health> {
+    let failures = status.health.as_ref()?.get(metric)?.number_of_failures?;
+    Some(Health {
+        failures: failures.max(0),
+    })
+}
+
+fn parse_f64(text: Option<&str>) -> Option<f64> {
+    text.and_then(|t| t.trim().parse::<f64>().ok())
+        .filter(|v| v.is_finite())
+}
+
+/// Events for Ready transitions: `ScaledObjectReady` when it turns True,
+/// `ScaledObjectCheckFailed` when the object's check fails.
+fn ready_events(before: &ScaledObjectStatus, after: &ScaledObjectStatus, out: &mut Vec<PlannedEvent>) {
+    let Some(now) = condition_status(after, ConditionType::Ready) else {
+        return;
+    };
+    let reason = condition_reason(after, ConditionType::Ready);
+    let changed = condition_status(before, ConditionType::Ready) != Some(now.clone())
+        || condition_reason(before, ConditionType::Ready) != reason;
+    if !changed {
+        return;
+    }
+    match (now, reason.as_deref()) {
+        (ConditionStatus::True, _) => out.push(PlannedEvent::normal(
+            "ScaledObjectReady",
+            "ScaledObject is ready for scaling",
+        )),
+        (ConditionStatus::False, Some("ScaledObjectCheckFailed")) => {
+            let message = after
+                .conditions
+                .as_ref()
+                .and_then(|cs| cs.iter().find(|c| c.type_ == ConditionType::Ready))
+                .and_then(|c| c.message.clone())
+                .unwrap_or_default();
+            out.push(PlannedEvent::warning("ScaledObjectCheckFailed", message));
+        }
+        _ => {}
+    }
+}
