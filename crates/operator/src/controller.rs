@@ -36,9 +36,7 @@ use ringscale_api::common::GroupVersionKindResource;
 use ringscale_api::names::{
     FINALIZER, KIND_SCALED_OBJECT, LABEL_SCALED_JOB_NAME, LABEL_SCALED_OBJECT_NAME,
 };
-use ringscale_api::{
-    ConditionStatus, ConditionType, MetricType, ScaledJob, ScaledObject,
-};
+use ringscale_api::{ConditionStatus, ConditionType, MetricType, ScaledJob, ScaledObject};
 use ringscale_cache::RecordKey;
 use ringscale_coordinator::Ownership;
 use ringscale_replication::Store as RecordStore;
@@ -939,7 +937,16 @@ async fn run_cycle(
         now,
         keda_write_pattern: ctx.settings.keda_write_pattern,
     });
-    execute(ctx, key, so, runtime, plan, pause.unwrap_or_default(), generation).await
+    execute(
+        ctx,
+        key,
+        so,
+        runtime,
+        plan,
+        pause.unwrap_or_default(),
+        generation,
+    )
+    .await
 }
 
 /// Performs a plan: records, old HPAs, the scale write (and its event), the HPA, the other
@@ -1387,7 +1394,7 @@ where
     // KEDA labels each ScaledObject with its own name (`scaledobject.keda.sh/name`).
     let name_label = (kind == Kind::ScaledObject
         && obj.labels().get(LABEL_SCALED_OBJECT_NAME) != Some(&key.1))
-        .then(|| json!({ LABEL_SCALED_OBJECT_NAME: key.1 }));
+    .then(|| json!({ LABEL_SCALED_OBJECT_NAME: key.1 }));
     if has_finalizer && fence_of(obj.meta()) == generation && name_label.is_none() {
         return Ok(obj.clone());
     }

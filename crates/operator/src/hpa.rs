@@ -257,7 +257,10 @@ pub fn matches(existing: &HpaView, desired: &HorizontalPodAutoscaler) -> bool {
     };
     // Annotations as KEDA compares them: the desired ones must be there (others may be added
     // by other tools), and none at all when the ScaledObject has none.
-    let annotations_match = match (&desired.metadata.annotations, &existing.metadata.annotations) {
+    let annotations_match = match (
+        &desired.metadata.annotations,
+        &existing.metadata.annotations,
+    ) {
         (None, None) => true,
         (None, Some(e)) => e.is_empty(),
         (Some(d), e) => d

@@ -855,7 +855,11 @@ async fn scaling_modifiers_drive_one_composite_metric() {
     b.set(4);
     wait_replicas(&c.client, "worker", 1, WITHIN).await;
     let status = so_status(&c.client, "orders").await;
-    assert_eq!(status["externalMetricNames"], json!(["composite-metric"]));
+    // As KEDA writes them: the triggers' metrics, and the composite one apart.
+    assert_eq!(
+        status["externalMetricNames"],
+        json!(["s0-metric-api-value", "s1-metric-api-value"])
+    );
     assert_eq!(status["compositeScalerName"], "composite-metric");
 }
 
@@ -1863,4 +1867,143 @@ async fn an_hpa_changed_by_someone_else_is_put_back_and_a_steady_one_is_left_alo
     })
     .await;
     assert_eq!(ctl.stats.hpa_writes.load(Ordering::Relaxed), writes + 1);
+}
+
+/// The reasons of the events published on an object, oldest first.
+async fn event_reasons(client: &Client, name: &str) -> Vec<String> {
+    let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), NS)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    events
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .filter_map(|e| e.reason)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fallback_counts_as_active_and_activates_a_target_at_zero() {
+    let c = cluster().await;
+    let broken = Source::start().await;
+    broken.set(-1);
+    deployment(&c.client, "worker", 0).await;
+    scaled_object(
+        &c.client,
+        "orders",
+        "worker",
+        json!({"triggers": [broken.trigger()], "fallback": {"failureThreshold": 1, "replicas": 4}}),
+        json!({}),
+    )
+    .await;
+    let (_tx, rx) = watch::channel(ownership(&["r0"], "r0", 1));
+    let _ctl = controller(&c.client, rx, "r0");
+    // Past the threshold the trigger counts as active (KEDA's isActiveOrFallback): 0 → 1, and
+    // the HPA takes it from there to the fallback replicas.
+    wait_replicas(&c.client, "worker", 1, WITHIN).await;
+    let status = eventually(WITHIN, "Active and Fallback", || async {
+        let s = so_status(&c.client, "orders").await;
+        (condition(&s, "Active").0 == "True" && condition(&s, "Fallback").0 == "True").then_some(s)
+    })
+    .await;
+    assert_eq!(condition(&status, "Ready").0, "True");
+    assert!(status["lastActiveTime"].is_string(), "{status}");
+    let reasons = eventually(WITHIN, "the events", || async {
+        let r = event_reasons(&c.client, "orders").await;
+        (r.iter().any(|r| r == "ScaledObjectFallbackActivated")
+            && r.iter().any(|r| r == "KEDAScaleTargetActivated"))
+        .then_some(r)
+    })
+    .await;
+    assert!(
+        reasons.iter().any(|r| r == "KEDAScalerFailed"),
+        "{reasons:?}"
+    );
+    // KEDA labels the object with its own name.
+    let so = Api::<ScaledObject>::namespaced(c.client.clone(), NS)
+        .get("orders")
+        .await
+        .unwrap();
+    assert_eq!(
+        so.metadata
+            .labels
+            .unwrap_or_default()
+            .get("scaledobject.keda.sh/name")
+            .map(String::as_str),
+        Some("orders")
+    );
+
+    // The source recovers: fallback ends, with its event.
+    broken.set(0);
+    eventually(WITHIN, "Fallback=False", || async {
+        let s = so_status(&c.client, "orders").await;
+        (condition(&s, "Fallback").0 == "False").then_some(())
+    })
+    .await;
+    eventually(WITHIN, "ScaledObjectFallbackDeactivated", || async {
+        let r = event_reasons(&c.client, "orders").await;
+        r.iter()
+            .any(|r| r == "ScaledObjectFallbackDeactivated")
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renaming_the_hpa_replaces_the_old_one_and_the_hpa_carries_the_annotations() {
+    let c = cluster().await;
+    let source = Source::start().await;
+    source.set(1);
+    deployment(&c.client, "worker", 1).await;
+    scaled_object(
+        &c.client,
+        "orders",
+        "worker",
+        json!({"triggers": [source.trigger()]}),
+        json!({"team": "payments"}),
+    )
+    .await;
+    let (_tx, rx) = watch::channel(ownership(&["r0"], "r0", 1));
+    let _ctl = controller(&c.client, rx, "r0");
+    let hpas = Api::<HorizontalPodAutoscaler>::namespaced(c.client.clone(), NS);
+    let first = eventually(WITHIN, "keda-hpa-orders", || async {
+        hpas.get_opt("keda-hpa-orders").await.unwrap()
+    })
+    .await;
+    let annotations = first.metadata.annotations.unwrap_or_default();
+    assert_eq!(
+        annotations.get("team").map(String::as_str),
+        Some("payments")
+    );
+    assert!(
+        !annotations.contains_key("ringscale.io/owner-generation"),
+        "ringscale's own stamp stays on the ScaledObject: {annotations:?}"
+    );
+    // A name of 70 characters: the label is cut to 63 and ends with a letter or digit.
+    let long = format!("{}-{}", "a".repeat(62), "bcdefgh");
+    Api::<ScaledObject>::namespaced(c.client.clone(), NS)
+        .patch(
+            "orders",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"spec": {"advanced": {"horizontalPodAutoscalerConfig": {"name": long}}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let renamed = eventually(WITHIN, "the renamed HPA, and the old one gone", || async {
+        let new = hpas.get_opt(&long).await.unwrap();
+        let old = hpas.get_opt("keda-hpa-orders").await.unwrap();
+        new.filter(|_| old.is_none())
+    })
+    .await;
+    let label = renamed.metadata.labels.unwrap_or_default()["app.kubernetes.io/name"].clone();
+    assert_eq!(
+        label,
+        "a".repeat(62),
+        "63 characters cut, then the trailing '-'"
+    );
+    let status = so_status(&c.client, "orders").await;
+    assert_eq!(status["hpaName"], long.as_str());
 }

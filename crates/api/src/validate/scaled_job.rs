@@ -87,7 +87,9 @@ fn check_job_template(spec: &ScaledJobSpec, path: &FieldPath, out: &mut Findings
         Some(other) => out.problem(
             ProblemKind::NotSupported,
             template.field("restartPolicy"),
-            format!("unsupported value {other:?} for a Job: supported values: \"OnFailure\", \"Never\""),
+            format!(
+                "unsupported value {other:?} for a Job: supported values: \"OnFailure\", \"Never\""
+            ),
         ),
         // Unset is valid: the operator creates the Jobs with OnFailure, as KEDA's
         // `generateJobs` does.

@@ -2,11 +2,11 @@
 
 use std::collections::BTreeMap;
 
-use ringscale_api::validate::triggers::parse_go_bool;
 use ringscale_api::names::{
     ANNOTATION_FORCE_ACTIVATION, ANNOTATION_PAUSED, ANNOTATION_PAUSED_REPLICAS,
     ANNOTATION_PAUSED_SCALE_IN, ANNOTATION_PAUSED_SCALE_OUT,
 };
+use ringscale_api::validate::triggers::parse_go_bool;
 
 /// What the annotations ask for.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

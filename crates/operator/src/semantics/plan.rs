@@ -289,7 +289,10 @@ pub fn set_condition(
 }
 
 /// The status of a condition type, if set.
-pub fn condition_status(status: &ScaledObjectStatus, type_: ConditionType) -> Option<ConditionStatus> {
+pub fn condition_status(
+    status: &ScaledObjectStatus,
+    type_: ConditionType,
+) -> Option<ConditionStatus> {
     status
         .conditions
         .as_ref()?
@@ -379,7 +382,8 @@ pub fn plan(input: &Input<'_>) -> Plan {
             return plan;
         }
     };
-    let was_paused = condition_status(&before, ConditionType::Paused) == Some(ConditionStatus::True);
+    let was_paused =
+        condition_status(&before, ConditionType::Paused) == Some(ConditionStatus::True);
 
     // Paused (`paused`, `paused-replicas`): no scale loop, no HPA; the target held at the
     // paused count when one is given.
@@ -635,13 +639,14 @@ pub fn plan(input: &Input<'_>) -> Plan {
 
     // A new owner of an object whose status says Active counts the cooldown from its own first
     // poll: lastActiveTime is written on transitions only, so the status may be old.
-    let status_says_active = condition_status(&before, ConditionType::Active) == Some(ConditionStatus::True);
+    let status_says_active =
+        condition_status(&before, ConditionType::Active) == Some(ConditionStatus::True);
     if plan.last_active.is_none() && status_says_active {
         plan.last_active = Some(now);
     }
 
     // RequestScale.
-    match target {
+    match &target {
         Err(e) => set_condition(
             &mut status.conditions,
             ConditionType::Ready,
@@ -659,12 +664,24 @@ pub fn plan(input: &Input<'_>) -> Plan {
                 READY_MESSAGE,
                 now,
             );
-            let touched = request_scale(input, &pause, t, active, any_error, &active_metrics, &mut plan, &mut status);
+            let touched = request_scale(
+                input,
+                &pause,
+                *t,
+                active,
+                any_error,
+                &active_metrics,
+                &mut plan,
+                &mut status,
+            );
             if touched {
                 plan.last_active = Some(now);
                 // Written when the object turns active (the Active condition changes in the same
                 // write); KEDA's pattern writes it on every active poll.
-                if input.keda_write_pattern || !status_says_active || status.last_active_time.is_none() {
+                if input.keda_write_pattern
+                    || !status_says_active
+                    || status.last_active_time.is_none()
+                {
                     status.last_active_time = Some(Time(now));
                 }
             } else if !active
@@ -692,10 +709,14 @@ pub fn plan(input: &Input<'_>) -> Plan {
     {
         // KEDA's message is generic; the errors themselves help more.
         c.message = Some(
-            format!("{}: {}", c.message.as_deref().unwrap_or_default(), errors.join("; "))
-                .chars()
-                .take(1024)
-                .collect(),
+            format!(
+                "{}: {}",
+                c.message.as_deref().unwrap_or_default(),
+                errors.join("; ")
+            )
+            .chars()
+            .take(1024)
+            .collect(),
         );
     }
 
@@ -726,12 +747,24 @@ pub fn plan(input: &Input<'_>) -> Plan {
     if fallback.is_some() {
         apply_health(input, &before, &mut plan, &mut status);
         if falling_back {
+            // KEDA's message, with the replica count the HPA is led to.
+            let message = match (fallback, &target) {
+                (Some(f), Ok(t))
+                    if f.effective_behavior() != FallbackBehavior::ScalingModifiers =>
+                {
+                    format!(
+                        "At least one trigger is falling back on this scaled object (to {} replicas)",
+                        fallback_replicas(f, t.current)
+                    )
+                }
+                _ => "At least one trigger is falling back on this scaled object".to_owned(),
+            };
             set_condition(
                 &mut status.conditions,
                 ConditionType::Fallback,
                 ConditionStatus::True,
                 "FallbackExists",
-                "At least one trigger is falling back on this scaled object",
+                &message,
                 now,
             );
         } else {
@@ -972,7 +1005,11 @@ fn parse_f64(text: Option<&str>) -> Option<f64> {
 
 /// Events for Ready transitions: `ScaledObjectReady` when it turns True,
 /// `ScaledObjectCheckFailed` when the object's check fails.
-fn ready_events(before: &ScaledObjectStatus, after: &ScaledObjectStatus, out: &mut Vec<PlannedEvent>) {
+fn ready_events(
+    before: &ScaledObjectStatus,
+    after: &ScaledObjectStatus,
+    out: &mut Vec<PlannedEvent>,
+) {
     let Some(now) = condition_status(after, ConditionType::Ready) else {
         return;
     };
@@ -997,5 +1034,691 @@ fn ready_events(before: &ScaledObjectStatus, after: &ScaledObjectStatus, out: &m
             out.push(PlannedEvent::warning("ScaledObjectCheckFailed", message));
         }
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ringscale_api::names::{
+        ANNOTATION_FORCE_ACTIVATION, ANNOTATION_PAUSED, ANNOTATION_PAUSED_SCALE_OUT,
+    };
+    use serde_json::json;
+
+    fn t(secs: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + secs).unwrap()
+    }
+
+    fn so(extra: serde_json::Value) -> ScaledObject {
+        let mut base = json!({
+            "apiVersion": "keda.sh/v1alpha1",
+            "kind": "ScaledObject",
+            "metadata": {"name": "orders", "namespace": "shop",
+                         "creationTimestamp": "2027-01-15T08:00:00Z"},
+            "spec": {
+                "scaleTargetRef": {"name": "worker"},
+                "triggers": [{"type": "redis", "metadata": {"listName": "q", "address": "r:6379"}}]
+            }
+        });
+        merge(&mut base, extra);
+        serde_json::from_value(base).unwrap()
+    }
+
+    fn merge(a: &mut serde_json::Value, b: serde_json::Value) {
+        match (a, b) {
+            (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
+                for (k, v) in b {
+                    merge(a.entry(k).or_insert(serde_json::Value::Null), v);
+                }
+            }
+            (a, b) => *a = b,
+        }
+    }
+
+    fn gvkr() -> GroupVersionKindResource {
+        GroupVersionKindResource {
+            group: "apps".into(),
+            version: "v1".into(),
+            kind: "Deployment".into(),
+            resource: "deployments".into(),
+        }
+    }
+
+    const METRIC: &str = "s0-redis-q";
+
+    fn ok(value: f64, active: bool) -> MetricPoll {
+        MetricPoll {
+            index: 0,
+            metric: METRIC.into(),
+            target: Some((MetricType::AverageValue, 5.0)),
+            outcome: Ok(Reading { value, active }),
+        }
+    }
+
+    fn failed() -> MetricPoll {
+        MetricPoll {
+            outcome: Err("connection refused".into()),
+            ..ok(0.0, false)
+        }
+    }
+
+    struct Case {
+        so: ScaledObject,
+        current: i32,
+        polls: Vec<MetricPoll>,
+        health: BTreeMap<String, Health>,
+        last_active: Option<Timestamp>,
+        health_written: Option<Timestamp>,
+        now: Timestamp,
+    }
+
+    impl Case {
+        fn new(so: ScaledObject, current: i32, polls: Vec<MetricPoll>) -> Self {
+            Case {
+                so,
+                current,
+                polls,
+                health: BTreeMap::new(),
+                last_active: None,
+                health_written: None,
+                now: t(100_000),
+            }
+        }
+
+        fn failures(mut self, n: i32) -> Self {
+            self.health.insert(METRIC.into(), Health { failures: n });
+            self
+        }
+
+        fn plan(&self) -> Plan {
+            let external = vec![METRIC.to_owned()];
+            plan(&Input {
+                so: &self.so,
+                pause: super::super::pause::from_annotations(
+                    self.so
+                        .metadata
+                        .annotations
+                        .as_ref()
+                        .unwrap_or(&BTreeMap::new()),
+                ),
+                target: Ok((
+                    Target {
+                        current: self.current,
+                        ready: self.current,
+                    },
+                    gvkr(),
+                )),
+                problems: &[],
+                external_metrics: &external,
+                resource_metrics: &[],
+                polls: &self.polls,
+                formula: None,
+                health: &self.health,
+                last_active: self.last_active,
+                health_written: self.health_written,
+                now: self.now,
+                keda_write_pattern: false,
+            })
+        }
+    }
+
+    fn condition(plan: &Plan, type_: ConditionType) -> (ConditionStatus, String) {
+        let c = plan
+            .status
+            .conditions
+            .iter()
+            .flatten()
+            .find(|c| c.type_ == type_)
+            .unwrap_or_else(|| panic!("no {type_:?} condition"));
+        (c.status.clone(), c.reason.clone().unwrap_or_default())
+    }
+
+    fn reasons(plan: &Plan) -> Vec<&'static str> {
+        plan.events.iter().map(|e| e.reason).collect()
+    }
+
+    fn with_fallback(replicas: i32) -> ScaledObject {
+        so(json!({"spec": {"fallback": {"failureThreshold": 3, "replicas": replicas}}}))
+    }
+
+    #[test]
+    fn an_active_trigger_scales_zero_to_one_and_names_the_metric_in_the_event() {
+        let plan = Case::new(so(json!({})), 0, vec![ok(7.0, true)]).plan();
+        let step = plan.scale.clone().unwrap();
+        assert_eq!((step.from, step.to), (0, 1));
+        let event = step
+            .event("apps/v1.Deployment", &so(json!({})), true)
+            .unwrap();
+        assert_eq!(event.reason, "KEDAScaleTargetActivated");
+        assert_eq!(
+            event.message,
+            "Scaled apps/v1.Deployment shop/worker from 0 to 1, triggered by s0-redis-q"
+        );
+        assert_eq!(
+            condition(&plan, ConditionType::Active),
+            (ConditionStatus::True, "ScalerActive".into())
+        );
+        assert!(plan.status.last_active_time.is_some());
+        assert_eq!(
+            plan.status.triggers_activity.unwrap()[METRIC],
+            TriggerActivityStatus { is_active: true }
+        );
+        // A failed scale write is a warning event instead.
+        let failed = plan
+            .scale
+            .unwrap()
+            .event("apps/v1.Deployment", &so(json!({})), false)
+            .unwrap();
+        assert!(failed.warning);
+        assert_eq!(failed.reason, "KEDAScaleTargetActivationFailed");
+    }
+
+    #[test]
+    fn activation_goes_to_min_replicas_when_it_is_above_zero() {
+        let plan = Case::new(
+            so(json!({"spec": {"minReplicaCount": 3}})),
+            0,
+            vec![ok(7.0, true)],
+        )
+        .plan();
+        assert_eq!(plan.scale.map(|s| s.to), Some(3));
+    }
+
+    #[test]
+    fn a_failing_trigger_below_the_threshold_is_an_error_and_does_not_scale_in() {
+        // Two failures before, threshold 3: the third failure is not past it.
+        let plan = Case::new(with_fallback(6), 4, vec![failed()])
+            .failures(2)
+            .plan();
+        assert_eq!(
+            plan.scale, None,
+            "the HPA keeps the replicas while the count grows"
+        );
+        assert!(!plan.falling_back);
+        assert_eq!(plan.health[METRIC], Health { failures: 3 });
+        assert_eq!(
+            condition(&plan, ConditionType::Fallback),
+            (ConditionStatus::False, "NoFallbackFound".into())
+        );
+        assert_eq!(
+            condition(&plan, ConditionType::Active),
+            (ConditionStatus::False, "ScalerNotActive".into())
+        );
+    }
+
+    #[test]
+    fn fallback_past_the_threshold_counts_as_active_and_scales_a_target_at_zero() {
+        let plan = Case::new(with_fallback(6), 0, vec![failed()])
+            .failures(3)
+            .plan();
+        assert!(plan.falling_back && plan.active);
+        assert_eq!(plan.scale.as_ref().map(|s| (s.from, s.to)), Some((0, 1)));
+        assert_eq!(
+            condition(&plan, ConditionType::Active),
+            (ConditionStatus::True, "ScalerActive".into())
+        );
+        assert_eq!(
+            condition(&plan, ConditionType::Ready),
+            (ConditionStatus::True, "ScaledObjectReady".into())
+        );
+        assert_eq!(
+            condition(&plan, ConditionType::Fallback),
+            (ConditionStatus::True, "FallbackExists".into())
+        );
+        assert!(plan.status.last_active_time.is_some());
+        assert!(reasons(&plan).contains(&"ScaledObjectFallbackActivated"));
+        let health = &plan.status.health.as_ref().unwrap()[METRIC];
+        assert_eq!(health.number_of_failures, Some(4));
+        assert_eq!(health.status, Some(HealthStatusType::Failing));
+        // The record says active (fallback) and keeps the error for the metrics API.
+        let record = &plan.records[0];
+        assert!(record.active && record.error.is_some());
+    }
+
+    #[test]
+    fn fallback_with_zero_replicas_is_valid_and_still_counts_as_active() {
+        let plan = Case::new(with_fallback(0), 0, vec![failed()])
+            .failures(3)
+            .plan();
+        assert!(plan.falling_back);
+        assert_eq!(plan.scale.map(|s| s.to), Some(1));
+        assert!(valid_fallback(&with_fallback(0)).is_some());
+    }
+
+    #[test]
+    fn fallback_ends_with_the_first_good_read_and_says_so() {
+        let mut so = with_fallback(6);
+        so.status = Some(ScaledObjectStatus {
+            conditions: Some(vec![Condition {
+                type_: ConditionType::Fallback,
+                status: ConditionStatus::True,
+                reason: Some("FallbackExists".into()),
+                message: None,
+                last_transition_time: None,
+            }]),
+            health: Some(BTreeMap::from([(
+                METRIC.to_owned(),
+                health_status(Health { failures: 9 }),
+            )])),
+            ..ScaledObjectStatus::default()
+        });
+        let plan = Case::new(so, 6, vec![ok(1.0, true)]).failures(9).plan();
+        assert!(!plan.falling_back);
+        assert!(reasons(&plan).contains(&"ScaledObjectFallbackDeactivated"));
+        let health = &plan.status.health.as_ref().unwrap()[METRIC];
+        assert_eq!(health.number_of_failures, Some(0));
+        assert_eq!(health.status, Some(HealthStatusType::Happy));
+    }
+
+    #[test]
+    fn a_new_owner_continues_the_failure_count_from_the_status() {
+        let mut so = with_fallback(6);
+        so.status = Some(ScaledObjectStatus {
+            health: Some(BTreeMap::from([(
+                METRIC.to_owned(),
+                health_status(Health { failures: 3 }),
+            )])),
+            ..ScaledObjectStatus::default()
+        });
+        // No count in this replica's memory: the status's 3, plus this failure, is past 3.
+        let plan = Case::new(so, 0, vec![failed()]).plan();
+        assert!(plan.falling_back);
+        assert_eq!(plan.health[METRIC], Health { failures: 4 });
+    }
+
+    #[test]
+    fn failure_counts_below_the_threshold_are_written_at_most_once_a_minute() {
+        let mut so = with_fallback(6);
+        so.status = Some(ScaledObjectStatus {
+            health: Some(BTreeMap::from([(
+                METRIC.to_owned(),
+                health_status(Health { failures: 1 }),
+            )])),
+            ..ScaledObjectStatus::default()
+        });
+        let mut case = Case::new(so, 2, vec![failed()]).failures(1);
+        case.health_written = Some(
+            case.now
+                .checked_sub(jiff::SignedDuration::from_secs(30))
+                .unwrap(),
+        );
+        let plan = case.plan();
+        assert_eq!(plan.health[METRIC], Health { failures: 2 }, "counted");
+        assert!(
+            !plan.health_written,
+            "but not written 30 s after the last write"
+        );
+        assert_eq!(
+            plan.status.health.as_ref().unwrap()[METRIC].number_of_failures,
+            Some(1)
+        );
+        case.health_written = Some(
+            case.now
+                .checked_sub(jiff::SignedDuration::from_secs(61))
+                .unwrap(),
+        );
+        let plan = case.plan();
+        assert!(plan.health_written);
+        assert_eq!(
+            plan.status.health.as_ref().unwrap()[METRIC].number_of_failures,
+            Some(2)
+        );
+    }
+
+    #[test]
+    fn crossing_the_threshold_is_written_at_once() {
+        let mut so = with_fallback(6);
+        so.status = Some(ScaledObjectStatus {
+            health: Some(BTreeMap::from([(
+                METRIC.to_owned(),
+                health_status(Health { failures: 1 }),
+            )])),
+            ..ScaledObjectStatus::default()
+        });
+        let mut case = Case::new(so, 2, vec![failed()]).failures(3);
+        case.health_written = Some(case.now);
+        let plan = case.plan();
+        assert!(plan.health_written);
+        assert_eq!(
+            plan.status.health.as_ref().unwrap()[METRIC].number_of_failures,
+            Some(4)
+        );
+    }
+
+    #[test]
+    fn without_fallback_a_failing_inactive_object_is_not_ready_and_no_health_is_kept() {
+        let plan = Case::new(so(json!({})), 0, vec![failed()]).plan();
+        assert_eq!(
+            condition(&plan, ConditionType::Ready),
+            (ConditionStatus::False, "TriggerError".into())
+        );
+        assert_eq!(plan.status.health, None);
+        assert!(reasons(&plan).contains(&"KEDAScalerFailed"));
+        // Only the first failure of a run publishes the event.
+        let plan = Case::new(so(json!({})), 0, vec![failed()])
+            .failures(1)
+            .plan();
+        assert!(!reasons(&plan).contains(&"KEDAScalerFailed"));
+    }
+
+    #[test]
+    fn an_active_object_with_a_failing_trigger_is_partially_ready_and_keeps_its_last_active_time() {
+        let mut so = so(json!({"spec": {"triggers": [
+            {"type": "redis", "metadata": {"listName": "q", "address": "r:6379"}},
+            {"type": "redis", "metadata": {"listName": "p", "address": "r:6379"}}
+        ]}}));
+        so.status = Some(ScaledObjectStatus {
+            last_active_time: Some(Time(t(5))),
+            ..ScaledObjectStatus::default()
+        });
+        let polls = vec![
+            ok(9.0, true),
+            MetricPoll {
+                index: 1,
+                metric: "s1-redis-p".into(),
+                ..failed()
+            },
+        ];
+        let plan = Case::new(so, 2, polls).plan();
+        assert_eq!(
+            condition(&plan, ConditionType::Ready).1,
+            "PartialTriggerError"
+        );
+        assert_eq!(plan.status.last_active_time, Some(Time(t(5))));
+    }
+
+    #[test]
+    fn inactive_objects_scale_in_only_after_the_cooldown() {
+        let mut so = so(json!({}));
+        so.status = Some(ScaledObjectStatus {
+            last_active_time: Some(Time(t(100_000 - 299))),
+            ..ScaledObjectStatus::default()
+        });
+        let plan = Case::new(so.clone(), 3, vec![ok(0.0, false)]).plan();
+        assert_eq!(plan.scale, None);
+        assert_eq!(condition(&plan, ConditionType::Active).1, "ScalerCooldown");
+        so.status = Some(ScaledObjectStatus {
+            last_active_time: Some(Time(t(100_000 - 301))),
+            ..ScaledObjectStatus::default()
+        });
+        let plan = Case::new(so.clone(), 3, vec![ok(0.0, false)]).plan();
+        let step = plan.scale.unwrap();
+        assert_eq!((step.to, step.reason.clone()), (0, ScaleReason::Deactivate));
+        assert_eq!(
+            step.event("apps/v1.Deployment", &so, true).unwrap().reason,
+            "KEDAScaleTargetDeactivated"
+        );
+    }
+
+    #[test]
+    fn force_activation_is_active_with_its_own_message() {
+        let so = so(json!({"metadata": {"annotations": {ANNOTATION_FORCE_ACTIVATION: "True"}}}));
+        let plan = Case::new(so.clone(), 0, vec![ok(0.0, false)]).plan();
+        let step = plan.scale.clone().unwrap();
+        assert_eq!(step.to, 1);
+        assert!(
+            step.event("apps/v1.Deployment", &so, true)
+                .unwrap()
+                .message
+                .ends_with("caused by forced activation annotation")
+        );
+    }
+
+    #[test]
+    fn paused_false_in_any_go_spelling_does_not_pause() {
+        for no in ["False", "0", "f"] {
+            let so = so(json!({"metadata": {"annotations": {ANNOTATION_PAUSED: no}}}));
+            let plan = Case::new(so, 0, vec![ok(3.0, true)]).plan();
+            assert_eq!(plan.hpa, HpaAction::Ensure, "{no}");
+            assert_eq!(plan.scale.map(|s| s.to), Some(1), "{no}");
+        }
+    }
+
+    #[test]
+    fn pausing_deletes_the_hpa_and_says_so_once() {
+        let so = so(json!({"metadata": {"annotations": {ANNOTATION_PAUSED: "true"}}}));
+        let plan = Case::new(so.clone(), 4, vec![]).plan();
+        assert_eq!(plan.hpa, HpaAction::Delete);
+        assert_eq!(plan.scale, None);
+        assert_eq!(reasons(&plan), vec!["ScaledObjectPaused"]);
+        // Already paused: no event again. Unpaused: ScaledObjectUnpaused.
+        let mut paused = so.clone();
+        paused.status = Some(plan.status.clone());
+        let again = Case::new(paused.clone(), 4, vec![]).plan();
+        assert!(again.events.is_empty());
+        let mut resumed = self::so(json!({}));
+        resumed.status = paused.status.clone();
+        let plan = Case::new(resumed, 4, vec![ok(1.0, true)]).plan();
+        assert!(reasons(&plan).contains(&"ScaledObjectUnpaused"));
+        assert_eq!(
+            condition(&plan, ConditionType::Paused),
+            (ConditionStatus::False, "ScaledObjectUnpaused".into())
+        );
+    }
+
+    #[test]
+    fn paused_scale_out_blocks_activation_and_keeps_the_last_active_time() {
+        let so = so(json!({"metadata": {"annotations": {ANNOTATION_PAUSED_SCALE_OUT: "true"}}}));
+        let plan = Case::new(so, 0, vec![ok(3.0, true)]).plan();
+        assert_eq!(plan.scale, None);
+        assert_eq!(plan.status.last_active_time, None);
+        assert_eq!(
+            condition(&plan, ConditionType::Paused),
+            (ConditionStatus::True, "ScaledObjectPaused".into())
+        );
+    }
+
+    #[test]
+    fn renaming_the_hpa_deletes_the_one_of_the_old_name() {
+        let mut so = so(
+            json!({"spec": {"advanced": {"horizontalPodAutoscalerConfig": {"name": "orders-hpa"}}}}),
+        );
+        so.status = Some(ScaledObjectStatus {
+            hpa_name: Some("keda-hpa-orders".into()),
+            ..ScaledObjectStatus::default()
+        });
+        let plan = Case::new(so, 1, vec![ok(1.0, true)]).plan();
+        assert_eq!(plan.delete_hpas, vec!["keda-hpa-orders".to_owned()]);
+        assert_eq!(plan.status.hpa_name.as_deref(), Some("orders-hpa"));
+    }
+
+    #[test]
+    fn scaling_modifiers_keep_trigger_names_and_add_the_composite_name() {
+        let so = so(json!({"spec": {
+            "triggers": [{"type": "redis", "name": "q", "metadata": {"listName": "q", "address": "r:6379"}}],
+            "advanced": {"scalingModifiers": {"formula": "q * 2", "target": "4"}}
+        }}));
+        let formula = Formula::compile("q * 2").unwrap();
+        let external = vec![METRIC.to_owned()];
+        let polls = vec![ok(3.0, false)];
+        let health = BTreeMap::new();
+        let plan = plan(&Input {
+            so: &so,
+            pause: Ok(Pause::default()),
+            target: Ok((
+                Target {
+                    current: 0,
+                    ready: 0,
+                },
+                gvkr(),
+            )),
+            problems: &[],
+            external_metrics: &external,
+            resource_metrics: &[],
+            polls: &polls,
+            formula: Some(&formula),
+            health: &health,
+            last_active: None,
+            health_written: None,
+            now: t(0),
+            keda_write_pattern: false,
+        });
+        assert_eq!(plan.status.external_metric_names, Some(external.clone()));
+        assert_eq!(
+            plan.status.composite_scaler_name.as_deref(),
+            Some(COMPOSITE_METRIC_NAME)
+        );
+        // 3 × 2 = 6 > 0: active through the composite metric; triggersActivity keeps KEDA's keys.
+        assert!(plan.active);
+        assert_eq!(plan.scale.map(|s| s.to), Some(1));
+        let composite = plan
+            .records
+            .iter()
+            .find(|r| r.metric == COMPOSITE_METRIC_NAME)
+            .unwrap();
+        assert_eq!(composite.value, Some(6.0));
+        assert_eq!(
+            plan.status.triggers_activity.unwrap()[METRIC],
+            TriggerActivityStatus { is_active: false }
+        );
+    }
+
+    #[test]
+    fn a_scaling_modifiers_object_whose_trigger_errors_is_not_active() {
+        let so = so(json!({"spec": {
+            "triggers": [{"type": "redis", "name": "q", "metadata": {"listName": "q", "address": "r:6379"}}],
+            "advanced": {"scalingModifiers": {"formula": "q * 2", "target": "4"}}
+        }}));
+        let formula = Formula::compile("q * 2").unwrap();
+        let external = vec![METRIC.to_owned()];
+        let polls = vec![failed()];
+        let health = BTreeMap::new();
+        let plan = plan(&Input {
+            so: &so,
+            pause: Ok(Pause::default()),
+            target: Ok((
+                Target {
+                    current: 0,
+                    ready: 0,
+                },
+                gvkr(),
+            )),
+            problems: &[],
+            external_metrics: &external,
+            resource_metrics: &[],
+            polls: &polls,
+            formula: Some(&formula),
+            health: &health,
+            last_active: None,
+            health_written: None,
+            now: t(0),
+            keda_write_pattern: false,
+        });
+        assert!(!plan.active);
+        assert_eq!(plan.scale, None);
+        assert!(reasons(&plan).contains(&"KEDAMetricSourceFailed"));
+        assert_eq!(condition(&plan, ConditionType::Ready).1, "TriggerError");
+    }
+
+    #[test]
+    fn a_static_fallback_replaces_the_composite_metric() {
+        let mut so = so(json!({"spec": {
+            "triggers": [{"type": "redis", "name": "q", "metadata": {"listName": "q", "address": "r:6379"}}],
+            "fallback": {"failureThreshold": 0, "replicas": 4},
+            "advanced": {"scalingModifiers": {"formula": "q * 2", "target": "4"}}
+        }}));
+        so.status = None;
+        let formula = Formula::compile("q * 2").unwrap();
+        let external = vec![METRIC.to_owned()];
+        let polls = vec![failed()];
+        let health = BTreeMap::new();
+        let plan = plan(&Input {
+            so: &so,
+            pause: Ok(Pause::default()),
+            target: Ok((
+                Target {
+                    current: 2,
+                    ready: 2,
+                },
+                gvkr(),
+            )),
+            problems: &[],
+            external_metrics: &external,
+            resource_metrics: &[],
+            polls: &polls,
+            formula: Some(&formula),
+            health: &health,
+            last_active: None,
+            health_written: None,
+            now: t(0),
+            keda_write_pattern: false,
+        });
+        // The trigger's own target (5) × 4 fallback replicas, as HandleScalingModifiers serves.
+        let composite = plan
+            .records
+            .iter()
+            .find(|r| r.metric == COMPOSITE_METRIC_NAME)
+            .unwrap();
+        assert_eq!(composite.value, Some(20.0));
+        assert!(plan.active && plan.falling_back);
+    }
+
+    #[test]
+    fn a_scaling_modifiers_fallback_feeds_nil_to_the_formula() {
+        let so = so(json!({"spec": {
+            "triggers": [{"type": "redis", "name": "q", "metadata": {"listName": "q", "address": "r:6379"}}],
+            "fallback": {"failureThreshold": 0, "replicas": 3, "behavior": "scalingModifiers"},
+            "advanced": {"scalingModifiers": {"formula": "q ?? 1", "target": "2"}}
+        }}));
+        let formula = Formula::compile("q ?? 1").unwrap();
+        let external = vec![METRIC.to_owned()];
+        let polls = vec![failed()];
+        let health = BTreeMap::new();
+        let plan = plan(&Input {
+            so: &so,
+            pause: Ok(Pause::default()),
+            target: Ok((
+                Target {
+                    current: 0,
+                    ready: 0,
+                },
+                gvkr(),
+            )),
+            problems: &[],
+            external_metrics: &external,
+            resource_metrics: &[],
+            polls: &polls,
+            formula: Some(&formula),
+            health: &health,
+            last_active: None,
+            health_written: None,
+            now: t(0),
+            keda_write_pattern: false,
+        });
+        let composite = plan
+            .records
+            .iter()
+            .find(|r| r.metric == COMPOSITE_METRIC_NAME)
+            .unwrap();
+        assert_eq!(composite.value, Some(1.0), "nil ?? 1");
+        assert!(plan.active);
+    }
+
+    #[test]
+    fn the_target_that_cannot_be_read_makes_the_object_not_ready() {
+        let so = so(json!({}));
+        let external = vec![METRIC.to_owned()];
+        let polls = vec![ok(1.0, true)];
+        let health = BTreeMap::new();
+        let plan = plan(&Input {
+            so: &so,
+            pause: Ok(Pause::default()),
+            target: Err("worker not found".into()),
+            problems: &[],
+            external_metrics: &external,
+            resource_metrics: &[],
+            polls: &polls,
+            formula: None,
+            health: &health,
+            last_active: None,
+            health_written: None,
+            now: t(0),
+            keda_write_pattern: false,
+        });
+        assert_eq!(plan.scale, None);
+        assert_eq!(
+            condition(&plan, ConditionType::Ready),
+            (ConditionStatus::False, "ErrorGettingCurrentReplicas".into())
+        );
     }
 }

@@ -226,7 +226,9 @@ async fn nats_parameters_and_outages() {
     assert_problem(&errors, "lagThreshold", "is not an integer");
     // KEDA's parser: an account name or id is required ("$G" is the global account).
     assert!(
-        errors.iter().any(|e| e.to_string().contains("no account name or id given")),
+        errors
+            .iter()
+            .any(|e| e.to_string().contains("no account name or id given")),
         "{errors:?}"
     );
     let errors = problems(&input(
