@@ -247,7 +247,7 @@ pub struct Plan {
 
 /// Whether KEDA would apply this fallback (`HasValidFallback`): non-negative counts and, with
 /// scalingModifiers, an integer target above 0.
-pub fn valid_fallback<'a>(so: &'a ScaledObject) -> Option<&'a Fallback> {
+pub fn valid_fallback(so: &ScaledObject) -> Option<&Fallback> {
     let fallback = so.spec.fallback.as_ref()?;
     let modifiers_ok = so.spec.scaling_modifiers().is_none_or(|m| {
         m.target
