@@ -2,9 +2,9 @@
 //! the inputs (trigger results, the target's replicas, the object's status) and applies the
 //! decisions; these functions decide.
 
+pub mod cooldown;
 pub mod fallback;
 pub mod jobs;
 pub mod modifiers;
 pub mod pause;
 pub mod plan;
-pub mod scale;

@@ -24,10 +24,10 @@ use ringscale_api::{
     Condition, ConditionStatus, ConditionType, MetricType, ScaledObject, ScaledObjectStatus,
 };
 
+use super::cooldown::Cooldown;
 use super::fallback::{Health, fallback_replicas, fallback_value};
 use super::modifiers::{Formula, composite_active};
 use super::pause::Pause;
-use super::scale::cooldown_ends;
 
 /// How often at most `status.health` is refreshed while only failure counts change (the
 /// threshold being crossed, or a recovery, is written at once).
@@ -883,28 +883,17 @@ fn request_scale(
         if pause.scale_in {
             return false;
         }
-        let scale_input = super::scale::ScaleInput {
-            current: t.current,
-            min,
-            max: so.spec.max_replicas(),
-            idle,
-            active,
-            error,
-            fallback_configured: false,
-            cooldown: so.spec.cooldown_period(),
-            initial_cooldown: so.spec.initial_cooldown_period(),
+        let cooldown = Cooldown {
+            period: so.spec.cooldown_period(),
+            initial: so.spec.initial_cooldown_period(),
             last_active: status
                 .last_active_time
                 .as_ref()
                 .map(|t| t.0)
                 .max(plan.last_active),
             created: so.metadata.creation_timestamp.as_ref().map_or(now, |t| t.0),
-            now,
-            scale_in_paused: pause.scale_in,
-            scale_out_paused: pause.scale_out,
         };
-        // KEDA scales in once the end is strictly in the past.
-        if now > cooldown_ends(&scale_input) {
+        if cooldown.over(now) {
             plan.scale = Some(ScaleStep {
                 from: t.current,
                 to: idle.unwrap_or(min),
@@ -1448,6 +1437,78 @@ mod tests {
             step.event("apps/v1.Deployment", &so, true).unwrap().reason,
             "KEDAScaleTargetDeactivated"
         );
+    }
+
+    #[test]
+    fn idle_replicas_jump_to_the_minimum_and_fall_back_to_idle() {
+        let idle = || so(json!({"spec": {"idleReplicaCount": 0, "minReplicaCount": 2}}));
+        // Active at idle, or below the minimum in idle mode: to the minimum.
+        for current in [0, 1] {
+            let plan = Case::new(idle(), current, vec![ok(5.0, true)]).plan();
+            assert_eq!(plan.scale.map(|s| s.to), Some(2), "from {current}");
+        }
+        // Inactive above idle after the cooldown: to idle.
+        let mut cooled = idle();
+        cooled.status = Some(ScaledObjectStatus {
+            last_active_time: Some(Time(t(0))),
+            ..ScaledObjectStatus::default()
+        });
+        let plan = Case::new(cooled, 2, vec![ok(0.0, false)]).plan();
+        assert_eq!(plan.scale.map(|s| s.to), Some(0));
+        // Inactive at idle: stays (idle mode never raises to the minimum while inactive).
+        let plan = Case::new(idle(), 0, vec![ok(0.0, false)]).plan();
+        assert_eq!(plan.scale, None);
+    }
+
+    #[test]
+    fn an_inactive_object_below_its_minimum_is_raised_and_never_scaled_to_zero() {
+        let min2 = so(json!({"spec": {"minReplicaCount": 2}}));
+        for current in [0, 1] {
+            let plan = Case::new(min2.clone(), current, vec![ok(0.0, false)]).plan();
+            let step = plan.scale.unwrap();
+            assert_eq!((step.to, step.reason), (2, ScaleReason::Minimum));
+        }
+        let mut min1 = so(json!({"spec": {"minReplicaCount": 1}}));
+        min1.status = Some(ScaledObjectStatus {
+            last_active_time: Some(Time(t(0))),
+            ..ScaledObjectStatus::default()
+        });
+        assert_eq!(Case::new(min1, 3, vec![ok(0.0, false)]).plan().scale, None);
+    }
+
+    #[test]
+    fn a_failing_inactive_object_is_not_scaled_in_with_or_without_fallback() {
+        // No fallback: TriggerError, and RequestScale stops there (no scale-in).
+        let plan = Case::new(so(json!({})), 1, vec![failed()]).plan();
+        assert_eq!(condition(&plan, ConditionType::Ready).1, "TriggerError");
+        assert_eq!(plan.scale, None);
+        // A fallback with replicas: left to the HPA, Ready stays True.
+        let plan = Case::new(with_fallback(6), 1, vec![failed()]).plan();
+        assert_eq!(
+            condition(&plan, ConditionType::Ready).1,
+            "ScaledObjectReady"
+        );
+        assert_eq!(plan.scale, None);
+        // fallback.replicas 0 below the threshold: KEDA goes on to scale in.
+        let plan = Case::new(with_fallback(0), 1, vec![failed()]).plan();
+        assert_eq!(plan.scale.map(|s| s.to), Some(0));
+    }
+
+    #[test]
+    fn the_initial_cooldown_holds_a_new_object_that_was_never_active() {
+        let fresh = so(json!({"spec": {"initialCooldownPeriod": 120}}));
+        let created = fresh.metadata.creation_timestamp.as_ref().unwrap().0;
+        let mut case = Case::new(fresh, 1, vec![ok(0.0, false)]);
+        case.now = created
+            .checked_add(jiff::SignedDuration::from_secs(60))
+            .unwrap();
+        let plan = case.plan();
+        assert_eq!(plan.scale, None);
+        assert_eq!(condition(&plan, ConditionType::Active).1, "ScalerCooldown");
+        case.now = created
+            .checked_add(jiff::SignedDuration::from_secs(121))
+            .unwrap();
+        assert_eq!(case.plan().scale.map(|s| s.to), Some(0));
     }
 
     #[test]
