@@ -567,4 +567,44 @@ mod tests {
             errors[0]
         );
     }
+
+    #[test]
+    fn booleans_take_every_spelling_of_go_parse_bool() {
+        let spellings = [
+            "1", "t", "T", "TRUE", "true", "True", "0", "f", "F", "FALSE", "false", "False",
+        ];
+        let pairs: Vec<(String, &str)> = spellings
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (format!("b{i}"), *s))
+            .chain([("bad".to_owned(), "yes")])
+            .collect();
+        let input = TriggerInput::new(
+            0,
+            "t",
+            pairs.iter().map(|(k, v)| (k.as_str(), *v)),
+            "ns",
+            "n",
+        );
+        let redactor = Redactor::default();
+        let mut p = Params::new(&input, &redactor);
+        for (i, s) in spellings.iter().enumerate() {
+            let name = format!("b{i}");
+            let name: &str = pairs
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(k, _)| k.as_str())
+                .unwrap();
+            assert_eq!(p.bool_or(name, META, i >= 6), i < 6, "{s:?}");
+        }
+        assert!(p.bool_or("absent", META, true));
+        assert!(!p.bool_or("bad", META, false));
+        let errors = p.finish().unwrap_err();
+        assert_eq!(errors.len(), 1, "only \"yes\" is refused: {errors:?}");
+        assert!(
+            errors[0].to_string().contains("is not a boolean"),
+            "{}",
+            errors[0]
+        );
+    }
 }
