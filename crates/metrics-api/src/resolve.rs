@@ -6,12 +6,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use kube::runtime::reflector::{ObjectRef, Store};
 use ringscale_api::{MetricType, ScaledObject};
-use ringscale_cache::RecordKey;
+use ringscale_cache::{Freshness, RecordKey};
 use ringscale_coordinator::Ownership;
 use ringscale_operator::lookup::ClusterLookup;
 use ringscale_operator::semantics::fallback::{fallback_replicas, fallback_value};
 use ringscale_operator::semantics::plan::valid_fallback;
-use ringscale_replication::{LiveQuery, Peers, Query, QueryError};
+use ringscale_replication::{ForwardError, LiveQuery, Peers, Query, QueryError};
 use ringscale_ring::{Kind, ObjectKey};
 use tokio::sync::watch;
 
@@ -49,6 +49,9 @@ pub enum Source {
     Forwarded,
     /// The fallback value (the metric failed more than `failureThreshold` times).
     Fallback,
+    /// The replicated value, because the owner could not be asked (younger than
+    /// max(3 × pollingInterval, 60 s)).
+    Replicated,
 }
 
 /// Counters by source (for `/metrics`).
@@ -62,6 +65,8 @@ pub struct Counts {
     pub forwarded: AtomicU64,
     /// Fallback values.
     pub fallback: AtomicU64,
+    /// Replicated values served because the owner could not be asked.
+    pub replicated: AtomicU64,
     /// Failures.
     pub errors: AtomicU64,
 }
@@ -109,6 +114,7 @@ impl Resolver {
                 Source::Live => &self.counts.live,
                 Source::Forwarded => &self.counts.forwarded,
                 Source::Fallback => &self.counts.fallback,
+                Source::Replicated => &self.counts.replicated,
             },
             Err(_) => &self.counts.errors,
         };
@@ -166,7 +172,10 @@ impl Resolver {
                 .unwrap_or_else(|| metric.to_owned()),
         };
         let key = RecordKey::new(namespace, name, metric.as_str());
-        if let Some(record) = self.records.get_fresh(&key, ringscale_replication::now())
+        // With `useCachedMetrics: true` the last polled value is served; otherwise, as KEDA's
+        // `GetScaledObjectMetrics`, the source is read for this request — by the owner.
+        if uses_cached_metrics(&so, &metric)
+            && let Some(record) = self.records.get_fresh(&key, ringscale_replication::now())
             && record.error.is_none()
         {
             return Ok(Resolved {
@@ -175,7 +184,6 @@ impl Resolver {
             });
         }
 
-        // Not fresh: ask the owner.
         let (generation, owner, me) = {
             let o = self.ownership.borrow();
             (
@@ -185,8 +193,11 @@ impl Resolver {
                 o.member.clone(),
             )
         };
-        let owner = owner
-            .ok_or_else(|| MetricError::Unavailable("the ring has no members yet".to_owned()))?;
+        let Some(owner) = owner else {
+            return self
+                .replicated(&key)
+                .ok_or_else(|| MetricError::Unavailable("the ring has no members yet".to_owned()));
+        };
         let query = Query {
             namespace: namespace.to_owned(),
             scaled_object: name.to_owned(),
@@ -196,21 +207,34 @@ impl Resolver {
         let (answer, source) = if *owner.name == *me {
             (self.live.query(query).await, Source::Live)
         } else {
-            let answer = self.peers.forward(&owner, query).await.map_err(|e| {
-                MetricError::Unavailable(format!(
-                    "the owner {} could not be asked: {e}",
-                    owner.name
-                ))
-            });
-            match answer {
+            match self.peers.forward(&owner, query).await {
                 Ok(a) => (Ok(a), Source::Forwarded),
-                Err(e) => return Err(e),
+                Err(ForwardError::Query(e)) => (Err(e), Source::Forwarded),
+                // The owner cannot be reached: the replicated value, while young enough.
+                Err(e @ ForwardError::Endpoint { .. }) => {
+                    return self.replicated(&key).ok_or_else(|| {
+                        MetricError::Unavailable(format!(
+                            "the owner {} could not be asked: {e}",
+                            owner.name
+                        ))
+                    });
+                }
             }
         };
-        let records = answer.map_err(|e| match e {
-            QueryError::NotFound(m) => MetricError::NotFound(m),
-            other => MetricError::Unavailable(other.to_string()),
-        })?;
+        let records = match answer {
+            Ok(records) => records,
+            Err(QueryError::NotFound(m)) => return Err(MetricError::NotFound(m)),
+            // The owner answered that the source failed: that is the answer (fallback, if any,
+            // was applied above from the failure counts).
+            Err(QueryError::Source(m)) => return Err(MetricError::Unavailable(m)),
+            // Not the owner any more, shutting down, timed out: the replicated value, while
+            // young enough.
+            Err(other) => {
+                return self
+                    .replicated(&key)
+                    .ok_or_else(|| MetricError::Unavailable(other.to_string()));
+            }
+        };
         let (_, record) = records
             .into_iter()
             .find(|(k, _)| k.metric_name == metric)
@@ -224,6 +248,17 @@ impl Resolver {
                 source,
             }),
         }
+    }
+
+    /// The replicated value of `key` when the owner cannot answer: only a good reading younger
+    /// than the staleness bound (max(3 × pollingInterval, 60 s)).
+    fn replicated(&self, key: &RecordKey) -> Option<Resolved> {
+        let record = self.records.get(key)?;
+        let usable = record.freshness(ringscale_replication::now()) != Freshness::Stale;
+        (usable && record.error.is_none()).then_some(Resolved {
+            value: record.value,
+            source: Source::Replicated,
+        })
     }
 
     /// KEDA's fallback: when the metric's failures (as the owner counts them in
@@ -275,4 +310,25 @@ impl Resolver {
         let replicas = fallback_replicas(fallback, current);
         Some(fallback_value(target, &metric_type, replicas, ready))
     }
+}
+
+/// Whether `metric` of `so` is served from the last poll (`useCachedMetrics: true` on its
+/// trigger; for the composite metric, on every trigger it is computed from).
+fn uses_cached_metrics(so: &ScaledObject, metric: &str) -> bool {
+    if metric == ringscale_api::names::COMPOSITE_METRIC_NAME {
+        let external: Vec<_> = so
+            .spec
+            .triggers
+            .iter()
+            .filter(|t| !t.is_resource())
+            .collect();
+        return !external.is_empty() && external.iter().all(|t| t.uses_cached_metrics());
+    }
+    // `s<index>-...`
+    metric
+        .strip_prefix('s')
+        .and_then(|rest| rest.split_once('-'))
+        .and_then(|(index, _)| index.parse::<usize>().ok())
+        .and_then(|index| so.spec.triggers.get(index))
+        .is_some_and(|t| t.uses_cached_metrics())
 }

@@ -12,7 +12,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
 use kube::Client;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use ringscale_api::ScaledObject;
 use ringscale_coordinator::Ownership;
 use ringscale_kube_sim::{Config, KubeSim};
@@ -52,8 +52,10 @@ struct Setup {
     value: Arc<AtomicI64>,
     backend: String,
     _controller: Controller,
-    _ring: watch::Sender<Ownership>,
+    ring: watch::Sender<Ownership>,
     resolver: Arc<Resolver>,
+    /// The ScaledObject's trigger metadata (the source's URL).
+    trigger_metadata: Value,
 }
 
 /// kube-sim, a metrics-api source (negative value: HTTP 500), one replica's operator and its
@@ -111,6 +113,8 @@ async fn setup() -> Setup {
         .create(&PostParams::default(), &d)
         .await
         .unwrap();
+    let trigger_metadata = json!({
+        "url": format!("http://{source_addr}/metrics"), "valueLocation": "value", "targetValue": "5"});
     let so: ScaledObject = serde_json::from_value(json!({
         "apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
         "metadata": {"name": "orders"},
@@ -122,8 +126,7 @@ async fn setup() -> Setup {
             "advanced": {"horizontalPodAutoscalerConfig": {"behavior": {"scaleUp": {
                 "stabilizationWindowSeconds": 0,
                 "policies": [{"type": "Pods", "value": 10, "periodSeconds": 1}]}}}},
-            "triggers": [{"type": "metrics-api", "metadata": {
-                "url": format!("http://{source_addr}/metrics"), "valueLocation": "value", "targetValue": "5"}}]
+            "triggers": [{"type": "metrics-api", "metadata": trigger_metadata.clone()}]
         }
     }))
     .unwrap();
@@ -209,8 +212,9 @@ async fn setup() -> Setup {
         value,
         backend,
         _controller: controller,
-        _ring: ring,
+        ring,
         resolver,
+        trigger_metadata,
     }
 }
 
@@ -254,7 +258,10 @@ async fn the_hpa_reads_values_through_the_aggregation_layer() {
             .then_some(())
     })
     .await;
-    assert!(s.resolver.counts.cache.load(Ordering::Relaxed) > 0);
+    // Without useCachedMetrics every request reads the source, as KEDA's adapter does: here
+    // live, since this replica owns the object.
+    assert!(s.resolver.counts.live.load(Ordering::Relaxed) > 0);
+    assert_eq!(s.resolver.counts.cache.load(Ordering::Relaxed), 0);
 
     // Discovery.
     let (code, discovery) = get(&s.client, "/apis/external.metrics.k8s.io/v1beta1").await;
@@ -344,13 +351,81 @@ async fn a_failing_source_serves_the_fallback_value() {
             .then_some(())
     })
     .await;
-    assert!(s.resolver.counts.fallback.load(Ordering::Relaxed) > 0);
+    // Served by the owner's live read once its own count (live reads count toward fallback)
+    // passed the threshold, or from the status's counts once a poll wrote them.
+    let served = s.resolver.counts.fallback.load(Ordering::Relaxed)
+        + s.resolver.counts.live.load(Ordering::Relaxed);
+    assert!(served > 0);
     // Back: the real value again.
     s.value.store(6, Ordering::SeqCst);
     eventually(WITHIN, "the value again", || async {
         (get(&s.client, &with_selector("orders")).await.1["items"][0]["value"] == "6").then_some(())
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_owner_leaves_the_replicated_value_and_it_is_counted() {
+    let s = setup().await;
+    s.value.store(7, Ordering::SeqCst);
+    eventually(WITHIN, "the value 7", || async {
+        (get(&s.client, &with_selector("orders")).await.1["items"][0]["value"] == "7").then_some(())
+    })
+    .await;
+    // The object moves to a replica that cannot be reached (nothing listens there). The source
+    // changes meanwhile, but only the owner could read it: the replicated 7 is served, and
+    // counted as such, while it is younger than the staleness bound.
+    let state = RingState::new(
+        2,
+        vec![Member {
+            name: "r1".into(),
+            address: "127.0.0.1:1".into(),
+        }],
+    );
+    s.ring
+        .send(Ownership {
+            member: Arc::from("r0"),
+            ring: Arc::new(Ring::new(state)),
+            active: true,
+            coordinator: false,
+            valid_until: tokio::sync::watch::channel(None).1,
+        })
+        .unwrap();
+    s.value.store(9, Ordering::SeqCst);
+    let (code, body) = get(&s.client, &with_selector("orders")).await;
+    assert_eq!(
+        (code, &body["items"][0]["value"]),
+        (200, &json!("7")),
+        "{body}"
+    );
+    assert!(s.resolver.counts.replicated.load(Ordering::Relaxed) > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn use_cached_metrics_serves_the_last_poll_without_reading_the_source() {
+    let s = setup().await;
+    s.value.store(3, Ordering::SeqCst);
+    Api::<ScaledObject>::namespaced(s.client.clone(), NS)
+        .patch(
+            "orders",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"pollingInterval": 3600, "triggers": [{
+                "type": "metrics-api", "useCachedMetrics": true,
+                "metadata": s.trigger_metadata.clone()}]}})),
+        )
+        .await
+        .unwrap();
+    eventually(WITHIN, "the polled 3", || async {
+        (get(&s.client, &with_selector("orders")).await.1["items"][0]["value"] == "3").then_some(())
+    })
+    .await;
+    // The source changes; the next poll is an hour away: the cached 3 stays.
+    s.value.store(8, Ordering::SeqCst);
+    for _ in 0..3 {
+        let (_, body) = get(&s.client, &with_selector("orders")).await;
+        assert_eq!(body["items"][0]["value"], "3", "{body}");
+    }
+    assert!(s.resolver.counts.cache.load(Ordering::Relaxed) >= 3);
 }
 
 #[derive(Debug)]

@@ -235,11 +235,9 @@ enum Msg {
     Resync,
     /// A push trigger reported a change of activity: poll now.
     Pushed(Slot),
-    /// A live query wants an owned object's runtime and polling interval.
-    Runtime(
-        Slot,
-        oneshot::Sender<Option<(Arc<Mutex<Runtime>>, Duration)>>,
-    ),
+    /// A live query wants an owned object's runtime, polling interval, the object and its
+    /// target's replicas (current, ready; for fallback values).
+    Runtime(Slot, oneshot::Sender<Option<live::Owned>>),
 }
 
 /// A running controller.
@@ -449,11 +447,26 @@ async fn run(
                     initial = false;
                 }
                 Msg::Runtime(slot, reply) => {
-                    let _ = reply.send(
-                        objects
-                            .get(&slot)
-                            .map(|o| (Arc::clone(&o.runtime), o.interval)),
-                    );
+                    let so = ctx.sos.get(&ObjectRef::new(&slot.1.1).within(&slot.1.0));
+                    let owned = objects.get(&slot).zip(so).map(|(o, so)| {
+                        let t = &so.spec.scale_target_ref;
+                        let replicas = ctx
+                            .lookup
+                            .replicas_of(
+                                &slot.1.0,
+                                t.effective_api_version(),
+                                t.effective_kind(),
+                                &t.name,
+                            )
+                            .unwrap_or((0, 0));
+                        live::Owned {
+                            runtime: Arc::clone(&o.runtime),
+                            interval: o.interval,
+                            so,
+                            replicas,
+                        }
+                    });
+                    let _ = reply.send(owned);
                 }
                 Msg::Pushed(slot) => {
                     if let Some(obj) = objects.get_mut(&slot) {

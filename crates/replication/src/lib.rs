@@ -22,7 +22,7 @@ pub mod wire;
 
 pub use config::{Limits, PeerTls};
 pub use peers::{ForwardError, PeerStatus, Peers};
-pub use query::{LiveQuery, Query, QueryError};
+pub use query::{Coalesced, LiveQuery, Query, QueryError};
 pub use server::{ReplicationService, ServeError, serve};
 pub use store::{Observer, Stats, Store};
 

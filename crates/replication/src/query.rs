@@ -1,6 +1,12 @@
 //! Forwarded metrics queries: what the owner does when another replica asks for a live value.
 
-use futures_util::future::BoxFuture;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use futures_util::future::{BoxFuture, Shared};
 use ringscale_cache::{Record, RecordKey};
 
 /// A live query for one ScaledObject's metrics.
@@ -110,5 +116,94 @@ impl QueryError {
                 status.code()
             )),
         }
+    }
+}
+
+type Answer = Result<Arc<Vec<(RecordKey, Record)>>, QueryError>;
+type Running = Shared<BoxFuture<'static, Answer>>;
+
+/// A [`LiveQuery`] whose identical concurrent queries share one read of the source, each read
+/// bounded in time. The replication server answers forwarded queries through one, and the
+/// metrics API asks its own owner's reads through one, so an HPA, a dashboard and a peer asking
+/// for the same metric at once cost the source one read.
+pub struct Coalesced {
+    live: Arc<dyn LiveQuery>,
+    timeout: Duration,
+    running: Mutex<HashMap<Query, Running>>,
+    joined: AtomicU64,
+}
+
+impl std::fmt::Debug for Coalesced {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Coalesced")
+            .field("timeout", &self.timeout)
+            .field("joined", &self.joined)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Coalesced {
+    /// Coalesces queries to `live`, each read given at most `timeout`.
+    pub fn new(live: Arc<dyn LiveQuery>, timeout: Duration) -> Self {
+        Coalesced {
+            live,
+            timeout,
+            running: Mutex::default(),
+            joined: AtomicU64::new(0),
+        }
+    }
+
+    /// Queries that joined a read already running.
+    pub fn joined(&self) -> u64 {
+        self.joined.load(Ordering::Relaxed)
+    }
+
+    /// Answers `query`, joining an identical one that is running; says whether it joined.
+    pub async fn ask(&self, query: Query) -> (Answer, bool) {
+        let (future, joined) = {
+            let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+            match running.get(&query) {
+                Some(r) => (r.clone(), true),
+                None => {
+                    let (live, timeout, q) = (Arc::clone(&self.live), self.timeout, query.clone());
+                    let future = async move {
+                        tokio::time::timeout(timeout, live.query(q))
+                            .await
+                            .map_err(|_| {
+                                QueryError::Timeout(
+                                    u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+                                )
+                            })?
+                            .map(Arc::new)
+                    }
+                    .boxed()
+                    .shared();
+                    running.insert(query.clone(), future.clone());
+                    (future, false)
+                }
+            }
+        };
+        if joined {
+            self.joined.fetch_add(1, Ordering::Relaxed);
+        }
+        let answer = future.clone().await;
+        let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        if running.get(&query).is_some_and(|f| f.ptr_eq(&future)) {
+            running.remove(&query);
+        }
+        (answer, joined)
+    }
+}
+
+impl LiveQuery for Arc<Coalesced> {
+    fn query(
+        &self,
+        query: Query,
+    ) -> BoxFuture<'static, Result<Vec<(RecordKey, Record)>, QueryError>> {
+        let this = Arc::clone(self);
+        Box::pin(async move {
+            let (answer, _) = this.ask(query).await;
+            answer.map(|records| records.as_ref().clone())
+        })
     }
 }

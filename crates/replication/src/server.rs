@@ -1,14 +1,11 @@
 //! The replication server: record streams to subscribers and forwarded queries.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use futures_util::FutureExt;
-use futures_util::future::{BoxFuture, Shared};
 use prost::Message;
 use ringscale_cache::{Record, RecordKey};
 use ringscale_proto::replication as pb;
@@ -21,19 +18,15 @@ use tonic::{Request, Response, Status};
 use tracing::{debug, info, warn};
 
 use crate::config::{Limits, PeerTls};
-use crate::query::{LiveQuery, Query, QueryError};
+use crate::query::{Coalesced, LiveQuery, Query, QueryError};
 use crate::store::{Outbox, OutboxGuard, Store};
 use crate::wire::to_wire;
-
-type QueryResult = Result<Arc<Vec<pb::Record>>, QueryError>;
-type Inflight = Shared<BoxFuture<'static, QueryResult>>;
 
 /// The gRPC service.
 pub struct ReplicationService {
     store: Arc<Store>,
-    live: Option<Arc<dyn LiveQuery>>,
+    live: Option<Arc<Coalesced>>,
     limits: Limits,
-    inflight: Arc<Mutex<HashMap<Query, Inflight>>>,
     closing: tokio::sync::watch::Sender<bool>,
 }
 
@@ -48,13 +41,21 @@ impl std::fmt::Debug for ReplicationService {
 impl ReplicationService {
     /// A service over `store`; `live` answers forwarded queries (without it they are refused).
     pub fn new(store: Arc<Store>, live: Option<Arc<dyn LiveQuery>>, limits: Limits) -> Self {
+        // Inside the call's own bound (the server's timeout and the caller's grpc-timeout), so
+        // the caller hears "timed out" from us, not a cancellation.
+        let live = live.map(|l| Arc::new(Coalesced::new(l, limits.request_timeout.mul_f64(0.8))));
         ReplicationService {
             store,
             live,
             limits,
-            inflight: Arc::default(),
             closing: tokio::sync::watch::channel(false).0,
         }
+    }
+
+    /// The coalescing reader of forwarded queries, to answer this replica's own metrics
+    /// requests through too (so local and forwarded requests for one metric share a read).
+    pub fn live(&self) -> Option<Arc<Coalesced>> {
+        self.live.clone()
     }
 
     /// Ends every subscription stream (they are endless otherwise, and a graceful server
@@ -182,51 +183,17 @@ impl Replication for ReplicationService {
             .stats
             .queries_served
             .fetch_add(1, Ordering::Relaxed);
-        let (future, joined) = {
-            let mut inflight = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
-            match inflight.get(&query) {
-                Some(running) => (running.clone(), true),
-                None => {
-                    // Inside the call's own bound (the server's timeout and the caller's
-                    // grpc-timeout), so the caller hears "timed out" from us, not a cancellation.
-                    let timeout = self.limits.request_timeout.mul_f64(0.8);
-                    let q = query.clone();
-                    let future = async move {
-                        let records = tokio::time::timeout(timeout, live.query(q))
-                            .await
-                            .map_err(|_| {
-                                QueryError::Timeout(
-                                    u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
-                                )
-                            })??;
-                        let now = crate::now();
-                        Ok(Arc::new(
-                            records.iter().map(|(k, r)| to_wire(k, r, now)).collect(),
-                        ))
-                    }
-                    .boxed()
-                    .shared();
-                    inflight.insert(query.clone(), future.clone());
-                    (future, false)
-                }
-            }
-        };
+        let (result, joined) = live.ask(query).await;
         if joined {
             self.store
                 .stats
                 .queries_coalesced
                 .fetch_add(1, Ordering::Relaxed);
         }
-        let result = future.clone().await;
-        {
-            let mut inflight = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
-            if inflight.get(&query).is_some_and(|f| f.ptr_eq(&future)) {
-                inflight.remove(&query);
-            }
-        }
         let records = result?;
+        let now = crate::now();
         Ok(Response::new(pb::GetMetricsResponse {
-            records: records.as_ref().clone(),
+            records: records.iter().map(|(k, r)| to_wire(k, r, now)).collect(),
         }))
     }
 }

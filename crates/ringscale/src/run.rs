@@ -466,6 +466,11 @@ pub(crate) async fn replica(
     );
     let service =
         ReplicationService::new(Arc::clone(&store), Some(controller.live_query()), limits);
+    // This replica's own live reads go through the service's coalescing reader.
+    let live: Arc<dyn ringscale_replication::LiveQuery> = match service.live() {
+        Some(coalesced) => Arc::new(coalesced),
+        None => controller.live_query(),
+    };
     let replication_server = {
         let (stop, tls) = (stop.clone(), peer_tls.clone());
         tokio::spawn(async move {
@@ -478,7 +483,7 @@ pub(crate) async fn replica(
         scaled_objects: controller.scaled_objects().clone(),
         hpas: controller.hpas().clone(),
         cluster: controller.cluster().clone(),
-        live: controller.live_query(),
+        live,
         peers: Arc::clone(&peers),
         counts: Default::default(),
     });
@@ -754,6 +759,7 @@ impl Collector for RingCollector {
             ("live", load(&counts.live)),
             ("forwarded", load(&counts.forwarded)),
             ("fallback", load(&counts.fallback)),
+            ("replicated", load(&counts.replicated)),
             ("error", load(&counts.errors)),
         ] {
             let labels = [("source", source)];

@@ -6,6 +6,8 @@
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
+use ringscale_api::scaled_object::FallbackBehavior;
+use ringscale_api::{MetricType, ScaledObject};
 use ringscale_cache::{Record, RecordKey};
 use ringscale_coordinator::Ownership;
 use ringscale_replication::{LiveQuery, Query, QueryError, Store};
@@ -13,7 +15,18 @@ use ringscale_ring::{Kind, ObjectKey};
 use ringscale_scalers::MetricSpec;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::Msg;
+use super::{Msg, Runtime};
+use crate::semantics::fallback::{fallback_replicas, fallback_value};
+use crate::semantics::plan::valid_fallback;
+
+/// What the loop hands a live query about an owned object.
+pub(super) struct Owned {
+    pub(super) runtime: Arc<tokio::sync::Mutex<Runtime>>,
+    pub(super) interval: std::time::Duration,
+    pub(super) so: Arc<ScaledObject>,
+    /// The target's replicas: current and ready.
+    pub(super) replicas: (i32, i32),
+}
 
 pub(super) struct Live {
     pub(super) inbox: mpsc::UnboundedSender<Msg>,
@@ -57,11 +70,16 @@ async fn answer(
             reply,
         ))
         .map_err(|_| QueryError::Unavailable("the operator is stopping".into()))?;
-    let (runtime, interval) = answer
+    let Owned {
+        runtime,
+        interval,
+        so,
+        replicas: (current, ready),
+    } = answer
         .await
         .map_err(|_| QueryError::Unavailable("the operator is stopping".into()))?
         .ok_or_else(|| QueryError::NotFound(format!("{what} is not known to its owner")))?;
-    let runtime = runtime.lock().await;
+    let mut runtime = runtime.lock().await;
     if runtime.fingerprint.is_none() {
         return Err(QueryError::Unavailable(format!(
             "{what} has not been polled yet"
@@ -70,15 +88,23 @@ async fn answer(
     if !runtime.problems.is_empty() {
         return Err(QueryError::Source(runtime.problems.join("; ")));
     }
-    let wanted: Vec<&str> = runtime
+    let wanted: Vec<(String, Option<(MetricType, f64)>)> = runtime
         .specs
         .iter()
-        .filter_map(MetricSpec::external_name)
+        .filter_map(|s| match s {
+            MetricSpec::External(m) => Some(m),
+            MetricSpec::Resource(_) => None,
+        })
         .filter(|m| {
             query
                 .metric_name
                 .as_deref()
-                .is_none_or(|q| q.eq_ignore_ascii_case(m))
+                .is_none_or(|q| q.eq_ignore_ascii_case(&m.name))
+        })
+        .map(|m| {
+            #[allow(clippy::cast_precision_loss)]
+            let target = m.target_milli as f64 / 1000.0;
+            (m.name.clone(), Some((m.metric_type.clone(), target)))
         })
         .collect();
     if wanted.is_empty() {
@@ -88,28 +114,76 @@ async fn answer(
         )));
     }
     let mut out = Vec::new();
-    for metric in wanted {
+    for (metric, target) in wanted {
+        let metric = metric.as_str();
         let index = ringscale_scalers::split_metric_name(metric).map(|(i, _)| i);
         let Some(scaler) = runtime.scalers.iter().find(|s| Some(s.index()) == index) else {
             continue;
         };
         let polled_at = ringscale_replication::now();
-        let poll = scaler
-            .poll(metric)
-            .await
-            .map_err(|e| QueryError::Source(e.to_string()))?;
-        let value = poll
-            .values
-            .iter()
-            .find(|v| &*v.name == metric)
-            .map_or(0.0, |v| v.value);
         let key = RecordKey::new(ns.as_str(), name.as_str(), metric);
         // Recorded only while still the owner at the generation the query began with.
-        if ownership.borrow().generation() == generation {
-            records.record_poll(key.clone(), value, poll.active, None, polled_at, interval);
-        }
-        if let Some(record) = records.get(&key) {
-            out.push((key, record));
+        let still_owner = ownership.borrow().generation() == generation;
+        match scaler.poll(metric).await {
+            Ok(poll) => {
+                let value = poll
+                    .values
+                    .iter()
+                    .find(|v| &*v.name == metric)
+                    .map_or(0.0, |v| v.value);
+                // A good read resets the failure count, as KEDA's does on this path.
+                if let Some(h) = runtime.health.get_mut(metric) {
+                    *h = h.success();
+                }
+                if still_owner {
+                    records.record_poll(key.clone(), value, poll.active, None, polled_at, interval);
+                }
+                if let Some(record) = records.get(&key) {
+                    out.push((key, record));
+                }
+            }
+            Err(e) => {
+                // KEDA counts a failed read for the HPA toward fallback too
+                // (`GetScaledObjectMetrics` → `GetMetricsWithFallback`).
+                let message = e.to_string();
+                let health = runtime.health.entry(metric.to_owned()).or_default();
+                *health = health.failure();
+                let health = *health;
+                if still_owner {
+                    let last = records.get(&key).map_or(0.0, |r| r.value);
+                    records.record_poll(
+                        key.clone(),
+                        last,
+                        false,
+                        Some(&message),
+                        polled_at,
+                        interval,
+                    );
+                }
+                let fallback = valid_fallback(&so).filter(|f| {
+                    health.falls_back(f)
+                        && f.effective_behavior() != FallbackBehavior::ScalingModifiers
+                });
+                match (fallback, &target) {
+                    // Past the threshold: the value that lands the HPA on the fallback
+                    // replicas, answered (not recorded: the record keeps the error).
+                    (Some(f), Some((metric_type, t))) => {
+                        let value =
+                            fallback_value(*t, metric_type, fallback_replicas(f, current), ready);
+                        let record = Record::new(
+                            value,
+                            true,
+                            None,
+                            ringscale_cache::Version::default(),
+                            polled_at,
+                            interval,
+                            Arc::from(""),
+                        );
+                        out.push((key, record));
+                    }
+                    _ => return Err(QueryError::Source(message)),
+                }
+            }
         }
     }
     Ok(out)
