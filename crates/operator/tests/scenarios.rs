@@ -2007,3 +2007,57 @@ async fn renaming_the_hpa_replaces_the_old_one_and_the_hpa_carries_the_annotatio
     let status = so_status(&c.client, "orders").await;
     assert_eq!(status["hpaName"], long.as_str());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_owner_answers_the_composite_metric_live() {
+    let c = cluster().await;
+    let a = Source::start().await;
+    let b = Source::start().await;
+    a.set(1);
+    b.set(1);
+    deployment(&c.client, "worker", 1).await;
+    let mut ta = a.trigger();
+    ta["name"] = json!("a");
+    let mut tb = b.trigger();
+    tb["name"] = json!("b");
+    // Polled once an hour: a fresh composite value can only come from the live read.
+    scaled_object(
+        &c.client,
+        "orders",
+        "worker",
+        json!({
+            "pollingInterval": 3600,
+            "triggers": [ta, tb],
+            "advanced": {"scalingModifiers": {"formula": "a + b", "target": "4"}}
+        }),
+        json!({}),
+    )
+    .await;
+    let (_tx, rx) = watch::channel(ownership(&["r0"], "r0", 1));
+    let (ctl, records) = controller(&c.client, rx, "r0");
+    eventually(WITHIN, "the first poll", || async {
+        let s = so_status(&c.client, "orders").await;
+        (condition(&s, "Ready").0 == "True").then_some(())
+    })
+    .await;
+    a.set(5);
+    b.set(6);
+    let query = ringscale_replication::Query {
+        namespace: NS.into(),
+        scaled_object: "orders".into(),
+        metric_name: Some("composite-metric".into()),
+        generation: 1,
+    };
+    let answer = ctl.live_query().query(query.clone()).await.unwrap();
+    assert_eq!(answer.len(), 1);
+    assert_eq!(answer[0].0.metric_name, "composite-metric");
+    assert_eq!(answer[0].1.value, 11.0);
+    let key = ringscale_cache::RecordKey::new(NS, "orders", "composite-metric");
+    assert_eq!(records.get(&key).unwrap().value, 11.0);
+    // A trigger fails, no fallback: the composite metric cannot be computed.
+    b.set(-1);
+    assert!(matches!(
+        ctl.live_query().query(query).await,
+        Err(ringscale_replication::QueryError::Source(_))
+    ));
+}

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
+use ringscale_api::names::COMPOSITE_METRIC_NAME;
 use ringscale_api::scaled_object::FallbackBehavior;
 use ringscale_api::{MetricType, ScaledObject};
 use ringscale_cache::{Record, RecordKey};
@@ -17,7 +18,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{Msg, Runtime};
 use crate::semantics::fallback::{fallback_replicas, fallback_value};
-use crate::semantics::plan::valid_fallback;
+use crate::semantics::plan::{self, valid_fallback};
 
 /// What the loop hands a live query about an owned object.
 pub(super) struct Owned {
@@ -87,6 +88,50 @@ async fn answer(
     }
     if !runtime.problems.is_empty() {
         return Err(QueryError::Source(runtime.problems.join("; ")));
+    }
+    let composite = so.spec.scaling_modifiers().is_some()
+        && query
+            .metric_name
+            .as_deref()
+            .is_some_and(|m| m.eq_ignore_ascii_case(COMPOSITE_METRIC_NAME));
+    if composite {
+        // The HPA of an object with scalingModifiers asks for the composite metric: read every
+        // trigger, weigh the readings as a poll does (fallback, `nil` for `??`), and answer
+        // the formula's value.
+        let polled_at = ringscale_replication::now();
+        let polls = read_all(&runtime).await;
+        let readings = plan::assess(
+            &so,
+            &polls,
+            &runtime.health,
+            &so.status.clone().unwrap_or_default(),
+            runtime.formula.as_ref(),
+            Some(plan::Target { current, ready }),
+        );
+        runtime.health = readings.health;
+        let key = RecordKey::new(ns.as_str(), name.as_str(), COMPOSITE_METRIC_NAME);
+        let Some(r) = readings
+            .records
+            .iter()
+            .find(|r| r.metric == COMPOSITE_METRIC_NAME)
+        else {
+            return Err(QueryError::Source(readings.errors.join("; ")));
+        };
+        let value = match (r.value, &r.error) {
+            (Some(v), None) => v,
+            (_, e) => {
+                let message = e.clone().unwrap_or_else(|| readings.errors.join("; "));
+                return Err(QueryError::Source(message));
+            }
+        };
+        if ownership.borrow().generation() == generation {
+            records.record_poll(key.clone(), value, r.active, None, polled_at, interval);
+        }
+        return Ok(records
+            .get(&key)
+            .map(|record| (key, record))
+            .into_iter()
+            .collect());
     }
     let wanted: Vec<(String, Option<(MetricType, f64)>)> = runtime
         .specs
@@ -187,4 +232,40 @@ async fn answer(
         }
     }
     Ok(out)
+}
+
+/// Reads every external metric of the object now, for a composite answer.
+async fn read_all(runtime: &Runtime) -> Vec<plan::MetricPoll> {
+    let mut out = Vec::new();
+    for spec in &runtime.specs {
+        let MetricSpec::External(m) = spec else {
+            continue;
+        };
+        let Some((index, _)) = ringscale_scalers::split_metric_name(&m.name) else {
+            continue;
+        };
+        let Some(scaler) = runtime.scalers.iter().find(|s| s.index() == index) else {
+            continue;
+        };
+        let outcome = match scaler.poll(&m.name).await {
+            Ok(poll) => Ok(plan::Reading {
+                value: poll
+                    .values
+                    .iter()
+                    .find(|v| *v.name == m.name)
+                    .map_or(0.0, |v| v.value),
+                active: poll.active,
+            }),
+            Err(e) => Err(e.to_string()),
+        };
+        #[allow(clippy::cast_precision_loss)]
+        let target = m.target_milli as f64 / 1000.0;
+        out.push(plan::MetricPoll {
+            index,
+            metric: m.name.clone(),
+            target: Some((m.metric_type.clone(), target)),
+            outcome,
+        });
+    }
+    out
 }

@@ -481,159 +481,28 @@ pub fn plan(input: &Input<'_>) -> Plan {
     }
     plan.hpa = HpaAction::Ensure;
 
-    // Each metric: success resets its count; a failure counts, and past the threshold the
-    // trigger falls back — it counts as active and not as an error (`getScalerState`:
-    // `isActiveOrFallback`), its value the one that lands the HPA on the fallback replicas.
+    let readings = assess(
+        so,
+        input.polls,
+        &plan.health,
+        &before,
+        input.formula,
+        target.as_ref().ok().copied(),
+    );
+    plan.health = readings.health;
+    plan.records = readings.records;
+    events.extend(readings.events);
+    let (any_active, any_error) = (readings.active, readings.error);
+    let (active_metrics, errors, falling_back) = (
+        readings.active_metrics,
+        readings.errors,
+        readings.falling_back,
+    );
     let modifiers = so.spec.scaling_modifiers();
     let fallback = valid_fallback(so);
-    let current = target.as_ref().map_or(0, |t| t.current);
-    let ready = target.as_ref().map_or(0, |t| t.ready);
-    let mut any_active = false;
-    let mut any_error = false;
-    let mut active_metrics: Vec<String> = Vec::new();
-    let mut fallback_values: Vec<f64> = Vec::new();
-    let mut errors: Vec<String> = Vec::new();
-    let mut formula_values: BTreeMap<String, Option<f64>> = BTreeMap::new();
-    let mut falling_back = false;
-    let failed_reason = if modifiers.is_some() {
-        "KEDAMetricSourceFailed"
-    } else {
-        "KEDAScalerFailed"
-    };
-    for poll in input.polls {
-        let trigger_name = so
-            .spec
-            .triggers
-            .get(poll.index)
-            .and_then(|t| t.name.clone());
-        let previous = plan
-            .health
-            .get(&poll.metric)
-            .copied()
-            .or_else(|| status_health(&before, &poll.metric))
-            .unwrap_or_default();
-        match &poll.outcome {
-            Ok(reading) => {
-                plan.health.insert(poll.metric.clone(), previous.success());
-                if reading.active {
-                    any_active = true;
-                    active_metrics.push(poll.metric.clone());
-                }
-                plan.records.push(PlannedRecord {
-                    metric: poll.metric.clone(),
-                    value: Some(reading.value),
-                    active: reading.active,
-                    error: None,
-                });
-                if let Some(n) = trigger_name {
-                    formula_values.insert(n, Some(reading.value));
-                }
-            }
-            Err(message) => {
-                let health = previous.failure();
-                plan.health.insert(poll.metric.clone(), health);
-                if previous.failures == 0 {
-                    events.push(PlannedEvent::warning(failed_reason, message.clone()));
-                }
-                let past = fallback.filter(|f| health.falls_back(f));
-                match past {
-                    Some(f) if f.effective_behavior() == FallbackBehavior::ScalingModifiers => {
-                        // The formula sees nil for this trigger (`??`); not an error.
-                        falling_back = true;
-                        if let Some(n) = trigger_name {
-                            formula_values.insert(n, None);
-                        }
-                    }
-                    Some(f) => {
-                        falling_back = true;
-                        any_active = true;
-                        active_metrics.push(poll.metric.clone());
-                        if let Some((metric_type, t)) = &poll.target {
-                            fallback_values.push(fallback_value(
-                                *t,
-                                metric_type,
-                                fallback_replicas(f, current),
-                                ready,
-                            ));
-                        }
-                    }
-                    None => {
-                        any_error = true;
-                        errors.push(message.clone());
-                        if let Some(n) = trigger_name {
-                            formula_values.insert(n, None);
-                        }
-                    }
-                }
-                plan.records.push(PlannedRecord {
-                    metric: poll.metric.clone(),
-                    value: None,
-                    active: past.is_some(),
-                    error: Some(message.clone()),
-                });
-            }
-        }
-    }
-
-    // scalingModifiers: the composite metric decides activity, and only without errors.
-    if let Some(m) = modifiers {
-        any_active = false;
-        active_metrics.clear();
-        if !any_error {
-            let composite = if let Some(v) = fallback_values.first() {
-                // A static-like fallback replaces the formula's result (`HandleScalingModifiers`).
-                Ok(Some(*v))
-            } else {
-                match input.formula {
-                    Some(f) => f.evaluate(&formula_values),
-                    None => Err("the formula is not compiled".to_owned()),
-                }
-            };
-            let composite = match composite {
-                Ok(Some(v)) => Ok(v),
-                // nil: fallback.replicas × target (`scalingModifiersFallbackTarget`).
-                Ok(None) => match (so.spec.fallback.as_ref(), parse_f64(m.target.as_deref())) {
-                    (Some(f), Some(t)) => Ok(f64::from(f.replicas) * t),
-                    (None, _) => Err(
-                        "scalingModifiers formula evaluated to nil but no fallback is configured"
-                            .to_owned(),
-                    ),
-                    (_, None) => Err("scalingModifiers target is not a number".to_owned()),
-                },
-                Err(e) => Err(e),
-            };
-            match composite {
-                Ok(v) => {
-                    let activation = parse_f64(m.activation_target.as_deref()).unwrap_or(0.0);
-                    any_active = composite_active(v, activation);
-                    if any_active {
-                        active_metrics.push(COMPOSITE_METRIC_NAME.to_owned());
-                    }
-                    plan.records.push(PlannedRecord {
-                        metric: COMPOSITE_METRIC_NAME.to_owned(),
-                        value: Some(v),
-                        active: any_active,
-                        error: None,
-                    });
-                }
-                Err(e) => {
-                    any_error = true;
-                    errors.push(e.clone());
-                    plan.records.push(PlannedRecord {
-                        metric: COMPOSITE_METRIC_NAME.to_owned(),
-                        value: None,
-                        active: false,
-                        error: Some(e),
-                    });
-                }
-            }
-        }
-    }
-    // Only cpu/memory triggers: always active, so never scaled to 0 (unless a trigger failed).
-    if so.spec.only_resource_triggers() && !any_error {
-        any_active = true;
-    }
     let active = any_active || pause.force_activation;
+    plan.active = active;
+    plan.falling_back = falling_back;
     plan.active = active;
     plan.falling_back = falling_back;
 
@@ -794,6 +663,205 @@ pub fn plan(input: &Input<'_>) -> Plan {
     plan.status = status;
     plan.events = events;
     plan
+}
+
+/// One poll's readings weighed as KEDA's `getScaledObjectState` does: failure counts, fallback
+/// (a trigger past its threshold counts as active, not as an error), the composite metric of
+/// `scalingModifiers`, and whether the object is active (before `force-activation`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Readings {
+    /// Failure counts after these readings.
+    pub health: BTreeMap<String, Health>,
+    /// Some trigger (or the composite metric) is active, or only cpu/memory triggers exist.
+    pub active: bool,
+    /// Some read failed without a fallback to take its place.
+    pub error: bool,
+    /// The active metrics (`composite-metric` with scalingModifiers).
+    pub active_metrics: Vec<String>,
+    /// The failures' messages.
+    pub errors: Vec<String>,
+    /// Some metric is past its failure threshold.
+    pub falling_back: bool,
+    /// Values to record, the composite one included.
+    pub records: Vec<PlannedRecord>,
+    /// `KEDAScalerFailed` / `KEDAMetricSourceFailed` for a metric's first failure.
+    pub events: Vec<PlannedEvent>,
+}
+
+/// Weighs one poll's (or one live read's) readings; `health` is what this replica counted so
+/// far, `before` the status (a count this replica lacks continues from there).
+pub fn assess(
+    so: &ScaledObject,
+    polls: &[MetricPoll],
+    health: &BTreeMap<String, Health>,
+    before: &ScaledObjectStatus,
+    formula: Option<&Formula>,
+    target: Option<Target>,
+) -> Readings {
+    // Each metric: success resets its count; a failure counts, and past the threshold the
+    // trigger falls back — it counts as active and not as an error (`getScalerState`:
+    // `isActiveOrFallback`), its value the one that lands the HPA on the fallback replicas.
+    let modifiers = so.spec.scaling_modifiers();
+    let fallback = valid_fallback(so);
+    let current = target.map_or(0, |t| t.current);
+    let ready = target.map_or(0, |t| t.ready);
+    let mut health_after = health.clone();
+    let mut records = Vec::new();
+    let mut events = Vec::new();
+    let mut any_active = false;
+    let mut any_error = false;
+    let mut active_metrics: Vec<String> = Vec::new();
+    let mut fallback_values: Vec<f64> = Vec::new();
+    let mut errors: Vec<String> = Vec::new();
+    let mut formula_values: BTreeMap<String, Option<f64>> = BTreeMap::new();
+    let mut falling_back = false;
+    let failed_reason = if modifiers.is_some() {
+        "KEDAMetricSourceFailed"
+    } else {
+        "KEDAScalerFailed"
+    };
+    for poll in polls {
+        let trigger_name = so
+            .spec
+            .triggers
+            .get(poll.index)
+            .and_then(|t| t.name.clone());
+        let previous = health_after
+            .get(&poll.metric)
+            .copied()
+            .or_else(|| status_health(before, &poll.metric))
+            .unwrap_or_default();
+        match &poll.outcome {
+            Ok(reading) => {
+                health_after.insert(poll.metric.clone(), previous.success());
+                if reading.active {
+                    any_active = true;
+                    active_metrics.push(poll.metric.clone());
+                }
+                records.push(PlannedRecord {
+                    metric: poll.metric.clone(),
+                    value: Some(reading.value),
+                    active: reading.active,
+                    error: None,
+                });
+                if let Some(n) = trigger_name {
+                    formula_values.insert(n, Some(reading.value));
+                }
+            }
+            Err(message) => {
+                let health = previous.failure();
+                health_after.insert(poll.metric.clone(), health);
+                if previous.failures == 0 {
+                    events.push(PlannedEvent::warning(failed_reason, message.clone()));
+                }
+                let past = fallback.filter(|f| health.falls_back(f));
+                match past {
+                    Some(f) if f.effective_behavior() == FallbackBehavior::ScalingModifiers => {
+                        // The formula sees nil for this trigger (`??`); not an error.
+                        falling_back = true;
+                        if let Some(n) = trigger_name {
+                            formula_values.insert(n, None);
+                        }
+                    }
+                    Some(f) => {
+                        falling_back = true;
+                        any_active = true;
+                        active_metrics.push(poll.metric.clone());
+                        if let Some((metric_type, t)) = &poll.target {
+                            fallback_values.push(fallback_value(
+                                *t,
+                                metric_type,
+                                fallback_replicas(f, current),
+                                ready,
+                            ));
+                        }
+                    }
+                    None => {
+                        any_error = true;
+                        errors.push(message.clone());
+                        if let Some(n) = trigger_name {
+                            formula_values.insert(n, None);
+                        }
+                    }
+                }
+                records.push(PlannedRecord {
+                    metric: poll.metric.clone(),
+                    value: None,
+                    active: past.is_some(),
+                    error: Some(message.clone()),
+                });
+            }
+        }
+    }
+
+    // scalingModifiers: the composite metric decides activity, and only without errors.
+    if let Some(m) = modifiers {
+        any_active = false;
+        active_metrics.clear();
+        if !any_error {
+            let composite = if let Some(v) = fallback_values.first() {
+                // A static-like fallback replaces the formula's result (`HandleScalingModifiers`).
+                Ok(Some(*v))
+            } else {
+                match formula {
+                    Some(f) => f.evaluate(&formula_values),
+                    None => Err("the formula is not compiled".to_owned()),
+                }
+            };
+            let composite = match composite {
+                Ok(Some(v)) => Ok(v),
+                // nil: fallback.replicas × target (`scalingModifiersFallbackTarget`).
+                Ok(None) => match (so.spec.fallback.as_ref(), parse_f64(m.target.as_deref())) {
+                    (Some(f), Some(t)) => Ok(f64::from(f.replicas) * t),
+                    (None, _) => Err(
+                        "scalingModifiers formula evaluated to nil but no fallback is configured"
+                            .to_owned(),
+                    ),
+                    (_, None) => Err("scalingModifiers target is not a number".to_owned()),
+                },
+                Err(e) => Err(e),
+            };
+            match composite {
+                Ok(v) => {
+                    let activation = parse_f64(m.activation_target.as_deref()).unwrap_or(0.0);
+                    any_active = composite_active(v, activation);
+                    if any_active {
+                        active_metrics.push(COMPOSITE_METRIC_NAME.to_owned());
+                    }
+                    records.push(PlannedRecord {
+                        metric: COMPOSITE_METRIC_NAME.to_owned(),
+                        value: Some(v),
+                        active: any_active,
+                        error: None,
+                    });
+                }
+                Err(e) => {
+                    any_error = true;
+                    errors.push(e.clone());
+                    records.push(PlannedRecord {
+                        metric: COMPOSITE_METRIC_NAME.to_owned(),
+                        value: None,
+                        active: false,
+                        error: Some(e),
+                    });
+                }
+            }
+        }
+    }
+    // Only cpu/memory triggers: always active, so never scaled to 0 (unless a trigger failed).
+    if so.spec.only_resource_triggers() && !any_error {
+        any_active = true;
+    }
+    Readings {
+        health: health_after,
+        active: any_active,
+        error: any_error,
+        active_metrics,
+        errors,
+        falling_back,
+        records,
+        events,
+    }
 }
 
 /// KEDA's `RequestScale` once the replicas are known. Returns whether `lastActiveTime` is
