@@ -86,6 +86,18 @@ struct Args {
     /// Longest wait for the ring to hold every value, seconds.
     #[arg(long, default_value_t = 600)]
     ready_timeout: u64,
+    /// Ask each object's metric every 15 s through a random replica, as the HPA does (spread
+    /// over the 15 s); reports the metrics API's latency and the source reads per second.
+    #[arg(long)]
+    hpa_queries: bool,
+    /// Give every ScaledObject `fallback: {failureThreshold: 3, replicas: 2}`.
+    #[arg(long)]
+    fallback: bool,
+    /// Stop the source for this many seconds in the middle of the window (Redis only: the load
+    /// test then runs its own redis-server, killed and restarted on the same port); reports the
+    /// API writes per second during the outage. Changes and activations are off in such a run.
+    #[arg(long, default_value_t = 0)]
+    source_outage: u64,
     /// After each run of N > 1 replicas, also run one replica alone with a N-th of the objects:
     /// what a replica would cost if sharding were free. The CPU ratio against the single
     /// replica cannot go below this run's, whatever the ring costs.
@@ -134,6 +146,15 @@ pub(crate) struct RunResult {
     pub api_requests_per_second: BTreeMap<String, f64>,
     pub api_writes_per_second: f64,
     pub replication_bytes_per_second: f64,
+    /// `--hpa-queries`: latency of the metrics API requests (seconds), the requests, the
+    /// failed ones, and the source's commands per second during the window.
+    pub hpa_query_latency: Option<Dist>,
+    pub hpa_queries: usize,
+    pub hpa_query_errors: usize,
+    pub source_commands_per_second: Option<f64>,
+    /// `--source-outage`: seconds of outage and the API writes per second during it.
+    pub outage_seconds: Option<f64>,
+    pub outage_writes_per_second: Option<f64>,
     /// Set on a `--shard-reference` run: the replica count whose share it polls alone.
     pub reference_for: Option<usize>,
 }
@@ -297,6 +318,34 @@ fn targets(runs: &[RunResult]) -> Vec<Target> {
             });
         }
     }
+    for r in runs
+        .iter()
+        .filter(|r| !r.keda_write_pattern && r.reference_for.is_none())
+    {
+        let config = format!(
+            "{} objects × {}, {} replicas",
+            r.objects, r.triggers, r.replicas
+        );
+        if let Some(h) = &r.hpa_query_latency {
+            out.push(Target {
+                target: format!("metrics API p99 < 50 ms with live reads ({config})"),
+                figure: format!(
+                    "{:.1} ms ({} of {} requests failed)",
+                    h.p99 * 1000.0,
+                    r.hpa_query_errors,
+                    r.hpa_queries
+                ),
+                met: h.p99 < 0.050 && r.hpa_query_errors == 0,
+            });
+        }
+        if let Some(w) = r.outage_writes_per_second {
+            out.push(Target {
+                target: format!("API writes < 50/s in total while the source is down ({config})"),
+                figure: format!("{w:.2} writes/s"),
+                met: w < 50.0,
+            });
+        }
+    }
     out
 }
 
@@ -305,6 +354,10 @@ enum Source {
     Redis {
         conn: redis::aio::MultiplexedConnection,
         prefix: String,
+        /// The server's address.
+        addr: String,
+        /// The load test's own server (`--source-outage`), stopped and started by it.
+        own: Option<Mutex<Child>>,
     },
     Http {
         lengths: Arc<Mutex<HashMap<String, i64>>>,
@@ -315,18 +368,36 @@ enum Source {
 impl Source {
     async fn start(args: &Args, seed: u64) -> anyhow::Result<Source> {
         if args.source == "redis" {
-            let client = redis::Client::open(format!("redis://{}", args.redis_addr))
-                .with_context(|| format!("REDIS_ADDR {}", args.redis_addr))?;
+            // An outage needs a server of our own to stop: the shared one serves others.
+            let (addr, own) = if args.source_outage > 0 {
+                let port = free_port()?;
+                let child = start_redis(port)?;
+                let addr = format!("127.0.0.1:{port}");
+                let up = Instant::now() + Duration::from_secs(10);
+                while tokio::net::TcpStream::connect(&addr).await.is_err() {
+                    if Instant::now() > up {
+                        bail!("our redis-server did not listen on {addr} within 10 s");
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                (addr, Some(Mutex::new(child)))
+            } else {
+                (args.redis_addr.clone(), None)
+            };
+            let client = redis::Client::open(format!("redis://{addr}"))
+                .with_context(|| format!("REDIS_ADDR {addr}"))?;
             let conn = tokio::time::timeout(
                 Duration::from_secs(5),
                 client.get_multiplexed_async_connection(),
             )
             .await
             .context("Redis did not answer within 5 s")?
-            .with_context(|| format!("connecting to Redis at {}", args.redis_addr))?;
+            .with_context(|| format!("connecting to Redis at {addr}"))?;
             Ok(Source::Redis {
                 conn,
                 prefix: format!("rs-lt-{}-{seed}", std::process::id()),
+                addr,
+                own,
             })
         } else {
             let lengths: Arc<Mutex<HashMap<String, i64>>> = Arc::default();
@@ -350,6 +421,58 @@ impl Source {
             tokio::spawn(async move { axum::serve(listener, app).await });
             Ok(Source::Http { lengths, addr })
         }
+    }
+
+    /// The Redis address the triggers use.
+    fn redis_addr(&self) -> Option<&str> {
+        match self {
+            Source::Redis { addr, .. } => Some(addr),
+            Source::Http { .. } => None,
+        }
+    }
+
+    /// Redis's `total_commands_processed` (the source reads, plus the few writes of changes).
+    async fn commands_processed(&self) -> Option<u64> {
+        let Source::Redis { conn, .. } = self else {
+            return None;
+        };
+        let mut conn = conn.clone();
+        let info: String = tokio::time::timeout(
+            Duration::from_secs(5),
+            redis::cmd("INFO").arg("stats").query_async(&mut conn),
+        )
+        .await
+        .ok()?
+        .ok()?;
+        info.lines()
+            .find_map(|l| l.strip_prefix("total_commands_processed:"))
+            .and_then(|v| v.trim().parse().ok())
+    }
+
+    /// Stops our own Redis for `down`, then starts it again on the same port (empty: the
+    /// lists are gone, so every value reads 0 afterwards).
+    async fn outage(&self, down: Duration) -> anyhow::Result<()> {
+        let Source::Redis {
+            own: Some(child),
+            addr,
+            ..
+        } = self
+        else {
+            bail!("--source-outage needs --source redis");
+        };
+        {
+            let mut c = lock(child);
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        tokio::time::sleep(down).await;
+        let port: u16 = addr
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .context("our Redis address has no port")?;
+        *lock(child) = start_redis(port)?;
+        Ok(())
     }
 
     fn key(&self, object: usize, trigger: usize) -> String {
@@ -410,6 +533,15 @@ impl Source {
     }
 
     async fn clean(&self, objects: usize, triggers: usize) {
+        if let Source::Redis {
+            own: Some(child), ..
+        } = self
+        {
+            let mut c = lock(child);
+            let _ = c.kill();
+            let _ = c.wait();
+            return;
+        }
         if let Source::Redis { conn, .. } = self {
             let keys: Vec<String> = (0..objects)
                 .flat_map(|o| (0..triggers).map(move |t| (o, t)))
@@ -425,6 +557,17 @@ impl Source {
             }
         }
     }
+}
+
+/// A redis-server of the load test's own on `port` (no persistence).
+fn start_redis(port: u16) -> anyhow::Result<Child> {
+    Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting redis-server (is it installed?)")
 }
 
 /// A replica process, killed on drop.
@@ -577,7 +720,7 @@ async fn run_once(
             .create(&PostParams::default(), &crd)
             .await?;
     }
-    let source = Source::start(args, seed).await?;
+    let source = Arc::new(Source::start(args, seed).await?);
     // Objects that start empty and are activated during the window.
     let mut order: Vec<usize> = (0..k).collect();
     for i in (1..order.len()).rev() {
@@ -607,7 +750,10 @@ async fn run_once(
             let client = client.clone();
             let triggers: Vec<Value> = (0..t_count).map(|t| source.trigger(i, t)).collect();
             let replicas = if is_activated[i] { 0 } else { 1 };
-            let redis_addr = args.redis_addr.clone();
+            let redis_addr = source.redis_addr().unwrap_or(&args.redis_addr).to_owned();
+            let fallback = args
+                .fallback
+                .then(|| json!({"failureThreshold": 3, "replicas": 2}));
             let pb = pb.clone();
             async move {
                 let name = format!("lt-{i}");
@@ -626,13 +772,17 @@ async fn run_once(
                         t["metadata"]["address"] = json!(redis_addr);
                     }
                 }
-                let so: ringscale_api::ScaledObject = serde_json::from_value(json!({
+                let mut so = json!({
                     "apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
                     "metadata": {"name": name},
                     "spec": {"scaleTargetRef": {"name": name}, "pollingInterval": interval,
                              "cooldownPeriod": 300, "maxReplicaCount": 10,
                              "triggers": triggers}
-                }))?;
+                });
+                if let Some(f) = fallback {
+                    so["spec"]["fallback"] = f;
+                }
+                let so: ringscale_api::ScaledObject = serde_json::from_value(so)?;
                 Api::<ringscale_api::ScaledObject>::namespaced(client, "default")
                     .create(&PostParams::default(), &so)
                     .await?;
@@ -778,6 +928,7 @@ async fn run_once(
                 .sum::<f64>();
         }
     }
+    let commands_before = source.commands_processed().await;
     let t0 = Instant::now();
     let cpu0: Vec<f64> = pids
         .iter()
@@ -831,8 +982,27 @@ async fn run_once(
             lags
         })
     };
-    // Changes and activations.
     let metrics_ports: Arc<Vec<u16>> = Arc::new(replicas.iter().map(|r| r.metrics).collect());
+    // The HPA: every object's metric asked every 15 s through a random replica.
+    let hpa_task = args.hpa_queries.then(|| {
+        let (http, ports) = (http.clone(), Arc::clone(&metrics_ports));
+        let metrics: Vec<String> = (0..k).map(|o| source.metric(o, 0)).collect();
+        tokio::spawn(hpa_queries(http, ports, metrics, t0, window, seed))
+    });
+    // The source's outage, in the middle of the window.
+    let outage_task = (args.source_outage > 0).then(|| {
+        let source = Arc::clone(&source);
+        let down = Duration::from_secs(args.source_outage);
+        let start = t0 + window.saturating_sub(down) / 2;
+        tokio::spawn(async move {
+            tokio::time::sleep_until(start.into()).await;
+            let from = Instant::now();
+            let result = source.outage(down).await;
+            (from, Instant::now(), result)
+        })
+    });
+    // Changes and activations (not in an outage run: they need the source).
+    let changing = args.source_outage == 0;
     let latencies: Arc<Mutex<Vec<f64>>> = Arc::default();
     let timeouts = Arc::new(AtomicUsize::new(0));
     let probes = Arc::new(tokio::sync::Semaphore::new(64));
@@ -853,7 +1023,7 @@ async fn run_once(
     let candidates: Vec<usize> = (0..k).filter(|i| !is_activated[*i]).collect();
     while t0.elapsed() < window {
         let now = Instant::now();
-        if now >= next_change && !candidates.is_empty() {
+        if changing && now >= next_change && !candidates.is_empty() {
             next_change += period;
             let o = candidates[rng.random_range(0..candidates.len())];
             let t = rng.random_range(0..t_count);
@@ -906,7 +1076,8 @@ async fn run_once(
                 lock(&in_flight).remove(&(o, t));
             }));
         }
-        if now >= next_activation
+        if changing
+            && now >= next_activation
             && let Some(o) = pending_activations.pop()
         {
             next_activation += activation_every;
@@ -922,6 +1093,7 @@ async fn run_once(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let measured = t0.elapsed().as_secs_f64();
+    let commands_after = source.commands_processed().await;
     let cpu1: Vec<f64> = pids
         .iter()
         .map(|(_, pid)| proc_sample(*pid, ticks).map_or(0.0, |s| s.cpu_seconds))
@@ -944,7 +1116,30 @@ async fn run_once(
     }
     let (series, peak) = sampler.await?;
     let lags = scraper.await?;
+    let hpa = match hpa_task {
+        Some(task) => Some(task.await?),
+        None => None,
+    };
+    let outage = match outage_task {
+        Some(task) => {
+            let (from, to, result) = task.await?;
+            result?;
+            Some((from, to))
+        }
+        None => None,
+    };
     let log = sim.sim().stats.log();
+    // API writes while the source was down.
+    let outage_writes = outage.map(|(from, to)| {
+        let writes = log
+            .iter()
+            .filter(|r| r.at >= from && r.at <= to && is_write(&r.verb))
+            .count();
+        (
+            to.duration_since(from).as_secs_f64(),
+            writes as f64 / to.duration_since(from).as_secs_f64().max(1e-3),
+        )
+    });
     let mut activation_latency = Vec::new();
     for (o, at) in &activation_times {
         let name = format!("lt-{o}");
@@ -1016,5 +1211,79 @@ async fn run_once(
         api_requests_per_second: per_verb,
         api_writes_per_second: writes,
         replication_bytes_per_second: (bytes_after - bytes_before) / measured,
+        hpa_queries: hpa.as_ref().map_or(0, |h| h.asked),
+        hpa_query_errors: hpa.as_ref().map_or(0, |h| h.errors),
+        hpa_query_latency: hpa.map(|h| Dist::of(h.latencies)),
+        source_commands_per_second: commands_before
+            .zip(commands_after)
+            .map(|(a, b)| b.saturating_sub(a) as f64 / measured),
+        outage_seconds: outage_writes.map(|(secs, _)| secs),
+        outage_writes_per_second: outage_writes.map(|(_, w)| w),
     })
+}
+
+/// What the simulated HPA saw.
+struct HpaQueries {
+    latencies: Vec<f64>,
+    asked: usize,
+    errors: usize,
+}
+
+/// Asks each object's metric every 15 s through a random replica, spread evenly over the 15 s
+/// (object i at i/k of the period), for the window; at most 512 requests in flight (a request
+/// that finds none free counts as an error).
+async fn hpa_queries(
+    http: Http,
+    ports: Arc<Vec<u16>>,
+    metrics: Vec<String>,
+    t0: Instant,
+    window: Duration,
+    seed: u64,
+) -> HpaQueries {
+    const PERIOD: Duration = Duration::from_secs(15);
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x0048_5041);
+    let latencies: Arc<Mutex<Vec<f64>>> = Arc::default();
+    let errors = Arc::new(AtomicUsize::new(0));
+    let permits = Arc::new(tokio::sync::Semaphore::new(512));
+    let mut tasks = tokio::task::JoinSet::new();
+    let k = metrics.len().max(1) as u64;
+    let mut asked = 0usize;
+    for n in 0u64.. {
+        let (round, i) = (n / k, n % k);
+        let due = t0
+            + PERIOD * u32::try_from(round).unwrap_or(u32::MAX)
+            + PERIOD.mul_f64(i as f64 / k as f64);
+        if due >= t0 + window || ports.is_empty() {
+            break;
+        }
+        tokio::time::sleep_until(due.into()).await;
+        asked += 1;
+        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+            errors.fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
+        let port = ports[rng.random_range(0..ports.len())];
+        let object = usize::try_from(i).unwrap_or(0);
+        let metric = metrics.get(object).cloned().unwrap_or_default();
+        let (http, latencies, errors) = (http.clone(), Arc::clone(&latencies), Arc::clone(&errors));
+        tasks.spawn(async move {
+            let _permit = permit;
+            let started = Instant::now();
+            if http.value(port, object, &metric).await.is_some() {
+                lock(&latencies).push(started.elapsed().as_secs_f64());
+            } else {
+                errors.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(20), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    let latencies = lock(&latencies).clone();
+    HpaQueries {
+        latencies,
+        asked,
+        errors: errors.load(Ordering::Relaxed),
+    }
 }

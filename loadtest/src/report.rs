@@ -367,6 +367,31 @@ pub(crate) fn summary(command: &str, runs: &[RunResult], targets: &[Target]) -> 
             verbs.join(", ")
         );
     }
+    for r in runs {
+        if let Some(h) = &r.hpa_query_latency {
+            let _ = writeln!(
+                md,
+                "\nHPA queries ({} replicas): {} asked ({} failed), metrics API latency p50 {:.1} ms / p90 {:.1} ms / p99 {:.1} ms / max {:.1} ms{}.",
+                r.replicas,
+                r.hpa_queries,
+                r.hpa_query_errors,
+                h.p50 * 1000.0,
+                h.p90 * 1000.0,
+                h.p99 * 1000.0,
+                h.max * 1000.0,
+                r.source_commands_per_second
+                    .map(|c| format!("; the source ran {c:.0} commands/s"))
+                    .unwrap_or_default()
+            );
+        }
+        if let (Some(secs), Some(w)) = (r.outage_seconds, r.outage_writes_per_second) {
+            let _ = writeln!(
+                md,
+                "\nSource outage ({} replicas): {secs:.0} s down, {w:.2} API writes/s meanwhile.",
+                r.replicas
+            );
+        }
+    }
     if !targets.is_empty() {
         let _ = writeln!(
             md,
