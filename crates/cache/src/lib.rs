@@ -105,6 +105,9 @@ pub struct Record {
     pub polling_interval: Duration,
     /// The replica that polled it.
     pub origin: Arc<str>,
+    /// Consecutive failed reads of the metric, as its owner counts them (KEDA's
+    /// `status.health[].numberOfFailures`): any replica applies fallback from it.
+    pub failures: u32,
 }
 
 /// How usable a record is at a given moment.
@@ -138,7 +141,15 @@ impl Record {
             polled_at,
             polling_interval,
             origin,
+            failures: 0,
         }
+    }
+
+    /// The same record with the owner's count of consecutive failures.
+    #[must_use]
+    pub fn with_failures(mut self, failures: u32) -> Self {
+        self.failures = failures;
+        self
     }
 
     /// How long ago the source was read.
@@ -186,6 +197,7 @@ impl Record {
             && self.error == other.error
             && self.polling_interval == other.polling_interval
             && self.origin == other.origin
+            && self.failures == other.failures
     }
 
     /// The total order on records used by [`Cache::merge`]: version first, then the contents, so
@@ -198,6 +210,7 @@ impl Record {
             .then_with(|| self.error.cmp(&other.error))
             .then_with(|| self.origin.cmp(&other.origin))
             .then_with(|| self.polling_interval.cmp(&other.polling_interval))
+            .then_with(|| self.failures.cmp(&other.failures))
             .then_with(|| self.polled_at.cmp(&other.polled_at))
     }
 }

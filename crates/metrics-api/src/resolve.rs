@@ -268,17 +268,26 @@ impl Resolver {
         // `fallback.replicas: 0` is valid (KEDA's `HasValidFallback`): the HPA is served 0. The
         // composite metric's fallback is computed by the owner and recorded.
         let fallback = valid_fallback(so)?;
-        let failures = so
+        // The owner's count travels in the replicated record (at once); the status has it too,
+        // written when the threshold is crossed (and, under a write budget, maybe later).
+        let namespace = so.metadata.namespace.as_deref().unwrap_or_default();
+        let name = so.metadata.name.as_deref().unwrap_or_default();
+        let replicated = self
+            .records
+            .get(&RecordKey::new(namespace, name, metric))
+            .filter(|r| r.is_fresh(ringscale_replication::now()))
+            .map_or(0, |r| i32::try_from(r.failures).unwrap_or(i32::MAX));
+        let in_status = so
             .status
-            .as_ref()?
-            .health
-            .as_ref()?
-            .get(metric)?
-            .number_of_failures?;
+            .as_ref()
+            .and_then(|s| s.health.as_ref())
+            .and_then(|h| h.get(metric))
+            .and_then(|h| h.number_of_failures)
+            .unwrap_or(0);
+        let failures = replicated.max(in_status);
         if failures <= fallback.failure_threshold {
             return None;
         }
-        let namespace = so.metadata.namespace.as_deref().unwrap_or_default();
         let hpa = self
             .hpas
             .get(&ObjectRef::new(&so.hpa_name()).within(namespace))?;

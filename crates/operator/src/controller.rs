@@ -36,7 +36,9 @@ use ringscale_api::common::GroupVersionKindResource;
 use ringscale_api::names::{
     FINALIZER, KIND_SCALED_OBJECT, LABEL_SCALED_JOB_NAME, LABEL_SCALED_OBJECT_NAME,
 };
-use ringscale_api::{ConditionStatus, ConditionType, MetricType, ScaledJob, ScaledObject};
+use ringscale_api::{
+    ConditionStatus, ConditionType, MetricType, ScaledJob, ScaledObject, ScaledObjectStatus,
+};
 use ringscale_cache::RecordKey;
 use ringscale_coordinator::Ownership;
 use ringscale_replication::Store as RecordStore;
@@ -85,6 +87,13 @@ pub struct Settings {
     /// KEDA's write pattern, for comparison in load tests only: the status (lastActiveTime)
     /// is written on every active poll instead of once a minute.
     pub keda_write_pattern: bool,
+    /// Writes that only report (a status change of `health` and the Fallback condition alone,
+    /// `KEDAScalerFailed` events) are spent from a bucket of this many per second (and five
+    /// seconds' worth at once); past it they wait for a later poll (status) or are dropped
+    /// (events). Scaling, activity and readiness are never held back. When one shared source
+    /// fails behind thousands of objects, this is what keeps the API server's load flat;
+    /// fallback itself needs no write (the failure counts are replicated).
+    pub report_writes_per_second: f64,
 }
 
 impl Default for Settings {
@@ -95,6 +104,7 @@ impl Default for Settings {
             max_concurrent_cycles: 256,
             poll_grain: Duration::from_millis(20),
             keda_write_pattern: false,
+            report_writes_per_second: 10.0,
         }
     }
 }
@@ -116,8 +126,10 @@ pub struct Stats {
     pub meta_writes: AtomicU64,
     /// Events published (only on transitions).
     pub events: AtomicU64,
-    /// Events dropped because the publishing queue was full.
+    /// Events dropped because the publishing queue was full or the report budget was spent.
     pub events_dropped: AtomicU64,
+    /// Status writes that only reported (health, Fallback) put off for lack of budget.
+    pub reports_deferred: AtomicU64,
     /// Jobs created for ScaledJobs.
     pub jobs_created: AtomicU64,
     /// Jobs deleted (history limits, rollouts).
@@ -178,6 +190,43 @@ struct Ctx {
     inbox: mpsc::UnboundedSender<Msg>,
     /// Scale target kinds resolved by discovery, by (apiVersion, kind).
     target_kinds: std::sync::Mutex<HashMap<(String, String), ApiResource>>,
+    /// The budget of writes that only report (see [`Settings::report_writes_per_second`]).
+    reports: std::sync::Mutex<Bucket>,
+}
+
+/// A token bucket.
+#[derive(Debug)]
+struct Bucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn new(rate: f64) -> Self {
+        let rate = if rate.is_finite() { rate.max(0.0) } else { 0.0 };
+        let burst = (rate * 5.0).max(1.0);
+        Bucket {
+            rate,
+            burst,
+            tokens: burst,
+            at: Instant::now(),
+        }
+    }
+
+    /// Takes a token if one is there.
+    fn take(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.at = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// What a cycle keeps between polls of one object.
@@ -401,6 +450,7 @@ async fn run(
     info!("operator caches synced");
 
     let instance = ownership.borrow().member.to_string();
+    let settings_report_rate = settings.report_writes_per_second;
     let (events, events_task) = crate::events::Events::start(
         client.clone(),
         "ringscale-operator",
@@ -424,6 +474,7 @@ async fn run(
         metrics,
         inbox: tx.clone(),
         target_kinds: std::sync::Mutex::default(),
+        reports: std::sync::Mutex::new(Bucket::new(settings_report_rate)),
     });
     let limit = Arc::new(Semaphore::new(ctx.settings.max_concurrent_cycles.max(1)));
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Slot>();
@@ -981,11 +1032,14 @@ async fn execute(
         let value = r
             .value
             .unwrap_or_else(|| ctx.records.get(&record_key).map_or(0.0, |old| old.value));
-        ctx.records.record_poll(
+        ctx.records.record(
             record_key,
-            value,
-            r.active,
-            r.error.as_deref(),
+            ringscale_replication::Reading {
+                value,
+                active: r.active,
+                error: r.error.as_deref(),
+                failures: r.failures,
+            },
             polled_at,
             interval,
         );
@@ -1055,16 +1109,33 @@ async fn execute(
         }
     }
     let before = so.status.clone().unwrap_or_default();
+    // A failure's first event only reports: it is spent from the budget, or dropped.
+    let (reports, events): (Vec<_>, Vec<_>) = plan
+        .events
+        .into_iter()
+        .partition(|e| matches!(e.reason, "KEDAScalerFailed" | "KEDAMetricSourceFailed"));
+    for e in reports {
+        if take_report(ctx) {
+            emit_planned(ctx, so, e);
+        } else {
+            ctx.stats.events_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
     if plan.status == before {
-        for e in plan.events {
+        for e in events {
             emit_planned(ctx, so, e);
         }
+        return Ok(());
+    }
+    if only_reports(&before, &plan.status) && !take_report(ctx) {
+        // Planned again next poll, against the same status: written when budget is back.
+        ctx.stats.reports_deferred.fetch_add(1, Ordering::Relaxed);
         return Ok(());
     }
     if !owns_at(ctx, key, generation) {
         return Err(CycleError::Fenced("ownership changed"));
     }
-    for e in plan.events {
+    for e in events {
         emit_planned(ctx, so, e);
     }
     let mut updated = so.clone();
@@ -1075,6 +1146,27 @@ async fn execute(
     }
     debug!(namespace = %key.0, name = %key.1, kind = KIND_SCALED_OBJECT, "status written");
     Ok(())
+}
+
+fn take_report(ctx: &Ctx) -> bool {
+    ctx.reports
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take(Instant::now())
+}
+
+/// Whether `after` differs from `before` only in what reports failures: `health` and the
+/// Fallback condition.
+fn only_reports(before: &ScaledObjectStatus, after: &ScaledObjectStatus) -> bool {
+    let strip = |s: &ScaledObjectStatus| {
+        let mut s = s.clone();
+        s.health = None;
+        if let Some(cs) = s.conditions.as_mut() {
+            cs.retain(|c| c.type_ != ConditionType::Fallback);
+        }
+        s
+    };
+    strip(before) == strip(after)
 }
 
 fn emit_planned(ctx: &Ctx, so: &ScaledObject, e: plan::PlannedEvent) {
@@ -1615,6 +1707,56 @@ mod grid_tests {
         // No step: exactly when due.
         let exact = Grid::new(Duration::ZERO, origin);
         assert_eq!(exact.at_or_after(ms(7)), ms(7));
+    }
+
+    #[test]
+    fn the_report_budget_refills_at_its_rate_up_to_five_seconds_worth() {
+        let mut b = Bucket::new(2.0);
+        let t = b.at;
+        // Starts full: 10 at once, then none.
+        assert_eq!((0..20).filter(|_| b.take(t)).count(), 10);
+        // 1.5 s later: 3 more.
+        let later = t + Duration::from_millis(1500);
+        assert_eq!((0..20).filter(|_| b.take(later)).count(), 3);
+        // A long pause refills only to the burst.
+        let much_later = later + Duration::from_secs(3600);
+        assert_eq!((0..50).filter(|_| b.take(much_later)).count(), 10);
+        // A nonsense rate allows one write, then nothing.
+        let mut nan = Bucket::new(f64::NAN);
+        assert!(nan.take(t));
+        assert!(!nan.take(t + Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn only_health_and_the_fallback_condition_are_mere_reports() {
+        use ringscale_api::Condition;
+        let cond = |type_, status| Condition {
+            type_,
+            status,
+            reason: None,
+            message: None,
+            last_transition_time: None,
+        };
+        let before = ScaledObjectStatus {
+            conditions: Some(vec![
+                cond(ConditionType::Active, ConditionStatus::True),
+                cond(ConditionType::Fallback, ConditionStatus::False),
+            ]),
+            ..ScaledObjectStatus::default()
+        };
+        let mut after = before.clone();
+        after.health = Some(BTreeMap::new());
+        if let Some(cs) = after.conditions.as_mut() {
+            cs[1].status = ConditionStatus::True;
+        }
+        assert!(only_reports(&before, &after));
+        if let Some(cs) = after.conditions.as_mut() {
+            cs[0].status = ConditionStatus::False;
+        }
+        assert!(
+            !only_reports(&before, &after),
+            "activity is never held back"
+        );
     }
 
     #[test]

@@ -24,7 +24,7 @@ pub use config::{Limits, PeerTls};
 pub use peers::{ForwardError, PeerStatus, Peers};
 pub use query::{Coalesced, LiveQuery, Query, QueryError};
 pub use server::{ReplicationService, ServeError, serve};
-pub use store::{Observer, Stats, Store};
+pub use store::{Observer, Reading, Stats, Store};
 
 /// Now, on tokio's clock (which tests may pause), as a std `Instant` for the cache.
 pub fn now() -> std::time::Instant {

@@ -134,6 +134,19 @@ impl Drop for OutboxGuard {
     }
 }
 
+/// What one read of a metric found, as recorded.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Reading<'a> {
+    /// The value (for a failed read, the last good one).
+    pub value: f64,
+    /// Active, or counted active (fallback).
+    pub active: bool,
+    /// Why the read failed.
+    pub error: Option<&'a str>,
+    /// Consecutive failed reads so far.
+    pub failures: u32,
+}
+
 impl Store {
     /// A store for the replica called `name` (its member name).
     pub fn new(name: &str) -> Arc<Self> {
@@ -192,19 +205,42 @@ impl Store {
         polled_at: Instant,
         polling_interval: Duration,
     ) -> Version {
+        self.record(
+            key,
+            Reading {
+                value,
+                active,
+                error,
+                failures: 0,
+            },
+            polled_at,
+            polling_interval,
+        )
+    }
+
+    /// [`Store::record_poll`] with the owner's count of consecutive failures, which every peer
+    /// receives and applies fallback from.
+    pub fn record(
+        &self,
+        key: RecordKey,
+        reading: Reading<'_>,
+        polled_at: Instant,
+        polling_interval: Duration,
+    ) -> Version {
         let version = Version {
             generation: self.generation(),
             seq: self.seq.next(),
         };
         let record = Record::new(
-            value,
-            active,
-            error,
+            reading.value,
+            reading.active,
+            reading.error,
             version,
             polled_at,
             polling_interval,
             Arc::clone(&self.name),
-        );
+        )
+        .with_failures(reading.failures);
         let (changed, news) = {
             let mut inner = lock(&self.inner);
             let news = inner.cache.is_news(&key, &record);

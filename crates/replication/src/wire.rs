@@ -27,6 +27,7 @@ pub fn to_wire(key: &RecordKey, record: &Record, now: Instant) -> pb::Record {
         age_ms: millis(record.age(now)),
         polling_interval_ms: millis(record.polling_interval),
         origin: record.origin.to_string(),
+        failures: record.failures,
     }
 }
 
@@ -84,7 +85,8 @@ pub fn from_wire(r: pb::Record, now: Instant) -> Result<(RecordKey, Record), Inv
         polled_at,
         Duration::from_millis(r.polling_interval_ms),
         Arc::from(r.origin),
-    );
+    )
+    .with_failures(r.failures);
     Ok((
         RecordKey {
             namespace: r.namespace,
@@ -114,7 +116,8 @@ mod tests {
             now - Duration::from_millis(1500),
             Duration::from_secs(30),
             Arc::from("ringscale-1"),
-        );
+        )
+        .with_failures(4);
         let wire = to_wire(&key, &record, now);
         assert_eq!(wire.age_ms, 1500);
         // Received 200 ms later on another clock: still 1.5 s old at the moment it was sent.
@@ -125,6 +128,8 @@ mod tests {
         assert_eq!(r.age(later), Duration::from_millis(1500));
         assert_eq!(r.error.as_deref(), Some("slow"));
         assert_eq!(&*r.origin, "ringscale-1");
+        // The owner's failure count travels: peers apply fallback from it.
+        assert_eq!(r.failures, 4);
     }
 
     #[test]

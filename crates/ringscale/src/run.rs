@@ -126,6 +126,16 @@ pub struct RunArgs {
     /// which saves wake-ups; a poll starts at most this late. 0 starts each exactly when due.
     #[arg(long, env = "RINGSCALE_POLL_GRAIN", default_value_t = 0.02)]
     poll_grain: f64,
+    /// Writes per second that only report failures (a status whose health or Fallback
+    /// condition alone changed, `KEDAScalerFailed` events); more wait for a later poll or are
+    /// dropped, so a shared source failing behind thousands of objects does not flood the API
+    /// server. Scaling, activity and readiness are never held back.
+    #[arg(
+        long,
+        env = "RINGSCALE_REPORT_WRITES_PER_SECOND",
+        default_value_t = 10.0
+    )]
+    report_writes_per_second: f64,
     /// Write the status on every active poll, as KEDA does (for load-test comparisons only).
     #[arg(long, hide = true)]
     keda_write_pattern: bool,
@@ -311,6 +321,9 @@ pub(crate) async fn replica(
         );
     }
     let drain = seconds(args.drain_timeout, "drain-timeout")?;
+    if !args.report_writes_per_second.is_finite() || args.report_writes_per_second < 0.0 {
+        anyhow::bail!("--report-writes-per-second must be a finite number of at least 0");
+    }
     let api_requests = prometheus_client::metrics::family::Family::default();
     if !args.kube_api_qps.is_finite() || args.kube_api_burst == 0 {
         anyhow::bail!(
@@ -459,6 +472,7 @@ pub(crate) async fn replica(
                 .clone()
                 .unwrap_or_else(|| args.namespace.clone()),
             keda_write_pattern: args.keda_write_pattern,
+            report_writes_per_second: args.report_writes_per_second,
             poll_grain,
             ..Settings::default()
         },

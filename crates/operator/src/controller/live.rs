@@ -196,11 +196,14 @@ async fn answer(
                 let health = *health;
                 if still_owner {
                     let last = records.get(&key).map_or(0.0, |r| r.value);
-                    records.record_poll(
+                    records.record(
                         key.clone(),
-                        last,
-                        false,
-                        Some(&message),
+                        ringscale_replication::Reading {
+                            value: last,
+                            active: false,
+                            error: Some(&message),
+                            failures: u32::try_from(health.failures).unwrap_or(0),
+                        },
                         polled_at,
                         interval,
                     );

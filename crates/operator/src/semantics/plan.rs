@@ -215,6 +215,8 @@ pub struct PlannedRecord {
     pub active: bool,
     /// Why the read failed.
     pub error: Option<String>,
+    /// Consecutive failed reads (replicated, so any replica applies fallback from it).
+    pub failures: u32,
 }
 
 /// What one poll does.
@@ -743,6 +745,7 @@ pub fn assess(
                     value: Some(reading.value),
                     active: reading.active,
                     error: None,
+                    failures: 0,
                 });
                 if let Some(n) = trigger_name {
                     formula_values.insert(n, Some(reading.value));
@@ -789,6 +792,7 @@ pub fn assess(
                     value: None,
                     active: past.is_some(),
                     error: Some(message.clone()),
+                    failures: u32::try_from(health.failures).unwrap_or(0),
                 });
             }
         }
@@ -833,6 +837,7 @@ pub fn assess(
                         value: Some(v),
                         active: any_active,
                         error: None,
+                        failures: 0,
                     });
                 }
                 Err(e) => {
@@ -843,6 +848,7 @@ pub fn assess(
                         value: None,
                         active: false,
                         error: Some(e),
+                        failures: 0,
                     });
                 }
             }
