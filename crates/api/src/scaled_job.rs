@@ -90,7 +90,8 @@ pub struct ScaledJobSpec {
     /// Failed Jobs to keep. Default 100.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed_jobs_history_limit: Option<i32>,
-    /// Deprecated: use `rollout.strategy`.
+    /// Deprecated: use `rollout.strategy`. When set, it wins over `rollout.strategy`, as in
+    /// KEDA.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout_strategy: Option<RolloutStrategy>,
     /// What happens to running Jobs when the ScaledJob changes.
@@ -115,10 +116,13 @@ pub struct ScaledJobSpec {
 string_enum! {
     /// What happens to running Jobs when the ScaledJob changes.
     pub enum RolloutStrategy {
-        /// Delete running Jobs and create new ones from the new spec.
-        Default = "default",
+        /// Delete the Jobs of an older spec when the ScaledJob changes (KEDA's default; the
+        /// name KEDA's CRD accepts).
+        Immediate = "immediate",
         /// Leave running Jobs alone; only new Jobs use the new spec.
         Gradual = "gradual",
+        /// As `immediate` (the name KEDA's documentation once used; KEDA's CRD refuses it).
+        Default = "default",
     }
 }
 
@@ -136,7 +140,8 @@ string_enum! {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Rollout {
-    /// `default` or `gradual`. Default `default`.
+    /// `immediate` (delete the Jobs of an older spec) or `gradual` (leave them). Default
+    /// `immediate`; `default` is taken as `immediate`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strategy: Option<RolloutStrategy>,
     /// `background` (default) or `foreground`.
@@ -238,13 +243,13 @@ impl ScaledJobSpec {
             .min(self.max_replicas())
     }
 
-    /// The rollout strategy in effect (`rollout.strategy`, else the deprecated
-    /// `rolloutStrategy`, else `default`).
+    /// The rollout strategy in effect: the deprecated `rolloutStrategy` when set (KEDA's
+    /// `deletePreviousVersionScaleJobs` reads it first), else `rollout.strategy`, else
+    /// `immediate`.
     pub fn rollout_strategy(&self) -> RolloutStrategy {
-        self.rollout
-            .as_ref()
-            .and_then(|r| r.strategy.clone())
-            .or_else(|| self.rollout_strategy.clone())
-            .unwrap_or(RolloutStrategy::Default)
+        self.rollout_strategy
+            .clone()
+            .or_else(|| self.rollout.as_ref().and_then(|r| r.strategy.clone()))
+            .unwrap_or(RolloutStrategy::Immediate)
     }
 }

@@ -1334,8 +1334,9 @@ async fn a_paused_scaled_job_creates_nothing_and_a_broken_one_says_why() {
         message.contains("url"),
         "names the missing parameter: {message}"
     );
-    // A minimum of 2 runs two Jobs though 2 messages / target 100 asks for one.
-    settle_jobs(&c.client, "minimum", 2).await;
+    // A minimum of 2 runs two Jobs; beyond them the strategy sees none running, and
+    // 2 messages / target 100 ask for one more (KEDA's getScalingDecision): three in all.
+    settle_jobs(&c.client, "minimum", 3).await;
     assert!(jobs_of(&c.client, "held").await.is_empty());
     assert!(jobs_of(&c.client, "broken").await.is_empty());
 
@@ -2060,4 +2061,86 @@ async fn the_owner_answers_the_composite_metric_live() {
         ctl.live_query().query(query).await,
         Err(ringscale_replication::QueryError::Source(_))
     ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_scaled_job_replaces_its_old_jobs_unless_gradual() {
+    // Jobs run for an hour, so only the rollout removes them.
+    let c = cluster_with(Duration::from_secs(3600)).await;
+    let (_tx, rx) = watch::channel(ownership(&["a"], "a", 1));
+    let (_ctl, _records) = controller(&c.client, rx, "a");
+    let source = Source::start().await;
+    source.set(2);
+    scaled_job(
+        &c.client,
+        "immediate",
+        json!({}),
+        json!({"triggers": [source.trigger_with_target(1)]}),
+    )
+    .await;
+    scaled_job(
+        &c.client,
+        "gradual",
+        json!({}),
+        json!({"rollout": {"strategy": "gradual"}, "triggers": [source.trigger_with_target(1)]}),
+    )
+    .await;
+    settle_jobs(&c.client, "immediate", 2).await;
+    settle_jobs(&c.client, "gradual", 2).await;
+    let names = |jobs: Vec<Job>| -> Vec<String> {
+        let mut n: Vec<String> = jobs.into_iter().filter_map(|j| j.metadata.name).collect();
+        n.sort();
+        n
+    };
+    let first_immediate = names(jobs_of(&c.client, "immediate").await);
+    let first_gradual = names(jobs_of(&c.client, "gradual").await);
+    // A new spec (a new image): generation 2.
+    for name in ["immediate", "gradual"] {
+        Api::<ScaledJob>::namespaced(c.client.clone(), NS)
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"jobTargetRef": {"template": {"spec": {
+                    "containers": [{"name": "worker", "image": "worker:2"}]}}}}})),
+            )
+            .await
+            .unwrap();
+    }
+    // immediate: the old Jobs go and new ones of generation 2 replace them.
+    let replaced = eventually(WITHIN, "the old Jobs replaced", || async {
+        let jobs = jobs_of(&c.client, "immediate").await;
+        let all_new = !jobs.is_empty()
+            && jobs.iter().all(|j| {
+                j.metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get("scaledjob.keda.sh/generation"))
+                    .is_some_and(|g| g == "2")
+            });
+        all_new.then_some(names(jobs))
+    })
+    .await;
+    assert!(
+        replaced.iter().all(|n| !first_immediate.contains(n)),
+        "{replaced:?} vs {first_immediate:?}"
+    );
+    let reasons = eventually(WITHIN, "the rollout events", || async {
+        let r = event_reasons(&c.client, "immediate").await;
+        r.iter()
+            .any(|r| r == "ScaledJobRolloutCleanupCompleted")
+            .then_some(r)
+    })
+    .await;
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r == "ScaledJobRolloutCleanupStarted")
+    );
+    // gradual: the Jobs of generation 1 keep running.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let now_gradual = names(jobs_of(&c.client, "gradual").await);
+    assert!(
+        first_gradual.iter().all(|n| now_gradual.contains(n)),
+        "{now_gradual:?} vs {first_gradual:?}"
+    );
 }

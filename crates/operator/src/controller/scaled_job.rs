@@ -33,7 +33,7 @@ use super::{
     set_condition,
 };
 use crate::metrics::Metrics;
-use crate::semantics::jobs::{Reading, jobs_to_create, max_scale, with_minimum};
+use crate::semantics::jobs::{Reading, combine, jobs_to_create};
 use crate::semantics::pause;
 
 /// Annotation on each Job: the ScaledJob generation it was created from.
@@ -394,7 +394,6 @@ pub(super) async fn run_cycle(
         })
         .collect();
     let mut readings = Vec::new();
-    let mut active = false;
     let mut errors = Vec::new();
     let mut by_trigger: BTreeMap<usize, bool> = BTreeMap::new();
     for (index, metric, polled_at, result) in poll_all(runtime).await {
@@ -415,7 +414,6 @@ pub(super) async fn run_cycle(
                     .iter()
                     .find(|v| *v.name == *metric)
                     .map_or(0.0, |v| v.value);
-                active |= poll.active;
                 ctx.metrics
                     .polled(Kind::ScaledJob, &labels, value, poll.active, took);
                 *by_trigger.entry(index).or_default() |= poll.active;
@@ -424,6 +422,7 @@ pub(super) async fn run_cycle(
                 readings.push(Reading {
                     queue: value,
                     target: targets.get(metric.as_str()).copied().unwrap_or(0.0),
+                    active: poll.active,
                 });
             }
             Err(e) => {
@@ -465,9 +464,9 @@ pub(super) async fn run_cycle(
         .as_ref()
         .and_then(|s| s.multiple_scalers_calculation.clone())
         .unwrap_or(MultipleScalersCalculation::Max);
-    let wanted = max_scale(&readings, &calculation, max);
-    // KEDA keeps a ScaledJob with a minimum active.
-    let active = active || min > 0;
+    // Only active triggers count; a minimum keeps the ScaledJob active (`IsScaledJobActive`).
+    let combined = combine(&readings, &calculation, min, max);
+    let active = combined.active;
 
     let jobs = workload(ctx, ns, name);
     // Jobs we created that the watch does not show yet still count, so a quick next poll does
@@ -500,11 +499,7 @@ pub(super) async fn run_cycle(
     let pending = i64::try_from(pending).unwrap_or(i64::MAX) + unseen;
 
     if active {
-        let to_create = with_minimum(
-            jobs_to_create(strategy, wanted, running, pending, max),
-            min,
-            running,
-        );
+        let to_create = jobs_to_create(strategy, &combined, running, pending, min, max);
         if to_create > 0 {
             create_jobs(ctx, key, sj, to_create, runtime, generation).await?;
         }
@@ -517,31 +512,71 @@ pub(super) async fn run_cycle(
         }
     }
 
-    // Rollout: under the default strategy, running Jobs of an older spec are replaced.
-    if sj.spec.rollout_strategy() == RolloutStrategy::Default {
+    // Rollout (KEDA's `deletePreviousVersionScaleJobs`): unless `gradual`, every Job of an
+    // older spec — or without the generation annotation — is deleted, running or finished.
+    let (mut succeeded, mut failed) = (jobs.succeeded, jobs.failed);
+    if sj.spec.rollout_strategy() != RolloutStrategy::Gradual {
         let current = sj.metadata.generation.unwrap_or(0).to_string();
-        let propagation = match sj
-            .spec
-            .rollout
-            .as_ref()
-            .and_then(|r| r.propagation_policy.clone())
-        {
-            Some(PropagationPolicy::Foreground) => Propagation::Foreground,
-            _ => Propagation::Background,
+        let outdated = |job: &Arc<Job>| {
+            job.annotations()
+                .get(GENERATION_ANNOTATION)
+                .is_none_or(|g| *g != current)
         };
-        for job in &jobs.running {
-            let made_from = job.annotations().get(GENERATION_ANNOTATION);
-            if made_from.is_some_and(|g| *g != current) {
+        let old: Vec<Arc<Job>> = jobs
+            .running
+            .iter()
+            .chain(&succeeded)
+            .chain(&failed)
+            .filter(|j| outdated(j))
+            .cloned()
+            .collect();
+        succeeded.retain(|j| !outdated(j));
+        failed.retain(|j| !outdated(j));
+        if !old.is_empty() {
+            let propagation = match sj
+                .spec
+                .rollout
+                .as_ref()
+                .and_then(|r| r.propagation_policy.clone())
+            {
+                Some(PropagationPolicy::Foreground) => Propagation::Foreground,
+                _ => Propagation::Background,
+            };
+            let n = old.len();
+            emit(
+                ctx,
+                sj,
+                EventType::Normal,
+                "ScaledJobRolloutCleanupStarted",
+                format!("Deleting {n} jobs owned by the previous version of the scaledJob"),
+            );
+            for job in &old {
                 info!(namespace = ns, name, job = %job.name_any(), "deleting a Job of an older ScaledJob spec");
-                delete_job(ctx, key, job, propagation.clone(), generation).await?;
+                if let Err(e) = delete_job(ctx, key, job, propagation.clone(), generation).await {
+                    emit(
+                        ctx,
+                        sj,
+                        EventType::Warning,
+                        "ScaledJobRolloutCleanupFailed",
+                        format!("Failed to delete job {}", job.name_any()),
+                    );
+                    return Err(e);
+                }
             }
+            emit(
+                ctx,
+                sj,
+                EventType::Normal,
+                "ScaledJobRolloutCleanupCompleted",
+                format!("Deleted {n} jobs owned by the previous version of the scaledJob"),
+            );
         }
     }
 
     // History limits.
-    let old = beyond_limit(jobs.succeeded, sj.spec.successful_jobs_history_limit)
+    let old = beyond_limit(succeeded, sj.spec.successful_jobs_history_limit)
         .into_iter()
-        .chain(beyond_limit(jobs.failed, sj.spec.failed_jobs_history_limit));
+        .chain(beyond_limit(failed, sj.spec.failed_jobs_history_limit));
     for job in old {
         debug!(namespace = ns, name, job = %job.name_any(), "deleting a finished Job beyond the history limit");
         delete_job(ctx, key, &job, Propagation::Background, generation).await?;
