@@ -63,7 +63,8 @@ fn main() {
             "apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
             "metadata": {"name": "orders", "namespace": "default"},
             "spec": {"scaleTargetRef": {"name": "worker"}, "pollingInterval": 1,
-                     "triggers": [{"type": "metrics-api", "metadata": {
+                     // The cached path: without useCachedMetrics every request reads live.
+                     "triggers": [{"type": "metrics-api", "useCachedMetrics": true, "metadata": {
                         "url": format!("http://{source_addr}/m"), "valueLocation": "v", "targetValue": "5"}}]}
         }))
         .unwrap();
