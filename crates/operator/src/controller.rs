@@ -88,9 +88,10 @@ pub struct Settings {
     /// is written on every active poll instead of once a minute.
     pub keda_write_pattern: bool,
     /// Writes that only report (a status change of `health` and the Fallback condition alone,
+    /// or any status change of a poll whose reads failed and that scales nothing;
     /// `KEDAScalerFailed` events) are spent from a bucket of this many per second (and five
     /// seconds' worth at once); past it they wait for a later poll (status) or are dropped
-    /// (events). Scaling, activity and readiness are never held back. When one shared source
+    /// (events). A poll that scales writes its status at once. When one shared source
     /// fails behind thousands of objects, this is what keeps the API server's load flat;
     /// fallback itself needs no write (the failure counts are replicated).
     pub report_writes_per_second: f64,
@@ -1127,7 +1128,11 @@ async fn execute(
         }
         return Ok(());
     }
-    if only_reports(&before, &plan.status) && !take_report(ctx) {
+    // Reports: a status that only tells of failures (health and Fallback alone, or any change
+    // while a read is failing) when nothing is scaled. Scaling writes, and what follows them,
+    // never wait.
+    let report = plan.scale.is_none() && (plan.failing || only_reports(&before, &plan.status));
+    if report && !take_report(ctx) {
         // Planned again next poll, against the same status: written when budget is back.
         ctx.stats.reports_deferred.fetch_add(1, Ordering::Relaxed);
         return Ok(());

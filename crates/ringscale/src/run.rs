@@ -127,9 +127,9 @@ pub struct RunArgs {
     #[arg(long, env = "RINGSCALE_POLL_GRAIN", default_value_t = 0.02)]
     poll_grain: f64,
     /// Writes per second that only report failures (a status whose health or Fallback
-    /// condition alone changed, `KEDAScalerFailed` events); more wait for a later poll or are
-    /// dropped, so a shared source failing behind thousands of objects does not flood the API
-    /// server. Scaling, activity and readiness are never held back.
+    /// condition alone changed, or that a failing poll changed without scaling;
+    /// `KEDAScalerFailed` events); more wait for a later poll or are dropped, so a shared source
+    /// failing behind thousands of objects does not flood the API server.
     #[arg(
         long,
         env = "RINGSCALE_REPORT_WRITES_PER_SECOND",

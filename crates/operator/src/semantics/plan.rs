@@ -245,6 +245,9 @@ pub struct Plan {
     pub active: bool,
     /// Some metric is past its failure threshold.
     pub falling_back: bool,
+    /// Some read failed this poll (with or without fallback): the status changes are reports
+    /// of that failure.
+    pub failing: bool,
 }
 
 /// Whether KEDA would apply this fallback (`HasValidFallback`): non-negative counts and, with
@@ -365,6 +368,7 @@ pub fn plan(input: &Input<'_>) -> Plan {
         records: Vec::new(),
         active: false,
         falling_back: false,
+        failing: false,
     };
 
     let pause = match &input.pause {
@@ -505,6 +509,7 @@ pub fn plan(input: &Input<'_>) -> Plan {
     let active = any_active || pause.force_activation;
     plan.active = active;
     plan.falling_back = falling_back;
+    plan.failing = any_error || falling_back;
     plan.active = active;
     plan.falling_back = falling_back;
 
