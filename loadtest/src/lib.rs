@@ -155,6 +155,11 @@ pub(crate) struct RunResult {
     /// `--source-outage`: seconds of outage and the API writes per second during it.
     pub outage_seconds: Option<f64>,
     pub outage_writes_per_second: Option<f64>,
+    /// The outage's writes per second by verb and resource.
+    pub outage_writes_by_kind: BTreeMap<String, f64>,
+    /// `--source-outage` with `--fallback`: objects asked during the outage that were served
+    /// their fallback value, of those asked.
+    pub fallback_served: Option<(usize, usize)>,
     /// Set on a `--shard-reference` run: the replica count whose share it polls alone.
     pub reference_for: Option<usize>,
 }
@@ -1001,6 +1006,36 @@ async fn run_once(
             (from, Instant::now(), result)
         })
     });
+    // During the outage, once past the threshold (3 failures at the polling interval): do the
+    // replicas serve the fallback value (target 5 × 2 replicas = 10) for every object asked?
+    let fallback_probe = (args.source_outage > 0 && args.fallback).then(|| {
+        let (http, ports) = (http.clone(), Arc::clone(&metrics_ports));
+        let down = Duration::from_secs(args.source_outage);
+        let at = t0
+            + window.saturating_sub(down) / 2
+            + Duration::from_secs(4 * interval + 8)
+                .min(down.saturating_sub(Duration::from_secs(2)));
+        let metrics: Vec<String> = (0..k).map(|o| source.metric(o, 0)).collect();
+        let mut rng = StdRng::seed_from_u64(seed ^ 0x00fa_11ba);
+        let picks: Vec<(usize, u16)> = (0..200.min(k))
+            .map(|_| {
+                (
+                    rng.random_range(0..k),
+                    ports[rng.random_range(0..ports.len().max(1)) % ports.len().max(1)],
+                )
+            })
+            .collect();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(at.into()).await;
+            let mut served = 0usize;
+            for (o, port) in &picks {
+                if http.value(*port, *o, &metrics[*o]).await == Some(10.0) {
+                    served += 1;
+                }
+            }
+            (served, picks.len())
+        })
+    });
     // Changes and activations (not in an outage run: they need the source).
     let changing = args.source_outage == 0;
     let latencies: Arc<Mutex<Vec<f64>>> = Arc::default();
@@ -1128,17 +1163,27 @@ async fn run_once(
         }
         None => None,
     };
+    let fallback_served = match fallback_probe {
+        Some(task) => Some(task.await?),
+        None => None,
+    };
     let log = sim.sim().stats.log();
-    // API writes while the source was down.
+    // API writes while the source was down, and what they wrote.
+    let mut outage_breakdown: BTreeMap<String, f64> = BTreeMap::new();
     let outage_writes = outage.map(|(from, to)| {
-        let writes = log
+        let secs = to.duration_since(from).as_secs_f64().max(1e-3);
+        let writes: Vec<_> = log
             .iter()
             .filter(|r| r.at >= from && r.at <= to && is_write(&r.verb))
-            .count();
-        (
-            to.duration_since(from).as_secs_f64(),
-            writes as f64 / to.duration_since(from).as_secs_f64().max(1e-3),
-        )
+            .collect();
+        for r in &writes {
+            let what = match &r.subresource {
+                Some(sub) => format!("{} {}/{}", r.verb, r.resource, sub),
+                None => format!("{} {}", r.verb, r.resource),
+            };
+            *outage_breakdown.entry(what).or_default() += 1.0 / secs;
+        }
+        (secs, writes.len() as f64 / secs)
     });
     let mut activation_latency = Vec::new();
     for (o, at) in &activation_times {
@@ -1219,6 +1264,8 @@ async fn run_once(
             .map(|(a, b)| b.saturating_sub(a) as f64 / measured),
         outage_seconds: outage_writes.map(|(secs, _)| secs),
         outage_writes_per_second: outage_writes.map(|(_, w)| w),
+        outage_writes_by_kind: outage_breakdown,
+        fallback_served,
     })
 }
 

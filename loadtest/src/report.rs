@@ -387,9 +387,20 @@ pub(crate) fn summary(command: &str, runs: &[RunResult], targets: &[Target]) -> 
         if let (Some(secs), Some(w)) = (r.outage_seconds, r.outage_writes_per_second) {
             let _ = writeln!(
                 md,
-                "\nSource outage ({} replicas): {secs:.0} s down, {w:.2} API writes/s meanwhile.",
-                r.replicas
+                "\nSource outage ({} replicas): {secs:.0} s down, {w:.2} API writes/s meanwhile ({}).",
+                r.replicas,
+                r.outage_writes_by_kind
+                    .iter()
+                    .map(|(k, v)| format!("{k} {v:.2}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
+            if let Some((served, asked)) = r.fallback_served {
+                let _ = writeln!(
+                    md,
+                    "During it, {served} of {asked} objects asked through a random replica were served their fallback value."
+                );
+            }
         }
     }
     if !targets.is_empty() {

@@ -1141,7 +1141,12 @@ async fn execute(
         return Err(CycleError::Fenced("ownership changed"));
     }
     for e in events {
-        emit_planned(ctx, so, e);
+        // The events of a report (ScaledObjectFallbackActivated, ...) cost a write each too.
+        if !report || take_report(ctx) {
+            emit_planned(ctx, so, e);
+        } else {
+            ctx.stats.events_dropped.fetch_add(1, Ordering::Relaxed);
+        }
     }
     let mut updated = so.clone();
     updated.status = Some(plan.status);
