@@ -965,7 +965,14 @@ async fn run_cycle(
                 runtime.fingerprint = Some(print);
             }
             if runtime.problems.is_empty() {
-                poll_metrics(ctx, so, runtime).await
+                poll_metrics(
+                    ctx,
+                    Kind::ScaledObject,
+                    (&key.0, &key.1),
+                    &so.spec.triggers,
+                    runtime,
+                )
+                .await
             } else {
                 Vec::new()
             }
@@ -1189,19 +1196,23 @@ fn emit_planned(ctx: &Ctx, so: &ScaledObject, e: plan::PlannedEvent) {
 }
 
 /// Reads every external metric of every trigger at once, updating the scaler metrics, and
-/// returns the readings for the planner.
-async fn poll_metrics(ctx: &Ctx, so: &ScaledObject, runtime: &Runtime) -> Vec<plan::MetricPoll> {
-    let ns = so.namespace().unwrap_or_default();
-    let name = so.name_any();
+/// returns the readings — one step for ScaledObjects and ScaledJobs alike.
+async fn poll_metrics(
+    ctx: &Ctx,
+    kind: Kind,
+    (ns, name): (&str, &str),
+    triggers: &[ringscale_api::ScaleTrigger],
+    runtime: &Runtime,
+) -> Vec<plan::MetricPoll> {
     let results = poll_all(runtime).await;
     results
         .into_iter()
         .map(|(index, metric, polled_at, result)| {
-            let trigger = so.spec.triggers.get(index);
+            let trigger = triggers.get(index);
             let labels = Metrics::scaler_labels(
-                Kind::ScaledObject,
-                &ns,
-                &name,
+                kind,
+                ns,
+                name,
                 &metric,
                 trigger.map_or("", |t| t.type_.as_str()),
                 index,
@@ -1214,15 +1225,14 @@ async fn poll_metrics(ctx: &Ctx, so: &ScaledObject, runtime: &Runtime) -> Vec<pl
                         .iter()
                         .find(|v| *v.name == *metric)
                         .map_or(0.0, |v| v.value);
-                    ctx.metrics
-                        .polled(Kind::ScaledObject, &labels, value, poll.active, took);
+                    ctx.metrics.polled(kind, &labels, value, poll.active, took);
                     Ok(plan::Reading {
                         value,
                         active: poll.active,
                     })
                 }
                 Err(e) => {
-                    ctx.metrics.failed(Kind::ScaledObject, &labels, took);
+                    ctx.metrics.failed(kind, &labels, took);
                     Err(e.to_string())
                 }
             };

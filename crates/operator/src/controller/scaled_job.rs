@@ -29,10 +29,9 @@ use tracing::{debug, info};
 
 use super::{
     Ctx, CycleError, FENCE_ANNOTATION, Key, LAST_ACTIVE_REFRESH, Runtime, api, emit, ensure_meta,
-    fence_of, fingerprint, owns_kind_at, poll_all, prepare_settings, put_status, remove_finalizer,
-    set_condition,
+    fence_of, fingerprint, owns_kind_at, poll_metrics, prepare_settings, put_status,
+    remove_finalizer, set_condition,
 };
-use crate::metrics::Metrics;
 use crate::semantics::jobs::{Reading, combine, jobs_to_create};
 use crate::semantics::pause;
 
@@ -305,14 +304,7 @@ pub(super) async fn run_cycle(
     let now = Timestamp::now();
     let mut status = sj.status.clone().unwrap_or_default();
     let before = status.clone();
-    status.triggers_types = Some(
-        sj.spec
-            .triggers
-            .iter()
-            .map(|t| t.type_.as_str())
-            .collect::<Vec<_>>()
-            .join(","),
-    );
+    status.triggers_types = Some(crate::semantics::plan::triggers_types(&sj.spec.triggers));
 
     let paused = match pause::from_annotations(sj.annotations()) {
         Ok(p) => p.paused,
@@ -396,50 +388,49 @@ pub(super) async fn run_cycle(
     let mut readings = Vec::new();
     let mut errors = Vec::new();
     let mut by_trigger: BTreeMap<usize, bool> = BTreeMap::new();
-    for (index, metric, polled_at, result) in poll_all(runtime).await {
-        let record_key = RecordKey::new(ns, record_object.as_str(), metric.as_str());
-        let labels = Metrics::scaler_labels(
-            Kind::ScaledJob,
-            ns,
-            name,
-            &metric,
-            sj.spec.triggers.get(index).map_or("", |t| t.type_.as_str()),
-            index,
-        );
-        let took = polled_at.elapsed();
-        match result {
-            Ok(poll) => {
-                let value = poll
-                    .values
-                    .iter()
-                    .find(|v| *v.name == *metric)
-                    .map_or(0.0, |v| v.value);
-                ctx.metrics
-                    .polled(Kind::ScaledJob, &labels, value, poll.active, took);
-                *by_trigger.entry(index).or_default() |= poll.active;
-                ctx.records
-                    .record_poll(record_key, value, poll.active, None, polled_at, interval);
+    let polled_at = ringscale_replication::now();
+    let polls = poll_metrics(ctx, Kind::ScaledJob, (ns, name), &sj.spec.triggers, runtime).await;
+    for poll in polls {
+        let record_key = RecordKey::new(ns, record_object.as_str(), poll.metric.as_str());
+        let previous = runtime
+            .health
+            .get(&poll.metric)
+            .copied()
+            .unwrap_or_default();
+        match poll.outcome {
+            Ok(reading) => {
+                runtime
+                    .health
+                    .insert(poll.metric.clone(), previous.success());
+                *by_trigger.entry(poll.index).or_default() |= reading.active;
+                ctx.records.record_poll(
+                    record_key,
+                    reading.value,
+                    reading.active,
+                    None,
+                    polled_at,
+                    interval,
+                );
                 readings.push(Reading {
-                    queue: value,
-                    target: targets.get(metric.as_str()).copied().unwrap_or(0.0),
-                    active: poll.active,
+                    queue: reading.value,
+                    target: targets.get(poll.metric.as_str()).copied().unwrap_or(0.0),
+                    active: reading.active,
                 });
             }
-            Err(e) => {
-                ctx.metrics.failed(Kind::ScaledJob, &labels, took);
-                if runtime.health.get(&metric).is_none_or(|h| h.failures == 0) {
+            Err(message) => {
+                if previous.failures == 0 {
                     emit(
                         ctx,
                         sj,
                         EventType::Warning,
                         "KEDAScalerFailed",
-                        e.to_string(),
+                        message.clone(),
                     );
                 }
-                let health = runtime.health.entry(metric.clone()).or_default();
-                *health = health.failure();
-                by_trigger.entry(index).or_default();
-                let message = e.to_string();
+                runtime
+                    .health
+                    .insert(poll.metric.clone(), previous.failure());
+                by_trigger.entry(poll.index).or_default();
                 let last = ctx.records.get(&record_key).map_or(0.0, |r| r.value);
                 ctx.records.record_poll(
                     record_key,
@@ -450,10 +441,8 @@ pub(super) async fn run_cycle(
                     interval,
                 );
                 errors.push(message);
-                continue;
             }
         }
-        runtime.health.remove(&metric);
     }
 
     let max = i64::from(sj.spec.max_replicas());

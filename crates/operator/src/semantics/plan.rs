@@ -315,6 +315,15 @@ fn condition_reason(status: &ScaledObjectStatus, type_: ConditionType) -> Option
         .and_then(|c| c.reason.clone())
 }
 
+/// `status.triggersTypes`: the trigger types, comma-joined.
+pub fn triggers_types(triggers: &[ringscale_api::ScaleTrigger]) -> String {
+    triggers
+        .iter()
+        .map(|t| t.type_.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// The `scaleTargetKind` KEDA writes: `<apiVersion>.<Kind>`.
 pub fn scale_target_kind(so: &ScaledObject) -> String {
     let t = &so.spec.scale_target_ref;
@@ -330,14 +339,7 @@ pub fn plan(input: &Input<'_>) -> Plan {
     let mut events = Vec::new();
     status.hpa_name = Some(so.hpa_name());
     status.scale_target_kind = Some(scale_target_kind(so));
-    status.triggers_types = Some(
-        so.spec
-            .triggers
-            .iter()
-            .map(|t| t.type_.as_str())
-            .collect::<Vec<_>>()
-            .join(","),
-    );
+    status.triggers_types = Some(triggers_types(&so.spec.triggers));
     let target = match &input.target {
         Ok((target, gvkr)) => {
             status.scale_target_gvkr = Some(gvkr.clone());
@@ -405,40 +407,14 @@ pub fn plan(input: &Input<'_>) -> Plan {
             });
         }
         status.paused_replica_count = pause.replicas;
-        set_condition(
-            &mut status.conditions,
-            ConditionType::Paused,
-            ConditionStatus::True,
-            "ScaledObjectPaused",
-            "ScaledObject is paused",
-            now,
-        );
-        if !was_paused {
-            events.push(PlannedEvent::normal(
-                "ScaledObjectPaused",
-                "ScaledObject is paused",
-            ));
-        }
+        mark_paused(&mut status, was_paused, &mut events, now);
         plan.status = status;
         plan.events = events;
         return plan;
     }
     status.paused_replica_count = None;
     if pause.scale_in || pause.scale_out {
-        set_condition(
-            &mut status.conditions,
-            ConditionType::Paused,
-            ConditionStatus::True,
-            "ScaledObjectPaused",
-            "ScaledObject is paused",
-            now,
-        );
-        if !was_paused {
-            events.push(PlannedEvent::normal(
-                "ScaledObjectPaused",
-                "ScaledObject is paused",
-            ));
-        }
+        mark_paused(&mut status, was_paused, &mut events, now);
     } else if was_paused {
         let message = "pause annotation removed for ScaledObject";
         set_condition(
@@ -875,6 +851,29 @@ pub fn assess(
     }
 }
 
+/// Paused=True `ScaledObjectPaused`, and the event when it was not paused before.
+fn mark_paused(
+    status: &mut ScaledObjectStatus,
+    was_paused: bool,
+    events: &mut Vec<PlannedEvent>,
+    now: Timestamp,
+) {
+    set_condition(
+        &mut status.conditions,
+        ConditionType::Paused,
+        ConditionStatus::True,
+        "ScaledObjectPaused",
+        "ScaledObject is paused",
+        now,
+    );
+    if !was_paused {
+        events.push(PlannedEvent::normal(
+            "ScaledObjectPaused",
+            "ScaledObject is paused",
+        ));
+    }
+}
+
 /// KEDA's `RequestScale` once the replicas are known. Returns whether `lastActiveTime` is
 /// refreshed (an active poll that scaled from zero, or found replicas running without errors).
 #[allow(clippy::too_many_arguments)]
@@ -1228,6 +1227,36 @@ mod tests {
                 keda_write_pattern: false,
             })
         }
+    }
+
+    /// Plans a poll of an object with a `scalingModifiers` formula and one trigger metric.
+    fn with_formula(
+        so: &ScaledObject,
+        formula: &Formula,
+        polls: &[MetricPoll],
+        current: i32,
+    ) -> Plan {
+        plan(&Input {
+            so,
+            pause: Ok(Pause::default()),
+            target: Ok((
+                Target {
+                    current,
+                    ready: current,
+                },
+                gvkr(),
+            )),
+            problems: &[],
+            external_metrics: &[METRIC.to_owned()],
+            resource_metrics: &[],
+            polls,
+            formula: Some(formula),
+            health: &BTreeMap::new(),
+            last_active: None,
+            health_written: None,
+            now: t(0),
+            keda_write_pattern: false,
+        })
     }
 
     fn condition(plan: &Plan, type_: ConditionType) -> (ConditionStatus, String) {
@@ -1669,31 +1698,12 @@ mod tests {
             "advanced": {"scalingModifiers": {"formula": "q * 2", "target": "4"}}
         }}));
         let formula = Formula::compile("q * 2").unwrap();
-        let external = vec![METRIC.to_owned()];
         let polls = vec![ok(3.0, false)];
-        let health = BTreeMap::new();
-        let plan = plan(&Input {
-            so: &so,
-            pause: Ok(Pause::default()),
-            target: Ok((
-                Target {
-                    current: 0,
-                    ready: 0,
-                },
-                gvkr(),
-            )),
-            problems: &[],
-            external_metrics: &external,
-            resource_metrics: &[],
-            polls: &polls,
-            formula: Some(&formula),
-            health: &health,
-            last_active: None,
-            health_written: None,
-            now: t(0),
-            keda_write_pattern: false,
-        });
-        assert_eq!(plan.status.external_metric_names, Some(external.clone()));
+        let plan = with_formula(&so, &formula, &polls, 0);
+        assert_eq!(
+            plan.status.external_metric_names,
+            Some(vec![METRIC.to_owned()])
+        );
         assert_eq!(
             plan.status.composite_scaler_name.as_deref(),
             Some(COMPOSITE_METRIC_NAME)
@@ -1720,30 +1730,8 @@ mod tests {
             "advanced": {"scalingModifiers": {"formula": "q * 2", "target": "4"}}
         }}));
         let formula = Formula::compile("q * 2").unwrap();
-        let external = vec![METRIC.to_owned()];
         let polls = vec![failed()];
-        let health = BTreeMap::new();
-        let plan = plan(&Input {
-            so: &so,
-            pause: Ok(Pause::default()),
-            target: Ok((
-                Target {
-                    current: 0,
-                    ready: 0,
-                },
-                gvkr(),
-            )),
-            problems: &[],
-            external_metrics: &external,
-            resource_metrics: &[],
-            polls: &polls,
-            formula: Some(&formula),
-            health: &health,
-            last_active: None,
-            health_written: None,
-            now: t(0),
-            keda_write_pattern: false,
-        });
+        let plan = with_formula(&so, &formula, &polls, 0);
         assert!(!plan.active);
         assert_eq!(plan.scale, None);
         assert!(reasons(&plan).contains(&"KEDAMetricSourceFailed"));
@@ -1759,30 +1747,8 @@ mod tests {
         }}));
         so.status = None;
         let formula = Formula::compile("q * 2").unwrap();
-        let external = vec![METRIC.to_owned()];
         let polls = vec![failed()];
-        let health = BTreeMap::new();
-        let plan = plan(&Input {
-            so: &so,
-            pause: Ok(Pause::default()),
-            target: Ok((
-                Target {
-                    current: 2,
-                    ready: 2,
-                },
-                gvkr(),
-            )),
-            problems: &[],
-            external_metrics: &external,
-            resource_metrics: &[],
-            polls: &polls,
-            formula: Some(&formula),
-            health: &health,
-            last_active: None,
-            health_written: None,
-            now: t(0),
-            keda_write_pattern: false,
-        });
+        let plan = with_formula(&so, &formula, &polls, 2);
         // The trigger's own target (5) × 4 fallback replicas, as HandleScalingModifiers serves.
         let composite = plan
             .records
@@ -1801,30 +1767,8 @@ mod tests {
             "advanced": {"scalingModifiers": {"formula": "q ?? 1", "target": "2"}}
         }}));
         let formula = Formula::compile("q ?? 1").unwrap();
-        let external = vec![METRIC.to_owned()];
         let polls = vec![failed()];
-        let health = BTreeMap::new();
-        let plan = plan(&Input {
-            so: &so,
-            pause: Ok(Pause::default()),
-            target: Ok((
-                Target {
-                    current: 0,
-                    ready: 0,
-                },
-                gvkr(),
-            )),
-            problems: &[],
-            external_metrics: &external,
-            resource_metrics: &[],
-            polls: &polls,
-            formula: Some(&formula),
-            health: &health,
-            last_active: None,
-            health_written: None,
-            now: t(0),
-            keda_write_pattern: false,
-        });
+        let plan = with_formula(&so, &formula, &polls, 0);
         let composite = plan
             .records
             .iter()
