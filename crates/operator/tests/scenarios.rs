@@ -2092,6 +2092,24 @@ async fn a_changed_scaled_job_replaces_its_old_jobs_unless_gradual() {
         n.sort();
         n
     };
+    // Activity keyed by metric name, and the event of turning active (KEDA's RequestJobScale).
+    let sj = Api::<ScaledJob>::namespaced(c.client.clone(), NS)
+        .get("immediate")
+        .await
+        .unwrap();
+    let status = serde_json::to_value(sj.status.unwrap_or_default()).unwrap();
+    assert_eq!(
+        status["triggersActivity"]["s0-metric-api-value"]["isActive"], true,
+        "{status}"
+    );
+    eventually(WITHIN, "ScaledJobActive", || async {
+        event_reasons(&c.client, "immediate")
+            .await
+            .iter()
+            .any(|r| r == "ScaledJobActive")
+            .then_some(())
+    })
+    .await;
     let first_immediate = names(jobs_of(&c.client, "immediate").await);
     let first_gradual = names(jobs_of(&c.client, "gradual").await);
     // A new spec (a new image): generation 2.

@@ -387,7 +387,7 @@ pub(super) async fn run_cycle(
         .collect();
     let mut readings = Vec::new();
     let mut errors = Vec::new();
-    let mut by_trigger: BTreeMap<usize, bool> = BTreeMap::new();
+    let mut by_metric: BTreeMap<String, bool> = BTreeMap::new();
     let polled_at = ringscale_replication::now();
     let polls = poll_metrics(ctx, Kind::ScaledJob, (ns, name), &sj.spec.triggers, runtime).await;
     for poll in polls {
@@ -402,7 +402,7 @@ pub(super) async fn run_cycle(
                 runtime
                     .health
                     .insert(poll.metric.clone(), previous.success());
-                *by_trigger.entry(poll.index).or_default() |= reading.active;
+                by_metric.insert(poll.metric.clone(), reading.active);
                 ctx.records.record_poll(
                     record_key,
                     reading.value,
@@ -430,7 +430,7 @@ pub(super) async fn run_cycle(
                 runtime
                     .health
                     .insert(poll.metric.clone(), previous.failure());
-                by_trigger.entry(poll.index).or_default();
+                by_metric.insert(poll.metric.clone(), false);
                 let last = ctx.records.get(&record_key).map_or(0.0, |r| r.value);
                 ctx.records.record_poll(
                     record_key,
@@ -585,6 +585,26 @@ pub(super) async fn run_cycle(
             "Scaling is not performed because triggers are not active",
         )
     };
+    // KEDA's RequestJobScale: an event when the activity changes.
+    let was_active = before
+        .conditions
+        .iter()
+        .flatten()
+        .any(|c| c.type_ == ConditionType::Active && c.status == ConditionStatus::True);
+    if active != was_active {
+        let reason = if active {
+            "ScaledJobActive"
+        } else {
+            "ScaledJobInactive"
+        };
+        emit(
+            ctx,
+            sj,
+            EventType::Normal,
+            reason,
+            active_message.to_owned(),
+        );
+    }
     set_condition(
         &mut status.conditions,
         ConditionType::Active,
@@ -615,14 +635,11 @@ pub(super) async fn run_cycle(
         now,
     );
     status.external_metric_names = Some(targets.into_keys().collect());
+    // Keyed by external metric name, as KEDA's getTriggersActivity keys it.
     status.triggers_activity = Some(
-        by_trigger
-            .iter()
-            .filter_map(|(i, active)| {
-                let trigger = sj.spec.triggers.get(*i)?;
-                let name = trigger.name.clone().unwrap_or_else(|| format!("{i}"));
-                Some((name, TriggerActivityStatus { is_active: *active }))
-            })
+        by_metric
+            .into_iter()
+            .map(|(metric, active)| (metric, TriggerActivityStatus { is_active: active }))
             .collect(),
     );
     write_status(ctx, key, sj, status, &before, generation).await
