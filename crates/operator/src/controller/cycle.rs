@@ -1,0 +1,511 @@
+//! One poll of one ScaledObject: gather (annotations, target, triggers, readings), plan
+//! ([`crate::semantics::plan`]), execute the plan's writes. The triggers are built here too,
+//! for ScaledObjects and ScaledJobs alike.
+
+#[allow(clippy::wildcard_imports)]
+use super::*;
+
+pub(super) async fn run_cycle(
+    ctx: &Ctx,
+    key: &Key,
+    so: &ScaledObject,
+    runtime: &mut Runtime,
+    generation: u64,
+) -> Result<(), CycleError> {
+    let (ns, name) = (key.0.as_str(), key.1.as_str());
+    if fence_of(&so.metadata) > generation {
+        return Err(CycleError::Fenced("a newer owner stamped the object"));
+    }
+    if so.metadata.deletion_timestamp.is_some() {
+        return finalize(ctx, key, so, generation).await;
+    }
+    // Stamp ownership and the finalizer in one write, when needed.
+    let so = ensure_meta(ctx, Kind::ScaledObject, key, so, generation).await?;
+    let so = &so;
+
+    // Gather: the annotations, the target, the triggers (rebuilt when the object changed) and
+    // this poll's readings.
+    let pause = pause::from_annotations(so.annotations());
+    if let Ok(p) = &pause {
+        ctx.metrics.paused(ns, name, p.is_paused());
+    }
+    let target = read_target(ctx, so)
+        .await
+        .map(|(current, ready, gvkr)| (plan::Target { current, ready }, gvkr));
+    let polls = match &pause {
+        Ok(p) if !p.is_full() => {
+            let print = fingerprint(&so.metadata);
+            if runtime.fingerprint.as_ref() != Some(&print) {
+                build(ctx, so, runtime).await;
+                runtime.fingerprint = Some(print);
+            }
+            if runtime.problems.is_empty() {
+                poll_metrics(
+                    ctx,
+                    Kind::ScaledObject,
+                    (&key.0, &key.1),
+                    &so.spec.triggers,
+                    runtime,
+                )
+                .await
+            } else {
+                Vec::new()
+            }
+        }
+        _ => Vec::new(),
+    };
+    let external: Vec<String> = runtime
+        .specs
+        .iter()
+        .filter_map(MetricSpec::external_name)
+        .map(str::to_owned)
+        .collect();
+    let resource: Vec<String> = runtime
+        .specs
+        .iter()
+        .filter_map(|s| match s {
+            MetricSpec::Resource(r) => Some(r.resource.as_str().to_owned()),
+            MetricSpec::External(_) => None,
+        })
+        .collect();
+    let now = Timestamp::now();
+    let plan = plan::plan(&plan::Input {
+        so,
+        pause: pause.clone(),
+        target,
+        problems: &runtime.problems,
+        external_metrics: &external,
+        resource_metrics: &resource,
+        polls: &polls,
+        formula: runtime.formula.as_ref(),
+        health: &runtime.health,
+        last_active: runtime.last_active,
+        health_written: runtime.health_written,
+        now,
+        keda_write_pattern: ctx.settings.keda_write_pattern,
+    });
+    execute(
+        ctx,
+        key,
+        so,
+        runtime,
+        plan,
+        pause.unwrap_or_default(),
+        generation,
+    )
+    .await
+}
+
+/// Performs a plan: records, old HPAs, the scale write (and its event), the HPA, the other
+/// events and the status — each write fenced by the ring generation.
+pub(super) async fn execute(
+    ctx: &Ctx,
+    key: &Key,
+    so: &ScaledObject,
+    runtime: &mut Runtime,
+    mut plan: plan::Plan,
+    pause: pause::Pause,
+    generation: u64,
+) -> Result<(), CycleError> {
+    let (ns, name) = (key.0.as_str(), key.1.as_str());
+    let interval = so.spec.polling_interval();
+    let polled_at = ringscale_replication::now();
+    for r in &plan.records {
+        let record_key = RecordKey::new(ns, name, r.metric.as_str());
+        let value = r
+            .value
+            .unwrap_or_else(|| ctx.records.get(&record_key).map_or(0.0, |old| old.value));
+        ctx.records.record(
+            record_key,
+            ringscale_replication::Reading {
+                value,
+                active: r.active,
+                error: r.error.as_deref(),
+                failures: r.failures,
+            },
+            polled_at,
+            interval,
+        );
+    }
+    runtime.health = std::mem::take(&mut plan.health);
+    runtime.last_active = plan.last_active;
+    for old in &plan.delete_hpas {
+        info!(namespace = ns, name, hpa = %old, "deleting the HPA of the old name");
+        delete_hpa_named(ctx, so, old, generation).await?;
+    }
+    if plan.hpa == plan::HpaAction::Delete {
+        delete_hpa(ctx, so, generation).await?;
+    }
+    let kind = plan
+        .status
+        .scale_target_kind
+        .clone()
+        .unwrap_or_else(|| plan::scale_target_kind(so));
+    if let Some(step) = &plan.scale {
+        info!(namespace = ns, name, from = step.from, to = step.to, reason = ?step.reason, "scaling the target");
+        let result = scale(ctx, key, so, step.to, generation).await;
+        if let Some(e) = step.event(&kind, so, result.is_ok()) {
+            emit_planned(ctx, so, e);
+        }
+        result?;
+    }
+    if plan.hpa == plan::HpaAction::Ensure {
+        let composite = so.spec.scaling_modifiers().and_then(|m| {
+            let target = m
+                .target
+                .as_deref()
+                .and_then(|t| t.trim().parse::<f64>().ok())
+                .filter(|t| *t > 0.0)?;
+            let quantity = ringscale_scalers::MetricValue {
+                name: Arc::from(""),
+                value: target,
+            }
+            .quantity();
+            Some((
+                ringscale_api::names::COMPOSITE_METRIC_NAME,
+                m.metric_type.clone().unwrap_or(MetricType::AverageValue),
+                quantity,
+            ))
+        });
+        let desired = hpa::desired(so, hpa::metrics(so, &runtime.specs, composite), &pause);
+        // An HPA the API server refuses (e.g. a behavior it does not accept) is the user's to
+        // fix: say so in the status, as KEDA does, rather than only in the log.
+        match ensure_hpa(ctx, so, desired, generation, &mut runtime.hpa_matched).await {
+            Ok(()) => {}
+            Err(CycleError::Api(what, kube::Error::Api(s)))
+                if (400..500).contains(&s.code) && !matches!(s.code, 409 | 429) =>
+            {
+                warn!(namespace = ns, name, what, error = %s.message, "the API server refused the HPA");
+                plan::set_condition(
+                    &mut plan.status.conditions,
+                    ConditionType::Ready,
+                    ConditionStatus::False,
+                    "ScaledObjectCheckFailed",
+                    &format!(
+                        "Failed to ensure HPA is correctly created for ScaledObject: {}",
+                        s.message
+                    ),
+                    Timestamp::now(),
+                );
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let before = so.status.clone().unwrap_or_default();
+    // A failure's first event only reports: it is spent from the budget, or dropped.
+    let (reports, events): (Vec<_>, Vec<_>) = plan
+        .events
+        .into_iter()
+        .partition(|e| matches!(e.reason, "KEDAScalerFailed" | "KEDAMetricSourceFailed"));
+    for e in reports {
+        if take_report(ctx) {
+            emit_planned(ctx, so, e);
+        } else {
+            ctx.stats.events_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    if plan.status == before {
+        for e in events {
+            emit_planned(ctx, so, e);
+        }
+        return Ok(());
+    }
+    // Reports: a status that only tells of failures (health and Fallback alone, or any change
+    // while a read is failing) when nothing is scaled. Scaling writes, and what follows them,
+    // never wait.
+    let report = plan.scale.is_none() && (plan.failing || only_reports(&before, &plan.status));
+    if report && !take_report(ctx) {
+        // Planned again next poll, against the same status: written when budget is back.
+        ctx.stats.reports_deferred.fetch_add(1, Ordering::Relaxed);
+        return Ok(());
+    }
+    if !owns_at(ctx, key, generation) {
+        return Err(CycleError::Fenced("ownership changed"));
+    }
+    for e in events {
+        // The events of a report (ScaledObjectFallbackActivated, ...) cost a write each too.
+        if !report || take_report(ctx) {
+            emit_planned(ctx, so, e);
+        } else {
+            ctx.stats.events_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    let mut updated = so.clone();
+    updated.status = Some(plan.status);
+    put_status(ctx, key, &updated).await?;
+    if plan.health_written {
+        runtime.health_written = Some(Timestamp::now());
+    }
+    debug!(namespace = %key.0, name = %key.1, kind = KIND_SCALED_OBJECT, "status written");
+    Ok(())
+}
+
+pub(super) fn emit_planned(ctx: &Ctx, so: &ScaledObject, e: plan::PlannedEvent) {
+    let type_ = if e.warning {
+        EventType::Warning
+    } else {
+        EventType::Normal
+    };
+    emit(ctx, so, type_, e.reason, e.message);
+}
+
+/// Reads every external metric of every trigger at once, updating the scaler metrics, and
+/// returns the readings — one step for ScaledObjects and ScaledJobs alike.
+pub(super) async fn poll_metrics(
+    ctx: &Ctx,
+    kind: Kind,
+    (ns, name): (&str, &str),
+    triggers: &[ringscale_api::ScaleTrigger],
+    runtime: &Runtime,
+) -> Vec<plan::MetricPoll> {
+    let results = poll_all(runtime).await;
+    results
+        .into_iter()
+        .map(|(index, metric, polled_at, result)| {
+            let trigger = triggers.get(index);
+            let labels = Metrics::scaler_labels(
+                kind,
+                ns,
+                name,
+                &metric,
+                trigger.map_or("", |t| t.type_.as_str()),
+                index,
+            );
+            let took = polled_at.elapsed();
+            let outcome = match result {
+                Ok(poll) => {
+                    let value = poll
+                        .values
+                        .iter()
+                        .find(|v| *v.name == *metric)
+                        .map_or(0.0, |v| v.value);
+                    ctx.metrics.polled(kind, &labels, value, poll.active, took);
+                    Ok(plan::Reading {
+                        value,
+                        active: poll.active,
+                    })
+                }
+                Err(e) => {
+                    ctx.metrics.failed(kind, &labels, took);
+                    Err(e.to_string())
+                }
+            };
+            let target = runtime.specs.iter().find_map(|s| match s {
+                MetricSpec::External(m) if m.name == metric => {
+                    #[allow(clippy::cast_precision_loss)]
+                    let t = m.target_milli as f64 / 1000.0;
+                    Some((m.metric_type.clone(), t))
+                }
+                _ => None,
+            });
+            plan::MetricPoll {
+                index,
+                metric,
+                target,
+                outcome,
+            }
+        })
+        .collect()
+}
+
+/// One poll's result for one metric: trigger index, metric name, when it started, outcome.
+pub(super) type Polled = (
+    usize,
+    String,
+    std::time::Instant,
+    Result<ringscale_scalers::Poll, ringscale_scalers::ScalerError>,
+);
+
+/// Polls every external metric of every trigger at once.
+pub(super) async fn poll_all(runtime: &Runtime) -> Vec<Polled> {
+    let polls = runtime.scalers.iter().flat_map(|s| {
+        let names: Vec<String> = runtime
+            .specs
+            .iter()
+            .filter_map(MetricSpec::external_name)
+            .filter(|n| {
+                ringscale_scalers::split_metric_name(n).is_some_and(|(i, _)| i == s.index())
+            })
+            .map(str::to_owned)
+            .collect();
+        names.into_iter().map(move |n| {
+            let span = tracing::info_span!("trigger", index = s.index(), metric = %n);
+            async move {
+                let started = ringscale_replication::now();
+                let result = s.poll(&n).await;
+                (s.index(), n, started, result)
+            }
+            .instrument(span)
+        })
+    });
+    join_all(polls).await
+}
+
+pub(super) fn prepare_settings(ctx: &Ctx) -> prepare::Settings<'_> {
+    prepare::Settings {
+        cluster_object_namespace: &ctx.settings.cluster_object_namespace,
+        ..prepare::Settings::default()
+    }
+}
+
+/// Builds the scalers and their metric specs from prepared triggers, collecting every problem,
+/// and listens to the push triggers among them.
+pub(super) async fn build_scalers(
+    ctx: &Ctx,
+    slot: Slot,
+    prepared: Vec<prepare::PreparedTrigger>,
+    runtime: &mut Runtime,
+) {
+    runtime.push = PushListeners::default();
+    runtime.scalers.clear();
+    runtime.specs.clear();
+    runtime.problems.clear();
+    runtime.formula = None;
+    for prepared in prepared {
+        for p in &prepared.problems {
+            runtime.problems.push(format!("{}: {}", p.path, p.message));
+        }
+        if !prepared.problems.is_empty() {
+            continue;
+        }
+        match Scaler::build(&prepared.input, &ctx.sources) {
+            Ok(scaler) => runtime.scalers.push(scaler),
+            Err(errors) => runtime
+                .problems
+                .extend(errors.iter().map(ToString::to_string)),
+        }
+    }
+    for scaler in &runtime.scalers {
+        match scaler.metric_specs().await {
+            Ok(specs) => runtime.specs.extend(specs),
+            Err(e) => runtime.problems.push(e.to_string()),
+        }
+        if let Some(mut pushed) = scaler.push_activity() {
+            // KEDA runs the scale step as soon as a push scaler reports; ringscale polls the
+            // object at once, which reads the same activity and goes through the same step.
+            let (inbox, slot, index) = (ctx.inbox.clone(), slot.clone(), scaler.index());
+            runtime.push.0.push(tokio::spawn(async move {
+                while let Some(update) = pushed.recv().await {
+                    match update {
+                        Ok(active) => {
+                            debug!(namespace = %slot.1.0, name = %slot.1.1, trigger = index, active, "push trigger reported");
+                            if inbox.send(Msg::Pushed(slot.clone())).is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            debug!(namespace = %slot.1.0, name = %slot.1.1, trigger = index, error = %e, "push stream interrupted");
+                        }
+                    }
+                }
+            }));
+        }
+    }
+}
+
+pub(super) async fn build(ctx: &Ctx, so: &ScaledObject, runtime: &mut Runtime) {
+    let prepared = prepare::scaled_object(so, &ctx.lookup, &prepare_settings(ctx));
+    let slot = (
+        Kind::ScaledObject,
+        (so.namespace().unwrap_or_default(), so.name_any()),
+    );
+    build_scalers(ctx, slot, prepared, runtime).await;
+    if let Some(formula) = so
+        .spec
+        .scaling_modifiers()
+        .and_then(|m| m.formula.as_deref())
+    {
+        match Formula::compile(formula) {
+            Ok(f) => runtime.formula = Some(f),
+            Err(e) => runtime
+                .problems
+                .push(format!("spec.advanced.scalingModifiers.formula: {e}")),
+        }
+    }
+    // Health of metrics that no longer exist goes.
+    let names: Vec<String> = runtime
+        .specs
+        .iter()
+        .filter_map(MetricSpec::external_name)
+        .map(str::to_owned)
+        .collect();
+    runtime.health.retain(|m, _| names.contains(m));
+}
+
+/// The target's replicas and ready replicas, and what kind it is: Deployments and
+/// StatefulSets from the shared watches; any other kind with a `/scale` subresource (an Argo
+/// Rollout, a custom resource) through discovery and one read of its `/scale` per poll.
+pub(super) async fn read_target(
+    ctx: &Ctx,
+    so: &ScaledObject,
+) -> Result<(i32, i32, GroupVersionKindResource), String> {
+    let t = &so.spec.scale_target_ref;
+    let ns = so.namespace().unwrap_or_default();
+    let gvkr = |resource: &str| {
+        let (group, version) = split_api_version(t.effective_api_version());
+        GroupVersionKindResource {
+            group: group.to_owned(),
+            version: version.to_owned(),
+            kind: t.effective_kind().to_owned(),
+            resource: resource.to_owned(),
+        }
+    };
+    let missing = || format!("{} not found", t.name);
+    match (t.effective_api_version(), t.effective_kind()) {
+        ("apps/v1", kind @ ("Deployment" | "StatefulSet")) => {
+            let (replicas, ready) = ctx
+                .lookup
+                .replicas_of(&ns, "apps/v1", kind, &t.name)
+                .ok_or_else(missing)?;
+            let resource = if kind == "Deployment" {
+                "deployments"
+            } else {
+                "statefulsets"
+            };
+            Ok((replicas, ready, gvkr(resource)))
+        }
+        _ => {
+            let resource = target_kind(ctx, so).await?;
+            let scale = Api::<DynamicObject>::namespaced_with(ctx.client.clone(), &ns, &resource)
+                .get_scale(&t.name)
+                .await
+                .map_err(|e| format!("reading its /scale: {e}"))?;
+            Ok((
+                scale.spec.and_then(|s| s.replicas).unwrap_or(0),
+                scale.status.map_or(0, |s| s.replicas),
+                gvkr(&resource.plural),
+            ))
+        }
+    }
+}
+
+pub(super) fn split_api_version(api_version: &str) -> (&str, &str) {
+    api_version.split_once('/').unwrap_or(("", api_version))
+}
+
+/// The API resource of a scale target kind, found by discovery once and then remembered.
+pub(super) async fn target_kind(ctx: &Ctx, so: &ScaledObject) -> Result<ApiResource, String> {
+    let t = &so.spec.scale_target_ref;
+    let id = (
+        t.effective_api_version().to_owned(),
+        t.effective_kind().to_owned(),
+    );
+    if let Some(found) = ctx
+        .target_kinds
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(&id)
+    {
+        return Ok(found.clone());
+    }
+    let (group, version) = split_api_version(&id.0);
+    let gvk = GroupVersionKind::gvk(group, version, &id.1);
+    let (resource, _) = kube::discovery::pinned_kind(&ctx.client, &gvk)
+        .await
+        .map_err(|e| format!("the API server does not serve {}/{}: {e}", id.0, id.1))?;
+    ctx.target_kinds
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(id, resource.clone());
+    Ok(resource)
+}

@@ -1,0 +1,370 @@
+//! The writes a cycle makes, each fenced by the ring generation: the scale subresource, the
+//! ownership stamp and finalizer, the status, the HPA, events; and the budget of writes that
+//! only report failures.
+
+#[allow(clippy::wildcard_imports)]
+use super::*;
+
+pub(super) async fn scale(
+    ctx: &Ctx,
+    key: &Key,
+    so: &ScaledObject,
+    replicas: i32,
+    generation: u64,
+) -> Result<(), CycleError> {
+    if !owns_at(ctx, key, generation) {
+        return Err(CycleError::Fenced("ownership changed"));
+    }
+    let t = &so.spec.scale_target_ref;
+    let body = Patch::Merge(json!({"spec": {"replicas": replicas}}));
+    let params = PatchParams::default();
+    match t.effective_kind() {
+        "Deployment" if t.effective_api_version() == "apps/v1" => {
+            Api::<Deployment>::namespaced(ctx.client.clone(), &key.0)
+                .patch_scale(&t.name, &params, &body)
+                .await
+                .map_err(api("scale the target"))?;
+        }
+        "StatefulSet" if t.effective_api_version() == "apps/v1" => {
+            Api::<StatefulSet>::namespaced(ctx.client.clone(), &key.0)
+                .patch_scale(&t.name, &params, &body)
+                .await
+                .map_err(api("scale the target"))?;
+        }
+        _ => {
+            let resource = match target_kind(ctx, so).await {
+                Ok(r) => r,
+                Err(e) => {
+                    warn!(namespace = %key.0, name = %key.1, error = %e, "cannot scale the target");
+                    return Ok(());
+                }
+            };
+            Api::<DynamicObject>::namespaced_with(ctx.client.clone(), &key.0, &resource)
+                .patch_scale(&t.name, &params, &body)
+                .await
+                .map_err(api("scale the target"))?;
+        }
+    }
+    ctx.stats.scale_writes.fetch_add(1, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Adds the finalizer and stamps this replica's generation, in one write, when either is
+/// missing or stale.
+pub(super) async fn ensure_meta<K>(
+    ctx: &Ctx,
+    kind: Kind,
+    key: &Key,
+    obj: &K,
+    generation: u64,
+) -> Result<K, CycleError>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let has_finalizer = obj.finalizers().iter().any(|f| f == FINALIZER);
+    // KEDA labels each ScaledObject with its own name (`scaledobject.keda.sh/name`).
+    let name_label = (kind == Kind::ScaledObject
+        && obj.labels().get(LABEL_SCALED_OBJECT_NAME) != Some(&key.1))
+    .then(|| json!({ LABEL_SCALED_OBJECT_NAME: key.1 }));
+    if has_finalizer && fence_of(obj.meta()) == generation && name_label.is_none() {
+        return Ok(obj.clone());
+    }
+    if !owns_kind_at(ctx, kind, key, generation) {
+        return Err(CycleError::Fenced("ownership changed"));
+    }
+    let mut finalizers = obj.finalizers().to_vec();
+    if !has_finalizer {
+        finalizers.push(FINALIZER.to_owned());
+    }
+    let mut patch = json!({
+        "metadata": {
+            "resourceVersion": obj.resource_version(),
+            "finalizers": finalizers,
+            "annotations": { FENCE_ANNOTATION: generation.to_string() },
+        }
+    });
+    if let Some(labels) = name_label {
+        patch["metadata"]["labels"] = labels;
+    }
+    let updated = Api::<K>::namespaced(ctx.client.clone(), &key.0)
+        .patch(&key.1, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .map_err(api("stamp ownership"))?;
+    ctx.stats.meta_writes.fetch_add(1, Ordering::Relaxed);
+    Ok(updated)
+}
+
+/// Removes our finalizer (at the object's resourceVersion).
+pub(super) async fn remove_finalizer<K>(ctx: &Ctx, key: &Key, obj: &K) -> Result<(), CycleError>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let finalizers: Vec<&String> = obj
+        .finalizers()
+        .iter()
+        .filter(|f| *f != FINALIZER)
+        .collect();
+    let patch =
+        json!({"metadata": {"resourceVersion": obj.resource_version(), "finalizers": finalizers}});
+    Api::<K>::namespaced(ctx.client.clone(), &key.0)
+        .patch(&key.1, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .map_err(api("remove the finalizer"))?;
+    ctx.stats.meta_writes.fetch_add(1, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Replaces the status subresource with `obj`'s status, at `obj`'s resourceVersion.
+pub(super) async fn put_status<K>(ctx: &Ctx, key: &Key, obj: &K) -> Result<(), CycleError>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    Api::<K>::namespaced(ctx.client.clone(), &key.0)
+        .replace_status(&key.1, &PostParams::default(), obj)
+        .await
+        .map_err(api("write the status"))?;
+    ctx.stats.status_writes.fetch_add(1, Ordering::Relaxed);
+    Ok(())
+}
+
+pub(super) async fn finalize(
+    ctx: &Ctx,
+    key: &Key,
+    so: &ScaledObject,
+    generation: u64,
+) -> Result<(), CycleError> {
+    if !so.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(());
+    }
+    delete_hpa(ctx, so, generation).await?;
+    if so.spec.restore_to_original_replica_count()
+        && let Some(original) = so.status.as_ref().and_then(|s| s.original_replica_count)
+        && read_target(ctx, so)
+            .await
+            .is_ok_and(|(current, _, _)| current != original)
+    {
+        info!(namespace = %key.0, name = %key.1, replicas = original, "restoring the original replica count");
+        scale(ctx, key, so, original, generation).await?;
+    }
+    remove_finalizer(ctx, key, so).await?;
+    ctx.records.remove_object(&key.0, &key.1);
+    Ok(())
+}
+
+pub(super) async fn delete_hpa(
+    ctx: &Ctx,
+    so: &ScaledObject,
+    generation: u64,
+) -> Result<(), CycleError> {
+    delete_hpa_named(ctx, so, &so.hpa_name(), generation).await
+}
+
+/// Deletes the object's HPA of this name, when the watch shows one.
+pub(super) async fn delete_hpa_named(
+    ctx: &Ctx,
+    so: &ScaledObject,
+    name: &str,
+    generation: u64,
+) -> Result<(), CycleError> {
+    let ns = so.namespace().unwrap_or_default();
+    if ctx.hpas.get(&ObjectRef::new(name).within(&ns)).is_none() {
+        return Ok(());
+    }
+    let key = (ns.clone(), so.name_any());
+    if !owns_at(ctx, &key, generation) {
+        return Err(CycleError::Fenced("ownership changed"));
+    }
+    match Api::<HorizontalPodAutoscaler>::namespaced(ctx.client.clone(), &ns)
+        .delete(name, &DeleteParams::default())
+        .await
+    {
+        Ok(_) => {
+            ctx.stats.hpa_writes.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        }
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(CycleError::Api("delete the HPA", e)),
+    }
+}
+
+pub(super) async fn ensure_hpa(
+    ctx: &Ctx,
+    so: &ScaledObject,
+    desired: HorizontalPodAutoscaler,
+    generation: u64,
+    matched: &mut Option<(String, u64)>,
+) -> Result<(), CycleError> {
+    let ns = so.namespace().unwrap_or_default();
+    let name = so.hpa_name();
+    let existing = ctx.hpas.get(&ObjectRef::new(&name).within(&ns));
+    if let (Some(e), Some(hash)) = (existing.as_ref(), json_hash(&desired)) {
+        let version = e.metadata.resource_version.as_deref().unwrap_or_default();
+        if !version.is_empty()
+            && matched
+                .as_ref()
+                .is_some_and(|(v, h)| v == version && *h == hash)
+        {
+            return Ok(());
+        }
+        if hpa::matches(e, &desired) {
+            *matched = Some((version.to_owned(), hash));
+            return Ok(());
+        }
+    }
+    *matched = None;
+    let key = (ns.clone(), so.name_any());
+    if !owns_at(ctx, &key, generation) {
+        return Err(CycleError::Fenced("ownership changed"));
+    }
+    let hpas = Api::<HorizontalPodAutoscaler>::namespaced(ctx.client.clone(), &ns);
+    match existing {
+        None => match hpas.create(&PostParams::default(), &desired).await {
+            Ok(_) => {}
+            // Created meanwhile (the watch is behind): the next poll compares again.
+            Err(kube::Error::Api(s)) if s.code == 409 => return Ok(()),
+            Err(e) => return Err(CycleError::Api("create the HPA", e)),
+        },
+        Some(existing) => {
+            let mut replacement = desired;
+            replacement.metadata.resource_version = existing.metadata.resource_version.clone();
+            hpas.replace(&name, &PostParams::default(), &replacement)
+                .await
+                .map_err(api("update the HPA"))?;
+        }
+    }
+    ctx.stats.hpa_writes.fetch_add(1, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Publishes an event without holding up the cycle; failures are logged.
+pub(super) fn emit<K: Resource<DynamicType = ()>>(
+    ctx: &Ctx,
+    obj: &K,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    ctx.events
+        .emit(obj.object_ref(&()), type_, reason, "Scaling", &note);
+}
+
+/// A token bucket.
+#[derive(Debug)]
+pub(super) struct Bucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    pub(super) fn new(rate: f64) -> Self {
+        let rate = if rate.is_finite() { rate.max(0.0) } else { 0.0 };
+        let burst = (rate * 5.0).max(1.0);
+        Bucket {
+            rate,
+            burst,
+            tokens: burst,
+            at: Instant::now(),
+        }
+    }
+
+    /// Takes a token if one is there.
+    pub(super) fn take(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.at = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+pub(super) fn take_report(ctx: &Ctx) -> bool {
+    ctx.reports
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take(Instant::now())
+}
+
+/// Whether `after` differs from `before` only in what reports failures: `health` and the
+/// Fallback condition.
+pub(super) fn only_reports(before: &ScaledObjectStatus, after: &ScaledObjectStatus) -> bool {
+    let strip = |s: &ScaledObjectStatus| {
+        let mut s = s.clone();
+        s.health = None;
+        if let Some(cs) = s.conditions.as_mut() {
+            cs.retain(|c| c.type_ != ConditionType::Fallback);
+        }
+        s
+    };
+    strip(before) == strip(after)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_report_budget_refills_at_its_rate_up_to_five_seconds_worth() {
+        let mut b = Bucket::new(2.0);
+        let t = b.at;
+        // Starts full: 10 at once, then none.
+        assert_eq!((0..20).filter(|_| b.take(t)).count(), 10);
+        // 1.5 s later: 3 more.
+        let later = t + Duration::from_millis(1500);
+        assert_eq!((0..20).filter(|_| b.take(later)).count(), 3);
+        // A long pause refills only to the burst.
+        let much_later = later + Duration::from_secs(3600);
+        assert_eq!((0..50).filter(|_| b.take(much_later)).count(), 10);
+        // A nonsense rate allows one write, then nothing.
+        let mut nan = Bucket::new(f64::NAN);
+        assert!(nan.take(t));
+        assert!(!nan.take(t + Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn only_health_and_the_fallback_condition_are_mere_reports() {
+        use ringscale_api::Condition;
+        let cond = |type_, status| Condition {
+            type_,
+            status,
+            reason: None,
+            message: None,
+            last_transition_time: None,
+        };
+        let before = ScaledObjectStatus {
+            conditions: Some(vec![
+                cond(ConditionType::Active, ConditionStatus::True),
+                cond(ConditionType::Fallback, ConditionStatus::False),
+            ]),
+            ..ScaledObjectStatus::default()
+        };
+        let mut after = before.clone();
+        after.health = Some(BTreeMap::new());
+        if let Some(cs) = after.conditions.as_mut() {
+            cs[1].status = ConditionStatus::True;
+        }
+        assert!(only_reports(&before, &after));
+        if let Some(cs) = after.conditions.as_mut() {
+            cs[0].status = ConditionStatus::False;
+        }
+        assert!(
+            !only_reports(&before, &after),
+            "activity is never held back"
+        );
+    }
+}
