@@ -2162,3 +2162,46 @@ async fn a_changed_scaled_job_replaces_its_old_jobs_unless_gradual() {
         "{now_gradual:?} vs {first_gradual:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn go_booleans_in_annotations_and_cron_outside_its_window() {
+    let c = cluster().await;
+    let source = Source::start().await;
+    source.set(4);
+    deployment(&c.client, "worker", 0).await;
+    deployment(&c.client, "nightly", 0).await;
+    // "False" is Go's false: not paused, so the object activates as usual.
+    scaled_object(
+        &c.client,
+        "orders",
+        "worker",
+        json!({"triggers": [source.trigger()]}),
+        json!({"autoscaling.keda.sh/paused": "False"}),
+    )
+    .await;
+    // A cron window that never opens (29 February at midnight to 1 minute past): 0 and inactive.
+    scaled_object(
+        &c.client,
+        "batch",
+        "nightly",
+        json!({"triggers": [{"type": "cron", "metadata": {
+            "timezone": "UTC", "start": "0 0 29 2 *", "end": "1 0 29 2 *", "desiredReplicas": "5"}}]}),
+        json!({}),
+    )
+    .await;
+    let (_tx, rx) = watch::channel(ownership(&["r0"], "r0", 1));
+    let (_ctl, records) = controller(&c.client, rx, "r0");
+    wait_replicas(&c.client, "worker", 1, WITHIN).await;
+    let status = so_status(&c.client, "orders").await;
+    assert_eq!(condition(&status, "Paused").0, "False");
+    let record = eventually(WITHIN, "the cron value", || async {
+        records
+            .object(NS, "batch")
+            .into_iter()
+            .map(|(_, r)| r)
+            .next()
+    })
+    .await;
+    assert_eq!((record.value, record.active), (0.0, false));
+    assert_eq!(replicas(&c.client, "nightly").await, 0);
+}
