@@ -112,22 +112,11 @@ pub(super) async fn execute(
     let polled_at = ringscale_replication::now();
     for r in &plan.records {
         let record_key = RecordKey::new(ns, name, r.metric.as_str());
-        let value = r
-            .value
-            .unwrap_or_else(|| ctx.records.get(&record_key).map_or(0.0, |old| old.value));
-        ctx.records.record(
-            record_key,
-            ringscale_replication::Reading {
-                value,
-                active: r.active,
-                error: r.error.as_deref(),
-                failures: r.failures,
-            },
-            polled_at,
-            interval,
-        );
+        record_planned(&ctx.records, record_key, r, polled_at, interval);
     }
-    runtime.health = std::mem::take(&mut plan.health);
+    if let Some(health) = plan.health.take() {
+        runtime.health = health;
+    }
     runtime.last_active = plan.last_active;
     for old in &plan.delete_hpas {
         info!(namespace = ns, name, hpa = %old, "deleting the HPA of the old name");
@@ -193,10 +182,7 @@ pub(super) async fn execute(
     }
     let before = so.status.clone().unwrap_or_default();
     // A failure's first event only reports: it is spent from the budget, or dropped.
-    let (reports, events): (Vec<_>, Vec<_>) = plan
-        .events
-        .into_iter()
-        .partition(|e| matches!(e.reason, "KEDAScalerFailed" | "KEDAMetricSourceFailed"));
+    let (reports, events): (Vec<_>, Vec<_>) = plan.events.into_iter().partition(|e| e.failed_read);
     for e in reports {
         if take_report(ctx) {
             emit_planned(ctx, so, e);
@@ -258,87 +244,95 @@ pub(super) async fn poll_metrics(
     triggers: &[ringscale_api::ScaleTrigger],
     runtime: &Runtime,
 ) -> Vec<plan::MetricPoll> {
-    let results = poll_all(runtime).await;
-    results
+    read_metrics(runtime, None)
+        .await
         .into_iter()
-        .map(|(index, metric, polled_at, result)| {
-            let trigger = triggers.get(index);
+        .map(|(poll, took)| {
+            let trigger = triggers.get(poll.index);
             let labels = Metrics::scaler_labels(
                 kind,
                 ns,
                 name,
-                &metric,
+                &poll.metric,
                 trigger.map_or("", |t| t.type_.as_str()),
-                index,
+                poll.index,
             );
-            let took = polled_at.elapsed();
-            let outcome = match result {
-                Ok(poll) => {
-                    let value = poll
-                        .values
-                        .iter()
-                        .find(|v| *v.name == *metric)
-                        .map_or(0.0, |v| v.value);
-                    ctx.metrics.polled(kind, &labels, value, poll.active, took);
-                    Ok(plan::Reading {
-                        value,
-                        active: poll.active,
-                    })
-                }
-                Err(e) => {
-                    ctx.metrics.failed(kind, &labels, took);
-                    Err(e.to_string())
-                }
-            };
-            let target = runtime.specs.iter().find_map(|s| match s {
-                MetricSpec::External(m) if m.name == metric => {
-                    #[allow(clippy::cast_precision_loss)]
-                    let t = m.target_milli as f64 / 1000.0;
-                    Some((m.metric_type.clone(), t))
-                }
-                _ => None,
-            });
-            plan::MetricPoll {
-                index,
-                metric,
-                target,
-                outcome,
+            match &poll.outcome {
+                Ok(r) => ctx.metrics.polled(kind, &labels, r.value, r.active, took),
+                Err(_) => ctx.metrics.failed(kind, &labels, took),
             }
+            poll
         })
         .collect()
 }
 
-/// One poll's result for one metric: trigger index, metric name, when it started, outcome.
-pub(super) type Polled = (
-    usize,
-    String,
-    std::time::Instant,
-    Result<ringscale_scalers::Poll, ringscale_scalers::ScalerError>,
-);
-
-/// Polls every external metric of every trigger at once.
-pub(super) async fn poll_all(runtime: &Runtime) -> Vec<Polled> {
-    let polls = runtime.scalers.iter().flat_map(|s| {
-        let names: Vec<String> = runtime
-            .specs
-            .iter()
-            .filter_map(MetricSpec::external_name)
-            .filter(|n| {
-                ringscale_scalers::split_metric_name(n).is_some_and(|(i, _)| i == s.index())
-            })
-            .map(str::to_owned)
-            .collect();
-        names.into_iter().map(move |n| {
-            let span = tracing::info_span!("trigger", index = s.index(), metric = %n);
+/// Reads the external metrics of every trigger at once — all of them, or only the one named
+/// `only` (any case) — with how long each read took.
+pub(super) async fn read_metrics(
+    runtime: &Runtime,
+    only: Option<&str>,
+) -> Vec<(plan::MetricPoll, Duration)> {
+    let reads = runtime.specs.iter().filter_map(|spec| {
+        let MetricSpec::External(m) = spec else {
+            return None;
+        };
+        if only.is_some_and(|q| !q.eq_ignore_ascii_case(&m.name)) {
+            return None;
+        }
+        let (index, _) = ringscale_scalers::split_metric_name(&m.name)?;
+        let scaler = runtime.scalers.iter().find(|s| s.index() == index)?;
+        let span = tracing::info_span!("trigger", index, metric = %m.name);
+        Some(
             async move {
                 let started = ringscale_replication::now();
-                let result = s.poll(&n).await;
-                (s.index(), n, started, result)
+                let outcome = match scaler.poll(&m.name).await {
+                    Ok(poll) => Ok(plan::Reading {
+                        value: poll
+                            .values
+                            .iter()
+                            .find(|v| *v.name == m.name)
+                            .map_or(0.0, |v| v.value),
+                        active: poll.active,
+                    }),
+                    Err(e) => Err(e.to_string()),
+                };
+                let poll = plan::MetricPoll {
+                    index,
+                    metric: m.name.clone(),
+                    target: Some((m.metric_type.clone(), m.target())),
+                    outcome,
+                };
+                (poll, started.elapsed())
             }
-            .instrument(span)
-        })
+            .instrument(span),
+        )
     });
-    join_all(polls).await
+    join_all(reads).await
+}
+
+/// Records a planned value (a failed read keeps the last good value, with the error and the
+/// failure count) and replicates it.
+pub(super) fn record_planned(
+    records: &RecordStore,
+    key: RecordKey,
+    r: &plan::PlannedRecord,
+    polled_at: std::time::Instant,
+    interval: Duration,
+) {
+    let value = r
+        .value
+        .unwrap_or_else(|| records.get(&key).map_or(0.0, |old| old.value));
+    records.record(
+        key,
+        ringscale_replication::Reading {
+            value,
+            active: r.active,
+            error: r.error.as_deref(),
+            failures: r.failures,
+        },
+        polled_at,
+        interval,
+    );
 }
 
 pub(super) fn prepare_settings(ctx: &Ctx) -> prepare::Settings<'_> {

@@ -184,6 +184,9 @@ pub struct PlannedEvent {
     pub reason: &'static str,
     /// The note.
     pub message: String,
+    /// It only reports a failed read (`KEDAScalerFailed`, `KEDAMetricSourceFailed`): it spends
+    /// the report budget whether or not the status is written.
+    pub failed_read: bool,
 }
 
 impl PlannedEvent {
@@ -192,14 +195,21 @@ impl PlannedEvent {
             warning: false,
             reason,
             message: message.into(),
+            failed_read: false,
         }
     }
 
     fn warning(reason: &'static str, message: impl Into<String>) -> Self {
         PlannedEvent {
             warning: true,
-            reason,
-            message: message.into(),
+            ..PlannedEvent::normal(reason, message)
+        }
+    }
+
+    fn failed_read(reason: &'static str, message: impl Into<String>) -> Self {
+        PlannedEvent {
+            failed_read: true,
+            ..PlannedEvent::warning(reason, message)
         }
     }
 }
@@ -217,6 +227,9 @@ pub struct PlannedRecord {
     pub error: Option<String>,
     /// Consecutive failed reads (replicated, so any replica applies fallback from it).
     pub failures: u32,
+    /// A failed read past the fallback threshold: the value that lands the HPA on the
+    /// fallback replicas, answered in its place.
+    pub fallback: Option<f64>,
 }
 
 /// What one poll does.
@@ -233,8 +246,8 @@ pub struct Plan {
     pub delete_hpas: Vec<String>,
     /// Events to publish.
     pub events: Vec<PlannedEvent>,
-    /// Failure counts after this poll.
-    pub health: BTreeMap<String, Health>,
+    /// Failure counts after this poll (`None`: nothing was read, the counts stay).
+    pub health: Option<BTreeMap<String, Health>>,
     /// When the object was last seen active, after this poll.
     pub last_active: Option<Timestamp>,
     /// The status carries refreshed health counts.
@@ -364,7 +377,7 @@ pub fn plan(input: &Input<'_>) -> Plan {
         hpa: HpaAction::Keep,
         delete_hpas,
         events: Vec::new(),
-        health: input.health.clone(),
+        health: None,
         last_active: input.last_active,
         health_written: false,
         records: Vec::new(),
@@ -466,12 +479,12 @@ pub fn plan(input: &Input<'_>) -> Plan {
     let readings = assess(
         so,
         input.polls,
-        &plan.health,
+        input.health,
         &before,
         input.formula,
         target.as_ref().ok().copied(),
     );
-    plan.health = readings.health;
+    let health = readings.health;
     plan.records = readings.records;
     events.extend(readings.events);
     let (any_active, any_error) = (readings.active, readings.error);
@@ -486,8 +499,6 @@ pub fn plan(input: &Input<'_>) -> Plan {
     plan.active = active;
     plan.falling_back = falling_back;
     plan.failing = any_error || falling_back;
-    plan.active = active;
-    plan.falling_back = falling_back;
 
     // A new owner of an object whose status says Active counts the cooldown from its own first
     // poll: lastActiveTime is written on transitions only, so the status may be old.
@@ -597,7 +608,7 @@ pub fn plan(input: &Input<'_>) -> Plan {
 
     // Fallback: health kept only when a valid fallback is configured.
     if fallback.is_some() {
-        apply_health(input, &before, &mut plan, &mut status);
+        apply_health(input, &before, &health, &mut plan, &mut status);
         if falling_back {
             // KEDA's message, with the replica count the HPA is led to.
             let message = match (fallback, &target) {
@@ -643,6 +654,7 @@ pub fn plan(input: &Input<'_>) -> Plan {
         }
     }
     ready_events(&before, &status, &mut events);
+    plan.health = Some(health);
     plan.status = status;
     plan.events = events;
     plan
@@ -694,7 +706,8 @@ pub fn assess(
     let mut any_active = false;
     let mut any_error = false;
     let mut active_metrics: Vec<String> = Vec::new();
-    let mut fallback_values: Vec<f64> = Vec::new();
+    // The first fallback value, which replaces the composite metric (`HandleScalingModifiers`).
+    let mut first_fallback: Option<f64> = None;
     let mut errors: Vec<String> = Vec::new();
     let mut formula_values: BTreeMap<String, Option<f64>> = BTreeMap::new();
     let mut falling_back = false;
@@ -727,16 +740,18 @@ pub fn assess(
                     active: reading.active,
                     error: None,
                     failures: 0,
+                    fallback: None,
                 });
                 if let Some(n) = trigger_name {
                     formula_values.insert(n, Some(reading.value));
                 }
             }
             Err(message) => {
+                let mut served = None;
                 let health = previous.failure();
                 health_after.insert(poll.metric.clone(), health);
                 if previous.failures == 0 {
-                    events.push(PlannedEvent::warning(failed_reason, message.clone()));
+                    events.push(PlannedEvent::failed_read(failed_reason, message.clone()));
                 }
                 let past = fallback.filter(|f| health.falls_back(f));
                 match past {
@@ -751,13 +766,11 @@ pub fn assess(
                         falling_back = true;
                         any_active = true;
                         active_metrics.push(poll.metric.clone());
-                        if let Some((metric_type, t)) = &poll.target {
-                            fallback_values.push(fallback_value(
-                                *t,
-                                metric_type,
-                                fallback_replicas(f, current),
-                                ready,
-                            ));
+                        served = poll.target.as_ref().map(|(metric_type, t)| {
+                            fallback_value(*t, metric_type, fallback_replicas(f, current), ready)
+                        });
+                        if first_fallback.is_none() {
+                            first_fallback = served;
                         }
                     }
                     None => {
@@ -774,6 +787,7 @@ pub fn assess(
                     active: past.is_some(),
                     error: Some(message.clone()),
                     failures: u32::try_from(health.failures).unwrap_or(0),
+                    fallback: served,
                 });
             }
         }
@@ -784,9 +798,9 @@ pub fn assess(
         any_active = false;
         active_metrics.clear();
         if !any_error {
-            let composite = if let Some(v) = fallback_values.first() {
+            let composite = if let Some(v) = first_fallback {
                 // A static-like fallback replaces the formula's result (`HandleScalingModifiers`).
-                Ok(Some(*v))
+                Ok(Some(v))
             } else {
                 match formula {
                     Some(f) => f.evaluate(&formula_values),
@@ -819,6 +833,7 @@ pub fn assess(
                         active: any_active,
                         error: None,
                         failures: 0,
+                        fallback: None,
                     });
                 }
                 Err(e) => {
@@ -830,6 +845,7 @@ pub fn assess(
                         active: false,
                         error: Some(e),
                         failures: 0,
+                        fallback: None,
                     });
                 }
             }
@@ -1005,22 +1021,20 @@ fn request_scale(
 fn apply_health(
     input: &Input<'_>,
     before: &ScaledObjectStatus,
+    health: &BTreeMap<String, Health>,
     plan: &mut Plan,
     status: &mut ScaledObjectStatus,
 ) {
     let Some(fallback) = valid_fallback(input.so) else {
         return;
     };
-    // Only the metrics the object has now.
-    plan.health
-        .retain(|m, _| input.external_metrics.iter().any(|e| e == m));
-    let wanted: BTreeMap<String, HealthStatus> = plan
-        .health
+    let wanted: BTreeMap<String, HealthStatus> = health
         .iter()
         .map(|(m, h)| (m.clone(), health_status(*h)))
         .collect();
-    let old = before.health.clone().unwrap_or_default();
-    if old == wanted {
+    let empty = BTreeMap::new();
+    let old = before.health.as_ref().unwrap_or(&empty);
+    if *old == wanted {
         return;
     }
     let state = |h: Option<&HealthStatus>| {
@@ -1332,7 +1346,10 @@ mod tests {
             "the HPA keeps the replicas while the count grows"
         );
         assert!(!plan.falling_back);
-        assert_eq!(plan.health[METRIC], Health { failures: 3 });
+        assert_eq!(
+            plan.health.as_ref().unwrap()[METRIC],
+            Health { failures: 3 }
+        );
         assert_eq!(
             condition(&plan, ConditionType::Fallback),
             (ConditionStatus::False, "NoFallbackFound".into())
@@ -1420,7 +1437,10 @@ mod tests {
         // No count in this replica's memory: the status's 3, plus this failure, is past 3.
         let plan = Case::new(so, 0, vec![failed()]).plan();
         assert!(plan.falling_back);
-        assert_eq!(plan.health[METRIC], Health { failures: 4 });
+        assert_eq!(
+            plan.health.as_ref().unwrap()[METRIC],
+            Health { failures: 4 }
+        );
     }
 
     #[test]
@@ -1440,7 +1460,11 @@ mod tests {
                 .unwrap(),
         );
         let plan = case.plan();
-        assert_eq!(plan.health[METRIC], Health { failures: 2 }, "counted");
+        assert_eq!(
+            plan.health.as_ref().unwrap()[METRIC],
+            Health { failures: 2 },
+            "counted"
+        );
         assert!(
             !plan.health_written,
             "but not written 30 s after the last write"
