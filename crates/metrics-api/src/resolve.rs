@@ -153,35 +153,34 @@ impl Resolver {
                     .find(|n| n.eq_ignore_ascii_case(metric))
             })
             .cloned();
-        let metric = match listed {
-            Some(m) => {
-                if let Some(value) = self.fallback(&so, &m) {
-                    return Ok(Resolved {
-                        value,
-                        source: Source::Fallback,
-                    });
-                }
-                m
-            }
-            None => self
-                .records
+        let metric = listed.unwrap_or_else(|| {
+            self.records
                 .object(namespace, name)
                 .into_iter()
                 .map(|(k, _)| k.metric_name)
                 .find(|m| m.eq_ignore_ascii_case(metric))
-                .unwrap_or_else(|| metric.to_owned()),
-        };
+                .unwrap_or_else(|| metric.to_owned())
+        });
         let key = RecordKey::new(namespace, name, metric.as_str());
-        // With `useCachedMetrics: true` the last polled value is served; otherwise, as KEDA's
-        // `GetScaledObjectMetrics`, the source is read for this request — by the owner.
-        if uses_cached_metrics(&so, &metric)
-            && let Some(record) = self.records.get_fresh(&key, ringscale_replication::now())
-            && record.error.is_none()
-        {
-            return Ok(Resolved {
-                value: record.value,
-                source: Source::Cache,
-            });
+        // With `useCachedMetrics: true` the last poll answers: its fallback value past the
+        // threshold (KEDA's cached record holds it), else its value. Otherwise, as KEDA's
+        // `GetScaledObjectMetrics`, the source is read for this request — by the owner, which
+        // applies fallback to the read.
+        if uses_cached_metrics(&so, &metric) {
+            if let Some(value) = self.fallback(&so, &metric) {
+                return Ok(Resolved {
+                    value,
+                    source: Source::Fallback,
+                });
+            }
+            if let Some(record) = self.records.get_fresh(&key, ringscale_replication::now())
+                && record.error.is_none()
+            {
+                return Ok(Resolved {
+                    value: record.value,
+                    source: Source::Cache,
+                });
+            }
         }
 
         let (generation, owner, me) = {
@@ -195,7 +194,7 @@ impl Resolver {
         };
         let Some(owner) = owner else {
             return self
-                .replicated(&key)
+                .unanswered(&so, &key)
                 .ok_or_else(|| MetricError::Unavailable("the ring has no members yet".to_owned()));
         };
         let query = Query {
@@ -212,7 +211,7 @@ impl Resolver {
                 Err(ForwardError::Query(e)) => (Err(e), Source::Forwarded),
                 // The owner cannot be reached: the replicated value, while young enough.
                 Err(e @ ForwardError::Endpoint { .. }) => {
-                    return self.replicated(&key).ok_or_else(|| {
+                    return self.unanswered(&so, &key).ok_or_else(|| {
                         MetricError::Unavailable(format!(
                             "the owner {} could not be asked: {e}",
                             owner.name
@@ -224,14 +223,14 @@ impl Resolver {
         let records = match answer {
             Ok(records) => records,
             Err(QueryError::NotFound(m)) => return Err(MetricError::NotFound(m)),
-            // The owner answered that the source failed: that is the answer (fallback, if any,
-            // was applied above from the failure counts).
+            // The owner answered that the source failed (below the fallback threshold, or
+            // without fallback): that is the answer.
             Err(QueryError::Source(m)) => return Err(MetricError::Unavailable(m)),
             // Not the owner any more, shutting down, timed out: the replicated value, while
             // young enough.
             Err(other) => {
                 return self
-                    .replicated(&key)
+                    .unanswered(&so, &key)
                     .ok_or_else(|| MetricError::Unavailable(other.to_string()));
             }
         };
@@ -250,9 +249,16 @@ impl Resolver {
         }
     }
 
-    /// The replicated value of `key` when the owner cannot answer: only a good reading younger
-    /// than the staleness bound (max(3 × pollingInterval, 60 s)).
-    fn replicated(&self, key: &RecordKey) -> Option<Resolved> {
+    /// What is served when the owner cannot answer: the fallback value past the threshold
+    /// (from the replicated failure counts), else the replicated value, only a good reading
+    /// younger than the staleness bound (max(3 × pollingInterval, 60 s)).
+    fn unanswered(&self, so: &ScaledObject, key: &RecordKey) -> Option<Resolved> {
+        if let Some(value) = self.fallback(so, &key.metric_name) {
+            return Some(Resolved {
+                value,
+                source: Source::Fallback,
+            });
+        }
         let record = self.records.get(key)?;
         let usable = record.freshness(ringscale_replication::now()) != Freshness::Stale;
         (usable && record.error.is_none()).then_some(Resolved {
@@ -261,9 +267,9 @@ impl Resolver {
         })
     }
 
-    /// KEDA's fallback: when the metric's failures (as the owner counts them in
-    /// `status.health`) exceed `failureThreshold`, the value that lands the HPA on the
-    /// fallback replicas.
+    /// KEDA's fallback where no read is made here: when the metric's failures (the owner's
+    /// count in the replicated record, or `status.health`) exceed `failureThreshold`, the value
+    /// that lands the HPA on the fallback replicas.
     fn fallback(&self, so: &ScaledObject, metric: &str) -> Option<f64> {
         // `fallback.replicas: 0` is valid (KEDA's `HasValidFallback`): the HPA is served 0. The
         // composite metric's fallback is computed by the owner and recorded.
@@ -325,19 +331,15 @@ impl Resolver {
 /// trigger; for the composite metric, on every trigger it is computed from).
 fn uses_cached_metrics(so: &ScaledObject, metric: &str) -> bool {
     if metric == ringscale_api::names::COMPOSITE_METRIC_NAME {
-        let external: Vec<_> = so
+        let mut external = so
             .spec
             .triggers
             .iter()
             .filter(|t| !t.is_resource())
-            .collect();
-        return !external.is_empty() && external.iter().all(|t| t.uses_cached_metrics());
+            .peekable();
+        return external.peek().is_some() && external.all(|t| t.uses_cached_metrics());
     }
-    // `s<index>-...`
-    metric
-        .strip_prefix('s')
-        .and_then(|rest| rest.split_once('-'))
-        .and_then(|(index, _)| index.parse::<usize>().ok())
-        .and_then(|index| so.spec.triggers.get(index))
+    ringscale_scalers::split_metric_name(metric)
+        .and_then(|(index, _)| so.spec.triggers.get(index))
         .is_some_and(|t| t.uses_cached_metrics())
 }
