@@ -1019,9 +1019,10 @@ async fn run_once(
         let mut rng = StdRng::seed_from_u64(seed ^ 0x00fa_11ba);
         let picks: Vec<(usize, u16)> = (0..200.min(k))
             .map(|_| {
+                // At least one replica runs (checked before any run).
                 (
                     rng.random_range(0..k),
-                    ports[rng.random_range(0..ports.len().max(1)) % ports.len().max(1)],
+                    ports[rng.random_range(0..ports.len())],
                 )
             })
             .collect();

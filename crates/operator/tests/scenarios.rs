@@ -2192,7 +2192,12 @@ async fn go_booleans_in_annotations_and_cron_outside_its_window() {
     let (_tx, rx) = watch::channel(ownership(&["r0"], "r0", 1));
     let (_ctl, records) = controller(&c.client, rx, "r0");
     wait_replicas(&c.client, "worker", 1, WITHIN).await;
-    let status = so_status(&c.client, "orders").await;
+    // The status follows the scale write in the same cycle: wait for it, not race it.
+    let status = eventually(WITHIN, "the status after the activation", || async {
+        let s = so_status(&c.client, "orders").await;
+        (condition(&s, "Active").0 == "True").then_some(s)
+    })
+    .await;
     assert_eq!(condition(&status, "Paused").0, "False");
     let record = eventually(WITHIN, "the cron value", || async {
         records

@@ -1,7 +1,6 @@
 //! Forwarded metrics queries: what the owner does when another replica asks for a live value.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -130,14 +129,12 @@ pub struct Coalesced {
     live: Arc<dyn LiveQuery>,
     timeout: Duration,
     running: Mutex<HashMap<Query, Running>>,
-    joined: AtomicU64,
 }
 
 impl std::fmt::Debug for Coalesced {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Coalesced")
             .field("timeout", &self.timeout)
-            .field("joined", &self.joined)
             .finish_non_exhaustive()
     }
 }
@@ -149,13 +146,7 @@ impl Coalesced {
             live,
             timeout,
             running: Mutex::default(),
-            joined: AtomicU64::new(0),
         }
-    }
-
-    /// Queries that joined a read already running.
-    pub fn joined(&self) -> u64 {
-        self.joined.load(Ordering::Relaxed)
     }
 
     /// Answers `query`, joining an identical one that is running; says whether it joined.
@@ -183,9 +174,6 @@ impl Coalesced {
                 }
             }
         };
-        if joined {
-            self.joined.fetch_add(1, Ordering::Relaxed);
-        }
         let answer = future.clone().await;
         let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
         if running.get(&query).is_some_and(|f| f.ptr_eq(&future)) {

@@ -417,13 +417,10 @@ pub(super) async fn build(ctx: &Ctx, so: &ScaledObject, runtime: &mut Runtime) {
         }
     }
     // Health of metrics that no longer exist goes.
-    let names: Vec<String> = runtime
-        .specs
-        .iter()
-        .filter_map(MetricSpec::external_name)
-        .map(str::to_owned)
-        .collect();
-    runtime.health.retain(|m, _| names.contains(m));
+    let specs = &runtime.specs;
+    runtime
+        .health
+        .retain(|m, _| specs.iter().any(|s| s.external_name() == Some(m.as_str())));
 }
 
 /// The target's replicas and ready replicas, and what kind it is: Deployments and
