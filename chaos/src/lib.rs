@@ -25,16 +25,17 @@ use serde_json::{Value, json};
 
 mod faults;
 mod proxy;
+mod restart;
 
 /// Command line.
-#[derive(Debug, Parser)]
+#[derive(Clone, Debug, Parser)]
 #[command(
     name = "ringscale-chaos",
     about = "Fault scenarios against a ring of replicas"
 )]
 pub(crate) struct Args {
     /// Which scenario (`all` runs every one).
-    #[arg(long, default_value = "all", value_parser = ["all", "kill", "pause", "partition", "api-outage", "throttle", "source-down", "rolling-restart", "coordinator-kill"])]
+    #[arg(long, default_value = "all", value_parser = ["all", "kill", "pause", "partition", "api-outage", "throttle", "source-down", "rolling-restart", "coordinator-kill", "api-restart"])]
     pub(crate) scenario: String,
     /// Seed (default: from the clock; printed so a run can be repeated).
     #[arg(long)]
@@ -47,7 +48,7 @@ pub(crate) struct Args {
     replicas: usize,
     /// ScaledObjects.
     #[arg(long, default_value_t = 30)]
-    objects: usize,
+    pub(crate) objects: usize,
     /// The `ringscale` binary (default: next to this one).
     #[arg(long, env = "RINGSCALE_BIN")]
     ringscale: Option<PathBuf>,
@@ -110,6 +111,9 @@ pub fn main() -> ExitCode {
         }
         if run("coordinator-kill") {
             checks.extend(faults::coordinator_kill(&args, seed).await?);
+        }
+        if run("api-restart") {
+            checks.extend(restart::api_restart(&args, seed).await?);
         }
         anyhow::Ok(checks)
     });

@@ -22,11 +22,15 @@
 //!
 //! The rest of the process sees the outcome as a `watch` channel of [`Ownership`].
 
+mod backoff;
 mod objects;
 
+pub use backoff::WatchBackoff;
+
 pub use objects::{
-    ADDRESS_ANNOTATION, MEMBER_LABEL, Published, RING_LABEL, ROLE_LABEL, TAKEN_OVER_ANNOTATION,
-    coordinator_lease_name, decode_ring, member_lease_name, publish_ring, ring_configmap_name,
+    ADDRESS_ANNOTATION, LEAVING_ANNOTATION, MEMBER_LABEL, Published, RING_LABEL, ROLE_LABEL,
+    TAKEN_OVER_ANNOTATION, coordinator_lease_name, decode_ring, is_leaving, member_lease_name,
+    publish_ring, ring_configmap_name,
 };
 
 use std::collections::{HashMap, HashSet};
@@ -71,6 +75,9 @@ pub struct Config {
     pub request_timeout: Duration,
     /// Whether this replica stands for coordinator.
     pub candidate: bool,
+    /// How long the ring keeps a gracefully stopped member's objects for it (its Lease marked
+    /// leaving) before moving them to the others; zero moves them at once (the Lease is deleted).
+    pub leave_grace: Duration,
 }
 
 impl Config {
@@ -86,6 +93,7 @@ impl Config {
             retry_period: Duration::from_secs(2),
             request_timeout: Duration::from_secs(5),
             candidate: true,
+            leave_grace: Duration::from_secs(10),
         }
     }
 
@@ -105,6 +113,12 @@ impl Config {
             return Err(format!(
                 "the lease duration ({:?}) must exceed the renew deadline ({:?})",
                 self.lease_duration, self.renew_deadline
+            ));
+        }
+        if self.leave_grace > Duration::from_secs(300) {
+            return Err(format!(
+                "the leave grace ({:?}) must be at most 5 minutes: objects go unpolled meanwhile",
+                self.leave_grace
             ));
         }
         if self.lease_duration.as_secs() == 0 {
@@ -180,6 +194,9 @@ struct State {
     published: Option<Published>,
     member_active: bool,
     coordinator_until: Option<Instant>,
+    /// Whether this replica's last call on its own Leases failed (API server unreachable, or
+    /// refusing it). The first success after restarts every Lease's clock.
+    unreachable: bool,
 }
 
 struct Shared {
@@ -267,16 +284,34 @@ impl Coordinator {
         };
         shared.update_ownership();
         let timeout = shared.config.request_timeout;
-        if was_coordinator {
-            // Publish the ring without this replica now, rather than leave it to the next
-            // coordinator after an election.
-            let _ = tokio::time::timeout(timeout, shared.publish_without_self()).await;
-        }
         let member_lease = member_lease_name(&shared.config.ring, &shared.config.member);
-        let _ = tokio::time::timeout(timeout, shared.release(&member_lease)).await;
         let coordinator_lease = coordinator_lease_name(&shared.config.ring);
+        if shared.config.leave_grace.is_zero() {
+            if was_coordinator {
+                // Publish the ring without this replica now, rather than leave it to the next
+                // coordinator after an election.
+                let _ = tokio::time::timeout(timeout, shared.publish_without_self()).await;
+            }
+            let _ = tokio::time::timeout(timeout, shared.release(&member_lease)).await;
+            let _ = tokio::time::timeout(timeout, shared.release(&coordinator_lease)).await;
+            info!(member = %shared.config.member, "left the ring");
+            return;
+        }
+        // Leave the ring as it is for the grace: a replica restarting under the same name takes
+        // its Lease, and its objects, back without a ring change. The coordinator Lease goes at
+        // once so that another candidate coordinates meanwhile.
+        let marked = tokio::time::timeout(timeout, shared.mark_leaving(&member_lease)).await;
         let _ = tokio::time::timeout(timeout, shared.release(&coordinator_lease)).await;
-        info!(member = %shared.config.member, "left the ring");
+        match marked {
+            Ok(true) => info!(
+                member = %shared.config.member,
+                grace_s = shared.config.leave_grace.as_secs_f64(),
+                "stopped; the ring keeps this member's objects for the leave grace"
+            ),
+            _ => {
+                info!(member = %shared.config.member, "stopped; the member lease could not be marked leaving, so it expires")
+            }
+        }
     }
 
     /// Stops every task without releasing anything, as a killed process would (tests).
@@ -335,6 +370,47 @@ impl Shared {
         });
     }
 
+    /// Notes a Lease as read from the API: its clock restarts when its resourceVersion changed.
+    fn observe(&self, lease: Lease) {
+        let name = lease.name_any();
+        let mut state = lock(&self.state);
+        let same = state
+            .leases
+            .get(&name)
+            .is_some_and(|seen| resource_version(&seen.lease) == resource_version(&lease));
+        if !same {
+            state.leases.insert(
+                name,
+                Observed {
+                    lease,
+                    since: Instant::now(),
+                },
+            );
+        }
+    }
+
+    /// A call on this replica's own Leases failed for a reason other than losing them.
+    fn api_failed(&self) {
+        lock(&self.state).unreachable = true;
+    }
+
+    /// A call on this replica's own Leases was answered. After a failure this restarts every
+    /// Lease's clock: while this replica could not reach the API server, nobody could be seen
+    /// renewing, and time that passed unseen must not expire anyone's Lease — every member gets
+    /// a full lease duration from now to renew.
+    fn api_reached(&self) {
+        let mut state = lock(&self.state);
+        if !state.unreachable {
+            return;
+        }
+        state.unreachable = false;
+        let now = Instant::now();
+        for seen in state.leases.values_mut() {
+            seen.since = now;
+        }
+        info!("the API server answers again; lease clocks restarted");
+    }
+
     /// Whether `lease` has sat unchanged for a full lease duration, as seen from here.
     fn expired(&self, lease: &Lease) -> bool {
         let name = lease.name_any();
@@ -364,7 +440,7 @@ impl Shared {
         let selector = format!("{RING_LABEL}={}", self.config.ring);
         let config = watcher::Config::default().labels(&selector);
         let mut stream = watcher(self.leases.clone(), config)
-            .default_backoff()
+            .backoff(WatchBackoff::new())
             .boxed();
         let mut relisting: Option<HashSet<String>> = None;
         while let Some(event) = stream.next().await {
@@ -415,7 +491,7 @@ impl Shared {
         let fields = format!("metadata.name={}", ring_configmap_name(&self.config.ring));
         let config = watcher::Config::default().fields(&fields);
         let mut stream = watcher(self.configmaps.clone(), config)
-            .default_backoff()
+            .backoff(WatchBackoff::new())
             .boxed();
         while let Some(event) = stream.next().await {
             match event {
@@ -496,6 +572,11 @@ impl Shared {
             let outcome =
                 tokio::time::timeout(self.config.request_timeout, self.renew_member(&mut own))
                     .await;
+            if matches!(outcome, Ok(Ok(_))) {
+                self.api_reached();
+            } else {
+                self.api_failed();
+            }
             match outcome {
                 Ok(Ok(true)) => {
                     let valid_until = started + self.config.renew_deadline;
@@ -640,11 +721,19 @@ impl Shared {
                 }
             }
             Some(lease) if holder(&lease) == Some(me) => {
-                // Ours (a restart with the same name): renew it, with the current address.
+                // Ours (a restart with the same name, maybe within the leave grace): renew it,
+                // with the current address, no longer leaving.
                 let mut lease = renewed(lease, duration);
+                let came_back = lease.annotations_mut().remove(LEAVING_ANNOTATION).is_some();
                 lease
                     .annotations_mut()
                     .insert(ADDRESS_ANNOTATION.to_owned(), self.config.address.clone());
+                if came_back {
+                    info!(
+                        member = me,
+                        "back within the leave grace: the ring kept this member's objects"
+                    );
+                }
                 let l = replace_lease(&self.leases, &lease).await?;
                 *own = Some(l);
                 Ok(true)
@@ -669,6 +758,31 @@ impl Shared {
                 } else {
                     Ok(false)
                 }
+            }
+        }
+    }
+
+    /// Marks this replica's member Lease as leaving (`true` when done).
+    async fn mark_leaving(&self, name: &str) -> bool {
+        let me = self.config.member.as_str();
+        let lease = match self.leases.get_opt(name).await {
+            Ok(Some(lease)) if holder(&lease) == Some(me) => lease,
+            Ok(_) => return false,
+            Err(e) => {
+                warn!(lease = name, error = %e, "could not mark the member lease leaving");
+                return false;
+            }
+        };
+        let mut lease = lease;
+        lease.annotations_mut().insert(
+            LEAVING_ANNOTATION.to_owned(),
+            self.config.leave_grace.as_secs().max(1).to_string(),
+        );
+        match replace_lease(&self.leases, &lease).await {
+            Ok(_) => true,
+            Err(e) => {
+                warn!(lease = name, error = %e, "could not mark the member lease leaving");
+                false
             }
         }
     }
@@ -711,6 +825,11 @@ impl Shared {
                     self.renew_coordinator(&mut own),
                 )
                 .await;
+                if matches!(outcome, Ok(Ok(_))) {
+                    self.api_reached();
+                } else {
+                    self.api_failed();
+                }
                 let became = match outcome {
                     Ok(Ok(true)) => {
                         let until = started + self.config.renew_deadline;
@@ -784,17 +903,22 @@ impl Shared {
         }
     }
 
-    /// The coordinator's round: declare expired members dead, then publish the ring if its
-    /// members differ from the live members.
+    /// The coordinator's round: declare expired members dead, let go of members whose leave
+    /// grace ran out, then publish the ring if its members differ from the live members.
+    ///
+    /// Only while this replica itself holds its member Lease and its last call on its Leases was
+    /// answered: it is then one of the live members, so the ring it publishes is never empty,
+    /// and its clocks have restarted after any outage it saw (see [`Shared::api_reached`]).
     async fn reconcile_ring(&self) {
-        let (alive, expired, leftovers) = {
+        let (alive, expired, departed, leftovers) = {
             let state = lock(&self.state);
-            if !state.leases_synced {
+            if !state.leases_synced || !state.member_active || state.unreachable {
                 return;
             }
             let now = Instant::now();
             let mut alive = Vec::new();
             let mut expired = Vec::new();
+            let mut departed = Vec::new();
             let mut leftovers = Vec::new();
             for seen in state.leases.values() {
                 let lease = &seen.lease;
@@ -806,9 +930,13 @@ impl Shared {
                     continue;
                 }
                 match member_of(lease) {
+                    // This replica holds its own Lease (checked above): alive.
+                    Some(member) if member.name == self.config.member => alive.push(member),
                     Some(member) => {
                         let age = now.saturating_duration_since(seen.since);
-                        if age >= lease_duration_of(lease, &self.config) {
+                        if is_leaving(lease) && age >= self.grace_of(lease) {
+                            departed.push((member, lease.clone()));
+                        } else if age >= lease_duration_of(lease, &self.config) {
                             expired.push((member, lease.clone()));
                         } else {
                             alive.push(member);
@@ -821,7 +949,7 @@ impl Shared {
                     None => {}
                 }
             }
-            (alive, expired, leftovers)
+            (alive, expired, departed, leftovers)
         };
         let mut alive = alive;
         for (member, lease) in expired {
@@ -838,22 +966,67 @@ impl Shared {
                 }
             }
         }
+        for (member, lease) in departed {
+            // A precondition on the resourceVersion: if the member came back meanwhile (it
+            // renewed), the delete fails and it stays.
+            match delete_lease(&self.leases, &lease).await {
+                Ok(()) => {
+                    info!(member = %member.name, "left the ring: its leave grace ran out");
+                    lock(&self.state).leases.remove(&lease.name_any());
+                }
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => {
+                    if is_conflict(&e) {
+                        self.reread_lease(&lease.name_any()).await;
+                    } else {
+                        warn!(member = %member.name, error = %e, "could not remove a departed member's lease");
+                    }
+                    alive.push(member);
+                }
+            }
+        }
         for lease in leftovers {
             let _ = delete_lease(&self.leases, &lease).await;
         }
         self.publish_members(alive).await;
     }
 
+    /// How long a leaving member's objects are kept for it: the grace its Lease names (bounded
+    /// by 5 minutes), else this replica's own.
+    fn grace_of(&self, lease: &Lease) -> Duration {
+        lease
+            .annotations()
+            .get(LEAVING_ANNOTATION)
+            .and_then(|v| v.parse::<u64>().ok())
+            .map_or(self.config.leave_grace, |s| Duration::from_secs(s.min(300)))
+    }
+
+    /// Reads a Lease again after a write on it was refused (409), so that the next attempt does
+    /// not repeat the stale resourceVersion; a changed Lease restarts its clock.
+    async fn reread_lease(&self, name: &str) {
+        match self.leases.get_opt(name).await {
+            Ok(Some(lease)) => self.observe(lease),
+            Ok(None) => {
+                lock(&self.state).leases.remove(name);
+            }
+            Err(e) => debug!(lease = name, error = %e, "could not read a lease again"),
+        }
+    }
+
     /// Takes over a member's expired Lease (CAS; `Ok(false)` if the member renewed first), then
     /// deletes it.
     async fn take_over(&self, lease: Lease) -> Result<bool, kube::Error> {
+        let name = lease.name_any();
         let mut lease = taken(lease, &self.config.member, self.config.lease_duration);
         lease
             .annotations_mut()
             .insert(TAKEN_OVER_ANNOTATION.to_owned(), self.config.member.clone());
         let taken = match replace_lease(&self.leases, &lease).await {
             Ok(l) => l,
-            Err(e) if is_conflict(&e) || is_not_found(&e) => return Ok(false),
+            Err(e) if is_conflict(&e) || is_not_found(&e) => {
+                self.reread_lease(&name).await;
+                return Ok(false);
+            }
             Err(e) => return Err(e),
         };
         if let Err(e) = delete_lease(&self.leases, &taken).await

@@ -20,6 +20,10 @@ pub const MEMBER_LABEL: &str = "ringscale.io/member";
 pub const ADDRESS_ANNOTATION: &str = "ringscale.io/address";
 /// Annotation the coordinator sets when it takes over a dead member's Lease.
 pub const TAKEN_OVER_ANNOTATION: &str = "ringscale.io/taken-over-by";
+/// Annotation a member sets on its Lease when it stops gracefully: it means to come back under
+/// the same name (a StatefulSet pod), so the ring keeps its objects for the leave grace (the
+/// value, in seconds) instead of moving them away and back.
+pub const LEAVING_ANNOTATION: &str = "ringscale.io/leaving";
 
 /// Name of a member's Lease.
 pub fn member_lease_name(ring: &str, member: &str) -> String {
@@ -134,6 +138,15 @@ pub fn member_of(lease: &Lease) -> Option<Member> {
         name: name.clone(),
         address,
     })
+}
+
+/// Whether a member marked its Lease as leaving (a graceful stop, meaning to come back).
+pub fn is_leaving(lease: &Lease) -> bool {
+    lease
+        .metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(LEAVING_ANNOTATION))
 }
 
 /// Replaces `lease` if nobody changed it since it was read (its resourceVersion).

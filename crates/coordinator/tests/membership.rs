@@ -1,7 +1,11 @@
 //! Membership invariants on kube-sim, with timings scaled down (2 s lease, 1.4 s renew deadline,
 //! 0.3 s retry period) so the bounds are checked in seconds:
 //! - racing coordinators never publish two different rings with one generation;
-//! - a graceful leave is reflected within 2 s;
+//! - a graceful leave is reflected within 2 s (without a leave grace); with one, a member that
+//!   comes back under its name within the grace changes nothing, and one that does not is gone
+//!   after the grace;
+//! - an API-server restart longer than the lease (with 403s while it warms up) declares no one
+//!   dead;
 //! - a killed member is removed within lease duration + retry period + 2 s;
 //! - a member partitioned from the API server stops acting before its Lease can be taken over.
 
@@ -29,6 +33,7 @@ const RING: &str = "ringscale";
 const NS: &str = "default";
 const LEASE: Duration = Duration::from_secs(2);
 const RETRY: Duration = Duration::from_millis(300);
+const LEAVE_GRACE: Duration = Duration::from_secs(2);
 
 async fn sim() -> KubeSim {
     KubeSim::start(SimConfig {
@@ -61,6 +66,7 @@ fn config(name: &str) -> Config {
         renew_deadline: Duration::from_millis(1400),
         retry_period: RETRY,
         request_timeout: Duration::from_secs(1),
+        leave_grace: LEAVE_GRACE,
         ..Config::new(RING, NS, name, &format!("{name}.peers:9443"))
     }
 }
@@ -92,9 +98,22 @@ async fn ring_of(
     sim: &KubeSim,
     members: &[&str],
 ) -> (Vec<Coordinator>, Vec<watch::Receiver<Ownership>>) {
+    ring_with(sim, members, config("x").leave_grace).await
+}
+
+/// A ring whose members keep a stopped member's objects for `leave_grace`.
+async fn ring_with(
+    sim: &KubeSim,
+    members: &[&str],
+    leave_grace: Duration,
+) -> (Vec<Coordinator>, Vec<watch::Receiver<Ownership>>) {
     let mut coordinators = Vec::new();
     for name in members {
-        coordinators.push(Coordinator::start(client(sim, None).await, config(name)).unwrap());
+        let config = Config {
+            leave_grace,
+            ..config(name)
+        };
+        coordinators.push(Coordinator::start(client(sim, None).await, config).unwrap());
     }
     let mut rxs: Vec<_> = coordinators.iter().map(Coordinator::ownership).collect();
     let want: Vec<String> = members.iter().map(|s| (*s).to_owned()).collect();
@@ -144,8 +163,12 @@ async fn three_replicas_agree_on_one_ring_and_split_the_keys() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_graceful_leave_is_reflected_within_two_seconds() {
     let sim = sim().await;
-    let (mut coordinators, mut rxs) =
-        ring_of(&sim, &["ringscale-0", "ringscale-1", "ringscale-2"]).await;
+    let (mut coordinators, mut rxs) = ring_with(
+        &sim,
+        &["ringscale-0", "ringscale-1", "ringscale-2"],
+        Duration::ZERO,
+    )
+    .await;
     // First an ordinary member leaves, then the coordinator itself.
     for round in 0..2 {
         let leaving = if round == 0 {
@@ -381,4 +404,103 @@ async fn racing_coordinators_never_publish_two_rings_with_one_generation() {
         "the racers made progress: {}",
         written.len()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_back_within_its_leave_grace_keeps_the_ring_and_one_that_stays_away_leaves() {
+    let sim = sim().await;
+    let (mut coordinators, mut rxs) =
+        ring_of(&sim, &["ringscale-0", "ringscale-1", "ringscale-2"]).await;
+    let generation = rxs[0].borrow().generation();
+    // A member (not the coordinator) stops and restarts under its name within the grace.
+    let i = coordinators
+        .iter()
+        .position(|c| !c.ownership().borrow().coordinator)
+        .unwrap();
+    let name = rxs[i].borrow().member.to_string();
+    coordinators.remove(i).shutdown().await;
+    rxs.remove(i);
+    let leases: Api<Lease> = Api::namespaced(client(&sim, None).await, NS);
+    let lease = leases.get(&member_lease_name(RING, &name)).await.unwrap();
+    assert!(ringscale_coordinator::is_leaving(&lease), "marked leaving");
+    tokio::time::sleep(LEAVE_GRACE / 2).await;
+    let back = Coordinator::start(client(&sim, None).await, config(&name)).unwrap();
+    let mut back_rx = back.ownership();
+    until(
+        &mut back_rx,
+        Duration::from_secs(5),
+        "back and active",
+        |o| o.active && names(o).contains(&name),
+    )
+    .await;
+    tokio::time::sleep(LEAVE_GRACE + RETRY * 2).await;
+    for rx in rxs.iter().chain(std::iter::once(&back_rx)) {
+        assert_eq!(
+            rx.borrow().generation(),
+            generation,
+            "a restart within the grace moves nothing"
+        );
+    }
+    coordinators.push(back);
+    rxs.push(back_rx);
+    // The coordinator stops and stays away: another coordinates, and after the grace the ring
+    // goes on without it.
+    let i = coordinators
+        .iter()
+        .position(|c| c.ownership().borrow().coordinator)
+        .unwrap();
+    let gone = rxs[i].borrow().member.to_string();
+    let stopped = Instant::now();
+    coordinators.remove(i).shutdown().await;
+    rxs.remove(i);
+    tokio::time::sleep(LEAVE_GRACE / 2).await;
+    assert!(
+        names(&rxs[0].borrow()).contains(&gone),
+        "kept within the grace"
+    );
+    for rx in &mut rxs {
+        until(
+            rx,
+            LEAVE_GRACE * 2 + Duration::from_secs(3),
+            "gone after the grace",
+            |o| !names(o).contains(&gone) && o.generation() > generation,
+        )
+        .await;
+    }
+    let took = stopped.elapsed();
+    assert!(took >= LEAVE_GRACE, "not before the grace: {took:?}");
+    assert!(
+        leases
+            .get_opt(&member_lease_name(RING, &gone))
+            .await
+            .unwrap()
+            .is_none(),
+        "its Lease is deleted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_server_restart_longer_than_the_lease_declares_no_one_dead() {
+    let sim = sim().await;
+    let (_coordinators, rxs) = ring_of(&sim, &["ringscale-0", "ringscale-1", "ringscale-2"]).await;
+    let generation = rxs[0].borrow().generation();
+    // Down for twice the lease, then 403 for a renew deadline while the authorizer warms up.
+    sim.sim()
+        .restart(LEASE * 2, Duration::from_millis(1400))
+        .await;
+    let mut rxs = rxs;
+    for rx in &mut rxs {
+        until(rx, Duration::from_secs(10), "active again", |o| o.active).await;
+    }
+    tokio::time::sleep(LEASE * 2).await;
+    for rx in &rxs {
+        let o = rx.borrow();
+        assert_eq!(
+            o.generation(),
+            generation,
+            "no new ring: nobody was declared dead"
+        );
+        assert_eq!(names(&o).len(), 3);
+        assert!(o.active);
+    }
 }

@@ -224,6 +224,18 @@ impl ApiError {
         e
     }
 
+    /// 403 Forbidden for a request the authorizer could not decide yet, as a real API server
+    /// answers while its RBAC caches warm up after a restart.
+    pub fn authorizer_warming(user: &str) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            format!(
+                "forbidden: User {user:?} cannot be authorized yet: RBAC: the authorizer's caches are not synced (the API server is starting)"
+            ),
+        )
+    }
+
     /// 429 TooManyRequests with Retry-After.
     pub fn too_many_requests(retry_after: u32) -> Self {
         let mut e = Self::new(

@@ -1,6 +1,6 @@
 //! Fault injection, at run time from Rust or over the admin endpoint: latency, error rates by
 //! verb (429 with Retry-After, or 500), a full outage (503, or connections refused), dropping
-//! every open watch, and pausing the simulated controllers.
+//! every open watch, pausing the simulated controllers, and an authorizer warming up (403).
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -69,6 +69,10 @@ pub struct FaultSpec {
     /// Whether the simulated controllers are paused.
     #[serde(default)]
     pub controllers_paused: bool,
+    /// The authorizer is warming up (an API server just started): every request of a user not in
+    /// `system:masters` gets 403 Forbidden.
+    #[serde(default)]
+    pub authorization_warming: bool,
 }
 
 /// The fault switchboard.
@@ -145,6 +149,11 @@ impl Faults {
     /// Pauses or resumes the simulated controllers.
     pub fn pause_controllers(&self, paused: bool) {
         self.update(|s| s.controllers_paused = paused);
+    }
+
+    /// Starts or ends the authorizer's warm-up (403 for everyone but `system:masters`).
+    pub fn set_authorization_warming(&self, warming: bool) {
+        self.update(|s| s.authorization_warming = warming);
     }
 
     /// Whether the controllers are paused.

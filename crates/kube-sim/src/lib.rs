@@ -124,6 +124,21 @@ pub struct Sim {
 }
 
 impl Sim {
+    /// Restarts the API server as a real one restarts: down for `down` (connections refused,
+    /// every open watch cut), then back with the same store — resourceVersions continue — but an
+    /// empty watch cache (a watch from a resourceVersion before the restart gets 410 Gone, so
+    /// clients list again), and for `warmup` an authorizer that has not synced its caches (403
+    /// for every user outside `system:masters`: no Lease can be renewed meanwhile).
+    pub async fn restart(&self, down: Duration, warmup: Duration) {
+        self.faults.set_outage(Some(OutageMode::Refuse));
+        tokio::time::sleep(down).await;
+        self.store.compact();
+        self.faults.set_authorization_warming(true);
+        self.faults.set_outage(None);
+        tokio::time::sleep(warmup).await;
+        self.faults.set_authorization_warming(false);
+    }
+
     /// Sets the utilisation of a workload (`kind` as in `scaleTargetRef`, e.g. Deployment).
     pub fn set_utilization(
         &self,

@@ -362,7 +362,13 @@ async fn handle(
         Ok(r) => r,
         Err(e) => {
             let response = error_response(&e);
-            record(&sim, user.as_ref(), "other", None, response.status());
+            record(
+                &sim,
+                user.as_ref(),
+                "other",
+                &Client::default(),
+                response.status(),
+            );
             return response;
         }
     };
@@ -378,6 +384,22 @@ async fn handle(
         return error_response(&ApiError::unauthorized());
     };
     let q = query(req.uri());
+    let client = Client {
+        user_agent: req
+            .headers()
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        field_manager: q.get("fieldManager").cloned(),
+    };
+    if sim.faults.spec().authorization_warming
+        && !user.groups.iter().any(|g| g == "system:masters")
+        && !matches!(route, Route::Admin(_))
+    {
+        let response = error_response(&ApiError::authorizer_warming(&user.name));
+        record(&sim, Some(&user), "other", &client, response.status());
+        return response;
+    }
     let watch = matches!(q.get("watch").map(String::as_str), Some("true" | "1"));
     match route {
         Route::Admin(rest) => crate::admin::handle(&sim, req, &rest).await,
@@ -386,7 +408,7 @@ async fn handle(
                 Err(e) => error_response(&e),
                 Ok(()) => aggregator::proxy(&sim, req, &group, &version, &user).await,
             };
-            record(&sim, Some(&user), "proxy", None, response.status());
+            record(&sim, Some(&user), "proxy", &client, response.status());
             response
         }
         Route::Resource {
@@ -406,7 +428,14 @@ async fn handle(
             );
             if let Err(e) = sim.faults.before_request(verb, &gvr.resource).await {
                 let response = error_response(&e);
-                record_request(&sim, &user, verb, &record_target, response.status());
+                record_request(
+                    &sim,
+                    &user,
+                    verb,
+                    &record_target,
+                    &client,
+                    response.status(),
+                );
                 return response;
             }
             let response = match info {
@@ -427,7 +456,14 @@ async fn handle(
                     .await
                 }
             };
-            record_request(&sim, &user, verb, &record_target, response.status());
+            record_request(
+                &sim,
+                &user,
+                verb,
+                &record_target,
+                &client,
+                response.status(),
+            );
             response
         }
         other => {
@@ -435,7 +471,7 @@ async fn handle(
                 Err(e) => error_response(&e),
                 Ok(()) => discovery::respond(&sim, &other_route_name(&other), req.headers()),
             };
-            record(&sim, Some(&user), "discovery", None, response.status());
+            record(&sim, Some(&user), "discovery", &client, response.status());
             response
         }
     }
@@ -454,7 +490,14 @@ fn other_route_name(route: &Route) -> discovery::Path {
     }
 }
 
-fn record(sim: &Sim, user: Option<&User>, verb: &str, _resource: Option<&str>, code: StatusCode) {
+/// What a request said about its client.
+#[derive(Clone, Debug, Default)]
+struct Client {
+    user_agent: Option<String>,
+    field_manager: Option<String>,
+}
+
+fn record(sim: &Sim, user: Option<&User>, verb: &str, client: &Client, code: StatusCode) {
     sim.stats.record(RequestRecord {
         user: user.map_or_else(|| "system:anonymous".to_owned(), |u| u.name.clone()),
         verb: verb.to_owned(),
@@ -465,6 +508,8 @@ fn record(sim: &Sim, user: Option<&User>, verb: &str, _resource: Option<&str>, c
         name: None,
         code: code.as_u16(),
         at: std::time::Instant::now(),
+        user_agent: client.user_agent.clone(),
+        field_manager: client.field_manager.clone(),
     });
 }
 
@@ -476,7 +521,14 @@ type RecordTarget = (
     Option<String>,
 );
 
-fn record_request(sim: &Sim, user: &User, verb: &str, t: &RecordTarget, code: StatusCode) {
+fn record_request(
+    sim: &Sim,
+    user: &User,
+    verb: &str,
+    t: &RecordTarget,
+    client: &Client,
+    code: StatusCode,
+) {
     sim.stats.record(RequestRecord {
         user: user.name.clone(),
         verb: verb.to_owned(),
@@ -487,6 +539,8 @@ fn record_request(sim: &Sim, user: &User, verb: &str, t: &RecordTarget, code: St
         name: t.4.clone(),
         code: code.as_u16(),
         at: std::time::Instant::now(),
+        user_agent: client.user_agent.clone(),
+        field_manager: client.field_manager.clone(),
     });
 }
 

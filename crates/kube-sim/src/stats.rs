@@ -44,6 +44,10 @@ pub struct RequestRecord {
     pub code: u16,
     /// When the request was answered.
     pub at: std::time::Instant,
+    /// The `User-Agent` header, if any.
+    pub user_agent: Option<String>,
+    /// The `fieldManager` query parameter, if any.
+    pub field_manager: Option<String>,
 }
 
 /// The counters.

@@ -68,8 +68,18 @@ mod writes;
 use cycle::*;
 use writes::*;
 
-/// The annotation with the ring generation of the replica that owns the object.
+/// The annotation with the ring generation at which the replica that owns the object took it
+/// over (a newer owner's stamp fences an older owner's writes).
 pub const FENCE_ANNOTATION: &str = "ringscale.io/owner-generation";
+/// The annotation with the member that stamped [`FENCE_ANNOTATION`]: while it stays the owner,
+/// a ring change costs the object no write.
+pub const OWNER_ANNOTATION: &str = "ringscale.io/owner";
+
+/// Whether an annotation is ringscale's ownership stamp (not copied to HPAs or Jobs, and not a
+/// change of the object's spec).
+pub fn is_stamp(annotation: &str) -> bool {
+    annotation == FENCE_ANNOTATION || annotation == OWNER_ANNOTATION
+}
 
 /// How often a ScaledJob's `lastActiveTime` is refreshed while it stays active (ScaledObjects
 /// write it only on their active/inactive transitions).
@@ -191,6 +201,7 @@ struct Ctx {
     ownership: watch::Receiver<Ownership>,
     stats: Arc<Stats>,
     metrics: Arc<Metrics>,
+    health: Arc<crate::health::CycleHealth>,
     events: crate::events::Events,
     /// The loop's inbox (push triggers ask for a poll through it).
     inbox: mpsc::UnboundedSender<Msg>,
@@ -222,6 +233,9 @@ struct Runtime {
     /// neither changes, a poll skips the comparison (decoding both specs took a third of a
     /// cycle's CPU).
     hpa_matched: Option<(String, u64)>,
+    /// The resourceVersion of the cached object a write was refused for (409): while the cache
+    /// still holds it, the next cycle reads the object from the API server instead.
+    stale_version: Option<String>,
 }
 
 /// Tasks listening to `external-push` streams; they stop with the runtime (a rebuild, or the
@@ -266,6 +280,8 @@ pub struct Controller {
     pub stats: Arc<Stats>,
     /// Its Prometheus metrics (register them with [`Metrics::register`]).
     pub metrics: Arc<Metrics>,
+    /// How its cycles fare (readiness, error categories).
+    pub health: Arc<crate::health::CycleHealth>,
     inbox: mpsc::UnboundedSender<Msg>,
     ownership: watch::Receiver<Ownership>,
     records: Arc<RecordStore>,
@@ -295,6 +311,7 @@ impl Controller {
     ) -> Controller {
         let stats = Arc::new(Stats::default());
         let metrics = Arc::new(Metrics::default());
+        let health = Arc::new(crate::health::CycleHealth::default());
         let (tx, rx) = mpsc::unbounded_channel::<Msg>();
         let sos = watch_objects::<ScaledObject>(&client, Kind::ScaledObject, tx.clone());
         let lookup = ClusterLookup::start(&client);
@@ -316,11 +333,13 @@ impl Controller {
             settings,
             stats: Arc::clone(&stats),
             metrics: Arc::clone(&metrics),
+            health: Arc::clone(&health),
         };
         let task = tokio::spawn(run(parts, (tx.clone(), rx), shutdown));
         Controller {
             stats,
             metrics,
+            health,
             inbox: tx,
             ownership,
             records,
@@ -386,6 +405,7 @@ struct Parts {
     settings: Settings,
     stats: Arc<Stats>,
     metrics: Arc<Metrics>,
+    health: Arc<crate::health::CycleHealth>,
     sos: (Store<ScaledObject>, tokio::task::JoinHandle<()>),
     hpas: (Store<HpaView>, tokio::task::JoinHandle<()>),
     lookup: (ClusterLookup, Vec<tokio::task::JoinHandle<()>>),
@@ -404,6 +424,7 @@ async fn run(
         settings,
         stats,
         metrics,
+        health,
         sos: (sos, so_watch),
         hpas: (hpas, hpa_watch),
         lookup: (lookup, lookup_watches),
@@ -419,6 +440,7 @@ async fn run(
     let _ = hpas.wait_until_ready().await;
     lookup.ready().await;
     info!("operator caches synced");
+    health.set_synced(true);
 
     let instance = ownership.borrow().member.to_string();
     let settings_report_rate = settings.report_writes_per_second;
@@ -443,6 +465,7 @@ async fn run(
         ownership: ownership.clone(),
         stats,
         metrics,
+        health,
         inbox: tx.clone(),
         target_kinds: std::sync::Mutex::default(),
         reports: std::sync::Mutex::new(Bucket::new(settings_report_rate)),
@@ -651,7 +674,7 @@ where
 {
     let (store, writer) = reflector::store::<K>();
     let stream = watcher(Api::<K>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
+        .backoff(ringscale_coordinator::WatchBackoff::new())
         .modify(crate::lookup::slim)
         .reflect(writer);
     let task = tokio::spawn(async move {
@@ -734,7 +757,7 @@ fn fingerprint(meta: &ObjectMeta) -> Fingerprint {
             .annotations
             .iter()
             .flatten()
-            .filter(|(k, _)| k.as_str() != FENCE_ANNOTATION)
+            .filter(|(k, _)| !is_stamp(k))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
         deleting: meta.deletion_timestamp.is_some(),
@@ -849,6 +872,14 @@ fn fence_of(meta: &ObjectMeta) -> u64 {
         .unwrap_or(0)
 }
 
+/// The member named by an object's ownership stamp.
+fn owner_of(meta: &ObjectMeta) -> Option<&str> {
+    meta.annotations
+        .as_ref()
+        .and_then(|a| a.get(OWNER_ANNOTATION))
+        .map(String::as_str)
+}
+
 fn is_conflict(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 409)
 }
@@ -862,38 +893,99 @@ async fn cycle(ctx: &Ctx, slot: &Slot, runtime: &Mutex<Runtime>) {
         return;
     }
     let mut runtime = runtime.lock().await;
-    let result = match kind {
+    let (result, version) = match kind {
         Kind::ScaledObject => match ctx.sos.get(&ObjectRef::new(&key.1).within(&key.0)) {
-            Some(so) => run_cycle(ctx, key, &so, &mut runtime, generation).await,
+            Some(so) => match fresh(ctx, key, &so, &mut runtime).await {
+                Ok(so) => (
+                    run_cycle(ctx, key, &so, &mut runtime, generation).await,
+                    so.metadata.resource_version.clone(),
+                ),
+                Err(e) => (Err(e), None),
+            },
             None => return,
         },
         Kind::ScaledJob => match ctx.sjs.get(&ObjectRef::new(&key.1).within(&key.0)) {
-            Some(sj) => scaled_job::run_cycle(ctx, key, &sj, &mut runtime, generation).await,
+            Some(sj) => match fresh(ctx, key, &sj, &mut runtime).await {
+                Ok(sj) => (
+                    scaled_job::run_cycle(ctx, key, &sj, &mut runtime, generation).await,
+                    sj.metadata.resource_version.clone(),
+                ),
+                Err(e) => (Err(e), None),
+            },
             None => return,
         },
     };
-    if let Err(e) = result {
-        match e {
-            CycleError::Fenced(why) => {
-                ctx.stats.fenced.fetch_add(1, Ordering::Relaxed);
-                debug!(?kind, namespace = %key.0, name = %key.1, why, "write fenced");
-            }
-            CycleError::Api(what, e) => {
-                warn!(?kind, namespace = %key.0, name = %key.1, what, error = %e, "API call failed; retrying next poll");
-            }
+    let object = format!("{}/{}", key.0, key.1);
+    match result {
+        Ok(()) => ctx.health.succeeded(),
+        Err(CycleError::Fenced(why)) => {
+            ctx.stats.fenced.fetch_add(1, Ordering::Relaxed);
+            ctx.health
+                .failed(crate::health::Category::Fenced, &object, &why);
+            debug!(?kind, namespace = %key.0, name = %key.1, why, "write fenced");
+        }
+        Err(CycleError::Conflict(what)) => {
+            // Not repeated with the same resourceVersion: the next cycle reads the object again
+            // unless the watch has brought a newer one by then.
+            runtime.stale_version = version;
+            ctx.stats.fenced.fetch_add(1, Ordering::Relaxed);
+            ctx.health
+                .failed(crate::health::Category::Conflict, &object, &what);
+            debug!(?kind, namespace = %key.0, name = %key.1, what, "write refused: the object changed since it was read");
+        }
+        Err(CycleError::Api(what, e)) => {
+            let category = crate::health::Category::of(&e);
+            ctx.health
+                .failed(category, &object, &format_args!("{what}: {e}"));
+            debug!(?kind, namespace = %key.0, name = %key.1, what, error = %e, "API call failed; retrying next poll");
+        }
+    }
+}
+
+/// The object a cycle works on: the cached one, unless a write for that very version was
+/// refused (409) — then the API server's current one.
+async fn fresh<K>(
+    ctx: &Ctx,
+    key: &Key,
+    cached: &Arc<K>,
+    runtime: &mut Runtime,
+) -> Result<Arc<K>, CycleError>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let Some(stale) = runtime.stale_version.take() else {
+        return Ok(Arc::clone(cached));
+    };
+    if cached.meta().resource_version.as_deref() != Some(stale.as_str()) {
+        return Ok(Arc::clone(cached));
+    }
+    match Api::<K>::namespaced(ctx.client.clone(), &key.0)
+        .get(&key.1)
+        .await
+    {
+        Ok(current) => Ok(Arc::new(current)),
+        Err(e) => {
+            runtime.stale_version = Some(stale);
+            Err(CycleError::Api("read the object again after a conflict", e))
         }
     }
 }
 
 enum CycleError {
+    /// Another replica owns the object (or stamped it at a newer generation).
     Fenced(&'static str),
+    /// A write was refused because the object changed since it was read (409).
+    Conflict(&'static str),
     Api(&'static str, kube::Error),
 }
 
 fn api(what: &'static str) -> impl Fn(kube::Error) -> CycleError {
     move |e| {
         if is_conflict(&e) {
-            CycleError::Fenced("the object changed since it was read")
+            CycleError::Conflict(what)
         } else {
             CycleError::Api(what, e)
         }

@@ -148,7 +148,7 @@ fn annotations(so: &ScaledObject) -> Option<BTreeMap<String, String>> {
         .annotations
         .iter()
         .flatten()
-        .filter(|(k, _)| k.as_str() != crate::controller::FENCE_ANNOTATION)
+        .filter(|(k, _)| !crate::controller::is_stamp(k))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     (!copied.is_empty()).then_some(copied)

@@ -3,6 +3,7 @@
 
 pub mod controller;
 mod events;
+pub mod health;
 pub mod hpa;
 pub mod lookup;
 pub mod metrics;

@@ -109,7 +109,7 @@ where
 {
     let (reader, writer) = reflector::store();
     let stream = watcher(api, config)
-        .default_backoff()
+        .backoff(ringscale_coordinator::WatchBackoff::new())
         .modify(trim)
         .reflect(writer);
     let task = tokio::spawn(async move {

@@ -46,7 +46,8 @@ pub(crate) fn verb(method: &Method, uri: &Uri) -> &'static str {
     }
 }
 
-/// A kube client whose requests are counted in `family`.
+/// A kube client whose requests are counted in `family` and identified as ringscale's
+/// ([`crate::identity`]).
 pub(crate) fn client(
     config: kube::Config,
     family: Family<Verb, Counter>,
@@ -58,7 +59,7 @@ pub(crate) fn client(
                 verb: verb(request.method(), request.uri()),
             })
             .inc();
-        request
+        crate::identity::identify(request)
     };
     Ok(kube::client::ClientBuilder::try_from(config)?
         .with_layer(&crate::client_limits::LimitsLayer::new(limits))

@@ -112,6 +112,11 @@ pub struct RunArgs {
     /// Seconds between renewals.
     #[arg(long, env = "RINGSCALE_RETRY_PERIOD", default_value_t = 2.0)]
     retry_period: f64,
+    /// Seconds the ring keeps a stopped replica's objects for it (its Lease marked leaving), so
+    /// that a replica restarting under the same name (a StatefulSet pod) takes them back without
+    /// moving them away and back; they go unpolled meanwhile. 0 moves them at once.
+    #[arg(long, env = "RINGSCALE_LEAVE_GRACE", default_value_t = 10.0)]
+    leave_grace: f64,
     /// Namespace ClusterTriggerAuthentications read Secrets from (KEDA's
     /// KEDA_CLUSTER_OBJECT_NAMESPACE; default: the ring's namespace, as KEDA defaults to its own).
     #[arg(long, env = "KEDA_CLUSTER_OBJECT_NAMESPACE")]
@@ -314,6 +319,7 @@ pub(crate) async fn replica(
     let lease_duration = seconds(args.lease_duration, "lease-duration")?;
     let renew_deadline = seconds(args.renew_deadline, "renew-deadline")?;
     let retry_period = seconds(args.retry_period, "retry-period")?;
+    let leave_grace = seconds(args.leave_grace, "leave-grace")?;
     let poll_grain = seconds(args.poll_grain, "poll-grain")?;
     if poll_grain > Duration::from_secs(1) {
         anyhow::bail!(
@@ -418,6 +424,7 @@ pub(crate) async fn replica(
     config.lease_duration = lease_duration;
     config.renew_deadline = renew_deadline;
     config.retry_period = retry_period;
+    config.leave_grace = leave_grace;
     let coordinator = Coordinator::start(client.clone(), config).map_err(anyhow::Error::msg)?;
     let ownership = coordinator.ownership();
     let limits = Limits::default();
@@ -512,6 +519,7 @@ pub(crate) async fn replica(
     // Admin: health, readiness, Prometheus.
     let mut registry = Registry::default();
     controller.metrics.register(&mut registry);
+    controller.health.register(&mut registry);
     registry.register(
         "ringscale_replication_lag_seconds",
         "Age of a peer's record when it was merged here (poll start to arrival)",
@@ -530,6 +538,7 @@ pub(crate) async fn replica(
     }));
     let admin_state = Arc::new(AdminState {
         registry,
+        health: Arc::clone(&controller.health),
         ownership: ownership.clone(),
         peers: Arc::clone(&peers),
         page: crate::status_page::Sources {
@@ -589,7 +598,8 @@ pub(crate) async fn replica(
     };
     info!("shutting down: leaving the ring, ending streams, finishing requests");
     let _ = stop_tx.send(true);
-    // Leave the ring first, so peers take over this replica's objects at once.
+    // Leave the ring first: with a leave grace the ring keeps this replica's objects for a
+    // restart under the same name; without one, peers take them over at once.
     coordinator.shutdown().await;
     let _ = tokio::time::timeout(drain, controller.join()).await;
     match failure {
@@ -600,6 +610,7 @@ pub(crate) async fn replica(
 
 struct AdminState {
     registry: Registry,
+    health: Arc<ringscale_operator::health::CycleHealth>,
     ownership: watch::Receiver<Ownership>,
     peers: Arc<Peers>,
     page: crate::status_page::Sources,
@@ -634,8 +645,9 @@ async fn status_page(State(state): State<Arc<AdminState>>) -> impl IntoResponse 
     axum::response::Html(crate::status_page::render(&state.page))
 }
 
-/// Ready once this replica holds its member Lease, is in a published ring, and has the first
-/// full snapshot from every live peer.
+/// Ready once this replica holds its member Lease, is in a published ring, has the first full
+/// snapshot from every live peer and its operator caches, and while its poll cycles are not all
+/// failing (an API server refusing its writes); it turns ready again by itself.
 async fn readyz(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
     let (active, in_ring) = {
         let o = state.ownership.borrow();
@@ -645,13 +657,15 @@ async fn readyz(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
         )
     };
     let synced = state.peers.all_synced();
-    if active && in_ring && synced {
+    let acting = state.health.not_ready();
+    if active && in_ring && synced && acting.is_none() {
         (StatusCode::OK, "ok".to_owned())
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
             format!(
-                "not ready: member lease held {active}, in the ring {in_ring}, peers synced {synced}"
+                "not ready: member lease held {active}, in the ring {in_ring}, peers synced {synced}{}",
+                acting.map_or(String::new(), |why| format!(", {why}"))
             ),
         )
     }

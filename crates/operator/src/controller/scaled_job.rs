@@ -28,8 +28,8 @@ use tokio::time::Instant;
 use tracing::{debug, info};
 
 use super::{
-    Ctx, CycleError, FENCE_ANNOTATION, Key, LAST_ACTIVE_REFRESH, Runtime, api, emit, ensure_meta,
-    fence_of, fingerprint, owns_kind_at, poll_metrics, prepare_settings, put_status,
+    Ctx, CycleError, Key, LAST_ACTIVE_REFRESH, Runtime, api, emit, ensure_meta, fence_of,
+    fingerprint, is_stamp, owns_kind_at, poll_metrics, prepare_settings, put_status,
     remove_finalizer, set_condition,
 };
 use crate::semantics::jobs::{Reading, combine, jobs_to_create};
@@ -202,8 +202,7 @@ fn job_for(sj: &ScaledJob) -> Result<Value, String> {
         .annotations()
         .iter()
         .filter(|(k, _)| {
-            k.as_str() != FENCE_ANNOTATION
-                && k.as_str() != "kubectl.kubernetes.io/last-applied-configuration"
+            !is_stamp(k) && k.as_str() != "kubectl.kubernetes.io/last-applied-configuration"
         })
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();

@@ -49,8 +49,14 @@ pub(super) async fn scale(
     Ok(())
 }
 
-/// Adds the finalizer and stamps this replica's generation, in one write, when either is
-/// missing or stale.
+/// Adds the finalizer and stamps this replica as the owner, in one write, when either is
+/// missing or the stamp names another member.
+///
+/// The stamp (`ringscale.io/owner` and the generation it took the object at) is written only
+/// when the owner changes, so a ring change costs writes only for the objects that moved. It is
+/// a compare-and-swap on the object's resourceVersion: a newer owner's stamp makes an older
+/// owner's writes at the version it read fail. A stamp refused with 409 is tried once more on
+/// the object read again from the API server, never with the same stale resourceVersion.
 pub(super) async fn ensure_meta<K>(
     ctx: &Ctx,
     kind: Kind,
@@ -64,37 +70,64 @@ where
         + DeserializeOwned
         + std::fmt::Debug,
 {
-    let has_finalizer = obj.finalizers().iter().any(|f| f == FINALIZER);
-    // KEDA labels each ScaledObject with its own name (`scaledobject.keda.sh/name`).
-    let name_label = (kind == Kind::ScaledObject
-        && obj.labels().get(LABEL_SCALED_OBJECT_NAME) != Some(&key.1))
-    .then(|| json!({ LABEL_SCALED_OBJECT_NAME: key.1 }));
-    if has_finalizer && fence_of(obj.meta()) == generation && name_label.is_none() {
-        return Ok(obj.clone());
-    }
-    if !owns_kind_at(ctx, kind, key, generation) {
-        return Err(CycleError::Fenced("ownership changed"));
-    }
-    let mut finalizers = obj.finalizers().to_vec();
-    if !has_finalizer {
-        finalizers.push(FINALIZER.to_owned());
-    }
-    let mut patch = json!({
-        "metadata": {
-            "resourceVersion": obj.resource_version(),
-            "finalizers": finalizers,
-            "annotations": { FENCE_ANNOTATION: generation.to_string() },
+    let me = ctx.ownership.borrow().member.clone();
+    let objects = Api::<K>::namespaced(ctx.client.clone(), &key.0);
+    let mut current = std::borrow::Cow::Borrowed(obj);
+    for attempt in 0..2 {
+        let meta = current.meta();
+        let has_finalizer = current.finalizers().iter().any(|f| f == FINALIZER);
+        // KEDA labels each ScaledObject with its own name (`scaledobject.keda.sh/name`).
+        let name_label = (kind == Kind::ScaledObject
+            && current.labels().get(LABEL_SCALED_OBJECT_NAME) != Some(&key.1))
+        .then(|| json!({ LABEL_SCALED_OBJECT_NAME: key.1 }));
+        let stamped = owner_of(meta) == Some(&*me) && fence_of(meta) <= generation;
+        if has_finalizer && stamped && name_label.is_none() {
+            return Ok(current.into_owned());
         }
-    });
-    if let Some(labels) = name_label {
-        patch["metadata"]["labels"] = labels;
+        if fence_of(meta) > generation {
+            return Err(CycleError::Fenced("a newer owner stamped the object"));
+        }
+        if !owns_kind_at(ctx, kind, key, generation) {
+            return Err(CycleError::Fenced("ownership changed"));
+        }
+        let mut finalizers = current.finalizers().to_vec();
+        if !has_finalizer {
+            finalizers.push(FINALIZER.to_owned());
+        }
+        let mut patch = json!({
+            "metadata": {
+                "resourceVersion": current.resource_version(),
+                "finalizers": finalizers,
+            }
+        });
+        if !stamped {
+            patch["metadata"]["annotations"] = json!({
+                FENCE_ANNOTATION: generation.to_string(),
+                OWNER_ANNOTATION: &*me,
+            });
+        }
+        if let Some(labels) = name_label {
+            patch["metadata"]["labels"] = labels;
+        }
+        match objects
+            .patch(&key.1, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+        {
+            Ok(updated) => {
+                ctx.stats.meta_writes.fetch_add(1, Ordering::Relaxed);
+                return Ok(updated);
+            }
+            Err(e) if is_conflict(&e) && attempt == 0 => {
+                let read = objects
+                    .get(&key.1)
+                    .await
+                    .map_err(api("read the object again after a conflict"))?;
+                current = std::borrow::Cow::Owned(read);
+            }
+            Err(e) => return Err(api("stamp ownership")(e)),
+        }
     }
-    let updated = Api::<K>::namespaced(ctx.client.clone(), &key.0)
-        .patch(&key.1, &PatchParams::default(), &Patch::Merge(patch))
-        .await
-        .map_err(api("stamp ownership"))?;
-    ctx.stats.meta_writes.fetch_add(1, Ordering::Relaxed);
-    Ok(updated)
+    Err(CycleError::Conflict("stamp ownership"))
 }
 
 /// Removes our finalizer (at the object's resourceVersion).
