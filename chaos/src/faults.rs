@@ -688,6 +688,13 @@ pub(crate) async fn rolling_restart(args: &Args, seed: u64) -> anyhow::Result<Ve
             }
         })
     };
+    let admins: Arc<Mutex<Vec<u16>>> = Arc::new(Mutex::new(
+        cluster.replicas.iter().map(|r| r.admin).collect(),
+    ));
+    let gaps = crate::restart::PollGaps::start(Arc::clone(&admins));
+    let rings = RingHistory::start(cluster.client.clone());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let began = Instant::now();
     let mut unclean = Vec::new();
     let mut slowest_ready = Duration::ZERO;
     let mut not_ready = Vec::new();
@@ -710,6 +717,7 @@ pub(crate) async fn rolling_restart(args: &Args, seed: u64) -> anyhow::Result<Ve
             }
             let fresh = cluster.spawn(&name).await?;
             lock(&ports)[i] = fresh.metrics;
+            lock(&admins)[i] = fresh.admin;
             cluster.replicas[i] = fresh;
             let started = Instant::now();
             while !cluster.ready(&cluster.replicas[i]).await {
@@ -728,9 +736,51 @@ pub(crate) async fn rolling_restart(args: &Args, seed: u64) -> anyhow::Result<Ve
             tokio::time::sleep(Duration::from_secs(2)).await;
         }
     }
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Let the last replica's objects be polled again before measuring.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let ended = Instant::now();
     stop.store(true, Ordering::Relaxed);
     let _ = prober.await;
+    // Writes to each ScaledObject (any subresource) by the replicas during the restarts.
+    let mut writes: HashMap<String, u64> = HashMap::new();
+    let mut kinds: BTreeMap<String, u64> = BTreeMap::new();
+    for r in cluster.sim.sim().stats.log() {
+        if r.at >= began
+            && r.resource == "scaledobjects"
+            && is_write(&r.verb)
+            && replica_of(&r.user).is_some()
+            && let Some(name) = r.name
+        {
+            *writes.entry(name).or_default() += 1;
+            let what = format!(
+                "{} {}{} {}",
+                r.verb,
+                r.resource,
+                r.subresource.map(|s| format!("/{s}")).unwrap_or_default(),
+                r.code
+            );
+            *kinds.entry(what).or_default() += 1;
+        }
+    }
+    let generations: Vec<(u64, Vec<String>)> = rings
+        .samples()
+        .into_iter()
+        .map(|(_, g, m)| (g, m))
+        .collect();
+    println!("{NAME}: ScaledObject writes by kind: {kinds:?}; rings: {generations:?}");
+    let (most_written, most_writes) = writes
+        .iter()
+        .max_by_key(|(_, n)| **n)
+        .map_or((String::new(), 0), |(o, n)| (o.clone(), *n));
+    let total_writes: u64 = writes.values().sum();
+    let (gap, gap_object) = gaps.longest_gap(began, ended);
+    // pollingInterval 1 s; the replicas run with the default leave grace (10 s).
+    let gap_bound = Duration::from_secs(2 + 10);
+    println!(
+        "{NAME}: {} objects, {total_writes} ScaledObject writes (at most {most_writes} to one object), longest poll gap {}",
+        cluster.objects.len(),
+        secs(gap)
+    );
     let (q, f) = (
         queries.load(Ordering::Relaxed),
         failed.load(Ordering::Relaxed),
@@ -751,6 +801,26 @@ pub(crate) async fn rolling_restart(args: &Args, seed: u64) -> anyhow::Result<Ve
                 share * 100.0,
                 first(&failures)
             ),
+        },
+        Check {
+            scenario: NAME,
+            invariant: "each ScaledObject written at most once (a restart under the same name moves nothing)".into(),
+            passed: most_writes <= 1,
+            detail: format!(
+                "{total_writes} writes to {} of {} objects; most: {most_writes}{}",
+                writes.len(),
+                cluster.objects.len(),
+                if most_writes > 1 { format!(" ({most_written})") } else { String::new() }
+            ),
+        },
+        Check {
+            scenario: NAME,
+            invariant: format!(
+                "no object unpolled longer than 2 × pollingInterval + the leave grace = {}",
+                secs(gap_bound)
+            ),
+            passed: gap <= gap_bound,
+            detail: format!("longest {} ({gap_object})", secs(gap)),
         },
         Check {
             scenario: NAME,

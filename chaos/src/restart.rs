@@ -24,14 +24,26 @@ impl Drop for PollGaps {
 }
 
 impl PollGaps {
-    /// Starts sampling the replica with admin port `admin` (a replica that stays up).
-    pub(crate) fn start(admin: u16) -> Self {
+    /// Starts sampling the first replica of `admins` (admin ports, updated as replicas restart)
+    /// that answers.
+    pub(crate) fn start(admins: Arc<Mutex<Vec<u16>>>) -> Self {
         let samples: Arc<Mutex<HashMap<String, Vec<(Instant, u64, u64)>>>> = Arc::default();
         let out = Arc::clone(&samples);
         let http = crate::Prober::new();
         let task = tokio::spawn(async move {
             loop {
-                if let Ok((200, body)) = http.get(admin, "/records").await
+                let ports = admins
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone();
+                let mut answer = None;
+                for port in ports {
+                    if let Ok((200, body)) = http.get(port, "/records").await {
+                        answer = Some(body);
+                        break;
+                    }
+                }
+                if let Some(body) = answer
                     && let Ok(list) = serde_json::from_slice::<Vec<serde_json::Value>>(&body)
                 {
                     let now = Instant::now();
@@ -102,7 +114,9 @@ pub(crate) async fn api_restart(args: &Args, _seed: u64) -> anyhow::Result<Vec<C
     wide.objects = args.objects.max(200);
     let cluster = Cluster::start(&wide, "restart").await?;
     let rings = RingHistory::start(cluster.client.clone());
-    let gaps = PollGaps::start(cluster.replicas[0].admin);
+    let gaps = PollGaps::start(Arc::new(Mutex::new(
+        cluster.replicas.iter().map(|r| r.admin).collect(),
+    )));
     tokio::time::sleep(Duration::from_secs(3)).await;
     let before = rings.samples().last().map_or(0, |(_, g, _)| *g);
     println!(

@@ -934,8 +934,14 @@ impl Shared {
                     Some(member) if member.name == self.config.member => alive.push(member),
                     Some(member) => {
                         let age = now.saturating_duration_since(seen.since);
-                        if is_leaving(lease) && age >= self.grace_of(lease) {
-                            departed.push((member, lease.clone()));
+                        // A leaving member is not renewing: its grace, not the lease
+                        // duration, says when it is gone.
+                        if is_leaving(lease) {
+                            if age >= self.grace_of(lease) {
+                                departed.push((member, lease.clone()));
+                            } else {
+                                alive.push(member);
+                            }
                         } else if age >= lease_duration_of(lease, &self.config) {
                             expired.push((member, lease.clone()));
                         } else {

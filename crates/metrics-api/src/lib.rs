@@ -5,6 +5,7 @@
 //! [`serve`] runs it over HTTPS and tells handlers who connected, so that [`Auth`] can check
 //! the caller as aggregated API servers do.
 
+pub mod openapi;
 pub mod resolve;
 pub mod serve;
 pub mod wire;
@@ -50,6 +51,12 @@ struct Shared {
 pub fn router(resolver: Arc<Resolver>, auth: Auth) -> Router {
     let shared = Arc::new(Shared { resolver, auth });
     Router::new()
+        .route("/openapi/v2", get(openapi::serve_v2))
+        .route("/openapi/v3", get(openapi::serve_v3_index))
+        .route(
+            "/openapi/v3/apis/external.metrics.k8s.io/v1beta1",
+            get(openapi::serve_v3),
+        )
         .route("/apis/external.metrics.k8s.io", get(group))
         .route("/apis/external.metrics.k8s.io/v1beta1", get(resources))
         .route(

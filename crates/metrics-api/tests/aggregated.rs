@@ -269,6 +269,41 @@ async fn the_hpa_reads_values_through_the_aggregation_layer() {
     assert_eq!(discovery["resources"][0]["name"], "externalmetrics");
     assert_eq!(discovery["resources"][0]["verbs"], json!(["get"]));
 
+    // OpenAPI, as the API server downloads it from every aggregated API server.
+    let app = router(Arc::clone(&s.resolver), Auth::Insecure);
+    let fetch = |path: &str| {
+        let app = app.clone();
+        let request = http::Request::get(path)
+            .body(axum::body::Body::empty())
+            .unwrap();
+        async move {
+            let response = tower::ServiceExt::oneshot(app, request).await.unwrap();
+            let code = response.status().as_u16();
+            let body = http_body_util::BodyExt::collect(response.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
+            (code, serde_json::from_slice::<Value>(&body).unwrap())
+        }
+    };
+    let (code, v2) = fetch("/openapi/v2").await;
+    assert_eq!(code, 200);
+    assert_eq!(v2["swagger"], "2.0");
+    assert!(
+        v2["paths"]["/apis/external.metrics.k8s.io/v1beta1/namespaces/{namespace}/{metric}"]["get"]
+            .is_object(),
+        "{v2}"
+    );
+    let (code, index) = fetch("/openapi/v3").await;
+    assert_eq!(code, 200);
+    let url = index["paths"]["apis/external.metrics.k8s.io/v1beta1"]["serverRelativeURL"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (code, v3) = fetch(&url).await;
+    assert_eq!(code, 200);
+    assert_eq!(v3["openapi"], "3.0.0");
+
     // The simulated HPA scales on it: 2500 / 5 per replica, capped at 10.
     eventually(WITHIN, "the HPA at the maximum", || async {
         let d = Api::<Deployment>::namespaced(s.client.clone(), NS)

@@ -236,6 +236,9 @@ struct Runtime {
     /// The resourceVersion of the cached object a write was refused for (409): while the cache
     /// still holds it, the next cycle reads the object from the API server instead.
     stale_version: Option<String>,
+    /// The object as this replica last wrote it, and the resourceVersion it replaced: while the
+    /// cache still holds that version, cycles work on the written object.
+    written: Option<(String, Arc<dyn std::any::Any + Send + Sync>)>,
 }
 
 /// Tasks listening to `external-push` streams; they stop with the runtime (a rebuild, or the
@@ -942,8 +945,9 @@ async fn cycle(ctx: &Ctx, slot: &Slot, runtime: &Mutex<Runtime>) {
     }
 }
 
-/// The object a cycle works on: the cached one, unless a write for that very version was
-/// refused (409) — then the API server's current one.
+/// The object a cycle works on: the cached one — or the one this replica wrote while the cache
+/// still holds the version that write replaced — unless a write for that very version was
+/// refused (409): then the API server's current one.
 async fn fresh<K>(
     ctx: &Ctx,
     key: &Key,
@@ -954,19 +958,35 @@ where
     K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
         + Clone
         + DeserializeOwned
-        + std::fmt::Debug,
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
 {
-    let Some(stale) = runtime.stale_version.take() else {
-        return Ok(Arc::clone(cached));
-    };
-    if cached.meta().resource_version.as_deref() != Some(stale.as_str()) {
-        return Ok(Arc::clone(cached));
+    let mut current = Arc::clone(cached);
+    match runtime.written.take() {
+        Some((replaced, written))
+            if cached.meta().resource_version.as_deref() == Some(replaced.as_str()) =>
+        {
+            if let Ok(object) = Arc::clone(&written).downcast::<K>() {
+                current = object;
+            }
+            runtime.written = Some((replaced, written));
+        }
+        _ => {}
     }
+    let Some(stale) = runtime.stale_version.take() else {
+        return Ok(current);
+    };
+    if current.meta().resource_version.as_deref() != Some(stale.as_str()) {
+        return Ok(current);
+    }
+    runtime.written = None;
     match Api::<K>::namespaced(ctx.client.clone(), &key.0)
         .get(&key.1)
         .await
     {
-        Ok(current) => Ok(Arc::new(current)),
+        Ok(read) => Ok(Arc::new(read)),
         Err(e) => {
             runtime.stale_version = Some(stale);
             Err(CycleError::Api("read the object again after a conflict", e))

@@ -540,7 +540,7 @@ async fn three_replicas_scale_a_deployment_from_a_redis_list_and_survive_a_kill(
     )
     .await;
 
-    // SIGTERM: a clean exit that releases the member Lease.
+    // SIGTERM: a clean exit (the member Lease is marked leaving, for the leave grace).
     for mut r in ring.drain(..) {
         let pid = r.child.id().to_string();
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
@@ -550,6 +550,27 @@ async fn three_replicas_scale_a_deployment_from_a_redis_list_and_survive_a_kill(
         })
         .await;
         assert!(status.success(), "exit status {status}");
+    }
+    // Every request says it is ringscale's (User-Agent), and every write names its field
+    // manager, so audit logs and managedFields show `ringscale`, not `unknown`.
+    let log = sim.sim().stats.log();
+    let mine: Vec<_> = log.iter().filter(|r| r.user == SERVICE_ACCOUNT).collect();
+    assert!(mine.len() > 10, "{} requests", mine.len());
+    for r in &mine {
+        assert!(
+            r.user_agent
+                .as_deref()
+                .is_some_and(|ua| ua.starts_with("ringscale/")),
+            "{r:?}"
+        );
+    }
+    let writes: Vec<_> = mine
+        .iter()
+        .filter(|r| matches!(r.verb.as_str(), "create" | "update" | "patch"))
+        .collect();
+    assert!(!writes.is_empty());
+    for r in writes {
+        assert_eq!(r.field_manager.as_deref(), Some("ringscale"), "{r:?}");
     }
     // RBAC against reality: every call the replicas made is granted by the chart's rules for
     // its ServiceAccount, and every rule was used.

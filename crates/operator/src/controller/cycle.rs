@@ -218,7 +218,12 @@ pub(super) async fn execute(
     }
     let mut updated = so.clone();
     updated.status = Some(plan.status);
-    put_status(ctx, key, &updated).await?;
+    let written = put_status(ctx, key, &updated).await?;
+    // Until the watch brings it, the next poll works on the object as written, not on the
+    // cached one it replaced (which would plan the same write again, and be refused).
+    if let Some(replaced) = so.metadata.resource_version.clone() {
+        runtime.written = Some((replaced, Arc::new(written)));
+    }
     if plan.health_written {
         runtime.health_written = Some(Timestamp::now());
     }
@@ -257,9 +262,25 @@ pub(super) async fn poll_metrics(
                 trigger.map_or("", |t| t.type_.as_str()),
                 poll.index,
             );
+            // A trigger is logged when it starts failing and when it recovers, not on every
+            // poll (the failure count before this poll tells which).
+            let failing_before = runtime
+                .health
+                .get(&poll.metric)
+                .is_some_and(|h| h.failures > 0);
             match &poll.outcome {
-                Ok(r) => ctx.metrics.polled(kind, &labels, r.value, r.active, took),
-                Err(_) => ctx.metrics.failed(kind, &labels, took),
+                Ok(r) => {
+                    ctx.metrics.polled(kind, &labels, r.value, r.active, took);
+                    if failing_before {
+                        info!(namespace = ns, name, metric = %poll.metric, "trigger recovered: its source answers again");
+                    }
+                }
+                Err(e) => {
+                    ctx.metrics.failed(kind, &labels, took);
+                    if !failing_before {
+                        warn!(namespace = ns, name, metric = %poll.metric, error = %e, "trigger began failing: its source could not be read (logged again when it recovers)");
+                    }
+                }
             }
             poll
         })

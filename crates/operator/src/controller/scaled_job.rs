@@ -758,7 +758,7 @@ async fn write_status(
     }
     let mut updated = sj.clone();
     updated.status = Some(status);
-    put_status(ctx, key, &updated).await
+    put_status(ctx, key, &updated).await.map(|_| ())
 }
 
 #[cfg(test)]

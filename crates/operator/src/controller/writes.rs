@@ -153,8 +153,9 @@ where
     Ok(())
 }
 
-/// Replaces the status subresource with `obj`'s status, at `obj`'s resourceVersion.
-pub(super) async fn put_status<K>(ctx: &Ctx, key: &Key, obj: &K) -> Result<(), CycleError>
+/// Replaces the status subresource with `obj`'s status, at `obj`'s resourceVersion; the object
+/// as the API server has it now.
+pub(super) async fn put_status<K>(ctx: &Ctx, key: &Key, obj: &K) -> Result<K, CycleError>
 where
     K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
         + Clone
@@ -162,12 +163,12 @@ where
         + DeserializeOwned
         + std::fmt::Debug,
 {
-    Api::<K>::namespaced(ctx.client.clone(), &key.0)
+    let written = Api::<K>::namespaced(ctx.client.clone(), &key.0)
         .replace_status(&key.1, &PostParams::default(), obj)
         .await
         .map_err(api("write the status"))?;
     ctx.stats.status_writes.fetch_add(1, Ordering::Relaxed);
-    Ok(())
+    Ok(written)
 }
 
 pub(super) async fn finalize(
