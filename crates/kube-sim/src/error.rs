@@ -224,6 +224,15 @@ impl ApiError {
         e
     }
 
+    /// 415 for a protobuf body kube-sim cannot decode faithfully (the reason says what to do).
+    pub fn unsupported_protobuf(why: &str) -> Self {
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UnsupportedMediaType",
+            format!("the protobuf body could not be decoded: {why}"),
+        )
+    }
+
     /// 403 Forbidden for a request the authorizer could not decide yet, as a real API server
     /// answers while its RBAC caches warm up after a restart.
     pub fn authorizer_warming(user: &str) -> Self {

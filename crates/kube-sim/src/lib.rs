@@ -20,6 +20,7 @@ pub mod kubeconfig;
 pub mod lifecycle;
 pub mod managed;
 pub mod patch;
+pub mod protobuf;
 pub mod proxy;
 pub mod resources;
 pub mod selectors;

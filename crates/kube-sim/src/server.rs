@@ -670,17 +670,24 @@ async fn resource_request(
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default()
                 .to_owned();
-            if content_type.starts_with("application/vnd.kubernetes.protobuf") {
-                // Protobuf bodies are not decoded; clients fall back to JSON on 415.
+            let protobuf = content_type.starts_with(crate::protobuf::MEDIA_TYPE);
+            if protobuf && verb == "patch" {
+                // A patch is JSON or YAML; protobuf is for whole objects.
                 return error_response(&ApiError::unsupported_media_type(&content_type));
             }
+            let parse = |body: &[u8]| {
+                if protobuf {
+                    crate::protobuf::decode_object(body)
+                        .map_err(|e| ApiError::unsupported_protobuf(&e.to_string()))
+                } else {
+                    api::parse_object(body)
+                }
+            };
             match read_body(req).await {
                 Err(e) => Err(e),
                 Ok((_, body)) => write_options(&q, &headers).and_then(|options| match verb {
-                    "create" => api::parse_object(&body)
-                        .and_then(|b| api::create(sim, &target, b, &options)),
-                    "update" => api::parse_object(&body)
-                        .and_then(|b| api::update(sim, &target, b, &options)),
+                    "create" => parse(&body).and_then(|b| api::create(sim, &target, b, &options)),
+                    "update" => parse(&body).and_then(|b| api::update(sim, &target, b, &options)),
                     _ => match PatchType::from_content_type(&content_type) {
                         None => Err(ApiError::unsupported_media_type(&content_type)),
                         Some(pt) => api::patch(sim, &target, pt, &body, &options),

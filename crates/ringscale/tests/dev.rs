@@ -114,6 +114,67 @@ async fn dev_runs_the_demo_and_stops_on_ctrl_c() {
         serde_json::from_str(&client.request_text(request).await.unwrap()).unwrap();
     assert_eq!(body["items"][0]["value"], "25");
 
+    // The first imperative commands a new user types. kubectl sends protobuf bodies for
+    // built-in kinds; they work as on a real cluster.
+    match Command::new("kubectl")
+        .arg("version")
+        .arg("--client")
+        .output()
+    {
+        Err(e) => eprintln!("SKIP: kubectl not found ({e}); imperative commands not checked"),
+        Ok(_) => {
+            let kubectl = |args: &[&str]| {
+                let out = Command::new("kubectl")
+                    .env("KUBECONFIG", &kubeconfig)
+                    .args(args)
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "kubectl {args:?}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                String::from_utf8_lossy(&out.stdout).into_owned()
+            };
+            kubectl(&["create", "namespace", "first-day"]);
+            kubectl(&[
+                "create",
+                "deployment",
+                "web",
+                "--image=nginx",
+                "--replicas=2",
+                "-n",
+                "first-day",
+            ]);
+            kubectl(&[
+                "scale",
+                "deployment",
+                "web",
+                "--replicas=3",
+                "-n",
+                "first-day",
+            ]);
+            kubectl(&[
+                "create",
+                "configmap",
+                "settings",
+                "--from-literal=a=b",
+                "-n",
+                "first-day",
+            ]);
+            let replicas = kubectl(&[
+                "get",
+                "deployment",
+                "web",
+                "-n",
+                "first-day",
+                "-o",
+                "jsonpath={.spec.replicas}",
+            ]);
+            assert_eq!(replicas, "3");
+        }
+    }
+
     // Ctrl-C: a clean exit.
     let _ = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
