@@ -9,11 +9,13 @@ use std::time::{Duration, Instant};
 use crate::faults::RingHistory;
 use crate::{Args, Check, Cluster};
 
+/// Per object: (when sampled, seq, age ms) of each sample.
+type Samples = Arc<Mutex<HashMap<String, Vec<(Instant, u64, u64)>>>>;
+
 /// Samples one replica's records (every object's, replicated from its owner) every 250 ms, to
 /// tell how long each object went unpolled.
 pub(crate) struct PollGaps {
-    /// object key → (when sampled, seq, age ms) for each sample.
-    samples: Arc<Mutex<HashMap<String, Vec<(Instant, u64, u64)>>>>,
+    samples: Samples,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -27,7 +29,7 @@ impl PollGaps {
     /// Starts sampling the first replica of `admins` (admin ports, updated as replicas restart)
     /// that answers.
     pub(crate) fn start(admins: Arc<Mutex<Vec<u16>>>) -> Self {
-        let samples: Arc<Mutex<HashMap<String, Vec<(Instant, u64, u64)>>>> = Arc::default();
+        let samples: Samples = Arc::default();
         let out = Arc::clone(&samples);
         let http = crate::Prober::new();
         let task = tokio::spawn(async move {
