@@ -54,6 +54,9 @@ use objects::{
     resource_version, taken,
 };
 
+/// The longest leave grace: a stopped member's objects go unpolled that long at most.
+const MAX_LEAVE_GRACE: Duration = Duration::from_secs(300);
+
 /// How a replica takes part in a ring.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -115,7 +118,7 @@ impl Config {
                 self.lease_duration, self.renew_deadline
             ));
         }
-        if self.leave_grace > Duration::from_secs(300) {
+        if self.leave_grace > MAX_LEAVE_GRACE {
             return Err(format!(
                 "the leave grace ({:?}) must be at most 5 minutes: objects go unpolled meanwhile",
                 self.leave_grace
@@ -197,6 +200,21 @@ struct State {
     /// Whether this replica's last call on its own Leases failed (API server unreachable, or
     /// refusing it). The first success after restarts every Lease's clock.
     unreachable: bool,
+}
+
+impl State {
+    /// Notes a Lease as read from the API at `now`: its clock restarts when its
+    /// resourceVersion changed.
+    fn observe(&mut self, lease: Lease, now: Instant) {
+        let name = lease.name_any();
+        let same = self
+            .leases
+            .get(&name)
+            .is_some_and(|seen| resource_version(&seen.lease) == resource_version(&lease));
+        if !same {
+            self.leases.insert(name, Observed { lease, since: now });
+        }
+    }
 }
 
 struct Shared {
@@ -370,25 +388,6 @@ impl Shared {
         });
     }
 
-    /// Notes a Lease as read from the API: its clock restarts when its resourceVersion changed.
-    fn observe(&self, lease: Lease) {
-        let name = lease.name_any();
-        let mut state = lock(&self.state);
-        let same = state
-            .leases
-            .get(&name)
-            .is_some_and(|seen| resource_version(&seen.lease) == resource_version(&lease));
-        if !same {
-            state.leases.insert(
-                name,
-                Observed {
-                    lease,
-                    since: Instant::now(),
-                },
-            );
-        }
-    }
-
     /// A call on this replica's own Leases failed for a reason other than losing them.
     fn api_failed(&self) {
         lock(&self.state).unreachable = true;
@@ -454,22 +453,13 @@ impl Shared {
             {
                 let mut state = lock(&self.state);
                 let now = Instant::now();
-                let observe = |state: &mut State, lease: Lease| {
-                    let name = lease.name_any();
-                    let same = state.leases.get(&name).is_some_and(|seen| {
-                        resource_version(&seen.lease) == resource_version(&lease)
-                    });
-                    if !same {
-                        state.leases.insert(name, Observed { lease, since: now });
-                    }
-                };
                 match event {
                     watcher::Event::Init => relisting = Some(HashSet::new()),
                     watcher::Event::InitApply(lease) => {
                         if let Some(seen) = relisting.as_mut() {
                             seen.insert(lease.name_any());
                         }
-                        observe(&mut state, lease);
+                        state.observe(lease, now);
                     }
                     watcher::Event::InitDone => {
                         if let Some(seen) = relisting.take() {
@@ -477,7 +467,7 @@ impl Shared {
                         }
                         state.leases_synced = true;
                     }
-                    watcher::Event::Apply(lease) => observe(&mut state, lease),
+                    watcher::Event::Apply(lease) => state.observe(lease, now),
                     watcher::Event::Delete(lease) => {
                         state.leases.remove(&lease.name_any());
                     }
@@ -765,7 +755,7 @@ impl Shared {
     /// Marks this replica's member Lease as leaving (`true` when done).
     async fn mark_leaving(&self, name: &str) -> bool {
         let me = self.config.member.as_str();
-        let lease = match self.leases.get_opt(name).await {
+        let mut lease = match self.leases.get_opt(name).await {
             Ok(Some(lease)) if holder(&lease) == Some(me) => lease,
             Ok(_) => return false,
             Err(e) => {
@@ -773,7 +763,6 @@ impl Shared {
                 return false;
             }
         };
-        let mut lease = lease;
         lease.annotations_mut().insert(
             LEAVING_ANNOTATION.to_owned(),
             self.config.leave_grace.as_secs().max(1).to_string(),
@@ -1004,14 +993,16 @@ impl Shared {
             .annotations()
             .get(LEAVING_ANNOTATION)
             .and_then(|v| v.parse::<u64>().ok())
-            .map_or(self.config.leave_grace, |s| Duration::from_secs(s.min(300)))
+            .map_or(self.config.leave_grace, |s| {
+                Duration::from_secs(s).min(MAX_LEAVE_GRACE)
+            })
     }
 
     /// Reads a Lease again after a write on it was refused (409), so that the next attempt does
     /// not repeat the stale resourceVersion; a changed Lease restarts its clock.
     async fn reread_lease(&self, name: &str) {
         match self.leases.get_opt(name).await {
-            Ok(Some(lease)) => self.observe(lease),
+            Ok(Some(lease)) => lock(&self.state).observe(lease, Instant::now()),
             Ok(None) => {
                 lock(&self.state).leases.remove(name);
             }

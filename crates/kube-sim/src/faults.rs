@@ -82,6 +82,7 @@ pub struct Faults {
     outage_tx: watch::Sender<Option<OutageMode>>,
     drop_tx: watch::Sender<u64>,
     paused: AtomicBool,
+    warming: AtomicBool,
 }
 
 impl Default for Faults {
@@ -98,6 +99,7 @@ impl Faults {
             outage_tx: watch::channel(None).0,
             drop_tx: watch::channel(0).0,
             paused: AtomicBool::new(false),
+            warming: AtomicBool::new(false),
         }
     }
 
@@ -112,6 +114,8 @@ impl Faults {
     /// Replaces every fault with `spec`.
     pub fn set(&self, spec: FaultSpec) {
         self.paused.store(spec.controllers_paused, Ordering::SeqCst);
+        self.warming
+            .store(spec.authorization_warming, Ordering::SeqCst);
         let outage = spec.outage;
         *self
             .spec
@@ -154,6 +158,11 @@ impl Faults {
     /// Starts or ends the authorizer's warm-up (403 for everyone but `system:masters`).
     pub fn set_authorization_warming(&self, warming: bool) {
         self.update(|s| s.authorization_warming = warming);
+    }
+
+    /// Whether the authorizer is warming up (checked on every request, without copying the spec).
+    pub fn authorization_warming(&self) -> bool {
+        self.warming.load(Ordering::SeqCst)
     }
 
     /// Whether the controllers are paused.

@@ -392,7 +392,7 @@ async fn handle(
             .map(str::to_owned),
         field_manager: q.get("fieldManager").cloned(),
     };
-    if sim.faults.spec().authorization_warming
+    if sim.faults.authorization_warming()
         && !user.groups.iter().any(|g| g == "system:masters")
         && !matches!(route, Route::Admin(_))
     {

@@ -5,7 +5,6 @@
 
 use std::sync::OnceLock;
 
-use axum::extract::Query;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
@@ -66,38 +65,48 @@ fn metric_parameters() -> Value {
     ])
 }
 
+/// The GET of a metric's values, with its 200 response (the rest is the same in v2 and v3).
+fn list_operation(ok: Value) -> Value {
+    json!({
+        "description": "the values of an external metric (one per ScaledObject matched by the label selector)",
+        "tags": ["external_metrics_v1beta1"],
+        "operationId": "listExternalMetricsV1beta1NamespacedMetric",
+        "responses": {"200": ok, "401": {"description": "Unauthorized"}},
+        "x-kubernetes-action": "list",
+        "x-kubernetes-group-version-kind": {"group": "external.metrics.k8s.io", "kind": "ExternalMetricValueList", "version": "v1beta1"}
+    })
+}
+
+/// The parameters without the key the other OpenAPI version puts elsewhere (`schema` in v2,
+/// `type` in v3).
+fn parameters_without(key: &str) -> Value {
+    let mut parameters = metric_parameters();
+    for p in parameters.as_array_mut().into_iter().flatten() {
+        if let Some(o) = p.as_object_mut() {
+            o.remove(key);
+        }
+    }
+    parameters
+}
+
+fn metric_path() -> String {
+    format!("/{GROUP_VERSION}/namespaces/{{namespace}}/{{metric}}")
+}
+
 /// The OpenAPI v2 (Swagger) document.
 pub fn v2() -> &'static Value {
     static DOC: OnceLock<Value> = OnceLock::new();
     DOC.get_or_init(|| {
-        let mut parameters = metric_parameters();
-        for p in parameters.as_array_mut().into_iter().flatten() {
-            if let Some(o) = p.as_object_mut() {
-                o.remove("schema");
-            }
-        }
+        let mut get = list_operation(
+            json!({"description": "OK", "schema": {"$ref": format!("#/definitions/{LIST}")}}),
+        );
+        get["consumes"] = json!(["*/*"]);
+        get["produces"] = json!(["application/json"]);
+        get["schemes"] = json!(["https"]);
         json!({
             "swagger": "2.0",
             "info": {"title": "ringscale external metrics", "version": env!("CARGO_PKG_VERSION")},
-            "paths": {
-                format!("/{GROUP_VERSION}/namespaces/{{namespace}}/{{metric}}"): {
-                    "get": {
-                        "description": "the values of an external metric (one per ScaledObject matched by the label selector)",
-                        "consumes": ["*/*"],
-                        "produces": ["application/json"],
-                        "schemes": ["https"],
-                        "tags": ["external_metrics_v1beta1"],
-                        "operationId": "listExternalMetricsV1beta1NamespacedMetric",
-                        "responses": {
-                            "200": {"description": "OK", "schema": {"$ref": format!("#/definitions/{LIST}")}},
-                            "401": {"description": "Unauthorized"}
-                        },
-                        "x-kubernetes-action": "list",
-                        "x-kubernetes-group-version-kind": {"group": "external.metrics.k8s.io", "kind": "ExternalMetricValueList", "version": "v1beta1"}
-                    },
-                    "parameters": parameters
-                }
-            },
+            "paths": {metric_path(): {"get": get, "parameters": parameters_without("schema")}},
             "definitions": schemas("#/definitions/")
         })
     })
@@ -107,48 +116,51 @@ pub fn v2() -> &'static Value {
 pub fn v3_group_version() -> &'static Value {
     static DOC: OnceLock<Value> = OnceLock::new();
     DOC.get_or_init(|| {
-        let mut parameters = metric_parameters();
-        for p in parameters.as_array_mut().into_iter().flatten() {
-            if let Some(o) = p.as_object_mut() {
-                o.remove("type");
-            }
-        }
+        let get = list_operation(json!({
+            "description": "OK",
+            "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{LIST}")}}}
+        }));
         json!({
             "openapi": "3.0.0",
             "info": {"title": "ringscale external metrics", "version": env!("CARGO_PKG_VERSION")},
-            "paths": {
-                format!("/{GROUP_VERSION}/namespaces/{{namespace}}/{{metric}}"): {
-                    "get": {
-                        "description": "the values of an external metric (one per ScaledObject matched by the label selector)",
-                        "tags": ["external_metrics_v1beta1"],
-                        "operationId": "listExternalMetricsV1beta1NamespacedMetric",
-                        "responses": {
-                            "200": {"description": "OK", "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{LIST}")}}}},
-                            "401": {"description": "Unauthorized"}
-                        },
-                        "x-kubernetes-action": "list",
-                        "x-kubernetes-group-version-kind": {"group": "external.metrics.k8s.io", "kind": "ExternalMetricValueList", "version": "v1beta1"}
-                    },
-                    "parameters": parameters
-                }
-            },
+            "paths": {metric_path(): {"get": get, "parameters": parameters_without("type")}},
             "components": {"schemas": schemas("#/components/schemas/")}
         })
     })
 }
 
-/// A stable hash of a document (FNV-1a over its JSON), for the v3 index and ETags.
-fn hash(doc: &Value) -> String {
+/// A document rendered once: its JSON text and its ETag (FNV-1a of the text, stable across
+/// builds, for the v3 index and If-None-Match).
+struct Rendered {
+    body: String,
+    etag: String,
+}
+
+fn render(doc: &Value) -> Rendered {
+    let body = doc.to_string();
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in doc.to_string().bytes() {
+    for b in body.bytes() {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
-    format!("{h:016X}")
+    Rendered {
+        body,
+        etag: format!("{h:016X}"),
+    }
 }
 
-fn json_with_etag(doc: &Value, headers: &HeaderMap) -> Response {
-    let etag = format!("\"{}\"", hash(doc));
+fn rendered_v2() -> &'static Rendered {
+    static R: OnceLock<Rendered> = OnceLock::new();
+    R.get_or_init(|| render(v2()))
+}
+
+fn rendered_v3() -> &'static Rendered {
+    static R: OnceLock<Rendered> = OnceLock::new();
+    R.get_or_init(|| render(v3_group_version()))
+}
+
+fn json_with_etag(doc: &Rendered, headers: &HeaderMap) -> Response {
+    let etag = format!("\"{}\"", doc.etag);
     if headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
@@ -161,31 +173,25 @@ fn json_with_etag(doc: &Value, headers: &HeaderMap) -> Response {
             (header::ETAG, etag),
             (header::CONTENT_TYPE, "application/json".to_owned()),
         ],
-        doc.to_string(),
+        doc.body.clone(),
     )
         .into_response()
 }
 
 /// `GET /openapi/v2`.
 pub async fn serve_v2(headers: HeaderMap) -> Response {
-    json_with_etag(v2(), &headers)
+    json_with_etag(rendered_v2(), &headers)
 }
 
 /// `GET /openapi/v3`: the index of group versions.
 pub async fn serve_v3_index() -> Response {
-    let url = format!(
-        "/openapi/v3/{GROUP_VERSION}?hash={}",
-        hash(v3_group_version())
-    );
+    let url = format!("/openapi/v3/{GROUP_VERSION}?hash={}", rendered_v3().etag);
     axum::Json(json!({"paths": {GROUP_VERSION: {"serverRelativeURL": url}}})).into_response()
 }
 
-/// `GET /openapi/v3/apis/external.metrics.k8s.io/v1beta1`.
-pub async fn serve_v3(
-    headers: HeaderMap,
-    Query(_q): Query<std::collections::HashMap<String, String>>,
-) -> Response {
-    json_with_etag(v3_group_version(), &headers)
+/// `GET /openapi/v3/apis/external.metrics.k8s.io/v1beta1` (any `hash` query).
+pub async fn serve_v3(headers: HeaderMap) -> Response {
+    json_with_etag(rendered_v3(), &headers)
 }
 
 #[cfg(test)]

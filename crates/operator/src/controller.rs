@@ -896,35 +896,44 @@ async fn cycle(ctx: &Ctx, slot: &Slot, runtime: &Mutex<Runtime>) {
         return;
     }
     let mut runtime = runtime.lock().await;
+    // The resourceVersion the cycle worked on, kept only when a write for it was refused.
+    let refused = |result: &Result<(), CycleError>, meta: &ObjectMeta| {
+        matches!(result, Err(CycleError::Conflict(_)))
+            .then(|| meta.resource_version.clone())
+            .flatten()
+    };
     let (result, version) = match kind {
         Kind::ScaledObject => match ctx.sos.get(&ObjectRef::new(&key.1).within(&key.0)) {
             Some(so) => match fresh(ctx, key, &so, &mut runtime).await {
-                Ok(so) => (
-                    run_cycle(ctx, key, &so, &mut runtime, generation).await,
-                    so.metadata.resource_version.clone(),
-                ),
+                Ok(so) => {
+                    let result = run_cycle(ctx, key, &so, &mut runtime, generation).await;
+                    let version = refused(&result, &so.metadata);
+                    (result, version)
+                }
                 Err(e) => (Err(e), None),
             },
             None => return,
         },
         Kind::ScaledJob => match ctx.sjs.get(&ObjectRef::new(&key.1).within(&key.0)) {
             Some(sj) => match fresh(ctx, key, &sj, &mut runtime).await {
-                Ok(sj) => (
-                    scaled_job::run_cycle(ctx, key, &sj, &mut runtime, generation).await,
-                    sj.metadata.resource_version.clone(),
-                ),
+                Ok(sj) => {
+                    let result =
+                        scaled_job::run_cycle(ctx, key, &sj, &mut runtime, generation).await;
+                    let version = refused(&result, &sj.metadata);
+                    (result, version)
+                }
                 Err(e) => (Err(e), None),
             },
             None => return,
         },
     };
-    let object = format!("{}/{}", key.0, key.1);
+    let object = || format!("{}/{}", key.0, key.1);
     match result {
         Ok(()) => ctx.health.succeeded(),
         Err(CycleError::Fenced(why)) => {
             ctx.stats.fenced.fetch_add(1, Ordering::Relaxed);
             ctx.health
-                .failed(crate::health::Category::Fenced, &object, &why);
+                .failed(crate::health::Category::Fenced, &object(), &why);
             debug!(?kind, namespace = %key.0, name = %key.1, why, "write fenced");
         }
         Err(CycleError::Conflict(what)) => {
@@ -933,13 +942,13 @@ async fn cycle(ctx: &Ctx, slot: &Slot, runtime: &Mutex<Runtime>) {
             runtime.stale_version = version;
             ctx.stats.fenced.fetch_add(1, Ordering::Relaxed);
             ctx.health
-                .failed(crate::health::Category::Conflict, &object, &what);
+                .failed(crate::health::Category::Conflict, &object(), &what);
             debug!(?kind, namespace = %key.0, name = %key.1, what, "write refused: the object changed since it was read");
         }
         Err(CycleError::Api(what, e)) => {
             let category = crate::health::Category::of(&e);
             ctx.health
-                .failed(category, &object, &format_args!("{what}: {e}"));
+                .failed(category, &object(), &format_args!("{what}: {e}"));
             debug!(?kind, namespace = %key.0, name = %key.1, what, error = %e, "API call failed; retrying next poll");
         }
     }

@@ -95,6 +95,9 @@ const NOT_READY_AFTER: Duration = Duration::from_secs(10);
 pub struct CycleHealth {
     errors: Family<CategoryLabels, Counter>,
     synced: AtomicBool,
+    /// Whether `state` holds anything to clear: a successful cycle (the common case, on the
+    /// poll path) then costs one load instead of a lock.
+    troubled: AtomicBool,
     state: Mutex<State>,
 }
 
@@ -131,6 +134,7 @@ impl CycleHealth {
         }
         let now = Instant::now();
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        self.troubled.store(true, Ordering::Relaxed);
         state.failing_since.get_or_insert(now);
         match state.streaks.get_mut(&category) {
             Some(streak) => {
@@ -158,12 +162,12 @@ impl CycleHealth {
 
     /// A cycle ended well. Categories quiet for a while are logged as stopped.
     pub fn succeeded(&self) {
+        if !self.troubled.load(Ordering::Relaxed) {
+            return;
+        }
         let now = Instant::now();
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         state.failing_since = None;
-        if state.streaks.is_empty() {
-            return;
-        }
         state.streaks.retain(|category, streak| {
             let quiet = now.saturating_duration_since(streak.last) >= QUIET;
             if quiet {
@@ -179,6 +183,9 @@ impl CycleHealth {
             }
             !quiet
         });
+        if state.streaks.is_empty() {
+            self.troubled.store(false, Ordering::Relaxed);
+        }
     }
 
     /// Why the replica cannot act, if it cannot: caches not synced, or cycles failing without
