@@ -18,7 +18,8 @@ use ringscale_ring::{Kind, Member, ObjectKey, Ring, RingState};
 
 use crate::{Args, Check, Cluster, LEASE, Replica, served};
 
-const RING: &str = "ringscale";
+/// The namespace of the ring's Leases and ConfigMap (the replicas' default).
+const RING_NAMESPACE: &str = "ringscale";
 
 /// A published ring as seen: (when, generation, member names).
 type RingSample = (Instant, u64, Vec<String>);
@@ -73,12 +74,12 @@ impl Drop for RingHistory {
 }
 
 impl RingHistory {
-    pub(crate) fn start(client: kube::Client) -> Self {
+    pub(crate) fn start(client: kube::Client, ring: &str) -> Self {
         let samples: Arc<Mutex<Vec<RingSample>>> = Arc::default();
         let out = Arc::clone(&samples);
+        let name = ringscale_coordinator::ring_configmap_name(ring);
         let task = tokio::spawn(async move {
-            let api = Api::<ConfigMap>::namespaced(client, RING);
-            let name = ringscale_coordinator::ring_configmap_name(RING);
+            let api = Api::<ConfigMap>::namespaced(client, RING_NAMESPACE);
             loop {
                 if let Ok(Some(cm)) = api.get_opt(&name).await
                     && let Ok(published) = ringscale_coordinator::decode_ring(&cm)
@@ -106,7 +107,7 @@ impl RingHistory {
     }
 }
 
-fn owner_in(generation: u64, members: &[String], object: &str) -> Option<String> {
+fn owner_in(generation: u64, members: &[String], namespace: &str, object: &str) -> Option<String> {
     let members = members
         .iter()
         .map(|name| Member {
@@ -115,7 +116,7 @@ fn owner_in(generation: u64, members: &[String], object: &str) -> Option<String>
         })
         .collect();
     Ring::new(RingState::new(generation, members))
-        .owner(&ObjectKey::new(Kind::ScaledObject, "default", object))
+        .owner(&ObjectKey::new(Kind::ScaledObject, namespace, object))
         .map(|m| m.name.clone())
 }
 
@@ -124,6 +125,7 @@ fn owner_in(generation: u64, members: &[String], object: &str) -> Option<String>
 /// violations): a write with no such ring, or two replicas writing for one object under the
 /// same generation.
 fn scale_conflicts(
+    cluster: &Cluster,
     log: &[RequestRecord],
     history: &[RingSample],
     objects: &HashSet<String>,
@@ -139,7 +141,7 @@ fn scale_conflicts(
                 && (200..300).contains(&r.code)
                 && r.name
                     .as_deref()
-                    .is_none_or(|n| n == ringscale_coordinator::ring_configmap_name(RING))
+                    .is_none_or(|n| n == ringscale_coordinator::ring_configmap_name(&cluster.ring))
         })
         .map(|r| r.at)
         .collect();
@@ -179,7 +181,9 @@ fn scale_conflicts(
         let generation = history
             .iter()
             .filter(|(at, _, _)| *at <= r.at)
-            .filter(|(_, g, members)| owner_in(*g, members, name).as_deref() == Some(writer))
+            .filter(|(_, g, members)| {
+                owner_in(*g, members, &cluster.namespace, name).as_deref() == Some(writer)
+            })
             .map(|(_, g, _)| *g)
             .max();
         match generation {
@@ -232,7 +236,7 @@ pub(crate) async fn pause(args: &Args, seed: u64) -> anyhow::Result<Vec<Check>> 
     const NAME: &str = "SIGSTOP/SIGCONT";
     let mut rng = StdRng::seed_from_u64(seed ^ 0x5709);
     let cluster = Cluster::start(args, "pause").await?;
-    let history = RingHistory::start(cluster.client.clone());
+    let history = RingHistory::start(cluster.client.clone(), &cluster.ring);
     let victim = rng.random_range(0..cluster.replicas.len());
     let victim_name = cluster.replicas[victim].name.clone();
     let owned: Vec<String> = cluster
@@ -282,13 +286,13 @@ pub(crate) async fn pause(args: &Args, seed: u64) -> anyhow::Result<Vec<Check>> 
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let log = cluster.sim.sim().stats.log();
+    let log = cluster.api.requests().await?;
     let samples = history.samples();
     let dropped = samples.iter().any(|(at, g, members)| {
         *at > stopped && *at < resumed && *g > generation_before && !members.contains(&victim_name)
     });
     let user = Replica::user(&victim_name);
-    let lease = ringscale_coordinator::member_lease_name(RING, &victim_name);
+    let lease = ringscale_coordinator::member_lease_name(&cluster.ring, &victim_name);
     // Its member Lease renewed, or created again (the coordinator deletes expired member
     // Leases; a create names no object in the log).
     let regained = log
@@ -331,7 +335,7 @@ pub(crate) async fn pause(args: &Args, seed: u64) -> anyhow::Result<Vec<Check>> 
         })
         .count();
     let objects: HashSet<String> = cluster.objects.iter().cloned().collect();
-    let (writes, conflicts) = scale_conflicts(&log, &samples, &objects);
+    let (writes, conflicts) = scale_conflicts(&cluster, &log, &samples, &objects);
     Ok(vec![
         Check {
             scenario: NAME,
@@ -521,7 +525,7 @@ pub(crate) async fn throttle(args: &Args, seed: u64) -> anyhow::Result<Vec<Check
     );
     // Leases are left alone, as API Priority and Fairness gives leader election its own
     // priority level (a throttled member Lease churns the ring: see CHAOS.md).
-    cluster.sim.sim().faults.add_error(ErrorRule {
+    cluster.api.sim()?.faults.add_error(ErrorRule {
         except_resources: vec!["leases".into()],
         verbs: Vec::new(),
         rate,
@@ -531,9 +535,9 @@ pub(crate) async fn throttle(args: &Args, seed: u64) -> anyhow::Result<Vec<Check
     });
     set_lengths(&cluster, &emptied, 0);
     tokio::time::sleep(throttled_for).await;
-    cluster.sim.sim().faults.clear();
+    cluster.api.sim()?.faults.clear();
     let ended = Instant::now();
-    let log = cluster.sim.sim().stats.log();
+    let log = cluster.api.requests().await?;
     let before = replica_rate(&log, baseline_from, started);
     let during = replica_rate(&log, started, ended);
     // Retry-After honoured: after a 429, the same request (replica, verb, object) is not sent
@@ -661,7 +665,7 @@ pub(crate) async fn rolling_restart(args: &Args, seed: u64) -> anyhow::Result<Ve
             Arc::clone(&failures),
         );
         let objects = cluster.objects.clone();
-        let http = crate::Prober::new();
+        let http = crate::Prober::new(&cluster.namespace);
         tokio::spawn(async move {
             let mut rng = StdRng::seed_from_u64(seed ^ 0x7011);
             while !stop.load(Ordering::Relaxed) {
@@ -692,7 +696,7 @@ pub(crate) async fn rolling_restart(args: &Args, seed: u64) -> anyhow::Result<Ve
         cluster.replicas.iter().map(|r| r.admin).collect(),
     ));
     let gaps = crate::restart::PollGaps::start(Arc::clone(&admins));
-    let rings = RingHistory::start(cluster.client.clone());
+    let rings = RingHistory::start(cluster.client.clone(), &cluster.ring);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let began = Instant::now();
     let mut unclean = Vec::new();
@@ -744,7 +748,7 @@ pub(crate) async fn rolling_restart(args: &Args, seed: u64) -> anyhow::Result<Ve
     // Writes to each ScaledObject (any subresource) by the replicas during the restarts.
     let mut writes: HashMap<String, u64> = HashMap::new();
     let mut kinds: BTreeMap<String, u64> = BTreeMap::new();
-    for r in cluster.sim.sim().stats.log() {
+    for r in cluster.api.requests().await? {
         if r.at >= began
             && r.resource == "scaledobjects"
             && is_write(&r.verb)
@@ -843,10 +847,12 @@ pub(crate) async fn coordinator_kill(args: &Args, seed: u64) -> anyhow::Result<V
     const NAME: &str = "coordinator killed while publishing";
     let mut rng = StdRng::seed_from_u64(seed ^ 0xc00d);
     let mut cluster = Cluster::start(args, "coordinator").await?;
-    let history = RingHistory::start(cluster.client.clone());
-    let leases = Api::<Lease>::namespaced(cluster.client.clone(), RING);
+    let history = RingHistory::start(cluster.client.clone(), &cluster.ring);
+    let leases = Api::<Lease>::namespaced(cluster.client.clone(), RING_NAMESPACE);
     let coordinator = leases
-        .get(&ringscale_coordinator::coordinator_lease_name(RING))
+        .get(&ringscale_coordinator::coordinator_lease_name(
+            &cluster.ring,
+        ))
         .await?
         .spec
         .and_then(|s| s.holder_identity)
@@ -855,7 +861,7 @@ pub(crate) async fn coordinator_kill(args: &Args, seed: u64) -> anyhow::Result<V
     let delay = Duration::from_millis(rng.random_range(0..300));
     let fresh = cluster.spawn(&newcomer).await?;
     cluster.replicas.push(fresh);
-    let member_lease = ringscale_coordinator::member_lease_name(RING, &newcomer);
+    let member_lease = ringscale_coordinator::member_lease_name(&cluster.ring, &newcomer);
     let joined = Instant::now();
     while leases.get_opt(&member_lease).await.ok().flatten().is_none() {
         if joined.elapsed() > Duration::from_secs(20) {
@@ -920,8 +926,8 @@ pub(crate) async fn coordinator_kill(args: &Args, seed: u64) -> anyhow::Result<V
             for r in &cluster.replicas {
                 let records = cluster.records(r).await.unwrap_or_default();
                 for o in &cluster.objects {
-                    let key = format!("default/{o}/s0-metric-api-length");
-                    let want = owner_in(g, &members, o);
+                    let key = format!("{}/{o}/s0-metric-api-length", cluster.namespace);
+                    let want = owner_in(g, &members, &cluster.namespace, o);
                     let got = records.get(&key).map(|(_, _, origin, _)| origin.clone());
                     if got != want {
                         misplaced.push(format!("{} {o}: from {got:?}, owner {want:?}", r.name));
@@ -935,8 +941,12 @@ pub(crate) async fn coordinator_kill(args: &Args, seed: u64) -> anyhow::Result<V
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let objects: HashSet<String> = cluster.objects.iter().cloned().collect();
-    let (writes, conflicts) =
-        scale_conflicts(&cluster.sim.sim().stats.log(), &history.samples(), &objects);
+    let (writes, conflicts) = scale_conflicts(
+        &cluster,
+        &cluster.api.requests().await?,
+        &history.samples(),
+        &objects,
+    );
     Ok(vec![
         Check {
             scenario: NAME,

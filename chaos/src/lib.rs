@@ -3,6 +3,9 @@
 //! invariants continuously while the fault runs, and ends in a pass/fail table.
 //!
 //! `cargo build -p ringscale && cargo run -p ringscale-chaos -- --scenario kill [--long] [--seed N]`
+//!
+//! With `--kubeconfig` (or `RINGSCALE_TEST_KUBECONFIG`) and `--audit-log` the scenarios that
+//! need no kube-sim fault run unchanged on a real cluster (see [`apiserver`]).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
@@ -16,13 +19,13 @@ use http_body_util::{BodyExt as _, Empty};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, DeleteParams, PostParams};
 use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng as _};
-use ringscale_kube_sim::{Config, KubeSim};
 use ringscale_ring::{Kind, Member, ObjectKey, Ring, RingState};
 use serde_json::{Value, json};
 
+mod apiserver;
 mod faults;
 mod proxy;
 mod restart;
@@ -52,6 +55,28 @@ pub(crate) struct Args {
     /// The `ringscale` binary (default: next to this one).
     #[arg(long, env = "RINGSCALE_BIN")]
     ringscale: Option<PathBuf>,
+    /// A real cluster's kubeconfig (cluster-admin) instead of kube-sim; the scenarios that
+    /// inject kube-sim's faults (throttle, api-outage, api-restart) are skipped there.
+    #[arg(long, env = "RINGSCALE_TEST_KUBECONFIG", requires = "audit_log")]
+    kubeconfig: Option<PathBuf>,
+    /// The real API server's audit log (JSON lines, level Metadata or above), where the write
+    /// invariants are checked.
+    #[arg(long, env = "RINGSCALE_TEST_AUDIT_LOG")]
+    audit_log: Option<PathBuf>,
+}
+
+impl Args {
+    /// Whether `scenario` can run here: on a real cluster, not those that inject kube-sim's
+    /// faults (said on stdout).
+    pub(crate) fn runs_on_this_cluster(&self, scenario: &str) -> bool {
+        if self.kubeconfig.is_some()
+            && matches!(scenario, "throttle" | "api-outage" | "api-restart")
+        {
+            println!("SKIP {scenario}: it injects kube-sim's faults; not run on a real cluster");
+            return false;
+        }
+        true
+    }
 }
 
 /// Lease timings given to the replicas.
@@ -87,7 +112,9 @@ pub fn main() -> ExitCode {
     println!("seed {seed} (repeat with --seed {seed})");
     let result = runtime.block_on(async {
         let mut checks = Vec::new();
-        let run = |name: &str| args.scenario == "all" || args.scenario == name;
+        let run = |name: &str| {
+            (args.scenario == "all" || args.scenario == name) && args.runs_on_this_cluster(name)
+        };
         if run("kill") {
             checks.extend(kill(&args, seed).await?);
         }
@@ -176,10 +203,15 @@ impl Drop for Replica {
     }
 }
 
-/// kube-sim, a metrics source, the objects, and the replica processes.
+/// The API server, a metrics source, the objects, and the replica processes.
 pub(crate) struct Cluster {
-    pub(crate) sim: KubeSim,
+    pub(crate) api: apiserver::ApiServer,
     pub(crate) client: kube::Client,
+    /// Where the objects live: `default` on kube-sim, a namespace of the scenario's own on a
+    /// real cluster.
+    pub(crate) namespace: String,
+    /// The ring's name (its Leases and ConfigMap in namespace `ringscale`).
+    pub(crate) ring: String,
     /// Queue lengths the source reports (3 unless set).
     pub(crate) lengths: Arc<Mutex<HashMap<String, i64>>>,
     pub(crate) dir: PathBuf,
@@ -195,8 +227,44 @@ pub(crate) struct Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        if self.api.is_real() {
+            // The scenario's namespace goes while replicas still run to remove the
+            // ScaledObjects' finalizers (bounded: what is left is removed by the next ring).
+            let (client, namespace) = (self.client.clone(), self.namespace.clone());
+            tokio::task::block_in_place(|| {
+                tokio::runtime::Handle::current().block_on(async {
+                    let _ = Api::<Namespace>::all(client.clone())
+                        .delete(&namespace, &DeleteParams::default())
+                        .await;
+                    let sos = Api::<ringscale_api::ScaledObject>::namespaced(client, &namespace);
+                    let deadline = Instant::now() + Duration::from_secs(15);
+                    while Instant::now() < deadline {
+                        match sos.list(&Default::default()).await {
+                            Ok(list) if list.items.is_empty() => break,
+                            _ => tokio::time::sleep(Duration::from_millis(500)).await,
+                        }
+                    }
+                });
+            });
+        }
         self.replicas.clear();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Creates `obj`, or leaves it as it is if it exists.
+async fn create_or_keep<K>(api: &Api<K>, obj: &K) -> anyhow::Result<()>
+where
+    K: kube::Resource
+        + Clone
+        + k8s_openapi::serde::de::DeserializeOwned
+        + k8s_openapi::serde::Serialize
+        + std::fmt::Debug,
+{
+    match api.create(&PostParams::default(), obj).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -227,28 +295,41 @@ fn ringscale_bin(args: &Args) -> anyhow::Result<PathBuf> {
 impl Cluster {
     pub(crate) async fn start(args: &Args, name: &str) -> anyhow::Result<Cluster> {
         let bin = ringscale_bin(args)?;
-        let sim = KubeSim::start(Config {
-            workload_delay: Duration::from_millis(100),
-            hpa_sync_period: Duration::from_secs(1),
-            ..Config::default()
-        })
-        .await?;
+        let (api, client) =
+            apiserver::ApiServer::start(args.kubeconfig.as_ref(), args.audit_log.as_ref()).await?;
         let dir =
             std::env::temp_dir().join(format!("ringscale-chaos-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
-        sim.write_kubeconfig(&dir.join("kubeconfig"))?;
-        let kubeconfig = kube::config::Kubeconfig::from_yaml(sim.kubeconfig())?;
-        let client = kube::Client::try_from(
-            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?,
-        )?;
-        let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "ringscale"}}))?;
-        Api::<Namespace>::all(client.clone())
-            .create(&PostParams::default(), &ns)
-            .await?;
+        let (namespace, ring) = if api.is_real() {
+            let own = format!("chaos-{name}-{}", std::process::id());
+            (own.clone(), own)
+        } else {
+            ("default".to_owned(), "ringscale".to_owned())
+        };
+        for ns in ["ringscale", namespace.as_str()] {
+            let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}}))?;
+            create_or_keep(&Api::<Namespace>::all(client.clone()), &ns).await?;
+        }
+        let crds = Api::<CustomResourceDefinition>::all(client.clone());
         for crd in ringscale_api::crds::all() {
-            Api::<CustomResourceDefinition>::all(client.clone())
-                .create(&PostParams::default(), &crd)
-                .await?;
+            create_or_keep(&crds, &crd).await?;
+            let name = crd.metadata.name.clone().unwrap_or_default();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let established = crds.get(&name).await?.status.is_some_and(|s| {
+                    s.conditions
+                        .unwrap_or_default()
+                        .iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True")
+                });
+                if established {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    bail!("the CRD {name} was not established within 30 s");
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
         }
         // The source: every queue reads 3 (target 5: active, one replica each), or fails.
         let failing: Arc<Mutex<HashSet<String>>> = Arc::default();
@@ -290,7 +371,7 @@ impl Cluster {
                          "template": {"metadata": {"labels": {"app": name}},
                                       "spec": {"containers": [{"name": "w", "image": "w:1"}]}}}
             }))?;
-            Api::<Deployment>::namespaced(client.clone(), "default")
+            Api::<Deployment>::namespaced(client.clone(), &namespace)
                 .create(&PostParams::default(), &d)
                 .await?;
             let so: ringscale_api::ScaledObject = serde_json::from_value(json!({
@@ -302,15 +383,17 @@ impl Cluster {
                             "url": format!("http://{source_addr}/q/{name}"),
                             "valueLocation": "length", "targetValue": "5"}}]}
             }))?;
-            Api::<ringscale_api::ScaledObject>::namespaced(client.clone(), "default")
+            Api::<ringscale_api::ScaledObject>::namespaced(client.clone(), &namespace)
                 .create(&PostParams::default(), &so)
                 .await?;
             objects.push(name);
         }
-        let http = Prober::new();
+        let http = Prober::new(&namespace);
         let mut cluster = Cluster {
-            sim,
+            api,
             client: client.clone(),
+            namespace,
+            ring,
             lengths,
             dir,
             replicas: Vec::new(),
@@ -378,7 +461,10 @@ impl Cluster {
     /// replication port behind a proxy of [`proxy::Net`].
     pub(crate) async fn spawn(&self, name: &str) -> anyhow::Result<Replica> {
         let kubeconfig = self.dir.join(format!("{name}.kubeconfig"));
-        std::fs::write(&kubeconfig, self.sim.add_user(&Replica::user(name), &[]))?;
+        std::fs::write(
+            &kubeconfig,
+            self.api.replica_kubeconfig(&self.client, name).await?,
+        )?;
         let (admin, metrics, replication) = (free_port()?, free_port()?, free_port()?);
         let advertised = self.net.front(name, replication).await?;
         let log = std::fs::OpenOptions::new()
@@ -386,7 +472,8 @@ impl Cluster {
             .append(true)
             .open(self.dir.join(format!("{name}.log")))?;
         let child = Command::new(&self.bin)
-            .args(["run", "--name", name, "--insecure-metrics-api"])
+            .args(["run", "--name", name, "--ring", &self.ring])
+            .arg("--insecure-metrics-api")
             .arg("--kubeconfig")
             .arg(&kubeconfig)
             .args(["--replication-listen", &format!("127.0.0.1:{replication}")])
@@ -486,7 +573,7 @@ impl Cluster {
             })
             .collect();
         let ring = Ring::new(RingState::new(1, members));
-        ring.owner(&ObjectKey::new(Kind::ScaledObject, "default", object))
+        ring.owner(&ObjectKey::new(Kind::ScaledObject, &self.namespace, object))
             .map(|m| m.name.clone())
     }
 }
@@ -506,7 +593,8 @@ async fn observe(cluster: &Cluster, live: &[usize], rng: &mut StdRng, watch: &mu
         let r = &cluster.replicas[i];
         let object = &cluster.objects[rng.random_range(0..cluster.objects.len())];
         let path = format!(
-            "/apis/external.metrics.k8s.io/v1beta1/namespaces/default/s0-metric-api-length?labelSelector=scaledobject.keda.sh%2Fname%3D{object}"
+            "/apis/external.metrics.k8s.io/v1beta1/namespaces/{}/s0-metric-api-length?labelSelector=scaledobject.keda.sh%2Fname%3D{object}",
+            cluster.namespace
         );
         watch.requests += 1;
         match cluster.get(r.metrics, &path).await {
@@ -585,7 +673,7 @@ async fn kill(args: &Args, seed: u64) -> anyhow::Result<Vec<Check>> {
             && let Ok(records) = cluster.records(&cluster.replicas[live[0]]).await
         {
             for o in &orphans {
-                let key = format!("default/{o}/s0-metric-api-length");
+                let key = format!("{}/{o}/s0-metric-api-length", cluster.namespace);
                 if let Some((_, _, origin, age_ms)) = records.get(&key)
                     && *origin != victim_name
                     && Duration::from_millis(*age_ms) < killed.elapsed()
@@ -663,13 +751,16 @@ pub(crate) struct Prober {
         hyper_util::client::legacy::connect::HttpConnector,
         Empty<bytes::Bytes>,
     >,
+    /// The objects' namespace.
+    namespace: String,
 }
 
 impl Prober {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(namespace: &str) -> Self {
         Self {
             http: hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
                 .build_http(),
+            namespace: namespace.to_owned(),
         }
     }
 
@@ -686,7 +777,8 @@ impl Prober {
     /// The value the metrics API on `port` serves for an object, or why not.
     pub(crate) async fn value(&self, port: u16, object: &str) -> Result<String, String> {
         let path = format!(
-            "/apis/external.metrics.k8s.io/v1beta1/namespaces/default/s0-metric-api-length?labelSelector=scaledobject.keda.sh%2Fname%3D{object}"
+            "/apis/external.metrics.k8s.io/v1beta1/namespaces/{}/s0-metric-api-length?labelSelector=scaledobject.keda.sh%2Fname%3D{object}",
+            self.namespace
         );
         self.decode(self.get(port, &path).await)
     }
@@ -847,10 +939,11 @@ pub(crate) async fn wrong_statuses(cluster: &Cluster, emptied: &[String]) -> Vec
 
 /// The Active condition of a ScaledObject's status: (status, reason).
 async fn active_condition(cluster: &Cluster, object: &str) -> Option<(String, String)> {
-    let so = Api::<ringscale_api::ScaledObject>::namespaced(cluster.client.clone(), "default")
-        .get(object)
-        .await
-        .ok()?;
+    let so =
+        Api::<ringscale_api::ScaledObject>::namespaced(cluster.client.clone(), &cluster.namespace)
+            .get(object)
+            .await
+            .ok()?;
     let status = serde_json::to_value(so.status?).ok()?;
     status["conditions"].as_array()?.iter().find_map(|c| {
         (c["type"] == "Active").then(|| {
@@ -888,7 +981,7 @@ async fn api_outage(args: &Args, seed: u64) -> anyhow::Result<Vec<Check>> {
         emptied.len(),
         cluster.objects.len()
     );
-    cluster.sim.sim().faults.set_outage(Some(mode));
+    cluster.api.sim()?.faults.set_outage(Some(mode));
     tokio::time::sleep(Duration::from_secs(2)).await;
     {
         let mut lengths = cluster
@@ -900,7 +993,7 @@ async fn api_outage(args: &Args, seed: u64) -> anyhow::Result<Vec<Check>> {
         }
     }
     tokio::time::sleep(outage - Duration::from_secs(2)).await;
-    cluster.sim.sim().faults.set_outage(None);
+    cluster.api.sim()?.faults.set_outage(None);
     let ended = Instant::now();
 
     let mut exited = Vec::new();

@@ -31,7 +31,8 @@ impl PollGaps {
     pub(crate) fn start(admins: Arc<Mutex<Vec<u16>>>) -> Self {
         let samples: Samples = Arc::default();
         let out = Arc::clone(&samples);
-        let http = crate::Prober::new();
+        // Records only: the objects' namespace does not matter.
+        let http = crate::Prober::new("default");
         let task = tokio::spawn(async move {
             loop {
                 let ports = admins
@@ -115,7 +116,7 @@ pub(crate) async fn api_restart(args: &Args, _seed: u64) -> anyhow::Result<Vec<C
     let mut wide = args.clone();
     wide.objects = args.objects.max(200);
     let cluster = Cluster::start(&wide, "restart").await?;
-    let rings = RingHistory::start(cluster.client.clone());
+    let rings = RingHistory::start(cluster.client.clone(), &cluster.ring);
     let gaps = PollGaps::start(Arc::new(Mutex::new(
         cluster.replicas.iter().map(|r| r.admin).collect(),
     )));
@@ -128,7 +129,7 @@ pub(crate) async fn api_restart(args: &Args, _seed: u64) -> anyhow::Result<Vec<C
         warmup.as_secs()
     );
     let started = Instant::now();
-    cluster.sim.sim().restart(down, warmup).await;
+    cluster.api.sim()?.restart(down, warmup).await;
     let back = Instant::now() - warmup;
     // After the server is back: readiness, then a quiet spell to see polls and generations.
     let mut ready_after = None;
@@ -171,7 +172,7 @@ pub(crate) async fn api_restart(args: &Args, _seed: u64) -> anyhow::Result<Vec<C
             panics.push(r.name.clone());
         }
     }
-    let log = cluster.sim.sim().stats.log();
+    let log = cluster.api.requests().await?;
     let by_replica = |r: &&ringscale_kube_sim::RequestRecord| {
         r.user.starts_with("system:serviceaccount:ringscale:") && r.at >= started
     };
