@@ -210,6 +210,17 @@ fn finish_namespace(sim: &Sim, namespace: &Live, objects: &[Live]) -> bool {
         .filter(|l| l.info.namespaced && l.key.namespace == namespace.key.name)
         .collect();
     if contents.is_empty() {
+        // As the real namespace controller: the namespace is not removed while discovery fails,
+        // which it does while an APIService backed by a service has no backend (ringscale's
+        // metrics API down blocks every namespace deletion).
+        let unavailable: Vec<String> = crate::aggregator::registered(sim)
+            .into_iter()
+            .filter(|(group, version)| sim.backends.get(&format!("{version}.{group}")).is_empty())
+            .map(|(group, version)| format!("{group}/{version}"))
+            .collect();
+        if !unavailable.is_empty() {
+            return discovery_failed(sim, namespace, &unavailable);
+        }
         let resource = GroupResource::new("", "namespaces");
         if let Ok(removed) = sim.store.remove(&resource, &namespace.key, None) {
             crate::lifecycle::after_delete(sim, &namespace.info, &removed, None);
@@ -223,6 +234,48 @@ fn finish_namespace(sim: &Sim, namespace: &Live, objects: &[Live]) -> bool {
         delete(sim, live, "Background");
     }
     true
+}
+
+/// Records on a terminating namespace that its deletion waits for discovery (the condition and
+/// message a real namespace controller writes); false when it was already recorded.
+fn discovery_failed(sim: &Sim, namespace: &Live, unavailable: &[String]) -> bool {
+    let resource = GroupResource::new("", "namespaces");
+    let Some((current, rv)) = sim.store.get(&resource, &namespace.key) else {
+        return false;
+    };
+    let recorded = current
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .is_some_and(|c| {
+            c.iter()
+                .any(|c| c["type"] == "NamespaceDeletionDiscoveryFailure" && c["status"] == "True")
+        });
+    if recorded {
+        return false;
+    }
+    let failing = unavailable
+        .iter()
+        .map(|gv| format!("{gv}: stale GroupVersion discovery: {gv}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut marked = (*current).clone();
+    marked["status"]["conditions"] = json!([{
+        "type": "NamespaceDeletionDiscoveryFailure",
+        "status": "True",
+        "reason": "DiscoveryFailed",
+        "message": format!(
+            "Discovery failed for some groups, {} failing: unable to retrieve the complete list of server APIs: {failing}",
+            unavailable.len()
+        ),
+        "lastTransitionTime": api::now(),
+    }]);
+    match sim.store.replace(&resource, &namespace.key, rv, marked) {
+        Ok(stored) => {
+            crate::lifecycle::after_write(sim, &namespace.info, Some(&current), &stored);
+            true
+        }
+        Err(_) => false,
+    }
 }
 
 fn finish_crd(sim: &Sim, crd: &Live, objects: &[Live]) -> bool {

@@ -1290,3 +1290,85 @@ async fn the_hpa_scales_on_cpu_utilisation() {
     })
     .await;
 }
+
+/// As on a real cluster (seen on v1.28.4 with ringscale's metrics API down): a namespace's
+/// contents are deleted, but the namespace stays Terminating, with the namespace controller's
+/// discovery-failure condition, while an aggregated API has no backend; it goes once one is back.
+#[tokio::test]
+async fn namespace_deletion_waits_for_an_unavailable_aggregated_api() {
+    let (sim, client) = cluster(fast()).await;
+    let apiservices: Api<k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService> =
+        Api::all(client.clone());
+    apiservices
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "v1beta1.external.metrics.k8s.io"},
+                "spec": {"group": "external.metrics.k8s.io", "version": "v1beta1", "insecureSkipTLSVerify": true,
+                         "groupPriorityMinimum": 100, "versionPriority": 100, "service": {"name": "ringscale-metrics", "namespace": "ringscale"}}
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "tenant"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "tenant");
+    cms.create(&PostParams::default(), &cm("c", json!({})))
+        .await
+        .unwrap();
+    namespaces
+        .delete("tenant", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(10), "the contents deleted", || async {
+        cms.get_opt("c").await.unwrap().is_none().then_some(())
+    })
+    .await;
+    let condition = eventually(
+        Duration::from_secs(10),
+        "the discovery-failure condition",
+        || async {
+            let ns = namespaces.get("tenant").await.ok()?;
+            ns.status?
+                .conditions?
+                .into_iter()
+                .find(|c| c.type_ == "NamespaceDeletionDiscoveryFailure" && c.status == "True")
+        },
+    )
+    .await;
+    assert!(
+        condition
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("external.metrics.k8s.io/v1beta1")),
+        "{condition:?}"
+    );
+    // Still there a while later: the deletion waits, it does not give up or go ahead.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let ns = namespaces.get("tenant").await.unwrap();
+    assert_eq!(
+        ns.status.and_then(|s| s.phase).as_deref(),
+        Some("Terminating")
+    );
+    // The metrics API is back: the namespace goes.
+    sim.sim().backends.set(
+        "v1beta1.external.metrics.k8s.io",
+        vec!["https://127.0.0.1:9".into()],
+    );
+    eventually(Duration::from_secs(10), "the namespace gone", || async {
+        namespaces
+            .get_opt("tenant")
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+}

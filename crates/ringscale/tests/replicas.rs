@@ -573,7 +573,8 @@ async fn three_replicas_scale_a_deployment_from_a_redis_list_and_survive_a_kill(
         let _ = std::fs::remove_dir_all(&dir);
         return;
     };
-    assert!(mine.len() > 10, "{} requests", mine.len());
+    let requests = mine.len();
+    assert!(requests > 10, "{requests} requests");
     for r in &mine {
         assert!(
             r.user_agent
@@ -587,6 +588,7 @@ async fn three_replicas_scale_a_deployment_from_a_redis_list_and_survive_a_kill(
         .filter(|r| matches!(r.verb.as_str(), "create" | "update" | "patch"))
         .collect();
     assert!(!writes.is_empty());
+    let writes_checked = writes.len();
     for r in writes {
         assert_eq!(r.field_manager.as_deref(), Some("ringscale"), "{r:?}");
     }
@@ -609,6 +611,10 @@ async fn three_replicas_scale_a_deployment_from_a_redis_list_and_survive_a_kill(
         .collect();
     calls.sort();
     calls.dedup();
+    eprintln!(
+        "checked {requests} requests by {user} ({writes_checked} writes) and {} distinct calls against the chart's RBAC",
+        calls.len()
+    );
     if let Some(docs) = support::render(&[]) {
         let grants = support::grants(&docs, "ringscale", "ringscale");
         let problems = support::check_rbac(&calls, &grants, &[]);
