@@ -3,7 +3,7 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let files = ["externalscaler.proto", "replication.proto"];
+    let files = ["etcd.proto", "externalscaler.proto", "replication.proto"];
     for file in files {
         println!("cargo:rerun-if-changed={}", dir.join(file).display());
     }

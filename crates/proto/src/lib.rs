@@ -24,3 +24,15 @@ pub mod externalscaler {
 pub mod replication {
     tonic::include_proto!("ringscale.replication.v1");
 }
+
+/// The part of etcd's v3 API the `etcd` trigger uses (`etcd.proto`): reading a key and
+/// authenticating; wire-compatible with etcd 3.x.
+#[allow(
+    missing_docs,
+    missing_debug_implementations,
+    clippy::all,
+    clippy::pedantic
+)]
+pub mod etcd {
+    tonic::include_proto!("etcdserverpb");
+}

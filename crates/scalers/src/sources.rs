@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tokio::sync::{Semaphore, SemaphorePermit};
 
-use crate::scalers::{amqp, external, http, mysql, postgres, redis};
+use crate::scalers::{amqp, etcd, external, http, mysql, postgres, redis};
 
 /// Limits of shared sources.
 #[derive(Clone, Debug)]
@@ -48,6 +48,8 @@ pub struct SourceCounts {
     pub http: usize,
     /// gRPC external scaler endpoints.
     pub grpc: usize,
+    /// etcd clusters.
+    pub etcd: usize,
 }
 
 /// The registry of shared sources. Cheap to clone; clones share the registry.
@@ -64,6 +66,7 @@ pub(crate) struct SourcesInner {
     pub amqp: Shared<amqp::AmqpKey, amqp::AmqpSource>,
     pub http: Shared<http::HttpKey, http::HttpSource>,
     pub grpc: Shared<external::GrpcKey, external::GrpcSource>,
+    pub etcd: Shared<etcd::EtcdKey, etcd::EtcdSource>,
 }
 
 impl Sources {
@@ -79,6 +82,7 @@ impl Sources {
                 amqp: Shared::default(),
                 http: Shared::default(),
                 grpc: Shared::default(),
+                etcd: Shared::default(),
             }),
         }
     }
@@ -93,6 +97,7 @@ impl Sources {
             amqp: i.amqp.live(),
             http: i.http.live(),
             grpc: i.grpc.live(),
+            etcd: i.etcd.live(),
         }
     }
 

@@ -12,7 +12,7 @@ use crate::metric::{MetricSpec, Poll};
 use crate::params::Params;
 use crate::redact::Redactor;
 use crate::scalers::{
-    cron, external, metrics_api, mysql, nats, postgres, prometheus, rabbitmq, redis, resource,
+    cron, etcd, external, metrics_api, mysql, nats, postgres, prometheus, rabbitmq, redis, resource,
 };
 use crate::sources::{Sources, within};
 
@@ -20,6 +20,7 @@ use crate::sources::{Sources, within};
 pub const SUPPORTED_TRIGGER_TYPES: &[&str] = &[
     "cpu",
     "cron",
+    "etcd",
     "external",
     "external-push",
     "memory",
@@ -103,6 +104,7 @@ pub(crate) enum Config {
     MetricsApi(metrics_api::Config),
     Prometheus(prometheus::Config),
     Cron(cron::Config),
+    Etcd(etcd::Config),
     Resource(resource::Config),
     External(external::Config),
 }
@@ -139,6 +141,7 @@ impl ParsedTrigger {
             Config::MetricsApi(cfg) => cfg.metric_specs(c),
             Config::Prometheus(cfg) => cfg.metric_specs(c),
             Config::Cron(cfg) => cfg.metric_specs(c),
+            Config::Etcd(cfg) => cfg.metric_specs(c),
             Config::Resource(cfg) => cfg.metric_specs(),
             Config::External(_) => return None,
         })
@@ -241,6 +244,7 @@ pub fn parse(input: &TriggerInput) -> Result<ParsedTrigger, Vec<ScalerError>> {
         "metrics-api" => Config::MetricsApi(metrics_api::parse(&mut p)),
         "prometheus" => Config::Prometheus(prometheus::parse(&mut p)),
         "cron" => Config::Cron(cron::parse(&mut p)),
+        "etcd" => Config::Etcd(etcd::parse(&mut p)),
         "cpu" => Config::Resource(resource::parse(&mut p, crate::metric::Resource::Cpu)),
         "memory" => Config::Resource(resource::parse(&mut p, crate::metric::Resource::Memory)),
         "external" => Config::External(external::parse(&mut p, false)),
@@ -286,6 +290,7 @@ enum Kind {
     MetricsApi(metrics_api::MetricsApiScaler),
     Prometheus(prometheus::PrometheusScaler),
     Cron(cron::CronScaler),
+    Etcd(etcd::EtcdScaler),
     Resource(resource::Config),
     External(external::ExternalScaler),
 }
@@ -325,6 +330,7 @@ impl Scaler {
                 Kind::Prometheus(prometheus::PrometheusScaler::new(c, sources))
             }
             Config::Cron(c) => Kind::Cron(cron::CronScaler::new(c)),
+            Config::Etcd(c) => Kind::Etcd(etcd::EtcdScaler::new(c, sources)),
             Config::Resource(c) => Kind::Resource(c),
             Config::External(c) => {
                 Kind::External(external::ExternalScaler::new(c, &common, sources))
@@ -388,6 +394,7 @@ impl Scaler {
             Kind::MetricsApi(s) => s.config().metric_specs(c),
             Kind::Prometheus(s) => s.config().metric_specs(c),
             Kind::Cron(s) => s.config().metric_specs(c),
+            Kind::Etcd(s) => s.config().metric_specs(c),
             Kind::Resource(cfg) => cfg.metric_specs(),
             Kind::External(s) => {
                 return match within(c.timeout, s.metric_specs(c)).await {
@@ -415,6 +422,7 @@ impl Scaler {
                 Kind::MetricsApi(s) => Box::pin(s.poll(c, metric_name)).await,
                 Kind::Prometheus(s) => Box::pin(s.poll(c, metric_name)).await,
                 Kind::Cron(s) => s.poll(c, metric_name),
+                Kind::Etcd(s) => Box::pin(s.poll(c, metric_name)).await,
                 Kind::Resource(_) => Ok(Poll {
                     values: Vec::new(),
                     active: false,

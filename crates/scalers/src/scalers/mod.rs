@@ -2,6 +2,7 @@
 
 pub(crate) mod amqp;
 pub(crate) mod cron;
+pub(crate) mod etcd;
 pub(crate) mod external;
 pub(crate) mod http;
 pub(crate) mod httpauth;

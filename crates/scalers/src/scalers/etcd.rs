@@ -1,0 +1,372 @@
+//! `etcd`: the numeric value of one etcd key, as KEDA's `etcd_scaler.go` reads it (a v3 Range
+//! of `watchKey`, parsed as a float; active above `activationValue`).
+//!
+//! One gRPC channel per endpoint is shared by every trigger with the same endpoints, TLS and
+//! credentials; a call goes to the endpoint that answered last and moves on to the next one when
+//! it cannot be reached, as etcd's Go client fails over. With `username` and `password` the
+//! source authenticates once and sends the token with each call, authenticating again when etcd
+//! says the token is no longer valid.
+//!
+//! Not done: KEDA's etcd scaler also watches the key and pushes activity changes between polls;
+//! here the key is read at each poll only.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use pb::auth_client::AuthClient;
+use pb::kv_client::KvClient;
+use ringscale_proto::etcd as pb;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::error::{ErrorKind, ParamSource};
+use crate::metric::{ExternalMetric, MetricSpec, Poll, metric_name, normalize};
+use crate::params::{AUTH, META, Params};
+use crate::redact::Secret;
+use crate::sources::{Limit, Sources};
+use crate::tls::TlsOptions;
+use crate::trigger::Common;
+
+/// Where KEDA reads `username` and `password`: the authentication, then the environment.
+const AUTH_OR_ENV: &[ParamSource] = &[ParamSource::Auth, ParamSource::Env];
+
+/// An `etcd` trigger.
+#[derive(Clone, Debug)]
+pub(crate) struct Config {
+    endpoints: Vec<String>,
+    watch_key: String,
+    value: f64,
+    activation: f64,
+    tls: Option<TlsOptions>,
+    credentials: Option<(String, Secret)>,
+}
+
+pub(crate) fn parse(p: &mut Params<'_>) -> Config {
+    let endpoints: Vec<String> = p
+        .list(&["endpoints"], META)
+        .into_iter()
+        .filter(|e| !e.is_empty())
+        .collect();
+    if endpoints.is_empty() && p.lookup(&["endpoints"], META).is_none() {
+        p.req_str(&["endpoints"], META);
+    } else if endpoints.is_empty() {
+        p.fail_param(ErrorKind::Config, "endpoints", META, "lists no endpoint");
+    }
+    let watch_key = p.req_str(&["watchKey"], META);
+    let value = p.req_f64("value", META);
+    let activation = p.f64_or("activationValue", META, 0.0);
+    // Read only to check it, as KEDA does: it paces the watch, which is not implemented here.
+    if p.i64_or("watchProgressNotifyInterval", META, 600) <= 0 {
+        p.fail_param(
+            ErrorKind::Config,
+            "watchProgressNotifyInterval",
+            META,
+            "must be greater than 0",
+        );
+    }
+    let username = p.opt_str(&["username"], AUTH_OR_ENV);
+    let password = p.opt_str(&["password"], AUTH_OR_ENV).map(Secret::new);
+    let credentials = match (username, password) {
+        (Some(u), Some(pw)) => Some((u, pw)),
+        (None, None) => None,
+        (None, Some(_)) => {
+            p.fail(ErrorKind::Config, "username must be provided with password");
+            None
+        }
+        (Some(_), None) => {
+            p.fail(ErrorKind::Config, "password must be provided with username");
+            None
+        }
+    };
+    let enable = p.choice("tls", AUTH, &["enable", "disable"], "disable");
+    let tls = (enable == "enable").then(|| TlsOptions {
+        ca: p.opt_str(&["ca"], AUTH),
+        cert: p.opt_str(&["cert"], AUTH),
+        key: p.opt_str(&["key"], AUTH).map(Secret::new),
+        insecure: false,
+    });
+    if let Some(t) = &tls {
+        match (&t.cert, &t.key) {
+            (None, Some(_)) => p.fail(ErrorKind::Config, "cert must be provided with key"),
+            (Some(_), None) => p.fail(ErrorKind::Config, "key must be provided with cert"),
+            _ => {}
+        }
+        if p.opt_str(&["keyPassword"], AUTH).is_some() {
+            p.fail_param(
+                ErrorKind::Unsupported,
+                "keyPassword",
+                AUTH,
+                "encrypted private keys are not supported by ringscale; give key unencrypted",
+            );
+        } else if let Err(e) = t.client_config() {
+            p.fail_param(ErrorKind::Config, "ca", AUTH, e);
+        }
+    }
+    for endpoint in &endpoints {
+        if let Err(e) = endpoint_url(endpoint, tls.is_some()) {
+            p.fail_param(ErrorKind::Config, "endpoints", META, e);
+        }
+    }
+    Config {
+        endpoints,
+        watch_key,
+        value,
+        activation,
+        tls,
+        credentials,
+    }
+}
+
+/// An endpoint as a URL: `host:port` gets the scheme the TLS setting implies; `http://` and
+/// `https://` are kept (etcd's Go client accepts all three).
+fn endpoint_url(endpoint: &str, tls: bool) -> Result<String, String> {
+    let url = if endpoint.contains("://") {
+        endpoint.to_owned()
+    } else {
+        format!("{}://{endpoint}", if tls { "https" } else { "http" })
+    };
+    match url.parse::<tonic::transport::Uri>() {
+        Ok(uri) if uri.host().is_some() && matches!(uri.scheme_str(), Some("http" | "https")) => {
+            Ok(url)
+        }
+        _ => Err(format!(
+            "{endpoint:?} is not an etcd endpoint (host:port, http://host:port or https://host:port)"
+        )),
+    }
+}
+
+impl Config {
+    pub fn metric_specs(&self, common: &Common) -> Vec<MetricSpec> {
+        vec![MetricSpec::External(ExternalMetric::new(
+            metric_name(
+                common.index,
+                &normalize(&format!("etcd-{}", self.watch_key)),
+            ),
+            common.metric_type.clone(),
+            self.value,
+        ))]
+    }
+}
+
+/// Identity of a shared etcd cluster connection.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct EtcdKey {
+    endpoints: Vec<String>,
+    tls: Option<TlsOptions>,
+    credentials: Option<(String, Secret)>,
+}
+
+/// Channels to the endpoints of one etcd cluster, and the auth token they share.
+pub(crate) struct EtcdSource {
+    channels: Result<Vec<Channel>, String>,
+    /// The endpoint that answered last.
+    current: AtomicUsize,
+    credentials: Option<(String, Secret)>,
+    token: tokio::sync::Mutex<Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>>,
+    limit: Limit,
+}
+
+impl EtcdSource {
+    fn new(key: &EtcdKey, limit: Limit) -> Self {
+        let channels = key
+            .endpoints
+            .iter()
+            .map(|e| {
+                let url = endpoint_url(e, key.tls.is_some())?;
+                let endpoint = Endpoint::from_shared(url)
+                    .map_err(|e| format!("invalid endpoint: {e}"))?
+                    .connect_timeout(Duration::from_secs(5))
+                    .http2_keep_alive_interval(Duration::from_secs(30))
+                    .keep_alive_while_idle(true);
+                Ok(match &key.tls {
+                    None => endpoint.connect_lazy(),
+                    Some(tls) => {
+                        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+                            .with_tls_config(tls.client_config()?)
+                            .https_only()
+                            .enable_http2()
+                            .build();
+                        endpoint.connect_with_connector_lazy(connector)
+                    }
+                })
+            })
+            .collect();
+        EtcdSource {
+            channels,
+            current: AtomicUsize::new(0),
+            credentials: key.credentials.clone(),
+            token: tokio::sync::Mutex::new(None),
+            limit,
+        }
+    }
+}
+
+/// A built `etcd` trigger.
+pub(crate) struct EtcdScaler {
+    config: Config,
+    source: Arc<EtcdSource>,
+}
+
+impl EtcdScaler {
+    pub fn new(config: Config, sources: &Sources) -> Self {
+        let key = EtcdKey {
+            endpoints: config.endpoints.clone(),
+            tls: config.tls.clone(),
+            credentials: config.credentials.clone(),
+        };
+        let source = sources
+            .inner
+            .etcd
+            .get_or_insert(&key, || EtcdSource::new(&key, sources.limit()));
+        EtcdScaler { config, source }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub async fn poll(&self, common: &Common, metric: &str) -> Result<Poll, crate::ScalerError> {
+        let _permit = self.source.limit.acquire().await;
+        let value = self.read(common).await?;
+        Ok(Poll::one(
+            common.name(metric),
+            value,
+            value > self.config.activation,
+        ))
+    }
+
+    /// The key's value, from the first endpoint that answers, starting with the last one that
+    /// did.
+    async fn read(&self, common: &Common) -> Result<f64, crate::ScalerError> {
+        let channels = match &self.source.channels {
+            Ok(c) if !c.is_empty() => c,
+            Ok(_) => return Err(common.error(ErrorKind::Config, "no etcd endpoint")),
+            Err(e) => return Err(common.error(ErrorKind::Config, e)),
+        };
+        let start = self.source.current.load(Ordering::Relaxed);
+        let mut unreachable = Vec::new();
+        for k in 0..channels.len() {
+            let i = (start + k) % channels.len();
+            match self.range(common, &channels[i]).await {
+                Ok(response) => {
+                    self.source.current.store(i, Ordering::Relaxed);
+                    return self.value_of(common, &response);
+                }
+                // Only a server that could not be reached is skipped; an answer is final.
+                Err(status) if status.code() == tonic::Code::Unavailable => {
+                    unreachable.push(format!(
+                        "{}: {}",
+                        self.config.endpoints[i],
+                        status.message()
+                    ));
+                }
+                Err(status) => return Err(status_error(common, &status)),
+            }
+        }
+        Err(common.source_error(format!(
+            "no etcd endpoint could be reached: {}",
+            unreachable.join("; ")
+        )))
+    }
+
+    /// One Range of the key on `channel`, authenticated when the trigger has credentials (once
+    /// more with a new token when etcd refuses the one it had).
+    async fn range(
+        &self,
+        common: &Common,
+        channel: &Channel,
+    ) -> Result<pb::RangeResponse, tonic::Status> {
+        for attempt in 0..2 {
+            let token = self.token(channel, attempt > 0).await?;
+            let mut request = tonic::Request::new(pb::RangeRequest {
+                key: self.config.watch_key.as_bytes().to_vec(),
+                range_end: Vec::new(),
+                limit: 1,
+            });
+            request.set_timeout(common.timeout);
+            if let Some(token) = token {
+                request.metadata_mut().insert("token", token);
+            }
+            match KvClient::new(channel.clone()).range(request).await {
+                Err(status) if attempt == 0 && token_refused(&status) => {}
+                other => return other.map(tonic::Response::into_inner),
+            }
+        }
+        Err(tonic::Status::unauthenticated(
+            "etcd refused a freshly issued auth token",
+        ))
+    }
+
+    /// The auth token to send, when the trigger has credentials: the shared one, or a new one
+    /// when `renew` or none was issued yet.
+    async fn token(
+        &self,
+        channel: &Channel,
+        renew: bool,
+    ) -> Result<Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>, tonic::Status> {
+        let Some((user, password)) = &self.source.credentials else {
+            return Ok(None);
+        };
+        let mut token = self.source.token.lock().await;
+        if renew || token.is_none() {
+            let issued = AuthClient::new(channel.clone())
+                .authenticate(pb::AuthenticateRequest {
+                    name: user.clone(),
+                    password: password.expose().to_owned(),
+                })
+                .await?
+                .into_inner()
+                .token;
+            *token = Some(issued.parse().map_err(|_| {
+                tonic::Status::internal("etcd issued an auth token that is not ASCII")
+            })?);
+        }
+        Ok(token.clone())
+    }
+
+    fn value_of(
+        &self,
+        common: &Common,
+        response: &pb::RangeResponse,
+    ) -> Result<f64, crate::ScalerError> {
+        let Some(kv) = response.kvs.first() else {
+            return Err(
+                common.source_error(format!("watchKey {} doesn't exist", self.config.watch_key))
+            );
+        };
+        let text = String::from_utf8_lossy(&kv.value);
+        match text.parse::<f64>() {
+            Ok(v) if v.is_finite() => Ok(v),
+            _ => Err(common.source_error(format!(
+                "the value of watchKey {} is not a number: {:?}",
+                self.config.watch_key,
+                text.chars().take(64).collect::<String>()
+            ))),
+        }
+    }
+}
+
+/// Whether etcd refused the auth token (expired, or the server restarted): worth one new token.
+fn token_refused(status: &tonic::Status) -> bool {
+    status.message().contains("invalid auth token")
+}
+
+fn status_error(common: &Common, status: &tonic::Status) -> crate::ScalerError {
+    // Refused credentials are the trigger's configuration, not a passing fault of the source.
+    let kind = match status.code() {
+        tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => ErrorKind::Config,
+        // etcd's ErrAuthFailed and ErrUserEmpty (authentication is on, no user given).
+        tonic::Code::InvalidArgument
+            if status.message().contains("authentication failed")
+                || status.message().contains("user name is empty") =>
+        {
+            ErrorKind::Config
+        }
+        tonic::Code::DeadlineExceeded => return common.timed_out(),
+        _ => ErrorKind::Source,
+    };
+    common.error(
+        kind,
+        format!("etcd answered {:?}: {}", status.code(), status.message()),
+    )
+}
