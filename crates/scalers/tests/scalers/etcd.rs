@@ -12,6 +12,25 @@ struct Etcd {
     addr: String,
     _proc: Proc,
     _dir: TempDir,
+    client: u16,
+    peer: u16,
+}
+
+impl Etcd {
+    /// Stops the server and starts it again on the same ports and data.
+    async fn restart(self) -> Etcd {
+        let Etcd {
+            _proc: process,
+            _dir: dir,
+            client,
+            peer,
+            ..
+        } = self;
+        drop(process);
+        // The old process must have let go of its ports.
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        run(dir, client, peer).await
+    }
 }
 
 async fn start() -> Option<Etcd> {
@@ -23,6 +42,11 @@ async fn start() -> Option<Etcd> {
     }
     let dir = TempDir::new("etcd");
     let (client, peer) = (free_port(), free_port());
+    Some(run(dir, client, peer).await)
+}
+
+/// etcd on `client` and `peer` with its data in `dir` (kept across a restart).
+async fn run(dir: TempDir, client: u16, peer: u16) -> Etcd {
     let addr = format!("127.0.0.1:{client}");
     let client_url = format!("http://{addr}");
     let peer_url = format!("http://127.0.0.1:{peer}");
@@ -53,16 +77,20 @@ async fn start() -> Option<Etcd> {
         async move {
             match gateway(&addr, "/v3/kv/range", &json!({"key": b64("probe")}), None).await {
                 Ok(_) => Ok(()),
+                // Serving, but with authentication on (after a restart).
+                Err(e) if e.contains("user name is empty") => Ok(()),
                 Err(e) => Err(e),
             }
         }
     })
     .await;
-    Some(Etcd {
+    Etcd {
         addr,
         _proc: proc,
         _dir: dir,
-    })
+        client,
+        peer,
+    }
 }
 
 fn b64(text: &str) -> String {
@@ -307,6 +335,29 @@ async fn user_and_password_authenticate_and_a_wrong_password_is_refused() {
         !err.to_string().contains("nope"),
         "the password is not shown: {err}"
     );
+
+    // A restarted etcd no longer knows the token the trigger holds: it logs in again.
+    let etcd = etcd.restart().await;
+    let token = eventually(20, || async {
+        let answer = gateway(
+            &etcd.addr,
+            "/v3/auth/authenticate",
+            &json!({"name": "root", "password": "rootpw"}),
+            None,
+        )
+        .await?;
+        answer["token"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| format!("no token in {answer}"))
+    })
+    .await;
+    put(&etcd.addr, "/queue", "9", Some(&token)).await;
+    let polled = eventually(20, || async {
+        poll(&scaler).await.map_err(|e| e.to_string())
+    })
+    .await;
+    assert_eq!((polled.values[0].value, polled.active), (9.0, true));
 }
 
 #[test]
