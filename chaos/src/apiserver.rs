@@ -9,7 +9,7 @@
 //! scenario's end (see [`ApiServer::cleanup`]).
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use k8s_openapi::api::authentication::v1::TokenRequest;
@@ -17,7 +17,7 @@ use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
 use kube::api::{Api, PostParams};
 use ringscale_kube_sim::{Config, KubeSim, RequestRecord};
-use serde_json::{Value, json};
+use serde_json::json;
 
 /// A real cluster's connection and audit log.
 pub(crate) struct Real {
@@ -153,7 +153,10 @@ impl ApiServer {
                 // The log backend writes each event as the request completes; give the last
                 // ones a moment to reach the file.
                 tokio::time::sleep(Duration::from_secs(1)).await;
-                audit_records(&real.audit.0, real.audit.1)
+                Ok(ringscale_kube_sim::audit::read(
+                    &real.audit.0,
+                    real.audit.1,
+                )?)
             }
         }
     }
@@ -171,58 +174,4 @@ async fn client_of(kubeconfig: kube::config::Kubeconfig) -> anyhow::Result<kube:
     Ok(kube::Client::try_from(
         kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?,
     )?)
-}
-
-/// The completed requests of an audit log (JSON lines, level Metadata or above) after byte
-/// `from`.
-fn audit_records(path: &PathBuf, from: u64) -> anyhow::Result<Vec<RequestRecord>> {
-    use std::io::{BufRead as _, Seek as _};
-    let mut file =
-        std::fs::File::open(path).with_context(|| format!("the audit log {}", path.display()))?;
-    file.seek(std::io::SeekFrom::Start(from))?;
-    let (now, wall) = (Instant::now(), SystemTime::now());
-    let mut out = Vec::new();
-    for line in std::io::BufReader::new(file).lines() {
-        let line = line?;
-        let Ok(event) = serde_json::from_str::<Value>(&line) else {
-            continue;
-        };
-        // Watches end with ResponseComplete too; other stages repeat the request.
-        if event["stage"] != "ResponseComplete" {
-            continue;
-        }
-        let text = |v: &Value| v.as_str().map(str::to_owned);
-        let Some(at) = event["stageTimestamp"]
-            .as_str()
-            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
-            .map(SystemTime::from)
-        else {
-            continue;
-        };
-        let ago = wall.duration_since(at).unwrap_or_default();
-        let object = &event["objectRef"];
-        let uri = event["requestURI"].as_str().unwrap_or_default();
-        let field_manager = uri.split_once('?').and_then(|(_, query)| {
-            query
-                .split('&')
-                .find_map(|kv| kv.strip_prefix("fieldManager=").map(str::to_owned))
-        });
-        out.push(RequestRecord {
-            user: text(&event["user"]["username"]).unwrap_or_default(),
-            verb: text(&event["verb"]).unwrap_or_default(),
-            group: text(&object["apiGroup"]).unwrap_or_default(),
-            resource: text(&object["resource"]).unwrap_or_default(),
-            subresource: text(&object["subresource"]),
-            namespace: text(&object["namespace"]),
-            name: text(&object["name"]),
-            code: event["responseStatus"]["code"]
-                .as_u64()
-                .and_then(|c| u16::try_from(c).ok())
-                .unwrap_or(0),
-            at: now.checked_sub(ago).unwrap_or(now),
-            user_agent: text(&event["userAgent"]),
-            field_manager,
-        });
-    }
-    Ok(out)
 }

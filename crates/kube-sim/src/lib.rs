@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod aggregator;
 pub mod api;
+pub mod audit;
 pub mod controllers;
 pub mod custom;
 pub mod discovery;

@@ -41,6 +41,22 @@ pub struct Request {
     pub field_manager: Option<String>,
 }
 
+impl From<ringscale_kube_sim::RequestRecord> for Request {
+    fn from(r: ringscale_kube_sim::RequestRecord) -> Self {
+        Request {
+            user: r.user,
+            verb: r.verb,
+            group: r.group,
+            resource: r.resource,
+            subresource: r.subresource,
+            namespace: r.namespace,
+            name: r.name,
+            user_agent: r.user_agent,
+            field_manager: r.field_manager,
+        }
+    }
+}
+
 struct Real {
     replica_kubeconfig: PathBuf,
     replica_user: String,
@@ -318,22 +334,19 @@ impl TestCluster {
                     .log()
                     .into_iter()
                     .filter(|r| r.user == user)
-                    .map(|r| Request {
-                        user: r.user,
-                        verb: r.verb,
-                        group: r.group,
-                        resource: r.resource,
-                        subresource: r.subresource,
-                        namespace: r.namespace,
-                        name: r.name,
-                        user_agent: r.user_agent,
-                        field_manager: r.field_manager,
-                    })
+                    .map(Request::from)
                     .collect(),
             ),
             Backend::Real(real) => {
                 let (path, from) = real.audit_log.as_ref()?;
-                Some(audit_requests(path, *from, user))
+                let log = ringscale_kube_sim::audit::read(path, *from)
+                    .unwrap_or_else(|e| panic!("{e}: {:?}", std::error::Error::source(&e)));
+                Some(
+                    log.into_iter()
+                        .filter(|r| r.user == user)
+                        .map(Request::from)
+                        .collect(),
+                )
             }
         }
     }
@@ -346,48 +359,4 @@ impl TestCluster {
                 .await;
         }
     }
-}
-
-/// The requests `user` made, from the audit log at `path` after byte `from`: one per audit ID
-/// (the stages of one request are one request).
-fn audit_requests(path: &Path, from: u64, user: &str) -> Vec<Request> {
-    use std::io::{BufRead as _, Seek as _};
-    let mut file = std::fs::File::open(path)
-        .unwrap_or_else(|e| panic!("RINGSCALE_TEST_AUDIT_LOG {}: {e}", path.display()));
-    file.seek(std::io::SeekFrom::Start(from)).unwrap();
-    let mut seen = std::collections::HashSet::new();
-    let mut out = Vec::new();
-    for line in std::io::BufReader::new(file).lines() {
-        let Ok(line) = line else { break };
-        let Ok(event) = serde_json::from_str::<Value>(&line) else {
-            continue;
-        };
-        if event["user"]["username"] != user {
-            continue;
-        }
-        let id = event["auditID"].as_str().unwrap_or_default().to_owned();
-        if !seen.insert(id) {
-            continue;
-        }
-        let object = &event["objectRef"];
-        let text = |v: &Value| v.as_str().map(str::to_owned);
-        let uri = event["requestURI"].as_str().unwrap_or_default();
-        let field_manager = uri.split_once('?').and_then(|(_, query)| {
-            query
-                .split('&')
-                .find_map(|kv| kv.strip_prefix("fieldManager=").map(str::to_owned))
-        });
-        out.push(Request {
-            user: user.to_owned(),
-            verb: text(&event["verb"]).unwrap_or_default(),
-            group: text(&object["apiGroup"]).unwrap_or_default(),
-            resource: text(&object["resource"]).unwrap_or_default(),
-            subresource: text(&object["subresource"]),
-            namespace: text(&object["namespace"]),
-            name: text(&object["name"]),
-            user_agent: text(&event["userAgent"]),
-            field_manager,
-        });
-    }
-    out
 }
