@@ -919,11 +919,17 @@ pub(crate) async fn coordinator_kill(args: &Args, seed: u64) -> anyhow::Result<V
             members.iter().cloned().collect::<BTreeSet<_>>() == live
                 && generations == BTreeSet::from([Some(*g)])
         });
+        // Every ScaledObject the ring sees, the scenario's and any other of the cluster (on a
+        // real one, those of earlier runs still being deleted), owned once.
+        let in_cluster = Api::<ringscale_api::ScaledObject>::all(cluster.client.clone())
+            .list(&Default::default())
+            .await
+            .map_or(cluster.objects.len(), |l| l.items.len());
         state = format!(
-            "ring {:?}; replicas at {generations:?}; {owned} owned",
+            "ring {:?}; replicas at {generations:?}; {owned} owned of {in_cluster} ScaledObjects",
             ring.map(|r| (r.1, r.2))
         );
-        if ring_ok && owned as usize == cluster.objects.len() {
+        if ring_ok && owned as usize == in_cluster {
             agreed = Some(killed.elapsed());
             break;
         }
