@@ -95,17 +95,13 @@ impl ApiServer {
         };
         let sas = Api::<ServiceAccount>::namespaced(client.clone(), "ringscale");
         let sa: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": name}}))?;
-        ignore_exists(sas.create(&PostParams::default(), &sa).await)?;
+        crate::create_or_keep(&sas, &sa).await?;
         let binding: ClusterRoleBinding = serde_json::from_value(json!({
             "metadata": {"name": format!("ringscale-chaos-{name}")},
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
             "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": "ringscale"}]
         }))?;
-        ignore_exists(
-            Api::<ClusterRoleBinding>::all(client.clone())
-                .create(&PostParams::default(), &binding)
-                .await,
-        )?;
+        crate::create_or_keep(&Api::<ClusterRoleBinding>::all(client.clone()), &binding).await?;
         let request: TokenRequest =
             serde_json::from_value(json!({"spec": {"audiences": [], "expirationSeconds": 3600}}))?;
         let token = sas
@@ -159,14 +155,6 @@ impl ApiServer {
                 )?)
             }
         }
-    }
-}
-
-fn ignore_exists<T>(result: Result<T, kube::Error>) -> anyhow::Result<()> {
-    match result {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
-        Err(e) => Err(e.into()),
     }
 }
 

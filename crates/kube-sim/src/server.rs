@@ -426,21 +426,10 @@ async fn handle(
                 namespace.clone(),
                 name.clone(),
             );
-            if let Err(e) = sim.faults.before_request(verb, &gvr.resource).await {
-                let response = error_response(&e);
-                record_request(
-                    &sim,
-                    &user,
-                    verb,
-                    &record_target,
-                    &client,
-                    response.status(),
-                );
-                return response;
-            }
-            let response = match info {
-                None => error_response(&ApiError::no_route(&path)),
-                Some(info) => {
+            let response = match (sim.faults.before_request(verb, &gvr.resource).await, info) {
+                (Err(e), _) => error_response(&e),
+                (Ok(()), None) => error_response(&ApiError::no_route(&path)),
+                (Ok(()), Some(info)) => {
                     resource_request(
                         &sim,
                         req,

@@ -24,38 +24,8 @@ use k8s_openapi::api::core::v1::{Endpoints, Namespace, Service};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use ringscale_kube_sim::{Config, KubeSim};
+use ringscale_kube_sim::{Config, KubeSim, RequestRecord};
 use serde_json::{Value, json};
-
-/// One request the replicas made, from kube-sim's request log or the real server's audit log.
-#[derive(Clone, Debug)]
-pub struct Request {
-    pub user: String,
-    pub verb: String,
-    pub group: String,
-    pub resource: String,
-    pub subresource: Option<String>,
-    pub namespace: Option<String>,
-    pub name: Option<String>,
-    pub user_agent: Option<String>,
-    pub field_manager: Option<String>,
-}
-
-impl From<ringscale_kube_sim::RequestRecord> for Request {
-    fn from(r: ringscale_kube_sim::RequestRecord) -> Self {
-        Request {
-            user: r.user,
-            verb: r.verb,
-            group: r.group,
-            resource: r.resource,
-            subresource: r.subresource,
-            namespace: r.namespace,
-            name: r.name,
-            user_agent: r.user_agent,
-            field_manager: r.field_manager,
-        }
-    }
-}
 
 struct Real {
     replica_kubeconfig: PathBuf,
@@ -326,7 +296,7 @@ impl TestCluster {
 
     /// The requests `user` made since the cluster started: kube-sim's request log, or the real
     /// server's audit log; `None` when there is no audit log to read.
-    pub fn requests(&self, user: &str) -> Option<Vec<Request>> {
+    pub fn requests(&self, user: &str) -> Option<Vec<RequestRecord>> {
         match &self.backend {
             Backend::Sim(sim) => Some(
                 sim.sim()
@@ -334,19 +304,13 @@ impl TestCluster {
                     .log()
                     .into_iter()
                     .filter(|r| r.user == user)
-                    .map(Request::from)
                     .collect(),
             ),
             Backend::Real(real) => {
                 let (path, from) = real.audit_log.as_ref()?;
                 let log = ringscale_kube_sim::audit::read(path, *from)
                     .unwrap_or_else(|e| panic!("{e}: {:?}", std::error::Error::source(&e)));
-                Some(
-                    log.into_iter()
-                        .filter(|r| r.user == user)
-                        .map(Request::from)
-                        .collect(),
-                )
+                Some(log.into_iter().filter(|r| r.user == user).collect())
             }
         }
     }
