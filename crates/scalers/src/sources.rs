@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tokio::sync::{Semaphore, SemaphorePermit};
 
-use crate::scalers::{amqp, etcd, external, http, mysql, postgres, redis};
+use crate::scalers::{amqp, etcd, external, http, kafka, mysql, postgres, redis};
 
 /// Limits of shared sources.
 #[derive(Clone, Debug)]
@@ -50,6 +50,8 @@ pub struct SourceCounts {
     pub grpc: usize,
     /// etcd clusters.
     pub etcd: usize,
+    /// Kafka clusters (one per bootstrap list, TLS settings and credentials).
+    pub kafka: usize,
 }
 
 /// The registry of shared sources. Cheap to clone; clones share the registry.
@@ -67,6 +69,7 @@ pub(crate) struct SourcesInner {
     pub http: Shared<http::HttpKey, http::HttpSource>,
     pub grpc: Shared<external::GrpcKey, external::GrpcSource>,
     pub etcd: Shared<etcd::EtcdKey, etcd::EtcdSource>,
+    pub kafka: Shared<kafka::KafkaKey, kafka::KafkaSource>,
 }
 
 impl Sources {
@@ -83,6 +86,7 @@ impl Sources {
                 http: Shared::default(),
                 grpc: Shared::default(),
                 etcd: Shared::default(),
+                kafka: Shared::default(),
             }),
         }
     }
@@ -98,7 +102,19 @@ impl Sources {
             http: i.http.live(),
             grpc: i.grpc.live(),
             etcd: i.etcd.live(),
+            kafka: i.kafka.live(),
         }
+    }
+
+    /// Connections open to Kafka brokers, over every Kafka cluster: one per broker when the
+    /// brokers advertise the addresses the triggers bootstrap from.
+    pub fn kafka_connections(&self) -> usize {
+        self.inner
+            .kafka
+            .values()
+            .iter()
+            .map(|s| s.open_connections())
+            .sum()
     }
 
     pub(crate) fn limit(&self) -> Limit {
@@ -148,6 +164,12 @@ impl<K: Hash + Eq + Clone, V> Shared<K, V> {
         let value = Arc::new(make());
         map.insert(key.clone(), Arc::downgrade(&value));
         value
+    }
+
+    /// The values alive now.
+    pub fn values(&self) -> Vec<Arc<V>> {
+        let map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        map.values().filter_map(Weak::upgrade).collect()
     }
 
     /// How many values are alive.

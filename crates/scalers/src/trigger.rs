@@ -12,7 +12,7 @@ use crate::metric::{MetricSpec, Poll};
 use crate::params::Params;
 use crate::redact::Redactor;
 use crate::scalers::{
-    cron, etcd, external, metrics_api, mysql, nats, postgres, prometheus, rabbitmq, redis, resource,
+    cron, etcd, external, kafka, metrics_api, mysql, nats, postgres, prometheus, rabbitmq, redis, resource,
 };
 use crate::sources::{Sources, within};
 
@@ -23,6 +23,7 @@ pub const SUPPORTED_TRIGGER_TYPES: &[&str] = &[
     "etcd",
     "external",
     "external-push",
+    "kafka",
     "memory",
     "metrics-api",
     "mysql",
@@ -105,6 +106,7 @@ pub(crate) enum Config {
     Prometheus(prometheus::Config),
     Cron(cron::Config),
     Etcd(etcd::Config),
+    Kafka(kafka::Config),
     Resource(resource::Config),
     External(external::Config),
 }
@@ -142,6 +144,7 @@ impl ParsedTrigger {
             Config::Prometheus(cfg) => cfg.metric_specs(c),
             Config::Cron(cfg) => cfg.metric_specs(c),
             Config::Etcd(cfg) => cfg.metric_specs(c),
+            Config::Kafka(cfg) => cfg.metric_specs(c),
             Config::Resource(cfg) => cfg.metric_specs(),
             Config::External(_) => return None,
         })
@@ -245,6 +248,7 @@ pub fn parse(input: &TriggerInput) -> Result<ParsedTrigger, Vec<ScalerError>> {
         "prometheus" => Config::Prometheus(prometheus::parse(&mut p)),
         "cron" => Config::Cron(cron::parse(&mut p)),
         "etcd" => Config::Etcd(etcd::parse(&mut p)),
+        "kafka" => Config::Kafka(kafka::parse(&mut p)),
         "cpu" => Config::Resource(resource::parse(&mut p, crate::metric::Resource::Cpu)),
         "memory" => Config::Resource(resource::parse(&mut p, crate::metric::Resource::Memory)),
         "external" => Config::External(external::parse(&mut p, false)),
@@ -291,6 +295,7 @@ enum Kind {
     Prometheus(prometheus::PrometheusScaler),
     Cron(cron::CronScaler),
     Etcd(etcd::EtcdScaler),
+    Kafka(kafka::KafkaScaler),
     Resource(resource::Config),
     External(external::ExternalScaler),
 }
@@ -331,6 +336,7 @@ impl Scaler {
             }
             Config::Cron(c) => Kind::Cron(cron::CronScaler::new(c)),
             Config::Etcd(c) => Kind::Etcd(etcd::EtcdScaler::new(c, sources)),
+            Config::Kafka(c) => Kind::Kafka(kafka::KafkaScaler::new(c, sources)),
             Config::Resource(c) => Kind::Resource(c),
             Config::External(c) => {
                 Kind::External(external::ExternalScaler::new(c, &common, sources))
@@ -395,6 +401,7 @@ impl Scaler {
             Kind::Prometheus(s) => s.config().metric_specs(c),
             Kind::Cron(s) => s.config().metric_specs(c),
             Kind::Etcd(s) => s.config().metric_specs(c),
+            Kind::Kafka(s) => s.config().metric_specs(c),
             Kind::Resource(cfg) => cfg.metric_specs(),
             Kind::External(s) => {
                 return match within(c.timeout, s.metric_specs(c)).await {
@@ -423,6 +430,7 @@ impl Scaler {
                 Kind::Prometheus(s) => Box::pin(s.poll(c, metric_name)).await,
                 Kind::Cron(s) => s.poll(c, metric_name),
                 Kind::Etcd(s) => Box::pin(s.poll(c, metric_name)).await,
+                Kind::Kafka(s) => Box::pin(s.poll(c, metric_name)).await,
                 Kind::Resource(_) => Ok(Poll {
                     values: Vec::new(),
                     active: false,

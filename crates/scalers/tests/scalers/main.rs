@@ -1,5 +1,5 @@
 //! Scalers against the real services on this machine (Redis, PostgreSQL, MariaDB, RabbitMQ,
-//! NATS, Prometheus, etcd, external scalers in Rust and Python), plus offline checks.
+//! NATS, Prometheus, etcd, Kafka (noida-db, Tansu), external scalers in Rust and Python), plus offline checks.
 //!
 //! A test whose service is absent prints a `SKIP:` line and passes, unless
 //! `RINGSCALE_REQUIRE_SERVICES=1`, where absence fails the test.
@@ -10,6 +10,7 @@ mod cron_resource;
 mod etcd;
 mod external;
 mod http;
+mod kafka;
 mod nats;
 mod rabbitmq;
 mod redis;
