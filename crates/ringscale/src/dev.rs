@@ -1,7 +1,7 @@
 //! `ringscale dev`: the whole system on one machine, no cluster and no services needed. kube-sim
 //! runs in-process with the CRDs, N replicas join a ring, the ScaledObjects of `examples/dev`
-//! scale simulated workloads on a demo queue (and on a Redis list when Redis is reachable), and a
-//! live table shows who owns what.
+//! scale simulated workloads on a demo queue (and on a Redis list and a Kafka topic when Redis and
+//! a Kafka broker are reachable), and a live table shows who owns what.
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
@@ -31,6 +31,7 @@ use crate::run::{RunArgs, Started, replica};
 
 const DEMO_QUEUE: &str = include_str!("../../../examples/dev/demo-queue.yaml");
 const REDIS_EMAILS: &str = include_str!("../../../examples/dev/redis-emails.yaml");
+const KAFKA_EVENTS: &str = include_str!("../../../examples/dev/kafka-events.yaml");
 
 /// Arguments of `ringscale dev`.
 #[derive(Debug, clap::Args)]
@@ -167,7 +168,7 @@ fn documents(text: &str) -> anyhow::Result<Vec<Value>> {
     Ok(docs.into_iter().map(|d| d.value).collect())
 }
 
-async fn redis_reachable(addr: &str) -> bool {
+async fn reachable(addr: &str) -> bool {
     matches!(
         tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addr)).await,
         Ok(Ok(_))
@@ -292,9 +293,16 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         create(&client, doc).await?;
     }
     let redis_addr = std::env::var("REDIS_ADDR").unwrap_or_else(|_| "127.0.0.1:6379".into());
-    let with_redis = redis_reachable(&redis_addr).await;
+    let with_redis = reachable(&redis_addr).await;
     if with_redis {
         for doc in documents(&REDIS_EMAILS.replace("127.0.0.1:6379", &redis_addr))? {
+            create(&client, doc).await?;
+        }
+    }
+    let kafka_addr = std::env::var("KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".into());
+    let with_kafka = reachable(&kafka_addr).await;
+    if with_kafka {
+        for doc in documents(&KAFKA_EVENTS.replace("127.0.0.1:9092", &kafka_addr))? {
             create(&client, doc).await?;
         }
     }
@@ -355,6 +363,17 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         let _ = writeln!(
             out,
             "redis: not reachable at {redis_addr}; the emails example is left out"
+        );
+    }
+    if with_kafka {
+        let _ = writeln!(
+            out,
+            "kafka topic: kcat -b {kafka_addr} -t ringscale-dev-events -P   (each line a record; group ringscale-dev)"
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "kafka: no broker at {kafka_addr} (KAFKA_BOOTSTRAP); the events example is left out"
         );
     }
     for (i, s) in started.iter().enumerate() {
