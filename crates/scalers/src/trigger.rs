@@ -12,7 +12,8 @@ use crate::metric::{MetricSpec, Poll};
 use crate::params::Params;
 use crate::redact::Redactor;
 use crate::scalers::{
-    cron, etcd, external, kafka, metrics_api, mysql, nats, postgres, prometheus, rabbitmq, redis, resource,
+    cron, etcd, external, kafka, metrics_api, mysql, nats, postgres, prometheus, rabbitmq, redis,
+    resource,
 };
 use crate::sources::{Sources, within};
 

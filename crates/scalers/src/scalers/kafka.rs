@@ -20,8 +20,8 @@ mod wire;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-pub(crate) use cluster::{KafkaKey, KafkaSource};
 use cluster::{Committed, ReadError, TopicLayout};
+pub(crate) use cluster::{KafkaKey, KafkaSource};
 use scram::Mechanism;
 use wire::{Sasl, WireError};
 
@@ -72,7 +72,12 @@ pub(crate) fn parse(p: &mut Params<'_>) -> Config {
         if p.lookup(&["bootstrapServers"], META_OR_ENV).is_none() {
             p.req_str(&["bootstrapServers"], META_OR_ENV);
         } else {
-            p.fail_param(ErrorKind::Config, "bootstrapServers", META, "lists no server");
+            p.fail_param(
+                ErrorKind::Config,
+                "bootstrapServers",
+                META,
+                "lists no server",
+            );
         }
     }
     for server in &bootstrap {
@@ -457,20 +462,15 @@ impl KafkaScaler {
                 all.0.into_keys().collect()
             }
         };
-        let layouts = self
-            .source
-            .metadata(&topics, timeout)
-            .await
-            .map_err(fail)?;
+        let layouts = self.source.metadata(&topics, timeout).await.map_err(fail)?;
         let partitions = select_partitions(cfg, layouts).map_err(|e| common.source_error(e))?;
         let mut leaders: HashMap<String, HashMap<String, Vec<i32>>> = HashMap::new();
         let mut wanted: HashMap<String, Vec<i32>> = HashMap::new();
-        for (topic, parts) in &partitions {
-            for (p, leader) in parts {
+        for (topic, layout) in &partitions {
+            for (p, leader) in &layout.partitions {
                 let Some(leader) = leader else {
-                    return Err(common.source_error(format!(
-                        "partition {p} of topic {topic:?} has no leader"
-                    )));
+                    return Err(common
+                        .source_error(format!("partition {p} of topic {topic:?} has no leader")));
                 };
                 leaders
                     .entry(leader.clone())
@@ -496,7 +496,7 @@ impl KafkaScaler {
 fn select_partitions(
     cfg: &Config,
     layouts: HashMap<String, Result<TopicLayout, String>>,
-) -> Result<HashMap<String, Vec<(i32, Option<String>)>>, String> {
+) -> Result<HashMap<String, TopicLayout>, String> {
     if cfg.topic.is_some() && layouts.len() != 1 {
         return Err(format!(
             "expected only 1 topic metadata, got {}",
@@ -506,17 +506,17 @@ fn select_partitions(
     let mut out = HashMap::with_capacity(layouts.len());
     for (topic, layout) in layouts {
         let layout = layout.map_err(|e| format!("error describing topic {topic:?}: {e}"))?;
-        let parts: Vec<(i32, Option<String>)> = layout
+        let partitions: Vec<(i32, Option<String>)> = layout
             .partitions
             .into_iter()
             .filter(|(p, _)| cfg.partitions.as_ref().is_none_or(|l| l.contains(p)))
             .collect();
-        if parts.is_empty() {
+        if partitions.is_empty() {
             return Err(format!(
                 "expected at least one active partition within the topic '{topic}'"
             ));
         }
-        out.insert(topic, parts);
+        out.insert(topic, TopicLayout { partitions });
     }
     Ok(out)
 }
@@ -647,7 +647,10 @@ mod tests {
         }
     }
 
-    fn offsets(latest: &[i64], committed: &[i64]) -> (Committed, HashMap<String, HashMap<i32, i64>>) {
+    fn offsets(
+        latest: &[i64],
+        committed: &[i64],
+    ) -> (Committed, HashMap<String, HashMap<i32, i64>>) {
         let mut c = Committed::default();
         let mut l = HashMap::new();
         for (i, (lo, co)) in latest.iter().zip(committed).enumerate() {
@@ -766,15 +769,15 @@ mod tests {
             allow_idle_consumers: true,
             ..config()
         };
-        assert_eq!(
-            lag(&cfg, &[i64::MAX, i64::MAX], &[i64::MIN, 0]).0,
-            i64::MAX
-        );
+        assert_eq!(lag(&cfg, &[i64::MAX, i64::MAX], &[i64::MIN, 0]).0, i64::MAX);
     }
 
     #[test]
     fn partition_limitation_reads_lists_and_ranges() {
-        assert_eq!(parse_partition_limitation("0, 2,4-6"), Ok(vec![0, 2, 4, 5, 6]));
+        assert_eq!(
+            parse_partition_limitation("0, 2,4-6"),
+            Ok(vec![0, 2, 4, 5, 6])
+        );
         assert!(parse_partition_limitation("1-2-3").is_err());
         assert!(parse_partition_limitation("a").is_err());
         assert!(parse_partition_limitation("0-2000000000").is_err());

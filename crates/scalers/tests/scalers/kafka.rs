@@ -5,54 +5,16 @@
 
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use kafka_protocol::messages::{
-    ApiKey, CreateTopicsRequest, CreateTopicsResponse, GroupId, OffsetCommitRequest,
-    OffsetCommitResponse, ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader,
-    TopicName,
-    create_topics_request::CreatableTopic,
-    offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic},
-    produce_request::{PartitionProduceData, TopicProduceData},
-};
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
 use ringscale_scalers::{ErrorKind, MetricSpec, Sources};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::TcpStream;
 
 use crate::common::*;
+use crate::kafka_client::{Client, broker_program, noida_program};
 
 /// A broker process on a free port.
 struct Broker {
     addr: String,
     _proc: Proc,
     _dir: TempDir,
-}
-
-/// The broker program `var` names, or the one a Python package ships at `module`/`rel`: the
-/// binary itself, not a wrapper script (a wrapper killed at the end of a test would leave the
-/// broker running).
-fn broker_program(var: &str, module: &str, rel: &str) -> String {
-    if let Ok(p) = std::env::var(var) {
-        return p;
-    }
-    let script = format!(
-        "import os, {module}; print(os.path.join(os.path.dirname({module}.__file__), '{rel}'))"
-    );
-    std::process::Command::new("python3")
-        .args(["-c", &script])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_else(|| rel.rsplit('/').next().unwrap_or(rel).to_owned())
-}
-
-fn noida_program() -> String {
-    broker_program("RINGSCALE_NOIDA_DB", "noida_db", "noida-db")
 }
 
 /// noida-db with only its Kafka service, on a free port.
@@ -134,153 +96,6 @@ async fn wait_for(addr: &str) {
         c.create_topic("ringscale-probe", 1).await
     })
     .await;
-}
-
-/// A minimal Kafka client for setting up the tests: one request at a time.
-struct Client {
-    stream: TcpStream,
-    next: i32,
-}
-
-impl Client {
-    async fn connect(addr: &str) -> Result<Client, String> {
-        let stream = TcpStream::connect(addr)
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(Client { stream, next: 0 })
-    }
-
-    async fn call<Req: Encodable + HeaderVersion, Resp: Decodable + HeaderVersion>(
-        &mut self,
-        key: ApiKey,
-        version: i16,
-        req: &Req,
-    ) -> Result<Resp, String> {
-        self.next += 1;
-        let header = RequestHeader::default()
-            .with_request_api_key(key as i16)
-            .with_request_api_version(version)
-            .with_correlation_id(self.next)
-            .with_client_id(Some(StrBytes::from_static_str("ringscale-test")));
-        let mut buf = BytesMut::new();
-        header
-            .encode(&mut buf, Req::header_version(version))
-            .map_err(|e| e.to_string())?;
-        req.encode(&mut buf, version).map_err(|e| e.to_string())?;
-        let mut frame = (buf.len() as i32).to_be_bytes().to_vec();
-        frame.extend_from_slice(&buf);
-        self.stream
-            .write_all(&frame)
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut len = [0u8; 4];
-        self.stream
-            .read_exact(&mut len)
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut body = vec![0u8; i32::from_be_bytes(len) as usize];
-        self.stream
-            .read_exact(&mut body)
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut body = Bytes::from(body);
-        ResponseHeader::decode(&mut body, Resp::header_version(version))
-            .map_err(|e| e.to_string())?;
-        Resp::decode(&mut body, version).map_err(|e| e.to_string())
-    }
-
-    /// Creates `topic` (an existing one is fine).
-    async fn create_topic(&mut self, topic: &str, partitions: i32) -> Result<(), String> {
-        let req = CreateTopicsRequest::default()
-            .with_topics(vec![
-                CreatableTopic::default()
-                    .with_name(TopicName(StrBytes::from_string(topic.to_owned())))
-                    .with_num_partitions(partitions)
-                    .with_replication_factor(1),
-            ])
-            .with_timeout_ms(5000);
-        let resp: CreateTopicsResponse = self.call(ApiKey::CreateTopics, 2, &req).await?;
-        match resp.topics.first().map(|t| t.error_code) {
-            Some(0 | 36) => Ok(()), // 36: TOPIC_ALREADY_EXISTS
-            other => Err(format!("creating {topic}: error {other:?}")),
-        }
-    }
-
-    /// Produces `n` records to one partition, one record per request (Tansu's latest offset is
-    /// wrong after a batch of several).
-    async fn produce(&mut self, topic: &str, partition: i32, n: usize) {
-        for i in 0..n {
-            let record = Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: 0,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: 0,
-                sequence: -1,
-                timestamp: 0,
-                key: None,
-                value: Some(Bytes::from(format!("record {i}"))),
-                headers: Default::default(),
-            };
-            let mut records = BytesMut::new();
-            RecordBatchEncoder::encode(
-                &mut records,
-                [&record],
-                &RecordEncodeOptions {
-                    version: 2,
-                    compression: Compression::None,
-                },
-            )
-            .unwrap();
-            let req = ProduceRequest::default()
-                .with_acks(1)
-                .with_timeout_ms(5000)
-                .with_topic_data(vec![
-                    TopicProduceData::default()
-                        .with_name(TopicName(StrBytes::from_string(topic.to_owned())))
-                        .with_partition_data(vec![
-                            PartitionProduceData::default()
-                                .with_index(partition)
-                                .with_records(Some(records.freeze())),
-                        ]),
-                ]);
-            let resp: ProduceResponse = self.call(ApiKey::Produce, 3, &req).await.unwrap();
-            let code = resp.responses[0].partition_responses[0].error_code;
-            assert_eq!(code, 0, "producing to {topic}/{partition}");
-        }
-    }
-
-    /// Commits offsets for `group` as a consumer outside any generation would.
-    async fn commit(&mut self, group: &str, topic: &str, offsets: &[(i32, i64)]) {
-        let req = OffsetCommitRequest::default()
-            .with_group_id(GroupId(StrBytes::from_string(group.to_owned())))
-            .with_generation_id_or_member_epoch(-1)
-            .with_member_id(StrBytes::from_static_str(""))
-            .with_retention_time_ms(-1)
-            .with_topics(vec![
-                OffsetCommitRequestTopic::default()
-                    .with_name(TopicName(StrBytes::from_string(topic.to_owned())))
-                    .with_partitions(
-                        offsets
-                            .iter()
-                            .map(|(p, o)| {
-                                OffsetCommitRequestPartition::default()
-                                    .with_partition_index(*p)
-                                    .with_committed_offset(*o)
-                            })
-                            .collect(),
-                    ),
-            ]);
-        let resp: OffsetCommitResponse = self.call(ApiKey::OffsetCommit, 2, &req).await.unwrap();
-        for t in &resp.topics {
-            for p in &t.partitions {
-                assert_eq!(p.error_code, 0, "committing {group} {topic}/{}", p.partition_index);
-            }
-        }
-    }
 }
 
 fn kafka(metadata: &[(&str, &str)]) -> ringscale_scalers::TriggerInput {
@@ -392,7 +207,8 @@ async fn partition_limitation_and_persistent_lag() {
     let group = unique("group");
     let mut c = Client::connect(&broker.addr).await.unwrap();
     c.create_topic(&topic, 4).await.unwrap();
-    c.commit(&group, &topic, &[(0, 0), (1, 0), (2, 0), (3, 0)]).await;
+    c.commit(&group, &topic, &[(0, 0), (1, 0), (2, 0), (3, 0)])
+        .await;
     for p in 0..4 {
         c.produce(&topic, p, (p + 1) as usize).await;
     }
@@ -438,7 +254,10 @@ async fn partition_limitation_and_persistent_lag() {
         &sources,
     );
     let err = poll(&none_left).await.unwrap_err();
-    assert!(err.to_string().contains("at least one active partition"), "{err}");
+    assert!(
+        err.to_string().contains("at least one active partition"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -452,7 +271,8 @@ async fn many_triggers_share_one_connection_per_broker() {
     let mut scalers = Vec::new();
     for i in 0..200 {
         let group = format!("{topic}-g{i}");
-        c.commit(&group, &topic, &[(0, (i % 6) as i64), (1, 0)]).await;
+        c.commit(&group, &topic, &[(0, (i % 6) as i64), (1, 0)])
+            .await;
         scalers.push(build(
             &kafka(&[
                 ("bootstrapServers", &broker.addr),
@@ -603,10 +423,7 @@ fn parameters_are_checked_as_keda_checks_them() {
     assert_problem(&errors, "bootstrapServers", "required");
     assert_problem(&errors, "consumerGroup", "required");
 
-    let base = [
-        ("bootstrapServers", "broker:9092"),
-        ("consumerGroup", "g"),
-    ];
+    let base = [("bootstrapServers", "broker:9092"), ("consumerGroup", "g")];
     let with = |extra: &[(&'static str, &'static str)]| {
         let mut m = base.to_vec();
         m.extend_from_slice(extra);
@@ -635,7 +452,11 @@ fn parameters_are_checked_as_keda_checks_them() {
         "host:port",
     );
     let text = |errors: Vec<ringscale_scalers::ScalerError>| {
-        errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
+        errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
     };
     let t = text(with(&[
         ("topic", "t"),
@@ -646,14 +467,19 @@ fn parameters_are_checked_as_keda_checks_them() {
     let t = text(with(&[("limitToPartitionsWithLag", "true")]));
     assert!(t.contains("topic must be specified"), "{t}");
     let t = text(with(&[("fullMetadata", "false")]));
-    assert!(t.contains("topic must be specified when fullMetadata is false"), "{t}");
+    assert!(
+        t.contains("topic must be specified when fullMetadata is false"),
+        "{t}"
+    );
     let t = text(with(&[("sasl", "scram_sha512")]));
     assert!(t.contains("no username given"), "{t}");
 
     // Mechanisms ringscale does not speak are reported as unsupported, never ignored.
     let errors = with(&[("sasl", "gssapi")]);
     assert!(
-        errors.iter().any(|e| e.kind == ErrorKind::Unsupported && e.to_string().contains("gssapi")),
+        errors
+            .iter()
+            .any(|e| e.kind == ErrorKind::Unsupported && e.to_string().contains("gssapi")),
         "{errors:#?}"
     );
     let errors = with(&[("sasl", "oauthbearer")]);
@@ -665,12 +491,14 @@ fn parameters_are_checked_as_keda_checks_them() {
 
     // An invalid limitation is an error even without a topic: KEDA parses it before it drops
     // the limitation for want of a topic.
-    assert!(ringscale_scalers::parse(&kafka(&[
-        ("bootstrapServers", "a:1,b:2"),
-        ("consumerGroup", "g"),
-        ("partitionLimitation", "x"),
-    ]))
-    .is_err());
+    assert!(
+        ringscale_scalers::parse(&kafka(&[
+            ("bootstrapServers", "a:1,b:2"),
+            ("consumerGroup", "g"),
+            ("partitionLimitation", "x"),
+        ]))
+        .is_err()
+    );
 }
 
 #[tokio::test]

@@ -11,6 +11,8 @@ mod etcd;
 mod external;
 mod http;
 mod kafka;
+mod kafka_auth;
+mod kafka_client;
 mod nats;
 mod rabbitmq;
 mod redis;

@@ -251,7 +251,9 @@ impl KafkaSource {
                         timeout,
                     )
                     .await
-                    .map_err(failed(format!("finding the coordinator of group {group:?}")))?;
+                    .map_err(failed(format!(
+                        "finding the coordinator of group {group:?}"
+                    )))?;
                 if resp.error_code != 0 {
                     return Err(ReadError {
                         action: format!("finding the coordinator of group {group:?}"),

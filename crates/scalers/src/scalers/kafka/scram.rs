@@ -117,10 +117,7 @@ impl ScramClient {
         let client_key = hmac::sign(&salted, b"Client Key");
         let stored_key = digest::digest(dig, client_key.as_ref());
         let without_proof = format!("c=biws,r={nonce}");
-        let auth_message = format!(
-            "{},{server_first},{without_proof}",
-            self.client_first_bare
-        );
+        let auth_message = format!("{},{server_first},{without_proof}", self.client_first_bare);
         let signature = hmac::sign(
             &hmac::Key::new(mac, stored_key.as_ref()),
             auth_message.as_bytes(),
@@ -155,7 +152,10 @@ impl ScramClient {
             .and_then(|v| B64.decode(v.split(',').next().unwrap_or(v)).ok());
         match (given, &self.server_signature) {
             (Some(g), Some(expected)) if &g == expected => Ok(()),
-            _ => Err("the server's SCRAM signature does not match: it does not know the password".to_owned()),
+            _ => Err(
+                "the server's SCRAM signature does not match: it does not know the password"
+                    .to_owned(),
+            ),
         }
     }
 }
@@ -180,7 +180,10 @@ mod tests {
             c.verify_server(b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="),
             Ok(())
         );
-        assert!(c.verify_server(b"v=AAAATRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=").is_err());
+        assert!(
+            c.verify_server(b"v=AAAATRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=")
+                .is_err()
+        );
     }
 
     // RFC 5802 section 5 (SHA-1) has no SHA-512 vector; this checks the shape and that a wrong
@@ -202,10 +205,22 @@ mod tests {
     #[test]
     fn a_server_nonce_that_does_not_extend_ours_is_refused() {
         let mut c = ScramClient::with_nonce(Mechanism::ScramSha256, "user", "abc");
-        assert!(c.client_final(b"r=zzz,s=QSXCR+Q6sek8bf92,i=4096", "p").is_err());
-        assert!(c.client_final(b"r=abc,s=QSXCR+Q6sek8bf92,i=4096", "p").is_err());
-        assert!(c.client_final(b"r=abcd,s=QSXCR+Q6sek8bf92,i=0", "p").is_err());
-        assert!(c.client_final(b"r=abcd,s=QSXCR+Q6sek8bf92,i=99999999", "p").is_err());
+        assert!(
+            c.client_final(b"r=zzz,s=QSXCR+Q6sek8bf92,i=4096", "p")
+                .is_err()
+        );
+        assert!(
+            c.client_final(b"r=abc,s=QSXCR+Q6sek8bf92,i=4096", "p")
+                .is_err()
+        );
+        assert!(
+            c.client_final(b"r=abcd,s=QSXCR+Q6sek8bf92,i=0", "p")
+                .is_err()
+        );
+        assert!(
+            c.client_final(b"r=abcd,s=QSXCR+Q6sek8bf92,i=99999999", "p")
+                .is_err()
+        );
         assert!(c.client_final(b"e=unknown-user", "p").is_err());
     }
 }

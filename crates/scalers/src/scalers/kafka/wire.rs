@@ -17,8 +17,7 @@ use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, FindCoordinatorRequest,
     FindCoordinatorResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest,
     MetadataResponse, OffsetFetchRequest, OffsetFetchResponse, RequestHeader, ResponseHeader,
-    SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest,
-    SaslHandshakeResponse,
+    SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Message, StrBytes};
 use rustls::pki_types::ServerName;
@@ -152,8 +151,9 @@ impl Conn {
             None => Box::new(tcp),
             Some(config) => {
                 let host = host_of(addr);
-                let name = ServerName::try_from(host.to_owned())
-                    .map_err(|e| WireError::Io(format!("{host:?} is not a TLS server name: {e}")))?;
+                let name = ServerName::try_from(host.to_owned()).map_err(|e| {
+                    WireError::Io(format!("{host:?} is not a TLS server name: {e}"))
+                })?;
                 let connector = tokio_rustls::TlsConnector::from(Arc::clone(config));
                 match tokio::time::timeout(timeout, connector.connect(name, tcp)).await {
                     Ok(Ok(s)) => Box::new(s),
@@ -361,15 +361,17 @@ impl Conn {
                 self.sasl_step(msg, timeout).await?;
             }
             Mechanism::ScramSha256 | Mechanism::ScramSha512 => {
-                let mut scram = ScramClient::new(sasl.mechanism, &sasl.username)
-                    .map_err(WireError::Auth)?;
+                let mut scram =
+                    ScramClient::new(sasl.mechanism, &sasl.username).map_err(WireError::Auth)?;
                 let first = scram.client_first();
                 let server_first = self.sasl_step(first.into_bytes(), timeout).await?;
                 let final_msg = scram
                     .client_final(&server_first, sasl.password.expose())
                     .map_err(WireError::Auth)?;
                 let server_final = self.sasl_step(final_msg.into_bytes(), timeout).await?;
-                scram.verify_server(&server_final).map_err(WireError::Auth)?;
+                scram
+                    .verify_server(&server_final)
+                    .map_err(WireError::Auth)?;
             }
         }
         Ok(())
