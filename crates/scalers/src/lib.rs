@@ -31,6 +31,7 @@ pub use metric::{
     metric_name, normalize, split_metric_name, to_milli,
 };
 pub use redact::{Redactor, Secret};
+pub use scalers::aws::AwsEnv;
 pub use sources::{SourceCounts, Sources, SourcesConfig};
 pub use tls::{TlsOptions, install_crypto_provider};
 pub use trigger::{ParsedTrigger, SUPPORTED_TRIGGER_TYPES, Scaler, parse};

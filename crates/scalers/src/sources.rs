@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tokio::sync::{Semaphore, SemaphorePermit};
 
-use crate::scalers::{amqp, etcd, external, http, kafka, mysql, postgres, redis};
+use crate::scalers::{amqp, aws, etcd, external, http, kafka, mysql, postgres, redis};
 
 /// Limits of shared sources.
 #[derive(Clone, Debug)]
@@ -22,6 +22,9 @@ pub struct SourcesConfig {
     pub per_source_concurrency: usize,
     /// Connections kept per SQL database source.
     pub sql_pool_size: usize,
+    /// The replica's own AWS credentials and STS endpoint (`identityOwner: operator`, and the
+    /// base for assuming `awsRoleArn`), read from the environment by default.
+    pub aws: aws::AwsEnv,
 }
 
 impl Default for SourcesConfig {
@@ -29,6 +32,7 @@ impl Default for SourcesConfig {
         SourcesConfig {
             per_source_concurrency: 64,
             sql_pool_size: 4,
+            aws: aws::AwsEnv::from_env(),
         }
     }
 }
@@ -52,6 +56,8 @@ pub struct SourceCounts {
     pub etcd: usize,
     /// Kafka clusters (one per bootstrap list, TLS settings and credentials).
     pub kafka: usize,
+    /// AWS credential caches (one per region and identity).
+    pub aws: usize,
 }
 
 /// The registry of shared sources. Cheap to clone; clones share the registry.
@@ -70,6 +76,7 @@ pub(crate) struct SourcesInner {
     pub grpc: Shared<external::GrpcKey, external::GrpcSource>,
     pub etcd: Shared<etcd::EtcdKey, etcd::EtcdSource>,
     pub kafka: Shared<kafka::KafkaKey, kafka::KafkaSource>,
+    pub aws: Shared<aws::AwsKey, aws::AwsSource>,
 }
 
 impl Sources {
@@ -87,6 +94,7 @@ impl Sources {
                 grpc: Shared::default(),
                 etcd: Shared::default(),
                 kafka: Shared::default(),
+                aws: Shared::default(),
             }),
         }
     }
@@ -103,6 +111,7 @@ impl Sources {
             grpc: i.grpc.live(),
             etcd: i.etcd.live(),
             kafka: i.kafka.live(),
+            aws: i.aws.live(),
         }
     }
 

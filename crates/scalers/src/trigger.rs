@@ -12,13 +12,14 @@ use crate::metric::{MetricSpec, Poll};
 use crate::params::Params;
 use crate::redact::Redactor;
 use crate::scalers::{
-    cron, etcd, external, kafka, metrics_api, mysql, nats, postgres, prometheus, rabbitmq, redis,
-    resource,
+    aws_sqs, cron, etcd, external, kafka, metrics_api, mysql, nats, postgres, prometheus, rabbitmq,
+    redis, resource,
 };
 use crate::sources::{Sources, within};
 
 /// Trigger types this crate implements.
 pub const SUPPORTED_TRIGGER_TYPES: &[&str] = &[
+    "aws-sqs-queue",
     "cpu",
     "cron",
     "etcd",
@@ -108,6 +109,7 @@ pub(crate) enum Config {
     Cron(cron::Config),
     Etcd(etcd::Config),
     Kafka(kafka::Config),
+    AwsSqs(aws_sqs::Config),
     Resource(resource::Config),
     External(external::Config),
 }
@@ -146,6 +148,7 @@ impl ParsedTrigger {
             Config::Cron(cfg) => cfg.metric_specs(c),
             Config::Etcd(cfg) => cfg.metric_specs(c),
             Config::Kafka(cfg) => cfg.metric_specs(c),
+            Config::AwsSqs(cfg) => cfg.metric_specs(c),
             Config::Resource(cfg) => cfg.metric_specs(),
             Config::External(_) => return None,
         })
@@ -250,6 +253,7 @@ pub fn parse(input: &TriggerInput) -> Result<ParsedTrigger, Vec<ScalerError>> {
         "cron" => Config::Cron(cron::parse(&mut p)),
         "etcd" => Config::Etcd(etcd::parse(&mut p)),
         "kafka" => Config::Kafka(kafka::parse(&mut p)),
+        "aws-sqs-queue" => Config::AwsSqs(aws_sqs::parse(&mut p)),
         "cpu" => Config::Resource(resource::parse(&mut p, crate::metric::Resource::Cpu)),
         "memory" => Config::Resource(resource::parse(&mut p, crate::metric::Resource::Memory)),
         "external" => Config::External(external::parse(&mut p, false)),
@@ -297,6 +301,7 @@ enum Kind {
     Cron(cron::CronScaler),
     Etcd(etcd::EtcdScaler),
     Kafka(kafka::KafkaScaler),
+    AwsSqs(aws_sqs::SqsScaler),
     Resource(resource::Config),
     External(external::ExternalScaler),
 }
@@ -338,6 +343,7 @@ impl Scaler {
             Config::Cron(c) => Kind::Cron(cron::CronScaler::new(c)),
             Config::Etcd(c) => Kind::Etcd(etcd::EtcdScaler::new(c, sources)),
             Config::Kafka(c) => Kind::Kafka(kafka::KafkaScaler::new(c, sources)),
+            Config::AwsSqs(c) => Kind::AwsSqs(aws_sqs::SqsScaler::new(c, sources)),
             Config::Resource(c) => Kind::Resource(c),
             Config::External(c) => {
                 Kind::External(external::ExternalScaler::new(c, &common, sources))
@@ -403,6 +409,7 @@ impl Scaler {
             Kind::Cron(s) => s.config().metric_specs(c),
             Kind::Etcd(s) => s.config().metric_specs(c),
             Kind::Kafka(s) => s.config().metric_specs(c),
+            Kind::AwsSqs(s) => s.config().metric_specs(c),
             Kind::Resource(cfg) => cfg.metric_specs(),
             Kind::External(s) => {
                 return match within(c.timeout, s.metric_specs(c)).await {
@@ -432,6 +439,7 @@ impl Scaler {
                 Kind::Cron(s) => s.poll(c, metric_name),
                 Kind::Etcd(s) => Box::pin(s.poll(c, metric_name)).await,
                 Kind::Kafka(s) => Box::pin(s.poll(c, metric_name)).await,
+                Kind::AwsSqs(s) => Box::pin(s.poll(c, metric_name)).await,
                 Kind::Resource(_) => Ok(Poll {
                     values: Vec::new(),
                     active: false,

@@ -1,6 +1,8 @@
 //! One module per trigger type, plus the shared HTTP, AMQP and authentication helpers.
 
 pub(crate) mod amqp;
+pub(crate) mod aws;
+pub(crate) mod aws_sqs;
 pub(crate) mod cron;
 pub(crate) mod etcd;
 pub(crate) mod external;

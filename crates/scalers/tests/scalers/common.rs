@@ -195,8 +195,14 @@ pub struct Proc(#[allow(dead_code)] tokio::process::Child);
 
 impl Proc {
     pub fn spawn(program: &str, args: &[&str]) -> Proc {
+        Proc::spawn_env(program, args, &[])
+    }
+
+    /// Like `spawn`, with extra environment variables.
+    pub fn spawn_env(program: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
         let child = tokio::process::Command::new(program)
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -152,6 +152,7 @@ impl KafkaSource {
         let n = self.key.bootstrap.len();
         let start = self.current.load(Ordering::Relaxed);
         let mut errors = Vec::new();
+        let mut all_timed_out = n > 0;
         for k in 0..n {
             let i = (start + k) % n;
             match self.conn(&self.key.bootstrap[i], timeout).await {
@@ -161,8 +162,14 @@ impl KafkaSource {
                 }
                 // Wrong credentials are wrong on every server.
                 Err(e @ WireError::Auth(_)) => return Err(e),
-                Err(e) => errors.push(e.to_string()),
+                Err(e) => {
+                    all_timed_out &= e == WireError::TimedOut;
+                    errors.push(e.to_string());
+                }
             }
+        }
+        if all_timed_out {
+            return Err(WireError::TimedOut);
         }
         Err(WireError::Io(if errors.is_empty() {
             "no bootstrap server".to_owned()
