@@ -7,6 +7,8 @@
 //! `noida-db`) started here on a free port; without either the benchmark prints SKIP.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod support;
+
 #[allow(dead_code)]
 #[path = "../tests/scalers/kafka_client.rs"]
 mod kafka_client;
@@ -18,6 +20,7 @@ use futures_util::StreamExt;
 use kafka_client::{Client, noida_program};
 use ringscale_scalers::{Scaler, Sources, SourcesConfig, TriggerInput};
 use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
+use support::cpu_time;
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
@@ -57,20 +60,6 @@ fn args() -> Args {
         i += 2;
     }
     a
-}
-
-/// User plus system CPU time of this process, from /proc (clock ticks of 10 ms).
-fn cpu_time() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    Duration::from_millis((ticks(11) + ticks(12)) * 10)
 }
 
 /// The broker process started here, killed on drop.

@@ -6,6 +6,8 @@
 //! --concurrency C --rounds R]`; Redis from REDIS_ADDR (default 127.0.0.1:6379).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod support;
+
 use std::alloc::System;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,6 +16,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use ringscale_scalers::{Scaler, Sources, SourcesConfig, TriggerInput};
 use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
+use support::cpu_time;
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
@@ -55,21 +58,6 @@ fn args() -> Args {
         i += 2;
     }
     a
-}
-
-/// User plus system CPU time of this process, from /proc (clock ticks of 10 ms).
-fn cpu_time() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the command name.
-    Duration::from_millis((ticks(11) + ticks(12)) * 10)
 }
 
 struct Run {

@@ -33,6 +33,36 @@ pub struct TlsOptions {
     pub insecure: bool,
 }
 
+/// The `ca`, `cert` and `key` of a trigger's authentication, checked as KEDA's etcd and kafka
+/// scalers check them (cert and key together); `keyPassword` is reported unsupported, and a
+/// malformed PEM as a problem of `ca`.
+pub(crate) fn from_auth(p: &mut crate::params::Params<'_>, insecure: bool) -> TlsOptions {
+    use crate::error::ErrorKind;
+    use crate::params::AUTH;
+    let tls = TlsOptions {
+        ca: p.opt_str(&["ca"], AUTH),
+        cert: p.opt_str(&["cert"], AUTH),
+        key: p.opt_str(&["key"], AUTH).map(Secret::new),
+        insecure,
+    };
+    match (&tls.cert, &tls.key) {
+        (None, Some(_)) => p.fail(ErrorKind::Config, "cert must be provided with key"),
+        (Some(_), None) => p.fail(ErrorKind::Config, "key must be provided with cert"),
+        _ => {}
+    }
+    if p.opt_str(&["keyPassword"], AUTH).is_some() {
+        p.fail_param(
+            ErrorKind::Unsupported,
+            "keyPassword",
+            AUTH,
+            "encrypted private keys are not supported by ringscale; give key unencrypted",
+        );
+    } else if let Err(e) = tls.client_config() {
+        p.fail_param(ErrorKind::Config, "ca", AUTH, e);
+    }
+    tls
+}
+
 impl TlsOptions {
     /// Builds a rustls client configuration. Errors describe which part is malformed.
     pub fn client_config(&self) -> Result<ClientConfig, String> {

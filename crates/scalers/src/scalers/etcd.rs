@@ -79,29 +79,7 @@ pub(crate) fn parse(p: &mut Params<'_>) -> Config {
         }
     };
     let enable = p.choice("tls", AUTH, &["enable", "disable"], "disable");
-    let tls = (enable == "enable").then(|| TlsOptions {
-        ca: p.opt_str(&["ca"], AUTH),
-        cert: p.opt_str(&["cert"], AUTH),
-        key: p.opt_str(&["key"], AUTH).map(Secret::new),
-        insecure: false,
-    });
-    if let Some(t) = &tls {
-        match (&t.cert, &t.key) {
-            (None, Some(_)) => p.fail(ErrorKind::Config, "cert must be provided with key"),
-            (Some(_), None) => p.fail(ErrorKind::Config, "key must be provided with cert"),
-            _ => {}
-        }
-        if p.opt_str(&["keyPassword"], AUTH).is_some() {
-            p.fail_param(
-                ErrorKind::Unsupported,
-                "keyPassword",
-                AUTH,
-                "encrypted private keys are not supported by ringscale; give key unencrypted",
-            );
-        } else if let Err(e) = t.client_config() {
-            p.fail_param(ErrorKind::Config, "ca", AUTH, e);
-        }
-    }
+    let tls = (enable == "enable").then(|| crate::tls::from_auth(p, false));
     for endpoint in &endpoints {
         if let Err(e) = endpoint_url(endpoint, tls.is_some()) {
             p.fail_param(ErrorKind::Config, "endpoints", META, e);

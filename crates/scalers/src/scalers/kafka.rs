@@ -203,28 +203,7 @@ pub(crate) fn parse(p: &mut Params<'_>) -> Config {
 fn parse_tls(p: &mut Params<'_>) -> Option<TlsOptions> {
     let enable = p.choice("tls", META_OR_AUTH, &["enable", "disable"], "disable");
     let insecure = p.bool_or("unsafeSsl", META, false);
-    let tls = (enable == "enable").then(|| TlsOptions {
-        ca: p.opt_str(&["ca"], AUTH),
-        cert: p.opt_str(&["cert"], AUTH),
-        key: p.opt_str(&["key"], AUTH).map(Secret::new),
-        insecure,
-    })?;
-    match (&tls.cert, &tls.key) {
-        (Some(_), None) => p.fail(ErrorKind::Config, "key must be provided with cert"),
-        (None, Some(_)) => p.fail(ErrorKind::Config, "cert must be provided with key"),
-        _ => {}
-    }
-    if p.opt_str(&["keyPassword"], AUTH).is_some() {
-        p.fail_param(
-            ErrorKind::Unsupported,
-            "keyPassword",
-            AUTH,
-            "encrypted private keys are not supported by ringscale; give key unencrypted",
-        );
-    } else if let Err(e) = tls.client_config() {
-        p.fail_param(ErrorKind::Config, "ca", AUTH, e);
-    }
-    Some(tls)
+    (enable == "enable").then(|| crate::tls::from_auth(p, insecure))
 }
 
 fn parse_sasl(p: &mut Params<'_>, tls: bool) -> Option<Sasl> {

@@ -316,13 +316,7 @@ fn sqs_parameters_and_credentials_are_checked_as_keda_checks_them() {
         ),
         ("awsRegion", REGION),
     ];
-    let text = |errors: Vec<ringscale_scalers::ScalerError>| {
-        errors
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
+    let text = |errors: Vec<ringscale_scalers::ScalerError>| messages(&errors);
     // No credentials at all (identityOwner pod): KEDA's "awsAccessKeyID not found".
     assert!(text(problems(&input("aws-sqs-queue", &base))).contains("awsAccessKeyID not found"));
     // A key without its secret.

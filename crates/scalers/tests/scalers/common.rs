@@ -144,6 +144,15 @@ pub fn assert_problem(errors: &[ScalerError], key: &str, text: &str) {
     );
 }
 
+/// All problems as one text, one per line.
+pub fn messages(errors: &[ScalerError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Polls the trigger's first metric.
 pub async fn poll(scaler: &Scaler) -> Result<Poll, ScalerError> {
     let specs = scaler.metric_specs().await?;

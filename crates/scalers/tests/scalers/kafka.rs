@@ -11,14 +11,14 @@ use crate::common::*;
 use crate::kafka_client::{Client, broker_program, noida_program};
 
 /// A broker process on a free port.
-struct Broker {
-    addr: String,
+pub struct Broker {
+    pub addr: String,
     _proc: Proc,
     _dir: TempDir,
 }
 
 /// noida-db with only its Kafka service, on a free port.
-async fn noida() -> Option<Broker> {
+pub async fn noida() -> Option<Broker> {
     if !program(
         &noida_program(),
         "Kafka-compatible broker (PyPI noida-db; set RINGSCALE_NOIDA_DB) for the kafka tests",
@@ -451,13 +451,7 @@ fn parameters_are_checked_as_keda_checks_them() {
         "bootstrapServers",
         "host:port",
     );
-    let text = |errors: Vec<ringscale_scalers::ScalerError>| {
-        errors
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
+    let text = |errors: Vec<ringscale_scalers::ScalerError>| messages(&errors);
     let t = text(with(&[
         ("topic", "t"),
         ("allowIdleConsumers", "true"),

@@ -19,7 +19,8 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::common::*;
-use crate::kafka_client::{Client, noida_program};
+use crate::kafka::{Broker, noida};
+use crate::kafka_client::Client;
 
 const SALT: &[u8] = b"ringscale-test-salt";
 const ITERATIONS: u32 = 4096;
@@ -318,55 +319,13 @@ fn authenticate(
 /// A noida-db broker with `topic` (2 partitions): group `group` committed at 0, 3 and 4 records
 /// produced: lag 7.
 async fn broker_with_lag(topic: &str, group: &str) -> Option<Broker> {
-    if !program(&noida_program(), "Kafka-compatible broker (PyPI noida-db)") {
-        return None;
-    }
-    let broker = Broker::start().await;
+    let broker = noida().await?;
     let mut c = Client::connect(&broker.addr).await.unwrap();
     c.create_topic(topic, 2).await.unwrap();
     c.commit(group, topic, &[(0, 0), (1, 0)]).await;
     c.produce(topic, 0, 3).await;
     c.produce(topic, 1, 4).await;
     Some(broker)
-}
-
-struct Broker {
-    addr: String,
-    _proc: Proc,
-    _dir: TempDir,
-}
-
-impl Broker {
-    async fn start() -> Broker {
-        let dir = TempDir::new("noida-auth");
-        let port = free_port().to_string();
-        let data = dir.0.display().to_string();
-        let proc = Proc::spawn(
-            &noida_program(),
-            &[
-                "start",
-                "--only",
-                "kafka",
-                "--kafka-port",
-                &port,
-                "--host",
-                "127.0.0.1",
-                "--data-dir",
-                &data,
-            ],
-        );
-        let addr = format!("127.0.0.1:{port}");
-        eventually(30, || async {
-            let mut c = Client::connect(&addr).await?;
-            c.create_topic("ringscale-probe", 1).await
-        })
-        .await;
-        Broker {
-            addr,
-            _proc: proc,
-            _dir: dir,
-        }
-    }
 }
 
 fn trigger(
