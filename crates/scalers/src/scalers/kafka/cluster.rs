@@ -70,8 +70,6 @@ pub(crate) struct KafkaSource {
     key: KafkaKey,
     tls: Result<Option<Arc<rustls::ClientConfig>>, String>,
     slots: Mutex<HashMap<String, Slot>>,
-    /// Node id → `host:port`, from the last metadata answer.
-    brokers: Mutex<HashMap<i32, String>>,
     /// Group → coordinator address.
     coordinators: Mutex<HashMap<String, String>>,
     /// The bootstrap server that answered last.
@@ -95,7 +93,6 @@ impl KafkaSource {
             key: key.clone(),
             tls,
             slots: Mutex::default(),
-            brokers: Mutex::default(),
             coordinators: Mutex::default(),
             current: AtomicUsize::new(0),
             limit,
@@ -178,8 +175,8 @@ impl KafkaSource {
         }))
     }
 
-    /// Metadata of `topics` (all topics when empty, as KEDA's client asks for them), remembering
-    /// the brokers' addresses. Topics are never created by this request.
+    /// Metadata of `topics` (all topics when empty, as KEDA's client asks for them), with each
+    /// partition's leader address. Topics are never created by this request.
     pub async fn metadata(
         &self,
         topics: &[String],
@@ -209,7 +206,6 @@ impl KafkaSource {
             .iter()
             .map(|b| (b.node_id.0, join_host_port(b.host.as_str(), b.port)))
             .collect();
-        *self.brokers.lock().unwrap_or_else(PoisonError::into_inner) = brokers.clone();
         let mut out = HashMap::with_capacity(resp.topics.len());
         for t in resp.topics {
             let Some(name) = t.name else { continue };
