@@ -304,8 +304,23 @@ impl<'a> Params<'a> {
 
     /// A comma-separated list (elements trimmed; an absent parameter is an empty list).
     pub fn list(&mut self, names: &[&'a str], order: &[ParamSource]) -> Vec<String> {
+        self.list_by(names, order, ',')
+    }
+
+    /// A list split on `separator` (elements trimmed; an absent parameter is an empty list).
+    pub fn list_by(
+        &mut self,
+        names: &[&'a str],
+        order: &[ParamSource],
+        separator: char,
+    ) -> Vec<String> {
         self.known(names, order)
-            .map(|f| f.text.split(',').map(|s| s.trim().to_owned()).collect())
+            .map(|f| {
+                f.text
+                    .split(separator)
+                    .map(|s| s.trim().to_owned())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 

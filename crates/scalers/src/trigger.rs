@@ -12,13 +12,16 @@ use crate::metric::{MetricSpec, Poll};
 use crate::params::Params;
 use crate::redact::Redactor;
 use crate::scalers::{
-    aws_sqs, cron, etcd, external, kafka, metrics_api, mysql, nats, postgres, prometheus, rabbitmq,
-    redis, resource,
+    aws_cloudwatch, aws_dynamodb, aws_kinesis, aws_sqs, cron, etcd, external, kafka, metrics_api,
+    mysql, nats, postgres, prometheus, rabbitmq, redis, resource,
 };
 use crate::sources::{Sources, within};
 
 /// Trigger types this crate implements.
 pub const SUPPORTED_TRIGGER_TYPES: &[&str] = &[
+    "aws-cloudwatch",
+    "aws-dynamodb",
+    "aws-kinesis-stream",
     "aws-sqs-queue",
     "cpu",
     "cron",
@@ -110,6 +113,9 @@ pub(crate) enum Config {
     Etcd(etcd::Config),
     Kafka(kafka::Config),
     AwsSqs(aws_sqs::Config),
+    AwsKinesis(aws_kinesis::Config),
+    AwsDynamoDb(aws_dynamodb::Config),
+    AwsCloudWatch(aws_cloudwatch::Config),
     Resource(resource::Config),
     External(external::Config),
 }
@@ -149,6 +155,9 @@ impl ParsedTrigger {
             Config::Etcd(cfg) => cfg.metric_specs(c),
             Config::Kafka(cfg) => cfg.metric_specs(c),
             Config::AwsSqs(cfg) => cfg.metric_specs(c),
+            Config::AwsKinesis(cfg) => cfg.metric_specs(c),
+            Config::AwsDynamoDb(cfg) => cfg.metric_specs(c),
+            Config::AwsCloudWatch(cfg) => cfg.metric_specs(c),
             Config::Resource(cfg) => cfg.metric_specs(),
             Config::External(_) => return None,
         })
@@ -254,6 +263,9 @@ pub fn parse(input: &TriggerInput) -> Result<ParsedTrigger, Vec<ScalerError>> {
         "etcd" => Config::Etcd(etcd::parse(&mut p)),
         "kafka" => Config::Kafka(kafka::parse(&mut p)),
         "aws-sqs-queue" => Config::AwsSqs(aws_sqs::parse(&mut p)),
+        "aws-kinesis-stream" => Config::AwsKinesis(aws_kinesis::parse(&mut p)),
+        "aws-dynamodb" => Config::AwsDynamoDb(aws_dynamodb::parse(&mut p)),
+        "aws-cloudwatch" => Config::AwsCloudWatch(aws_cloudwatch::parse(&mut p)),
         "cpu" => Config::Resource(resource::parse(&mut p, crate::metric::Resource::Cpu)),
         "memory" => Config::Resource(resource::parse(&mut p, crate::metric::Resource::Memory)),
         "external" => Config::External(external::parse(&mut p, false)),
@@ -302,6 +314,9 @@ enum Kind {
     Etcd(etcd::EtcdScaler),
     Kafka(kafka::KafkaScaler),
     AwsSqs(aws_sqs::SqsScaler),
+    AwsKinesis(aws_kinesis::KinesisScaler),
+    AwsDynamoDb(aws_dynamodb::DynamoDbScaler),
+    AwsCloudWatch(aws_cloudwatch::CloudWatchScaler),
     Resource(resource::Config),
     External(external::ExternalScaler),
 }
@@ -344,6 +359,13 @@ impl Scaler {
             Config::Etcd(c) => Kind::Etcd(etcd::EtcdScaler::new(c, sources)),
             Config::Kafka(c) => Kind::Kafka(kafka::KafkaScaler::new(c, sources)),
             Config::AwsSqs(c) => Kind::AwsSqs(aws_sqs::SqsScaler::new(c, sources)),
+            Config::AwsKinesis(c) => Kind::AwsKinesis(aws_kinesis::KinesisScaler::new(c, sources)),
+            Config::AwsDynamoDb(c) => {
+                Kind::AwsDynamoDb(aws_dynamodb::DynamoDbScaler::new(c, sources))
+            }
+            Config::AwsCloudWatch(c) => {
+                Kind::AwsCloudWatch(aws_cloudwatch::CloudWatchScaler::new(c, sources))
+            }
             Config::Resource(c) => Kind::Resource(c),
             Config::External(c) => {
                 Kind::External(external::ExternalScaler::new(c, &common, sources))
@@ -410,6 +432,9 @@ impl Scaler {
             Kind::Etcd(s) => s.config().metric_specs(c),
             Kind::Kafka(s) => s.config().metric_specs(c),
             Kind::AwsSqs(s) => s.config().metric_specs(c),
+            Kind::AwsKinesis(s) => s.config().metric_specs(c),
+            Kind::AwsDynamoDb(s) => s.config().metric_specs(c),
+            Kind::AwsCloudWatch(s) => s.config().metric_specs(c),
             Kind::Resource(cfg) => cfg.metric_specs(),
             Kind::External(s) => {
                 return match within(c.timeout, s.metric_specs(c)).await {
@@ -440,6 +465,9 @@ impl Scaler {
                 Kind::Etcd(s) => Box::pin(s.poll(c, metric_name)).await,
                 Kind::Kafka(s) => Box::pin(s.poll(c, metric_name)).await,
                 Kind::AwsSqs(s) => Box::pin(s.poll(c, metric_name)).await,
+                Kind::AwsKinesis(s) => Box::pin(s.poll(c, metric_name)).await,
+                Kind::AwsDynamoDb(s) => Box::pin(s.poll(c, metric_name)).await,
+                Kind::AwsCloudWatch(s) => Box::pin(s.poll(c, metric_name)).await,
                 Kind::Resource(_) => Ok(Poll {
                     values: Vec::new(),
                     active: false,

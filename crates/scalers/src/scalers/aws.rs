@@ -179,6 +179,99 @@ pub(crate) fn endpoint(service: &str, region: &str, custom: Option<&str>) -> Str
     }
 }
 
+/// Where an `aws-*` trigger's calls go, and as whom: `awsRegion` (metadata or authentication),
+/// `awsEndpoint` and the credentials.
+#[derive(Clone, Debug)]
+pub(crate) struct Target {
+    pub region: String,
+    pub endpoint: Option<String>,
+    pub identity: Identity,
+}
+
+pub(crate) fn parse_target(p: &mut Params<'_>) -> Target {
+    let region = p.req_str(&["awsRegion"], &[ParamSource::Metadata, ParamSource::Auth]);
+    let endpoint = p.opt_str(&["awsEndpoint"], META);
+    if let Some(e) = &endpoint
+        && url::Url::parse(e).map_or(true, |u| !matches!(u.scheme(), "http" | "https"))
+    {
+        p.fail_param(
+            ErrorKind::Config,
+            "awsEndpoint",
+            META,
+            format!("{e:?} is not an http(s) URL"),
+        );
+    }
+    let identity = parse_identity(p);
+    Target {
+        region,
+        endpoint,
+        identity,
+    }
+}
+
+/// The JSON flavour an AWS API speaks (its `Content-Type`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Json {
+    /// `application/x-amz-json-1.0` (SQS, DynamoDB, CloudWatch).
+    V1_0,
+    /// `application/x-amz-json-1.1` (Kinesis).
+    V1_1,
+}
+
+impl Json {
+    fn content_type(self) -> &'static str {
+        match self {
+            Json::V1_0 => "application/x-amz-json-1.0",
+            Json::V1_1 => "application/x-amz-json-1.1",
+        }
+    }
+}
+
+/// One AWS service as a trigger calls it: the shared credentials and client of its region and
+/// identity, the service's URL and its JSON protocol.
+pub(crate) struct Service {
+    source: Arc<AwsSource>,
+    /// The SigV4 signing name (`sqs`, `kinesis`, `dynamodb`, `monitoring`).
+    name: &'static str,
+    url: String,
+    json: Json,
+}
+
+impl Service {
+    /// `name` is both the endpoint prefix and the signing name.
+    pub fn new(sources: &Sources, target: &Target, name: &'static str, json: Json) -> Service {
+        let source = AwsSource::get(
+            sources,
+            AwsKey {
+                region: target.region.clone(),
+                identity: target.identity.clone(),
+            },
+        );
+        let url = format!(
+            "{}/",
+            endpoint(name, &target.region, target.endpoint.as_deref())
+        );
+        Service {
+            source,
+            name,
+            url,
+            json,
+        }
+    }
+
+    /// Calls `operation` (the `X-Amz-Target` value) after waiting for a slot of the source.
+    pub async fn call(
+        &self,
+        operation: &str,
+        body: &serde_json::Value,
+    ) -> Result<serde_json::Value, AwsError> {
+        let _permit = self.source.limit().acquire().await;
+        self.source
+            .call_json(self.name, &self.url, self.json, operation, body)
+            .await
+    }
+}
+
 /// A failed AWS call.
 #[derive(Debug)]
 pub(crate) struct AwsError {
@@ -233,7 +326,7 @@ impl AwsSource {
         })
     }
 
-    pub fn limit(&self) -> &crate::sources::Limit {
+    fn limit(&self) -> &crate::sources::Limit {
         &self.limit
     }
 
@@ -334,16 +427,17 @@ impl AwsSource {
 
     /// A call (bounded by the poll's deadline) to an AWS JSON-protocol API (`X-Amz-Target: <target>`): the answer's JSON, or AWS's
     /// error code and message.
-    pub async fn call_json(
+    async fn call_json(
         &self,
         service: &str,
         url: &str,
+        json: Json,
         target: &str,
         body: &serde_json::Value,
     ) -> Result<serde_json::Value, AwsError> {
         let keys = self.keys().await?;
         let headers = [
-            ("content-type", "application/x-amz-json-1.0"),
+            ("content-type", json.content_type()),
             ("x-amz-target", target),
         ];
         let (status, answer) = self

@@ -7,9 +7,7 @@
 //! SQS is called through its JSON protocol at `awsEndpoint` or
 //! `https://sqs.<awsRegion>.amazonaws.com`, signed with SigV4; credentials as in `aws`.
 
-use std::sync::Arc;
-
-use super::aws::{self, AwsKey, AwsSource, Identity};
+use super::aws::{self, Json, Service, Target};
 use crate::error::{ErrorKind, ParamSource};
 use crate::metric::{ExternalMetric, MetricSpec, Poll, metric_name, normalize};
 use crate::params::{META, Params};
@@ -17,7 +15,6 @@ use crate::sources::Sources;
 use crate::trigger::Common;
 
 const META_OR_ENV: &[ParamSource] = &[ParamSource::Metadata, ParamSource::Env];
-const META_OR_AUTH: &[ParamSource] = &[ParamSource::Metadata, ParamSource::Auth];
 
 /// An `aws-sqs-queue` trigger.
 #[derive(Clone, Debug)]
@@ -26,18 +23,14 @@ pub(crate) struct Config {
     queue_name: String,
     queue_length: i64,
     activation_queue_length: i64,
-    region: String,
-    endpoint: Option<String>,
     attributes: Vec<&'static str>,
-    identity: Identity,
+    target: Target,
 }
 
 pub(crate) fn parse(p: &mut Params<'_>) -> Config {
     let queue_length = p.i64_or("queueLength", META, 5);
     let activation_queue_length = p.i64_or("activationQueueLength", META, 0);
     let queue_url = p.req_str(&["queueURL"], META_OR_ENV);
-    let region = p.req_str(&["awsRegion"], META_OR_AUTH);
-    let endpoint = p.opt_str(&["awsEndpoint"], META);
     let in_flight = p.bool_or("scaleOnInFlight", META, true);
     let delayed = p.bool_or("scaleOnDelayed", META, false);
     let mut attributes = vec!["ApproximateNumberOfMessages"];
@@ -56,26 +49,14 @@ pub(crate) fn parse(p: &mut Params<'_>) -> Config {
             String::new()
         }
     };
-    if let Some(e) = &endpoint
-        && url::Url::parse(e).map_or(true, |u| !matches!(u.scheme(), "http" | "https"))
-    {
-        p.fail_param(
-            ErrorKind::Config,
-            "awsEndpoint",
-            META,
-            format!("{e:?} is not an http(s) URL"),
-        );
-    }
-    let identity = aws::parse_identity(p);
+    let target = aws::parse_target(p);
     Config {
         queue_url,
         queue_name,
         queue_length,
         activation_queue_length,
-        region,
-        endpoint,
         attributes,
-        identity,
+        target,
     }
 }
 
@@ -122,28 +103,13 @@ impl Config {
 /// A built `aws-sqs-queue` trigger.
 pub(crate) struct SqsScaler {
     config: Config,
-    source: Arc<AwsSource>,
-    url: String,
+    sqs: Service,
 }
 
 impl SqsScaler {
     pub fn new(config: Config, sources: &Sources) -> Self {
-        let source = AwsSource::get(
-            sources,
-            AwsKey {
-                region: config.region.clone(),
-                identity: config.identity.clone(),
-            },
-        );
-        let url = format!(
-            "{}/",
-            aws::endpoint("sqs", &config.region, config.endpoint.as_deref())
-        );
-        SqsScaler {
-            config,
-            source,
-            url,
-        }
+        let sqs = Service::new(sources, &config.target, "sqs", Json::V1_0);
+        SqsScaler { config, sqs }
     }
 
     pub fn config(&self) -> &Config {
@@ -151,14 +117,13 @@ impl SqsScaler {
     }
 
     pub async fn poll(&self, common: &Common, metric: &str) -> Result<Poll, crate::ScalerError> {
-        let _permit = self.source.limit().acquire().await;
         let body = serde_json::json!({
             "QueueUrl": self.config.queue_url,
             "AttributeNames": self.config.attributes,
         });
         let answer = self
-            .source
-            .call_json("sqs", &self.url, "AmazonSQS.GetQueueAttributes", &body)
+            .sqs
+            .call("AmazonSQS.GetQueueAttributes", &body)
             .await
             .map_err(|e| common.error(e.kind, e.message))?;
         let length =

@@ -2,6 +2,9 @@
 
 pub(crate) mod amqp;
 pub(crate) mod aws;
+pub(crate) mod aws_cloudwatch;
+pub(crate) mod aws_dynamodb;
+pub(crate) mod aws_kinesis;
 pub(crate) mod aws_sqs;
 pub(crate) mod cron;
 pub(crate) mod etcd;

@@ -1,6 +1,7 @@
-//! `aws-sqs-queue` against moto (PyPI `moto[server]`) started by the tests with signature checks
+//! `aws-sqs-queue`, `aws-kinesis-stream`, `aws-dynamodb` and `aws-cloudwatch` against moto (PyPI `moto[server]`) started by the tests with signature checks
 //! on (`INITIAL_NO_AUTH_ACTION_COUNT`): an IAM user with an access key and a role are created in
-//! the few unsigned actions moto allows, and queues are filled with boto3 — not through the code
+//! the few unsigned actions moto allows, and queues, streams, tables and metrics are filled with
+//! boto3 — not through the code
 //! under test.
 
 use std::time::Duration;
@@ -110,18 +111,33 @@ impl Moto {
     }
 
     fn trigger(&self, url: &str, extra: &[(&str, &str)], auth: &[(&str, &str)]) -> TriggerInput {
+        let mut m = vec![("queueURL", url)];
+        m.extend_from_slice(extra);
+        self.trigger_of("aws-sqs-queue", &m, auth)
+    }
+
+    /// A trigger of `trigger_type` on this moto, in REGION.
+    fn trigger_of(
+        &self,
+        trigger_type: &str,
+        metadata: &[(&str, &str)],
+        auth: &[(&str, &str)],
+    ) -> TriggerInput {
         let mut m = vec![
-            ("queueURL", url),
             ("awsRegion", REGION),
             ("awsEndpoint", self.endpoint.as_str()),
         ];
-        m.extend_from_slice(extra);
-        let mut i = input("aws-sqs-queue", &m);
+        m.extend_from_slice(metadata);
+        let mut i = input(trigger_type, &m);
         i.auth_params = auth
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
         i
+    }
+
+    fn run(&self, script: &str) -> String {
+        boto3(&self.endpoint, &self.key, &self.secret, script)
     }
 
     fn keys(&self) -> [(&str, &str); 2] {
@@ -360,4 +376,339 @@ fn sqs_parameters_and_credentials_are_checked_as_keda_checks_them() {
         ],
     ));
     assert_problem(&errors, "queueURL", "cannot get queueName");
+}
+
+fn external(specs: &[MetricSpec]) -> (&str, i64) {
+    let MetricSpec::External(m) = &specs[0] else {
+        panic!("{specs:?}")
+    };
+    (m.name.as_str(), m.target_milli)
+}
+
+#[tokio::test]
+async fn kinesis_open_shards_follow_resharding() {
+    let Some(moto) = moto().await else { return };
+    let name = unique("clicks");
+    moto.run(&format!(
+        "k = client('kinesis')\nk.create_stream(StreamName={name:?}, ShardCount=1)"
+    ));
+    let sources = Sources::default();
+    let scaler = build(
+        &moto.trigger_of(
+            "aws-kinesis-stream",
+            &[("streamName", &name), ("activationShardCount", "1")],
+            &moto.keys(),
+        ),
+        &sources,
+    );
+    let specs = scaler.metric_specs().await.unwrap();
+    assert_eq!(
+        external(&specs),
+        (format!("s0-aws-kinesis-{name}").as_str(), 2000)
+    );
+    assert_eq!(value(&scaler).await, (1.0, false));
+
+    moto.run(&format!(
+        "k = client('kinesis')\nk.update_shard_count(StreamName={name:?}, TargetShardCount=4, ScalingType='UNIFORM_SCALING')"
+    ));
+    assert_eq!(value(&scaler).await, (4.0, true));
+
+    let missing = build(
+        &moto.trigger_of(
+            "aws-kinesis-stream",
+            &[("streamName", "no-such-stream")],
+            &moto.keys(),
+        ),
+        &sources,
+    );
+    let err = poll(&missing).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Source, "{err}");
+    assert!(err.to_string().contains("ResourceNotFound"), "{err}");
+
+    let wrong = build(
+        &moto.trigger_of(
+            "aws-kinesis-stream",
+            &[("streamName", &name)],
+            &[
+                ("awsAccessKeyID", moto.key.as_str()),
+                ("awsSecretAccessKey", "not-the-secret"),
+            ],
+        ),
+        &sources,
+    );
+    let err = poll(&wrong).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Config, "{err}");
+    assert!(!err.to_string().contains("not-the-secret"), "{err}");
+}
+
+#[tokio::test]
+async fn dynamodb_query_count_follows_puts_deletes_and_filters() {
+    let Some(moto) = moto().await else { return };
+    let table = unique("jobs");
+    moto.run(&format!(
+        r#"
+d = client('dynamodb')
+d.create_table(TableName={table:?},
+    KeySchema=[{{'AttributeName': 'tenant', 'KeyType': 'HASH'}}, {{'AttributeName': 'id', 'KeyType': 'RANGE'}}],
+    AttributeDefinitions=[{{'AttributeName': 'tenant', 'AttributeType': 'S'}}, {{'AttributeName': 'id', 'AttributeType': 'N'}},
+                          {{'AttributeName': 'state', 'AttributeType': 'S'}}],
+    GlobalSecondaryIndexes=[{{'IndexName': 'by-state', 'KeySchema': [{{'AttributeName': 'state', 'KeyType': 'HASH'}}],
+                              'Projection': {{'ProjectionType': 'ALL'}}}}],
+    BillingMode='PAY_PER_REQUEST')
+"#
+    ));
+    let put = |tenant: &str, id: u32, state: &str| {
+        moto.run(&format!(
+            "client('dynamodb').put_item(TableName={table:?}, Item={{'tenant': {{'S': {tenant:?}}}, 'id': {{'N': '{id}'}}, 'state': {{'S': {state:?}}}}})"
+        ));
+    };
+    let sources = Sources::default();
+    let by_tenant = |extra: &[(&str, &str)]| {
+        let mut m = vec![
+            ("tableName", table.as_str()),
+            ("targetValue", "2"),
+            ("keyConditionExpression", "#t = :t"),
+            ("expressionAttributeNames", r##"{"#t": "tenant"}"##),
+            ("expressionAttributeValues", r#"{":t": {"S": "acme"}}"#),
+        ];
+        m.extend_from_slice(extra);
+        build(&moto.trigger_of("aws-dynamodb", &m, &moto.keys()), &sources)
+    };
+    let all = by_tenant(&[("activationTargetValue", "1")]);
+    let specs = all.metric_specs().await.unwrap();
+    assert_eq!(
+        external(&specs),
+        (format!("s0-aws-dynamodb-{table}").as_str(), 2000)
+    );
+    assert_eq!(value(&all).await, (0.0, false));
+
+    put("acme", 1, "open");
+    assert_eq!(value(&all).await, (1.0, false));
+    put("acme", 2, "open");
+    put("acme", 3, "done");
+    put("other", 1, "open");
+    assert_eq!(value(&all).await, (3.0, true));
+
+    // A filter on a non-key attribute, with a name and a value of its own.
+    let open = by_tenant(&[
+        ("filterExpression", "#s = :s"),
+        (
+            "expressionAttributeNames",
+            r##"{"#t": "tenant", "#s": "state"}"##,
+        ),
+        (
+            "expressionAttributeValues",
+            r#"{":t": {"S": "acme"}, ":s": {"S": "open"}}"#,
+        ),
+    ]);
+    assert_eq!(value(&open).await, (2.0, true));
+
+    // A global secondary index.
+    let mut m = vec![
+        ("tableName", table.as_str()),
+        ("targetValue", "2"),
+        ("indexName", "by-state"),
+        ("keyConditionExpression", "#s = :s"),
+        ("expressionAttributeNames", r##"{"#s": "state"}"##),
+        ("expressionAttributeValues", r#"{":s": {"S": "open"}}"#),
+    ];
+    let by_state = build(&moto.trigger_of("aws-dynamodb", &m, &moto.keys()), &sources);
+    assert_eq!(value(&by_state).await, (3.0, true));
+
+    moto.run(&format!(
+        "client('dynamodb').delete_item(TableName={table:?}, Key={{'tenant': {{'S': 'acme'}}, 'id': {{'N': '1'}}}})"
+    ));
+    assert_eq!(value(&all).await, (2.0, true));
+    assert_eq!(value(&open).await, (1.0, true));
+    assert_eq!(value(&by_state).await, (2.0, true));
+
+    // A table that does not exist: DynamoDB's own error.
+    m[0] = ("tableName", "no-such-table");
+    let err = poll(&build(
+        &moto.trigger_of("aws-dynamodb", &m, &moto.keys()),
+        &sources,
+    ))
+    .await
+    .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Source, "{err}");
+    assert!(err.to_string().contains("ResourceNotFound"), "{err}");
+    assert_eq!(sources.counts().aws, 1);
+}
+
+#[tokio::test]
+async fn cloudwatch_metric_statistics_and_empty_windows() {
+    let Some(moto) = moto().await else { return };
+    let queue = unique("q");
+    let sources = Sources::default();
+    let trigger = |extra: &[(&str, &str)]| {
+        let mut m = vec![
+            ("namespace", "Ringscale/Test"),
+            ("metricName", "Depth"),
+            ("dimensionName", "QueueName;Tier"),
+            ("targetMetricValue", "2.5"),
+            ("minMetricValue", "0.5"),
+            ("metricStatPeriod", "60"),
+            ("metricCollectionTime", "300"),
+            ("activationTargetMetricValue", "7"),
+        ];
+        m.extend_from_slice(extra);
+        moto.trigger_of("aws-cloudwatch", &m, &moto.keys())
+    };
+    let dims = format!("{queue};gold");
+    let average = build(&trigger(&[("dimensionValue", &dims)]), &sources);
+    let specs = average.metric_specs().await.unwrap();
+    assert_eq!(external(&specs), ("s0-aws-cloudwatch", 2500));
+
+    // Nothing in the window: minMetricValue, or an error with ignoreNullValues false.
+    assert_eq!(value(&average).await, (0.5, false));
+    let strict = build(
+        &trigger(&[("dimensionValue", &dims), ("ignoreNullValues", "false")]),
+        &sources,
+    );
+    let err = poll(&strict).await.unwrap_err();
+    assert!(err.to_string().contains("empty metric data"), "{err}");
+
+    // Two points in one closed minute (90 s ago, so inside a window that ends at the last
+    // minute boundary).
+    moto.run(&format!(
+        r#"
+import datetime
+cw = client('cloudwatch')
+t = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(seconds=90)
+for v in (6.0, 10.0):
+    cw.put_metric_data(Namespace='Ringscale/Test', MetricData=[{{'MetricName': 'Depth', 'Timestamp': t, 'Value': v, 'Unit': 'Count',
+        'Dimensions': [{{'Name': 'QueueName', 'Value': {queue:?}}}, {{'Name': 'Tier', 'Value': 'gold'}}]}}])
+"#
+    ));
+    assert_eq!(value(&average).await, (8.0, true));
+    let sum = build(
+        &trigger(&[("dimensionValue", &dims), ("metricStat", "Sum")]),
+        &sources,
+    );
+    assert_eq!(value(&sum).await, (16.0, true));
+    let max = build(
+        &trigger(&[
+            ("dimensionValue", &dims),
+            ("metricStat", "Maximum"),
+            ("metricUnit", "Count"),
+        ]),
+        &sources,
+    );
+    assert_eq!(value(&max).await, (10.0, true));
+    let min = build(
+        &trigger(&[("dimensionValue", &dims), ("metricStat", "Minimum")]),
+        &sources,
+    );
+    assert_eq!(value(&min).await, (6.0, false));
+    // Another dimension value has no points.
+    let other = build(
+        &trigger(&[("dimensionValue", &format!("{queue};silver"))]),
+        &sources,
+    );
+    assert_eq!(value(&other).await, (0.5, false));
+}
+
+#[test]
+fn kinesis_dynamodb_and_cloudwatch_parameters_are_checked_as_keda_checks_them() {
+    let op = ("identityOwner", "operator");
+    let region = ("awsRegion", REGION);
+    let errors = problems(&input("aws-kinesis-stream", &[region, op]));
+    assert_problem(&errors, "streamName", "required");
+
+    // DynamoDB: targetValue is required unless the trigger feeds a formula only.
+    let base = [
+        region,
+        op,
+        ("tableName", "t"),
+        ("keyConditionExpression", "#k = :k"),
+        ("expressionAttributeNames", r##"{"#k": "pk"}"##),
+        ("expressionAttributeValues", r#"{":k": {"S": "a"}}"#),
+    ];
+    let errors = problems(&input("aws-dynamodb", &base));
+    assert_problem(&errors, "targetValue", "no targetValue given");
+    let mut formula_only = input("aws-dynamodb", &base);
+    formula_only.as_metric_source = true;
+    assert!(ringscale_scalers::parse(&formula_only).is_ok());
+    let mut bad = base.to_vec();
+    bad.push(("targetValue", "5"));
+    bad[4] = ("expressionAttributeNames", "{}");
+    bad[5] = ("expressionAttributeValues", r#"{":k": {"N": 5}}"#);
+    let errors = problems(&input("aws-dynamodb", &bad));
+    assert_problem(&errors, "expressionAttributeNames", "empty map");
+    assert_problem(&errors, "expressionAttributeValues", "invalid");
+    let errors = problems(&input("aws-dynamodb", &[region, op, ("targetValue", "5")]));
+    for key in [
+        "tableName",
+        "keyConditionExpression",
+        "expressionAttributeNames",
+        "expressionAttributeValues",
+    ] {
+        assert_problem(&errors, key, "required");
+    }
+
+    // CloudWatch: KEDA's Validate.
+    let cw = |extra: &[(&str, &str)]| {
+        let mut m = vec![
+            region,
+            op,
+            ("targetMetricValue", "1"),
+            ("minMetricValue", "0"),
+        ];
+        m.extend_from_slice(extra);
+        input("aws-cloudwatch", &m)
+    };
+    let text = |errors: Vec<ringscale_scalers::ScalerError>| messages(&errors);
+    assert!(text(problems(&cw(&[]))).contains("namespace not given"));
+    assert!(
+        text(problems(&cw(&[
+            ("namespace", "n"),
+            ("metricName", "m"),
+            ("dimensionName", "a;b"),
+            ("dimensionValue", "x"),
+        ])))
+        .contains("not matching in size")
+    );
+    let metric = [
+        ("namespace", "n"),
+        ("metricName", "m"),
+        ("dimensionName", "a"),
+        ("dimensionValue", "x"),
+    ];
+    assert!(ringscale_scalers::parse(&cw(&metric)).is_ok());
+    let with = |extra: (&'static str, &'static str)| {
+        let mut m = metric.to_vec();
+        m.push(extra);
+        problems(&cw(&m))
+    };
+    assert_problem(
+        &with(("metricUnit", "Parsecs")),
+        "metricUnit",
+        "is not one of",
+    );
+    assert_problem(
+        &with(("metricStatPeriod", "45")),
+        "metricStatPeriod",
+        "has to be one of",
+    );
+    assert_problem(
+        &with(("metricStatPeriod", "90")),
+        "metricStatPeriod",
+        "multiple of 60",
+    );
+    assert_problem(
+        &with(("metricCollectionTime", "90")),
+        "metricCollectionTime",
+        "multiple of metricStatPeriod",
+    );
+    // An expression needs none of the metric's parameters.
+    assert!(
+        ringscale_scalers::parse(&cw(&[(
+            "expression",
+            "SELECT MAX(Depth) FROM \"Ringscale/Test\""
+        )]))
+        .is_ok()
+    );
+    let errors = problems(&input("aws-cloudwatch", &[region, op, ("expression", "e")]));
+    assert_problem(&errors, "targetMetricValue", "required");
+    assert_problem(&errors, "minMetricValue", "required");
 }
