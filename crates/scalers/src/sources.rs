@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tokio::sync::{Semaphore, SemaphorePermit};
 
-use crate::scalers::{amqp, aws, etcd, external, http, kafka, mysql, postgres, redis};
+use crate::scalers::{amqp, aws, azure, etcd, external, http, kafka, mysql, postgres, redis};
 
 /// Limits of shared sources.
 #[derive(Clone, Debug)]
@@ -58,6 +58,8 @@ pub struct SourceCounts {
     pub kafka: usize,
     /// AWS credential caches (one per region and identity).
     pub aws: usize,
+    /// Azure storage accounts (one per service endpoint and credential).
+    pub azure: usize,
 }
 
 /// The registry of shared sources. Cheap to clone; clones share the registry.
@@ -77,6 +79,7 @@ pub(crate) struct SourcesInner {
     pub etcd: Shared<etcd::EtcdKey, etcd::EtcdSource>,
     pub kafka: Shared<kafka::KafkaKey, kafka::KafkaSource>,
     pub aws: Shared<aws::AwsKey, aws::AwsSource>,
+    pub azure: Shared<azure::Account, azure::StorageSource>,
 }
 
 impl Sources {
@@ -95,6 +98,7 @@ impl Sources {
                 etcd: Shared::default(),
                 kafka: Shared::default(),
                 aws: Shared::default(),
+                azure: Shared::default(),
             }),
         }
     }
@@ -112,6 +116,7 @@ impl Sources {
             etcd: i.etcd.live(),
             kafka: i.kafka.live(),
             aws: i.aws.live(),
+            azure: i.azure.live(),
         }
     }
 

@@ -12,8 +12,8 @@ use crate::metric::{MetricSpec, Poll};
 use crate::params::Params;
 use crate::redact::Redactor;
 use crate::scalers::{
-    aws_cloudwatch, aws_dynamodb, aws_kinesis, aws_sqs, cron, etcd, external, kafka, metrics_api,
-    mysql, nats, postgres, prometheus, rabbitmq, redis, resource,
+    aws_cloudwatch, aws_dynamodb, aws_kinesis, aws_sqs, azure_blob, azure_queue, cron, etcd,
+    external, kafka, metrics_api, mysql, nats, postgres, prometheus, rabbitmq, redis, resource,
 };
 use crate::sources::{Sources, within};
 
@@ -23,6 +23,8 @@ pub const SUPPORTED_TRIGGER_TYPES: &[&str] = &[
     "aws-dynamodb",
     "aws-kinesis-stream",
     "aws-sqs-queue",
+    "azure-blob",
+    "azure-queue",
     "cpu",
     "cron",
     "etcd",
@@ -116,6 +118,8 @@ pub(crate) enum Config {
     AwsKinesis(aws_kinesis::Config),
     AwsDynamoDb(aws_dynamodb::Config),
     AwsCloudWatch(aws_cloudwatch::Config),
+    AzureQueue(azure_queue::Config),
+    AzureBlob(azure_blob::Config),
     Resource(resource::Config),
     External(external::Config),
 }
@@ -158,6 +162,8 @@ impl ParsedTrigger {
             Config::AwsKinesis(cfg) => cfg.metric_specs(c),
             Config::AwsDynamoDb(cfg) => cfg.metric_specs(c),
             Config::AwsCloudWatch(cfg) => cfg.metric_specs(c),
+            Config::AzureQueue(cfg) => cfg.metric_specs(c),
+            Config::AzureBlob(cfg) => cfg.metric_specs(c),
             Config::Resource(cfg) => cfg.metric_specs(),
             Config::External(_) => return None,
         })
@@ -266,6 +272,8 @@ pub fn parse(input: &TriggerInput) -> Result<ParsedTrigger, Vec<ScalerError>> {
         "aws-kinesis-stream" => Config::AwsKinesis(aws_kinesis::parse(&mut p)),
         "aws-dynamodb" => Config::AwsDynamoDb(aws_dynamodb::parse(&mut p)),
         "aws-cloudwatch" => Config::AwsCloudWatch(aws_cloudwatch::parse(&mut p)),
+        "azure-queue" => Config::AzureQueue(azure_queue::parse(&mut p)),
+        "azure-blob" => Config::AzureBlob(azure_blob::parse(&mut p)),
         "cpu" => Config::Resource(resource::parse(&mut p, crate::metric::Resource::Cpu)),
         "memory" => Config::Resource(resource::parse(&mut p, crate::metric::Resource::Memory)),
         "external" => Config::External(external::parse(&mut p, false)),
@@ -317,6 +325,8 @@ enum Kind {
     AwsKinesis(aws_kinesis::KinesisScaler),
     AwsDynamoDb(aws_dynamodb::DynamoDbScaler),
     AwsCloudWatch(aws_cloudwatch::CloudWatchScaler),
+    AzureQueue(azure_queue::QueueScaler),
+    AzureBlob(azure_blob::BlobScaler),
     Resource(resource::Config),
     External(external::ExternalScaler),
 }
@@ -366,6 +376,8 @@ impl Scaler {
             Config::AwsCloudWatch(c) => {
                 Kind::AwsCloudWatch(aws_cloudwatch::CloudWatchScaler::new(c, sources))
             }
+            Config::AzureQueue(c) => Kind::AzureQueue(azure_queue::QueueScaler::new(c, sources)),
+            Config::AzureBlob(c) => Kind::AzureBlob(azure_blob::BlobScaler::new(c, sources)),
             Config::Resource(c) => Kind::Resource(c),
             Config::External(c) => {
                 Kind::External(external::ExternalScaler::new(c, &common, sources))
@@ -435,6 +447,8 @@ impl Scaler {
             Kind::AwsKinesis(s) => s.config().metric_specs(c),
             Kind::AwsDynamoDb(s) => s.config().metric_specs(c),
             Kind::AwsCloudWatch(s) => s.config().metric_specs(c),
+            Kind::AzureQueue(s) => s.config().metric_specs(c),
+            Kind::AzureBlob(s) => s.config().metric_specs(c),
             Kind::Resource(cfg) => cfg.metric_specs(),
             Kind::External(s) => {
                 return match within(c.timeout, s.metric_specs(c)).await {
@@ -468,6 +482,8 @@ impl Scaler {
                 Kind::AwsKinesis(s) => Box::pin(s.poll(c, metric_name)).await,
                 Kind::AwsDynamoDb(s) => Box::pin(s.poll(c, metric_name)).await,
                 Kind::AwsCloudWatch(s) => Box::pin(s.poll(c, metric_name)).await,
+                Kind::AzureQueue(s) => Box::pin(s.poll(c, metric_name)).await,
+                Kind::AzureBlob(s) => Box::pin(s.poll(c, metric_name)).await,
                 Kind::Resource(_) => Ok(Poll {
                     values: Vec::new(),
                     active: false,

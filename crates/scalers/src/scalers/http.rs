@@ -52,6 +52,7 @@ pub(crate) fn client(sources: &Sources, tls: TlsOptions) -> Arc<HttpSource> {
 /// An answer: status and body (capped at [`MAX_BODY`]).
 pub(crate) struct Answer {
     pub status: reqwest::StatusCode,
+    pub headers: reqwest::header::HeaderMap,
     pub body: Vec<u8>,
 }
 
@@ -60,6 +61,7 @@ pub(crate) struct Answer {
 pub(crate) async fn fetch(request: reqwest::RequestBuilder) -> Result<Answer, String> {
     let mut response = request.send().await.map_err(|e| describe(&e))?;
     let status = response.status();
+    let headers = std::mem::take(response.headers_mut());
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(|e| describe(&e))? {
         if body.len() + chunk.len() > MAX_BODY {
@@ -70,7 +72,11 @@ pub(crate) async fn fetch(request: reqwest::RequestBuilder) -> Result<Answer, St
         }
         body.extend_from_slice(&chunk);
     }
-    Ok(Answer { status, body })
+    Ok(Answer {
+        status,
+        headers,
+        body,
+    })
 }
 
 /// A reqwest error with its causes. URLs are built without user info; secrets in query

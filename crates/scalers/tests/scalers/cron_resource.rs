@@ -180,11 +180,11 @@ async fn cpu_and_memory_become_resource_metrics() {
 
 #[test]
 fn trigger_types_metric_types_and_identities() {
-    let e = problems(&input("azure-queue", &[("queueName", "q")]));
+    let e = problems(&input("gcp-pubsub", &[("subscriptionName", "s")]));
     assert_eq!(e[0].kind, ErrorKind::Unsupported);
     assert!(
         e[0].to_string()
-            .contains("\"azure-queue\" is not supported by ringscale yet"),
+            .contains("\"gcp-pubsub\" is not supported by ringscale yet"),
         "{}",
         e[0]
     );

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod aws;
+mod azure;
 mod common;
 mod cron_resource;
 mod etcd;
