@@ -12,6 +12,7 @@ pub mod names;
 pub mod quantity;
 pub mod scaled_job;
 pub mod scaled_object;
+pub mod selector;
 pub mod trigger_auth;
 pub mod validate;
 pub mod verbatim;

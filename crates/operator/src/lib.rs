@@ -7,6 +7,7 @@ pub mod health;
 pub mod hpa;
 pub mod lookup;
 pub mod metrics;
+pub mod pods;
 pub mod schedule;
 pub mod semantics;
 

@@ -472,7 +472,12 @@ pub(crate) async fn replica(
         client.clone(),
         ownership.clone(),
         Arc::clone(&store),
-        ringscale_scalers::Sources::new(ringscale_scalers::SourcesConfig::default()),
+        ringscale_scalers::Sources::new(ringscale_scalers::SourcesConfig {
+            pods: Some(ringscale_scalers::PodLister(Arc::new(
+                ringscale_operator::pods::KubePods::new(client.clone()),
+            ))),
+            ..ringscale_scalers::SourcesConfig::default()
+        }),
         Settings {
             cluster_object_namespace: args
                 .cluster_object_namespace

@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use tokio::sync::{Semaphore, SemaphorePermit};
 
-use crate::scalers::{amqp, aws, azure, etcd, external, http, kafka, mysql, postgres, redis};
+use crate::scalers::{
+    amqp, aws, azure, etcd, external, http, kafka, kubernetes_workload, mysql, postgres, redis,
+};
 
 /// Limits of shared sources.
 #[derive(Clone, Debug)]
@@ -25,6 +27,9 @@ pub struct SourcesConfig {
     /// The replica's own AWS credentials and STS endpoint (`identityOwner: operator`, and the
     /// base for assuming `awsRoleArn`), read from the environment by default.
     pub aws: aws::AwsEnv,
+    /// Lists pods for `kubernetes-workload` triggers (the operator's Kubernetes client); none
+    /// outside the operator.
+    pub pods: Option<kubernetes_workload::PodLister>,
 }
 
 impl Default for SourcesConfig {
@@ -33,6 +38,7 @@ impl Default for SourcesConfig {
             per_source_concurrency: 64,
             sql_pool_size: 4,
             aws: aws::AwsEnv::from_env(),
+            pods: None,
         }
     }
 }

@@ -13,7 +13,8 @@ use crate::params::Params;
 use crate::redact::Redactor;
 use crate::scalers::{
     aws_cloudwatch, aws_dynamodb, aws_kinesis, aws_sqs, azure_blob, azure_queue, cron, etcd,
-    external, kafka, metrics_api, mysql, nats, postgres, prometheus, rabbitmq, redis, resource,
+    external, kafka, kubernetes_workload, metrics_api, mysql, nats, postgres, prometheus, rabbitmq,
+    redis, resource,
 };
 use crate::sources::{Sources, within};
 
@@ -31,6 +32,7 @@ pub const SUPPORTED_TRIGGER_TYPES: &[&str] = &[
     "external",
     "external-push",
     "kafka",
+    "kubernetes-workload",
     "memory",
     "metrics-api",
     "mysql",
@@ -120,6 +122,7 @@ pub(crate) enum Config {
     AwsCloudWatch(aws_cloudwatch::Config),
     AzureQueue(azure_queue::Config),
     AzureBlob(azure_blob::Config),
+    Workload(kubernetes_workload::Config),
     Resource(resource::Config),
     External(external::Config),
 }
@@ -164,6 +167,7 @@ impl ParsedTrigger {
             Config::AwsCloudWatch(cfg) => cfg.metric_specs(c),
             Config::AzureQueue(cfg) => cfg.metric_specs(c),
             Config::AzureBlob(cfg) => cfg.metric_specs(c),
+            Config::Workload(cfg) => cfg.metric_specs(c),
             Config::Resource(cfg) => cfg.metric_specs(),
             Config::External(_) => return None,
         })
@@ -274,6 +278,7 @@ pub fn parse(input: &TriggerInput) -> Result<ParsedTrigger, Vec<ScalerError>> {
         "aws-cloudwatch" => Config::AwsCloudWatch(aws_cloudwatch::parse(&mut p)),
         "azure-queue" => Config::AzureQueue(azure_queue::parse(&mut p)),
         "azure-blob" => Config::AzureBlob(azure_blob::parse(&mut p)),
+        "kubernetes-workload" => Config::Workload(kubernetes_workload::parse(&mut p)),
         "cpu" => Config::Resource(resource::parse(&mut p, crate::metric::Resource::Cpu)),
         "memory" => Config::Resource(resource::parse(&mut p, crate::metric::Resource::Memory)),
         "external" => Config::External(external::parse(&mut p, false)),
@@ -327,6 +332,7 @@ enum Kind {
     AwsCloudWatch(aws_cloudwatch::CloudWatchScaler),
     AzureQueue(azure_queue::QueueScaler),
     AzureBlob(azure_blob::BlobScaler),
+    Workload(kubernetes_workload::WorkloadScaler),
     Resource(resource::Config),
     External(external::ExternalScaler),
 }
@@ -378,6 +384,9 @@ impl Scaler {
             }
             Config::AzureQueue(c) => Kind::AzureQueue(azure_queue::QueueScaler::new(c, sources)),
             Config::AzureBlob(c) => Kind::AzureBlob(azure_blob::BlobScaler::new(c, sources)),
+            Config::Workload(c) => {
+                Kind::Workload(kubernetes_workload::WorkloadScaler::new(c, sources))
+            }
             Config::Resource(c) => Kind::Resource(c),
             Config::External(c) => {
                 Kind::External(external::ExternalScaler::new(c, &common, sources))
@@ -449,6 +458,7 @@ impl Scaler {
             Kind::AwsCloudWatch(s) => s.config().metric_specs(c),
             Kind::AzureQueue(s) => s.config().metric_specs(c),
             Kind::AzureBlob(s) => s.config().metric_specs(c),
+            Kind::Workload(s) => s.config().metric_specs(c),
             Kind::Resource(cfg) => cfg.metric_specs(),
             Kind::External(s) => {
                 return match within(c.timeout, s.metric_specs(c)).await {
@@ -484,6 +494,7 @@ impl Scaler {
                 Kind::AwsCloudWatch(s) => Box::pin(s.poll(c, metric_name)).await,
                 Kind::AzureQueue(s) => Box::pin(s.poll(c, metric_name)).await,
                 Kind::AzureBlob(s) => Box::pin(s.poll(c, metric_name)).await,
+                Kind::Workload(s) => Box::pin(s.poll(c, metric_name)).await,
                 Kind::Resource(_) => Ok(Poll {
                     values: Vec::new(),
                     active: false,

@@ -15,6 +15,7 @@ pub(crate) mod external;
 pub(crate) mod http;
 pub(crate) mod httpauth;
 pub(crate) mod kafka;
+pub(crate) mod kubernetes_workload;
 pub(crate) mod metrics_api;
 pub(crate) mod mysql;
 pub(crate) mod nats;
