@@ -25,8 +25,8 @@ pub mod replication {
     tonic::include_proto!("ringscale.replication.v1");
 }
 
-/// The part of etcd's v3 API the `etcd` trigger uses (`etcd.proto`): reading a key and
-/// authenticating; wire-compatible with etcd 3.x.
+/// The part of etcd's v3 API the `etcd` trigger uses (`etcd.proto`): reading and watching a
+/// key, authenticating; wire-compatible with etcd 3.x.
 #[allow(
     missing_docs,
     missing_debug_implementations,

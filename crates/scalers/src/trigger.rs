@@ -183,9 +183,11 @@ impl ParsedTrigger {
         })
     }
 
-    /// Whether the trigger pushes activity changes (`external-push`).
+    /// Whether the trigger pushes activity changes (`external-push`, and `etcd`, which
+    /// watches its key).
     pub fn is_push(&self) -> bool {
         matches!(&self.config, Config::External(e) if e.push)
+            || matches!(self.config, Config::Etcd(_))
     }
 }
 
@@ -423,9 +425,11 @@ impl Scaler {
         matches!(*self.kind, Kind::Resource(_))
     }
 
-    /// Whether the trigger pushes activity changes (`external-push`).
+    /// Whether the trigger pushes activity changes (`external-push`, and `etcd`, which
+    /// watches its key).
     pub fn is_push(&self) -> bool {
         matches!(&*self.kind, Kind::External(e) if e.is_push())
+            || matches!(*self.kind, Kind::Etcd(_))
     }
 
     /// For cpu and memory triggers: the activation value (`activationValue`), which the
@@ -525,10 +529,12 @@ impl Scaler {
     }
 
     /// For `external-push` triggers: a stream of activity changes pushed by the external
-    /// scaler, reconnecting with backoff (2 s doubling to 1 min) until the receiver is dropped.
+    /// scaler; for `etcd` triggers: the activity of each change of the watched key. Both
+    /// reconnect with backoff (2 s doubling to 1 min) until the receiver is dropped.
     pub fn push_activity(&self) -> Option<tokio::sync::mpsc::Receiver<Result<bool, ScalerError>>> {
         match &*self.kind {
             Kind::External(s) if s.is_push() => Some(s.stream_is_active(&self.common)),
+            Kind::Etcd(s) => Some(s.watch_activity(&self.common)),
             _ => None,
         }
     }

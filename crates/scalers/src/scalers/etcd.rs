@@ -7,8 +7,11 @@
 //! source authenticates once and sends the token with each call, authenticating again when etcd
 //! says the token is no longer valid.
 //!
-//! Not done: KEDA's etcd scaler also watches the key and pushes activity changes between polls;
-//! here the key is read at each poll only.
+//! Between polls the trigger watches the key, as KEDA's etcd scaler does (`Run`): each put or
+//! delete pushes the new activity (a value that is not a number counts as 0), which makes the
+//! operator poll the object at once. The watch asks for progress notifications and is opened
+//! again (on the next endpoint) when none came for twice `watchProgressNotifyInterval`, when the
+//! stream fails or when etcd cancels it, after 2 s doubling to 1 min.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,6 +19,7 @@ use std::time::Duration;
 
 use pb::auth_client::AuthClient;
 use pb::kv_client::KvClient;
+use pb::watch_client::WatchClient;
 use ringscale_proto::etcd as pb;
 use tonic::transport::{Channel, Endpoint};
 
@@ -26,6 +30,8 @@ use crate::redact::Secret;
 use crate::sources::{Limit, Sources};
 use crate::tls::TlsOptions;
 use crate::trigger::Common;
+use futures_util::StreamExt as _;
+use tokio::sync::mpsc;
 
 /// Where KEDA reads `username` and `password`: the authentication, then the environment.
 const AUTH_OR_ENV: &[ParamSource] = &[ParamSource::Auth, ParamSource::Env];
@@ -37,6 +43,8 @@ pub(crate) struct Config {
     watch_key: String,
     value: f64,
     activation: f64,
+    /// `watchProgressNotifyInterval`, seconds.
+    progress_interval: u64,
     tls: Option<TlsOptions>,
     credentials: Option<(String, Secret)>,
 }
@@ -55,8 +63,8 @@ pub(crate) fn parse(p: &mut Params<'_>) -> Config {
     let watch_key = p.req_str(&["watchKey"], META);
     let value = p.req_f64("value", META);
     let activation = p.f64_or("activationValue", META, 0.0);
-    // Read only to check it, as KEDA does: it paces the watch, which is not implemented here.
-    if p.i64_or("watchProgressNotifyInterval", META, 600) <= 0 {
+    let progress_interval = p.i64_or("watchProgressNotifyInterval", META, 600);
+    if progress_interval <= 0 {
         p.fail_param(
             ErrorKind::Config,
             "watchProgressNotifyInterval",
@@ -90,6 +98,7 @@ pub(crate) fn parse(p: &mut Params<'_>) -> Config {
         watch_key,
         value,
         activation,
+        progress_interval: u64::try_from(progress_interval).unwrap_or(600),
         tls,
         credentials,
     }
@@ -179,6 +188,35 @@ impl EtcdSource {
     }
 }
 
+impl EtcdSource {
+    /// The auth token to send, when the trigger has credentials: the shared one, or a new one
+    /// when `renew` or none was issued yet.
+    async fn token(
+        &self,
+        channel: &Channel,
+        renew: bool,
+    ) -> Result<Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>, tonic::Status> {
+        let Some((user, password)) = &self.credentials else {
+            return Ok(None);
+        };
+        let mut token = self.token.lock().await;
+        if renew || token.is_none() {
+            let issued = AuthClient::new(channel.clone())
+                .authenticate(pb::AuthenticateRequest {
+                    name: user.clone(),
+                    password: password.expose().to_owned(),
+                })
+                .await?
+                .into_inner()
+                .token;
+            *token = Some(issued.parse().map_err(|_| {
+                tonic::Status::internal("etcd issued an auth token that is not ASCII")
+            })?);
+        }
+        Ok(token.clone())
+    }
+}
+
 /// A built `etcd` trigger.
 pub(crate) struct EtcdScaler {
     config: Config,
@@ -235,7 +273,7 @@ impl EtcdScaler {
                     unreachable.push(format!(
                         "{}: {}",
                         self.config.endpoints[i],
-                        status.message()
+                        describe(&status)
                     ));
                 }
                 Err(status) => return Err(status_error(common, &status)),
@@ -255,7 +293,7 @@ impl EtcdScaler {
         channel: &Channel,
     ) -> Result<pb::RangeResponse, tonic::Status> {
         for attempt in 0..2 {
-            let token = self.token(channel, attempt > 0).await?;
+            let token = self.source.token(channel, attempt > 0).await?;
             let mut request = tonic::Request::new(pb::RangeRequest {
                 key: self.config.watch_key.as_bytes().to_vec(),
                 range_end: Vec::new(),
@@ -273,33 +311,6 @@ impl EtcdScaler {
         Err(tonic::Status::unauthenticated(
             "etcd refused a freshly issued auth token",
         ))
-    }
-
-    /// The auth token to send, when the trigger has credentials: the shared one, or a new one
-    /// when `renew` or none was issued yet.
-    async fn token(
-        &self,
-        channel: &Channel,
-        renew: bool,
-    ) -> Result<Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>, tonic::Status> {
-        let Some((user, password)) = &self.source.credentials else {
-            return Ok(None);
-        };
-        let mut token = self.source.token.lock().await;
-        if renew || token.is_none() {
-            let issued = AuthClient::new(channel.clone())
-                .authenticate(pb::AuthenticateRequest {
-                    name: user.clone(),
-                    password: password.expose().to_owned(),
-                })
-                .await?
-                .into_inner()
-                .token;
-            *token = Some(issued.parse().map_err(|_| {
-                tonic::Status::internal("etcd issued an auth token that is not ASCII")
-            })?);
-        }
-        Ok(token.clone())
     }
 
     fn value_of(
@@ -320,6 +331,177 @@ impl EtcdScaler {
                 self.config.watch_key,
                 text.chars().take(64).collect::<String>()
             ))),
+        }
+    }
+}
+
+impl EtcdScaler {
+    /// KEDA's `Run`: the activity each change of the key implies, until the receiver is
+    /// dropped. Errors are sent too (the stream is then opened again after a backoff).
+    pub fn watch_activity(
+        &self,
+        common: &Common,
+    ) -> mpsc::Receiver<Result<bool, crate::ScalerError>> {
+        let (tx, rx) = mpsc::channel(16);
+        let source = Arc::clone(&self.source);
+        let config = self.config.clone();
+        let common = common.clone();
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_secs(2);
+            loop {
+                let created = match watch_once(&source, &config, &common, &tx).await {
+                    WatchEnd::Closed => return,
+                    WatchEnd::Failed { created, error } => {
+                        if tx.send(Err(error)).await.is_err() {
+                            return;
+                        }
+                        created
+                    }
+                };
+                if created {
+                    backoff = Duration::from_secs(2);
+                }
+                tokio::select! {
+                    () = tx.closed() => return,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(60));
+            }
+        });
+        rx
+    }
+}
+
+/// How one watch ended.
+enum WatchEnd {
+    /// The receiver is gone.
+    Closed,
+    /// The watch failed or went quiet; `created` when etcd had accepted it first.
+    Failed {
+        created: bool,
+        error: crate::ScalerError,
+    },
+}
+
+/// One watch of the key on the endpoint that answered last (the next one when it cannot be
+/// reached), sending the activity of every event.
+async fn watch_once(
+    source: &EtcdSource,
+    config: &Config,
+    common: &Common,
+    tx: &mpsc::Sender<Result<bool, crate::ScalerError>>,
+) -> WatchEnd {
+    let fail = |created: bool, error: crate::ScalerError| WatchEnd::Failed { created, error };
+    let channels = match &source.channels {
+        Ok(c) if !c.is_empty() => c,
+        Ok(_) => return fail(false, common.error(ErrorKind::Config, "no etcd endpoint")),
+        Err(e) => return fail(false, common.error(ErrorKind::Config, e)),
+    };
+    let i = source.current.load(Ordering::Relaxed) % channels.len();
+    let channel = &channels[i];
+    let move_on = || {
+        source
+            .current
+            .store((i + 1) % channels.len(), Ordering::Relaxed)
+    };
+    let token = match source.token(channel, false).await {
+        Ok(t) => t,
+        Err(status) => {
+            if status.code() == tonic::Code::Unavailable {
+                move_on();
+            }
+            return fail(false, status_error(common, &status));
+        }
+    };
+    let create = pb::WatchRequest {
+        request_union: Some(pb::watch_request::RequestUnion::CreateRequest(
+            pb::WatchCreateRequest {
+                key: config.watch_key.as_bytes().to_vec(),
+                range_end: Vec::new(),
+                start_revision: 0,
+                progress_notify: true,
+            },
+        )),
+    };
+    // The request stream stays open (a closed one ends the watch on etcd's side).
+    let requests = futures_util::stream::iter([create]).chain(futures_util::stream::pending());
+    let mut request = tonic::Request::new(requests);
+    // clientv3.WithRequireLeader: etcd ends the watch when its member loses the leader.
+    request.metadata_mut().insert(
+        "hasleader",
+        tonic::metadata::MetadataValue::from_static("true"),
+    );
+    if let Some(token) = token {
+        request.metadata_mut().insert("token", token);
+    }
+    let mut stream = match WatchClient::new(channel.clone()).watch(request).await {
+        Ok(r) => r.into_inner(),
+        Err(status) => {
+            if status.code() == tonic::Code::Unavailable {
+                move_on();
+            } else if token_refused(&status) {
+                let _ = source.token(channel, true).await;
+            }
+            return fail(false, status_error(common, &status));
+        }
+    };
+    let quiet = Duration::from_secs(config.progress_interval.saturating_mul(2));
+    let mut created = false;
+    loop {
+        let message = tokio::select! {
+            () = tx.closed() => return WatchEnd::Closed,
+            m = tokio::time::timeout(quiet, stream.message()) => m,
+        };
+        let response = match message {
+            Err(_) => {
+                move_on();
+                return fail(
+                    created,
+                    common.source_error(format!(
+                        "no watch progress notification from {} in {}s; watching again",
+                        config.endpoints[i],
+                        quiet.as_secs()
+                    )),
+                );
+            }
+            Ok(Err(status)) => {
+                if status.code() == tonic::Code::Unavailable {
+                    move_on();
+                }
+                return fail(created, status_error(common, &status));
+            }
+            Ok(Ok(None)) => {
+                return fail(
+                    created,
+                    common.source_error("etcd ended the watch stream; watching again"),
+                );
+            }
+            Ok(Ok(Some(r))) => r,
+        };
+        created |= response.created;
+        if response.canceled {
+            return fail(
+                created,
+                common.source_error(format!(
+                    "etcd canceled the watch: {}",
+                    response.cancel_reason
+                )),
+            );
+        }
+        for event in response.events {
+            let text = event
+                .kv
+                .map(|kv| String::from_utf8_lossy(&kv.value).into_owned())
+                .unwrap_or_default();
+            // KEDA: a value that is not a number is treated as 0 (so is a deleted key's).
+            let value = text
+                .parse::<f64>()
+                .ok()
+                .filter(|v| v.is_finite())
+                .unwrap_or(0.0);
+            if tx.send(Ok(value > config.activation)).await.is_err() {
+                return WatchEnd::Closed;
+            }
         }
     }
 }
@@ -345,6 +527,22 @@ fn status_error(common: &Common, status: &tonic::Status) -> crate::ScalerError {
     };
     common.error(
         kind,
-        format!("etcd answered {:?}: {}", status.code(), status.message()),
+        format!("etcd answered {:?}: {}", status.code(), describe(status)),
     )
+}
+
+/// The status message with its causes (a transport error says only "transport error"; the
+/// TLS alert or refused connection behind it is in its sources).
+fn describe(status: &tonic::Status) -> String {
+    let mut text = status.message().to_owned();
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        let line = e.to_string();
+        if !text.contains(&line) {
+            text.push_str(": ");
+            text.push_str(&line);
+        }
+        source = e.source();
+    }
+    text
 }

@@ -253,6 +253,218 @@ async fn the_keys_value_is_the_metric_and_activity_follows_it() {
     .await;
 }
 
+/// The next pushed activity that is `want`, skipping others (bounded).
+async fn pushed(
+    rx: &mut tokio::sync::mpsc::Receiver<Result<bool, ringscale_scalers::ScalerError>>,
+    want: bool,
+) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(Ok(active))) if active == want => return,
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("the watch stream ended"),
+            Err(_) => panic!("no push of activity {want} within 15 s"),
+        }
+    }
+}
+
+/// Puts `value` every 200 ms until the watch pushes `want` (the watch may not be open yet, or
+/// be opening again after a restart; bounded).
+async fn put_until_pushed(
+    addr: &str,
+    rx: &mut tokio::sync::mpsc::Receiver<Result<bool, ringscale_scalers::ScalerError>>,
+    value: &str,
+    want: bool,
+) {
+    for _ in 0..150 {
+        put(addr, "/queue/depth", value, None).await;
+        match tokio::time::timeout(std::time::Duration::from_millis(200), rx.recv()).await {
+            Ok(Some(Ok(active))) if active == want => return,
+            Ok(None) => panic!("the watch stream ended"),
+            _ => {}
+        }
+    }
+    panic!("the watch never pushed {want} for {value}");
+}
+
+#[tokio::test]
+async fn the_watch_pushes_activity_between_polls_and_survives_a_restart() {
+    let Some(etcd) = start().await else { return };
+    let sources = Sources::default();
+    let scaler = build(
+        &input(
+            "etcd",
+            &[
+                ("endpoints", &etcd.addr),
+                ("watchKey", "/queue/depth"),
+                ("value", "5"),
+                ("activationValue", "3"),
+            ],
+        ),
+        &sources,
+    );
+    assert!(scaler.is_push());
+    let mut rx = scaler
+        .push_activity()
+        .expect("etcd triggers watch their key");
+    put_until_pushed(&etcd.addr, &mut rx, "5", true).await;
+    put(&etcd.addr, "/queue/depth", "1", None).await;
+    pushed(&mut rx, false).await;
+    put(&etcd.addr, "/queue/depth", "9", None).await;
+    pushed(&mut rx, true).await;
+    // KEDA: a value that is not a number counts as 0, and so does a deleted key.
+    put(&etcd.addr, "/queue/depth", "many", None).await;
+    pushed(&mut rx, false).await;
+    put(&etcd.addr, "/queue/depth", "9", None).await;
+    pushed(&mut rx, true).await;
+    gateway(
+        &etcd.addr,
+        "/v3/kv/deleterange",
+        &json!({"key": b64("/queue/depth")}),
+        None,
+    )
+    .await
+    .unwrap();
+    pushed(&mut rx, false).await;
+
+    // etcd restarts: the stream reports the failure, then watches again by itself.
+    let etcd = etcd.restart().await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(Err(e))) => {
+                assert_eq!(e.kind, ErrorKind::Source, "{e}");
+                break;
+            }
+            Ok(Some(Ok(_))) => {}
+            other => panic!("expected the watch to report the restart, got {other:?}"),
+        }
+    }
+    put_until_pushed(&etcd.addr, &mut rx, "8", true).await;
+}
+
+#[tokio::test]
+async fn tls_with_a_client_certificate_and_the_servers_ca() {
+    use ringscale_kube_sim::tls::Authority;
+    if !program(
+        "etcd",
+        "etcd server (Debian etcd-server) for the etcd tests",
+    ) {
+        return;
+    }
+    // etcd serves TLS (client certificates required) on one port and plain HTTP on another,
+    // through which the test writes the key.
+    let ca = Authority::new("etcd-test-ca").unwrap();
+    let server = ca.issue_server(&["127.0.0.1", "localhost"]).unwrap();
+    let client = ca.issue_client("scaler", &[]).unwrap();
+    let dir = TempDir::new("etcd-tls");
+    let file = |name: &str, text: &str| {
+        let path = dir.0.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let (cert, key, trusted) = (
+        file("server.pem", &server.cert_pem),
+        file("server-key.pem", &server.key_pem),
+        file("ca.pem", &ca.cert_pem),
+    );
+    let (tls_port, plain_port, peer) = (free_port(), free_port(), free_port());
+    let tls_addr = format!("127.0.0.1:{tls_port}");
+    let plain_addr = format!("127.0.0.1:{plain_port}");
+    let listen = format!("https://{tls_addr},http://{plain_addr}");
+    let peer_url = format!("http://127.0.0.1:{peer}");
+    let data = dir.0.join("data").display().to_string();
+    let _proc = Proc::spawn(
+        "etcd",
+        &[
+            "--name",
+            "ringscale-tls",
+            "--data-dir",
+            &data,
+            "--listen-client-urls",
+            &listen,
+            "--advertise-client-urls",
+            &format!("https://{tls_addr}"),
+            "--listen-peer-urls",
+            &peer_url,
+            "--initial-advertise-peer-urls",
+            &peer_url,
+            "--initial-cluster",
+            &format!("ringscale-tls={peer_url}"),
+            "--cert-file",
+            &cert,
+            "--key-file",
+            &key,
+            "--trusted-ca-file",
+            &trusted,
+            "--client-cert-auth",
+            "--log-level",
+            "error",
+        ],
+    );
+    eventually(20, || {
+        let addr = plain_addr.clone();
+        async move {
+            gateway(&addr, "/v3/kv/range", &json!({"key": b64("probe")}), None)
+                .await
+                .map(|_| ())
+        }
+    })
+    .await;
+    put(&plain_addr, "/tls/depth", "4", None).await;
+
+    let sources = Sources::default();
+    let trigger = |auth: &[(&str, &str)]| {
+        let mut i = input(
+            "etcd",
+            &[
+                ("endpoints", tls_addr.as_str()),
+                ("watchKey", "/tls/depth"),
+                ("value", "2"),
+            ],
+        );
+        i.auth_params = auth
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        i
+    };
+    let full = [
+        ("tls", "enable"),
+        ("ca", ca.cert_pem.as_str()),
+        ("cert", client.cert_pem.as_str()),
+        ("key", client.key_pem.as_str()),
+    ];
+    // The first read may come while the TLS listener is still starting on a loaded machine.
+    let with_tls = build(&trigger(&full), &sources);
+    eventually(20, || async {
+        poll(&with_tls).await.map(|_| ()).map_err(|e| e.to_string())
+    })
+    .await;
+    assert_eq!(value(&with_tls).await, (4.0, true));
+    // Without a client certificate etcd refuses the handshake, and the error says so.
+    let err = poll(&build(&trigger(&full[..2]), &sources))
+        .await
+        .unwrap_err();
+    assert!(err.kind.is_transient(), "{err}");
+    // (TLS 1.3: the refusal reaches the client as an alert or as a closed connection.)
+    assert!(
+        ["BadCertificate", "connection closed", "broken pipe"]
+            .iter()
+            .any(|t| err.to_string().contains(t)),
+        "{err}"
+    );
+    // Without the CA the server's certificate is not trusted.
+    let no_ca = [full[0], full[2], full[3]];
+    let err = poll(&build(&trigger(&no_ca), &sources)).await.unwrap_err();
+    assert!(err.kind.is_transient(), "{err}");
+    assert!(err.to_string().contains("UnknownIssuer"), "{err}");
+    // Plain text against the TLS port fails too.
+    let err = poll(&build(&trigger(&[]), &sources)).await.unwrap_err();
+    assert!(err.kind.is_transient(), "{err}");
+}
+
 #[tokio::test]
 async fn user_and_password_authenticate_and_a_wrong_password_is_refused() {
     let Some(etcd) = start().await else { return };
