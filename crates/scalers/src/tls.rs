@@ -201,3 +201,49 @@ mod tests {
         );
     }
 }
+
+/// A lazily connected gRPC channel to `endpoint` (an `http://host:port` URI with its timeouts
+/// set) over TLS with `tls`. tonic checks, whenever any crate of the build enables one of its
+/// TLS features (the replication crate does), that an `https` URI goes through its own TLS, and
+/// refuses a connection our connector secured ("Connecting to HTTPS without TLS enabled"). So
+/// tonic is given the `http` URI and the connector turns it back into `https` for rustls,
+/// which then does the handshake (with ALPN h2) and checks the server's name.
+pub(crate) fn grpc_channel(
+    endpoint: tonic::transport::Endpoint,
+    tls: &TlsOptions,
+) -> Result<tonic::transport::Channel, String> {
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls.client_config()?)
+        .https_only()
+        .enable_http2()
+        .build();
+    Ok(endpoint.connect_with_connector_lazy(AsHttps(connector)))
+}
+
+/// A connector that connects to the `https` form of the URI it is given.
+#[derive(Clone)]
+struct AsHttps<C>(C);
+
+impl<C> tonic::codegen::Service<tonic::transport::Uri> for AsHttps<C>
+where
+    C: tonic::codegen::Service<tonic::transport::Uri>,
+{
+    type Response = C::Response;
+    type Error = C::Error;
+    type Future = C::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, uri: tonic::transport::Uri) -> Self::Future {
+        let mut parts = uri.clone().into_parts();
+        parts.scheme = Some(tonic::codegen::http::uri::Scheme::HTTPS);
+        // A URI that cannot take the scheme goes as it is (and is refused as not https).
+        let secure = tonic::transport::Uri::from_parts(parts).unwrap_or(uri);
+        self.0.call(secure)
+    }
+}

@@ -160,22 +160,21 @@ impl EtcdSource {
             .iter()
             .map(|e| {
                 let url = endpoint_url(e, key.tls.is_some())?;
+                // With TLS the connector secures the connection (`tls::grpc_channel`); tonic
+                // is given the `http` form of the URL.
+                let url = match url.strip_prefix("https://") {
+                    Some(rest) if key.tls.is_some() => format!("http://{rest}"),
+                    _ => url,
+                };
                 let endpoint = Endpoint::from_shared(url)
                     .map_err(|e| format!("invalid endpoint: {e}"))?
                     .connect_timeout(Duration::from_secs(5))
                     .http2_keep_alive_interval(Duration::from_secs(30))
                     .keep_alive_while_idle(true);
-                Ok(match &key.tls {
-                    None => endpoint.connect_lazy(),
-                    Some(tls) => {
-                        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-                            .with_tls_config(tls.client_config()?)
-                            .https_only()
-                            .enable_http2()
-                            .build();
-                        endpoint.connect_with_connector_lazy(connector)
-                    }
-                })
+                match &key.tls {
+                    None => Ok(endpoint.connect_lazy()),
+                    Some(tls) => crate::tls::grpc_channel(endpoint, tls),
+                }
             })
             .collect();
         EtcdSource {

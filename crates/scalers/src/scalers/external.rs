@@ -90,24 +90,15 @@ pub(crate) struct GrpcSource {
 impl GrpcSource {
     fn new(key: &GrpcKey, limit: Limit) -> Self {
         let channel = (|| {
-            let scheme = if key.tls.is_some() { "https" } else { "http" };
-            let endpoint = Endpoint::from_shared(format!("{scheme}://{}", key.address))
+            // TLS is done by the connector (`tls::grpc_channel`): the URI stays `http`.
+            let endpoint = Endpoint::from_shared(format!("http://{}", key.address))
                 .map_err(|e| format!("invalid scalerAddress: {e}"))?
                 .connect_timeout(Duration::from_secs(5))
                 .http2_keep_alive_interval(Duration::from_secs(30))
                 .keep_alive_while_idle(true);
             match &key.tls {
                 None => Ok(endpoint.connect_lazy()),
-                Some(tls) => {
-                    let config = tls.client_config()?;
-                    // The connector sets ALPN (h2) itself.
-                    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-                        .with_tls_config(config)
-                        .https_only()
-                        .enable_http2()
-                        .build();
-                    Ok(endpoint.connect_with_connector_lazy(connector))
-                }
+                Some(tls) => crate::tls::grpc_channel(endpoint, tls),
             }
         })();
         GrpcSource { channel, limit }

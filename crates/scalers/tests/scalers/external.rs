@@ -172,6 +172,11 @@ impl Drop for RustServer {
 }
 
 async fn rust_server(port: u16) -> RustServer {
+    rust_server_with(port, None).await
+}
+
+/// The Rust server, serving TLS with `tls` when given.
+async fn rust_server_with(port: u16, tls: Option<tonic::transport::ServerTlsConfig>) -> RustServer {
     let listener = eventually(10, || async {
         tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await
@@ -189,7 +194,11 @@ async fn rust_server(port: u16) -> RustServer {
     });
     let task = tokio::spawn(async move {
         let mut stop = shutdown_rx;
-        let _ = tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = tls {
+            builder = builder.tls_config(tls).unwrap();
+        }
+        let _ = builder
             .add_service(service)
             .serve_with_incoming_shutdown(
                 tokio_stream::wrappers::TcpListenerStream::new(listener),
@@ -479,4 +488,37 @@ async fn external_parameters_and_outages() {
         &sources,
     );
     assert!(tls.metric_specs().await.is_err());
+
+    // A TLS server: trusted through caCert, the calls go through (the channel's TLS is the
+    // connector's, which tonic must accept).
+    let ca = ringscale_kube_sim::tls::Authority::new("external-test-ca").unwrap();
+    let identity = ca.issue_server(&["127.0.0.1", "localhost"]).unwrap();
+    let secure = rust_server_with(
+        0,
+        Some(tonic::transport::ServerTlsConfig::new().identity(
+            tonic::transport::Identity::from_pem(&identity.cert_pem, &identity.key_pem),
+        )),
+    )
+    .await;
+    let mut i = input(
+        "external",
+        &[
+            ("scalerAddress", &secure.addr.to_string()),
+            ("enableTLS", "true"),
+        ],
+    );
+    i.auth_params = [("caCert".to_owned(), ca.cert_pem.clone())]
+        .into_iter()
+        .collect();
+    let tls = build(&i, &sources);
+    let specs = tls.metric_specs().await.unwrap();
+    assert!(!specs.is_empty());
+    // Without the CA the server's certificate is not trusted.
+    i.auth_params.clear();
+    let untrusted = build(&i, &sources);
+    let err = untrusted.metric_specs().await.unwrap_err();
+    assert!(
+        err.to_string().contains("UnknownIssuer") || err.to_string().contains("certificate"),
+        "{err}"
+    );
 }
