@@ -55,4 +55,36 @@ mod tests {
     fn command_line_definition_is_consistent() {
         super::Args::command().debug_assert();
     }
+
+    #[test]
+    fn times_and_rates_that_would_panic_are_refused_when_the_line_is_read() {
+        use clap::Parser as _;
+        for line in [
+            &["ringscale", "sim", "--workload-delay", "inf"][..],
+            &["ringscale", "sim", "--hpa-sync-period", "NaN"],
+            &["ringscale", "run", "--lease-duration=-1"],
+            &["ringscale", "run", "--poll-grain", "1e30"],
+            &["ringscale", "run", "--kube-api-qps", "inf"],
+            &["ringscale", "run", "--report-writes-per-second=-2"],
+        ] {
+            let err = super::Args::try_parse_from(line).expect_err("must be refused");
+            assert_eq!(
+                err.kind(),
+                clap::error::ErrorKind::ValueValidation,
+                "{line:?}: {err}"
+            );
+        }
+        assert!(
+            super::Args::try_parse_from([
+                "ringscale",
+                "run",
+                "--name",
+                "x",
+                "--kube-api-qps",
+                "1e-30"
+            ])
+            .is_ok()
+        );
+        assert!(super::Args::try_parse_from(["ringscale", "sim", "--workload-delay", "0"]).is_ok());
+    }
 }

@@ -44,6 +44,9 @@ pub(crate) struct Limits {
 /// The bound on requests in flight a replica uses.
 pub(crate) const MAX_IN_FLIGHT: usize = 32;
 
+/// The longest a request waits for a token of the rate limit.
+const MAX_WAIT: Duration = Duration::from_secs(3600);
+
 #[derive(Debug)]
 struct State {
     tokens: f64,
@@ -79,8 +82,11 @@ impl Shared {
             s.tokens -= 1.0;
             None
         } else {
-            let wait = (1.0 - s.tokens) / self.limits.qps;
-            Some(now + Duration::from_secs_f64(wait))
+            // A tiny rate waits long; never longer than an hour, and never past what an
+            // Instant can hold.
+            let wait = Duration::try_from_secs_f64((1.0 - s.tokens) / self.limits.qps)
+                .map_or(MAX_WAIT, |w| w.min(MAX_WAIT));
+            Some(now.checked_add(wait).unwrap_or(now))
         }
     }
 
@@ -235,6 +241,19 @@ mod tests {
 
     fn request(path: &str) -> Request<()> {
         Request::builder().uri(path).body(()).unwrap_or_default()
+    }
+
+    #[test]
+    fn a_tiny_rate_waits_at_most_an_hour_instead_of_overflowing() {
+        let layer = LimitsLayer::new(Limits {
+            qps: 1e-30,
+            burst: 1,
+            max_retry_after: Duration::from_secs(10),
+            max_in_flight: 0,
+        });
+        let now = Instant::now();
+        assert_eq!(layer.shared.admit(now), None, "the burst goes at once");
+        assert_eq!(layer.shared.admit(now), Some(now + MAX_WAIT));
     }
 
     #[tokio::test(start_paused = true)]

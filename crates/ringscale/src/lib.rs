@@ -5,6 +5,7 @@ pub mod cli;
 mod client_limits;
 mod crds;
 mod dev;
+mod flags;
 mod identity;
 mod run;
 mod signals;

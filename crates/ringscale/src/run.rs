@@ -104,33 +104,63 @@ pub struct RunArgs {
     #[arg(long, env = "RINGSCALE_PEER_SERVER_NAME", requires = "peer_ca_file")]
     peer_server_name: Option<String>,
     /// Seconds a Lease lasts without renewal.
-    #[arg(long, env = "RINGSCALE_LEASE_DURATION", default_value_t = 15.0)]
-    lease_duration: f64,
+    #[arg(
+        long,
+        env = "RINGSCALE_LEASE_DURATION",
+        default_value = "15.0",
+        value_parser = crate::flags::seconds
+    )]
+    lease_duration: Duration,
     /// Seconds a holder may go without renewing before it stops acting.
-    #[arg(long, env = "RINGSCALE_RENEW_DEADLINE", default_value_t = 10.0)]
-    renew_deadline: f64,
+    #[arg(
+        long,
+        env = "RINGSCALE_RENEW_DEADLINE",
+        default_value = "10.0",
+        value_parser = crate::flags::seconds
+    )]
+    renew_deadline: Duration,
     /// Seconds between renewals.
-    #[arg(long, env = "RINGSCALE_RETRY_PERIOD", default_value_t = 2.0)]
-    retry_period: f64,
+    #[arg(
+        long,
+        env = "RINGSCALE_RETRY_PERIOD",
+        default_value = "2.0",
+        value_parser = crate::flags::seconds
+    )]
+    retry_period: Duration,
     /// Seconds the ring keeps a stopped replica's objects for it (its Lease marked leaving), so
     /// that a replica restarting under the same name (a StatefulSet pod) takes them back without
     /// moving them away and back; they go unpolled meanwhile. 0 moves them at once.
-    #[arg(long, env = "RINGSCALE_LEAVE_GRACE", default_value_t = 10.0)]
-    leave_grace: f64,
+    #[arg(
+        long,
+        env = "RINGSCALE_LEAVE_GRACE",
+        default_value = "10.0",
+        value_parser = crate::flags::seconds
+    )]
+    leave_grace: Duration,
     /// Namespace ClusterTriggerAuthentications read Secrets from (KEDA's
     /// KEDA_CLUSTER_OBJECT_NAMESPACE; default: the ring's namespace, as KEDA defaults to its own).
     #[arg(long, env = "KEDA_CLUSTER_OBJECT_NAMESPACE")]
     cluster_object_namespace: Option<String>,
     /// Sustained Kubernetes API requests per second of this replica (0: unlimited).
-    #[arg(long, env = "RINGSCALE_KUBE_API_QPS", default_value_t = 50.0)]
+    #[arg(
+        long,
+        env = "RINGSCALE_KUBE_API_QPS",
+        default_value = "50.0",
+        value_parser = crate::flags::rate
+    )]
     kube_api_qps: f64,
     /// Kubernetes API requests allowed at once above the sustained rate.
     #[arg(long, env = "RINGSCALE_KUBE_API_BURST", default_value_t = 100)]
     kube_api_burst: u32,
     /// Seconds between the instants polls start on: polls due within one step start together,
     /// which saves wake-ups; a poll starts at most this late. 0 starts each exactly when due.
-    #[arg(long, env = "RINGSCALE_POLL_GRAIN", default_value_t = 0.02)]
-    poll_grain: f64,
+    #[arg(
+        long,
+        env = "RINGSCALE_POLL_GRAIN",
+        default_value = "0.02",
+        value_parser = crate::flags::seconds
+    )]
+    poll_grain: Duration,
     /// Writes per second that only report failures (a status whose health or Fallback
     /// condition alone changed, or that a failing poll changed without scaling;
     /// `KEDAScalerFailed` events); more wait for a later poll or are dropped, so a shared source
@@ -138,15 +168,21 @@ pub struct RunArgs {
     #[arg(
         long,
         env = "RINGSCALE_REPORT_WRITES_PER_SECOND",
-        default_value_t = 10.0
+        default_value = "10",
+        value_parser = crate::flags::rate
     )]
     report_writes_per_second: f64,
     /// Write the status on every active poll, as KEDA does (for load-test comparisons only).
     #[arg(long, hide = true)]
     keda_write_pattern: bool,
     /// Seconds in-flight requests get to finish on shutdown.
-    #[arg(long, env = "RINGSCALE_DRAIN_TIMEOUT", default_value_t = 10.0)]
-    drain_timeout: f64,
+    #[arg(
+        long,
+        env = "RINGSCALE_DRAIN_TIMEOUT",
+        default_value = "10.0",
+        value_parser = crate::flags::seconds
+    )]
+    drain_timeout: Duration,
     /// Log format.
     #[arg(long, env = "RINGSCALE_LOG_FORMAT", value_parser = ["text", "json"], default_value = "text")]
     log_format: String,
@@ -211,11 +247,6 @@ async fn front_proxy_from_cluster(client: &kube::Client) -> anyhow::Result<Front
         ca_pem,
         allowed_names,
     })
-}
-
-fn seconds(value: f64, flag: &str) -> anyhow::Result<Duration> {
-    Duration::try_from_secs_f64(value)
-        .with_context(|| format!("--{flag} must be a positive number of seconds"))
 }
 
 /// Runs a replica until SIGTERM/Ctrl-C (exit 0) or until a critical part fails (exit 1).
@@ -316,25 +347,22 @@ pub(crate) async fn replica(
     started: Option<tokio::sync::oneshot::Sender<Started>>,
 ) -> anyhow::Result<()> {
     ringscale_scalers::install_crypto_provider();
-    let lease_duration = seconds(args.lease_duration, "lease-duration")?;
-    let renew_deadline = seconds(args.renew_deadline, "renew-deadline")?;
-    let retry_period = seconds(args.retry_period, "retry-period")?;
-    let leave_grace = seconds(args.leave_grace, "leave-grace")?;
-    let poll_grain = seconds(args.poll_grain, "poll-grain")?;
+    let (lease_duration, renew_deadline, retry_period, leave_grace, poll_grain) = (
+        args.lease_duration,
+        args.renew_deadline,
+        args.retry_period,
+        args.leave_grace,
+        args.poll_grain,
+    );
     if poll_grain > Duration::from_secs(1) {
         anyhow::bail!(
             "--poll-grain must be at most 1 second (it delays every poll by up to that much)"
         );
     }
-    let drain = seconds(args.drain_timeout, "drain-timeout")?;
-    if !args.report_writes_per_second.is_finite() || args.report_writes_per_second < 0.0 {
-        anyhow::bail!("--report-writes-per-second must be a finite number of at least 0");
-    }
+    let drain = args.drain_timeout;
     let api_requests = prometheus_client::metrics::family::Family::default();
-    if !args.kube_api_qps.is_finite() || args.kube_api_burst == 0 {
-        anyhow::bail!(
-            "--kube-api-qps must be a number (0 for unlimited) and --kube-api-burst at least 1"
-        );
+    if args.kube_api_burst == 0 {
+        anyhow::bail!("--kube-api-burst must be at least 1");
     }
     let limits = crate::client_limits::Limits {
         qps: args.kube_api_qps,

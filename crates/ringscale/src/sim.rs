@@ -33,11 +33,21 @@ pub struct SimArgs {
     #[arg(long, env = "RINGSCALE_SIM_NO_CONTROLLERS")]
     no_controllers: bool,
     /// Seconds before a workload's status follows its spec.
-    #[arg(long, env = "RINGSCALE_SIM_WORKLOAD_DELAY", default_value_t = 0.5)]
-    workload_delay: f64,
-    /// HPA controller sync period in seconds.
-    #[arg(long, env = "RINGSCALE_SIM_HPA_SYNC", default_value_t = 15.0)]
-    hpa_sync_period: f64,
+    #[arg(
+        long,
+        env = "RINGSCALE_SIM_WORKLOAD_DELAY",
+        default_value = "0.5",
+        value_parser = crate::flags::seconds
+    )]
+    workload_delay: Duration,
+    /// HPA controller sync period in seconds (at least 0.1).
+    #[arg(
+        long,
+        env = "RINGSCALE_SIM_HPA_SYNC",
+        default_value = "15",
+        value_parser = crate::flags::seconds
+    )]
+    hpa_sync_period: Duration,
 }
 
 /// Starts the simulator and serves until Ctrl-C or SIGTERM.
@@ -63,8 +73,8 @@ pub fn run(args: SimArgs) -> ExitCode {
         let config = Config {
             bind: listen,
             controllers: !no_controllers,
-            workload_delay: Duration::from_secs_f64(workload_delay.max(0.0)),
-            hpa_sync_period: Duration::from_secs_f64(hpa_sync_period.max(0.1)),
+            workload_delay,
+            hpa_sync_period: hpa_sync_period.max(Duration::from_millis(100)),
             ..Config::default()
         };
         let sim = match KubeSim::start(config).await {
