@@ -183,10 +183,9 @@ impl Resolver {
             }
         }
 
-        let (generation, owner, me) = {
+        let (owner, me) = {
             let o = self.ownership.borrow();
             (
-                o.generation(),
                 o.owner(&ObjectKey::new(Kind::ScaledObject, namespace, name))
                     .cloned(),
                 o.member.clone(),
@@ -201,7 +200,6 @@ impl Resolver {
             namespace: namespace.to_owned(),
             scaled_object: name.to_owned(),
             metric_name: Some(metric.clone()),
-            generation,
         };
         let (answer, source) = if *owner.name == *me {
             (self.live.query(query).await, Source::Live)

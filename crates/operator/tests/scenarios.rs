@@ -1719,7 +1719,6 @@ async fn the_owner_answers_a_forwarded_query_live() {
         namespace: NS.into(),
         scaled_object: name.into(),
         metric_name: metric.map(str::to_owned),
-        generation: 1,
     };
     let answer = live
         .query(query("orders", Some("s0-metric-api-value")))
@@ -2052,7 +2051,6 @@ async fn the_owner_answers_the_composite_metric_live() {
         namespace: NS.into(),
         scaled_object: "orders".into(),
         metric_name: Some("composite-metric".into()),
-        generation: 1,
     };
     let answer = ctl.live_query().query(query.clone()).await.unwrap();
     assert_eq!(answer.len(), 1);

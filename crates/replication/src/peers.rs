@@ -330,7 +330,6 @@ impl Peers {
             namespace: query.namespace,
             scaled_object: query.scaled_object,
             metric_name: query.metric_name.unwrap_or_default(),
-            generation: query.generation,
         });
         request.set_timeout(self.limits.request_timeout);
         let response =

@@ -17,8 +17,6 @@ pub struct Query {
     pub scaled_object: String,
     /// One metric, or `None` for all of them.
     pub metric_name: Option<String>,
-    /// The ring generation the asking replica holds.
-    pub generation: u64,
 }
 
 /// Why a live query failed.

@@ -177,7 +177,6 @@ impl Replication for ReplicationService {
             namespace: r.namespace,
             scaled_object: r.scaled_object,
             metric_name: (!r.metric_name.is_empty()).then_some(r.metric_name),
-            generation: r.generation,
         };
         self.store
             .stats

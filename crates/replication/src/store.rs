@@ -145,6 +145,9 @@ pub struct Reading<'a> {
     pub error: Option<&'a str>,
     /// Consecutive failed reads so far.
     pub failures: u32,
+    /// The ring generation of the cycle that read it: the one its writes were fenced by, so
+    /// a record never carries a generation its owner did not hold when it polled.
+    pub generation: u64,
 }
 
 impl Store {
@@ -170,7 +173,8 @@ impl Store {
         &self.name
     }
 
-    /// The ring generation this replica holds; stamped on its records.
+    /// The ring generation this replica holds, as its follow task last set it: sent to peers
+    /// when subscribing. Records carry their polling cycle's generation instead.
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
     }
@@ -192,8 +196,9 @@ impl Store {
         }
     }
 
-    /// Records a value this replica polled: stamps it with the current generation and the next
-    /// sequence number, merges it, and queues it for every subscriber: at once when it is news,
+    /// Records a value this replica polled: stamps it with the generation set by
+    /// [`Store::set_generation`] (tests and benchmarks; the operator passes its cycle's through
+    /// [`Store::record`]) and the next sequence number, merges it, and queues it for every subscriber: at once when it is news,
     /// with the next batch (at most the confirmation interval later) when it read the same as
     /// the record it replaces. Returns its version.
     pub fn record_poll(
@@ -212,13 +217,15 @@ impl Store {
                 active,
                 error,
                 failures: 0,
+                generation: self.generation(),
             },
             polled_at,
             polling_interval,
         )
     }
 
-    /// [`Store::record_poll`] with the owner's count of consecutive failures, which every peer
+    /// Records a reading stamped with its own generation (the polling cycle's) and the next
+    /// sequence number, with the owner's count of consecutive failures, which every peer
     /// receives and applies fallback from.
     pub fn record(
         &self,
@@ -228,7 +235,7 @@ impl Store {
         polling_interval: Duration,
     ) -> Version {
         let version = Version {
-            generation: self.generation(),
+            generation: reading.generation,
             seq: self.seq.next(),
         };
         let record = Record::new(
@@ -406,6 +413,31 @@ mod tests {
         outbox.take();
         poll(&store, 4.0, Some("connection refused"));
         assert!(!outbox.has_news(), "the same failure again is not");
+    }
+
+    #[test]
+    fn a_record_carries_its_cycles_generation_not_the_stores() {
+        let store = Store::new("ringscale-0");
+        // The follow task has not caught up with the ring the cycle was fenced by.
+        store.set_generation(3);
+        let key = RecordKey::new("default", "orders", "s0-redis-orders");
+        let reading = |generation| Reading {
+            value: 1.0,
+            active: true,
+            error: None,
+            failures: 0,
+            generation,
+        };
+        let version = store.record(
+            key.clone(),
+            reading(7),
+            crate::now(),
+            Duration::from_secs(10),
+        );
+        assert_eq!(version.generation, 7);
+        assert_eq!(store.get(&key).map(|r| r.version.generation), Some(7));
+        // The store's own generation is only what it tells peers.
+        assert_eq!(store.generation(), 3);
     }
 
     #[test]

@@ -69,7 +69,6 @@ fn query(scaled_object: &str) -> Query {
         namespace: "default".into(),
         scaled_object: scaled_object.into(),
         metric_name: None,
-        generation: 1,
     }
 }
 

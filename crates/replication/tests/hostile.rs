@@ -266,7 +266,6 @@ async fn an_oversized_batch_or_answer_is_refused_and_retried_with_backoff() {
                 namespace: "default".into(),
                 scaled_object: "so-1".into(),
                 metric_name: None,
-                generation: 1,
             },
         )
         .await

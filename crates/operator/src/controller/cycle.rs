@@ -112,7 +112,7 @@ pub(super) async fn execute(
     let polled_at = ringscale_replication::now();
     for r in &plan.records {
         let record_key = RecordKey::new(ns, name, r.metric.as_str());
-        record_planned(&ctx.records, record_key, r, polled_at, interval);
+        record_planned(&ctx.records, record_key, r, polled_at, interval, generation);
     }
     if let Some(health) = plan.health.take() {
         runtime.health = health;
@@ -339,6 +339,7 @@ pub(super) fn record_planned(
     r: &plan::PlannedRecord,
     polled_at: std::time::Instant,
     interval: Duration,
+    generation: u64,
 ) {
     let value = r
         .value
@@ -350,6 +351,7 @@ pub(super) fn record_planned(
             active: r.active,
             error: r.error.as_deref(),
             failures: r.failures,
+            generation,
         },
         polled_at,
         interval,

@@ -137,7 +137,7 @@ async fn answer(
     for r in answered {
         let key = RecordKey::new(ns.as_str(), name.as_str(), r.metric.as_str());
         if still_owner {
-            record_planned(records, key.clone(), r, polled_at, interval);
+            record_planned(records, key.clone(), r, polled_at, interval, generation);
         }
         match (&r.error, r.fallback) {
             (None, _) => out.extend(records.get(&key).map(|record| (key, record))),

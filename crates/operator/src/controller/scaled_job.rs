@@ -402,11 +402,15 @@ pub(super) async fn run_cycle(
                     .health
                     .insert(poll.metric.clone(), previous.success());
                 by_metric.insert(poll.metric.clone(), reading.active);
-                ctx.records.record_poll(
+                ctx.records.record(
                     record_key,
-                    reading.value,
-                    reading.active,
-                    None,
+                    ringscale_replication::Reading {
+                        value: reading.value,
+                        active: reading.active,
+                        error: None,
+                        failures: 0,
+                        generation,
+                    },
                     polled_at,
                     interval,
                 );
@@ -431,11 +435,15 @@ pub(super) async fn run_cycle(
                     .insert(poll.metric.clone(), previous.failure());
                 by_metric.insert(poll.metric.clone(), false);
                 let last = ctx.records.get(&record_key).map_or(0.0, |r| r.value);
-                ctx.records.record_poll(
+                ctx.records.record(
                     record_key,
-                    last,
-                    false,
-                    Some(&message),
+                    ringscale_replication::Reading {
+                        value: last,
+                        active: false,
+                        error: Some(&message),
+                        failures: 0,
+                        generation,
+                    },
                     polled_at,
                     interval,
                 );
