@@ -250,6 +250,39 @@ pub(crate) struct StorageSource {
     limit: Limit,
 }
 
+/// A queue or a container of a storage account, as a trigger reads it.
+pub(crate) struct Resource {
+    /// `None` when the trigger's connection could not be read (it does not parse then).
+    source: Option<Arc<StorageSource>>,
+    /// The resource's name, percent-encoded for the URL path.
+    path: String,
+}
+
+impl Resource {
+    pub fn new(sources: &Sources, account: Option<&Account>, name: &str) -> Resource {
+        Resource {
+            source: account.map(|a| StorageSource::get(sources, a)),
+            path: percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC)
+                .to_string(),
+        }
+    }
+
+    /// GET the resource (`sub` appended to its path: `""`, `/messages`) with `query`.
+    pub async fn get(
+        &self,
+        sub: &str,
+        query: &[(&str, &str)],
+    ) -> Result<StorageAnswer, (ErrorKind, String)> {
+        let Some(source) = &self.source else {
+            return Err((
+                ErrorKind::Config,
+                "the trigger has no usable connection".to_owned(),
+            ));
+        };
+        source.get_path(&format!("{}{sub}", self.path), query).await
+    }
+}
+
 /// A storage answer.
 pub(crate) struct StorageAnswer {
     pub headers: reqwest::header::HeaderMap,

@@ -4,9 +4,7 @@
 //! `globPattern`, every blob under the prefix whose name matches the pattern. All pages are
 //! read. Target `blobCount` (5), active above `activationBlobCount` (0).
 
-use std::sync::Arc;
-
-use super::azure::{self, Account, Service, StorageSource};
+use super::azure::{self, Account, Resource, Service};
 use crate::error::{ErrorKind, ParamSource};
 use crate::metric::{ExternalMetric, MetricSpec, Poll, metric_name, normalize};
 use crate::params::{META, Params};
@@ -100,26 +98,13 @@ impl Config {
 /// A built `azure-blob` trigger.
 pub(crate) struct BlobScaler {
     config: Config,
-    source: Option<Arc<StorageSource>>,
-    path: String,
+    container: Resource,
 }
 
 impl BlobScaler {
     pub fn new(config: Config, sources: &Sources) -> Self {
-        let source = config
-            .account
-            .as_ref()
-            .map(|a| StorageSource::get(sources, a));
-        let path = percent_encoding::utf8_percent_encode(
-            &config.container,
-            percent_encoding::NON_ALPHANUMERIC,
-        )
-        .to_string();
-        BlobScaler {
-            config,
-            source,
-            path,
-        }
+        let container = Resource::new(sources, config.account.as_ref(), &config.container);
+        BlobScaler { config, container }
     }
 
     pub fn config(&self) -> &Config {
@@ -127,11 +112,8 @@ impl BlobScaler {
     }
 
     pub async fn poll(&self, common: &Common, metric: &str) -> Result<Poll, crate::ScalerError> {
-        let Some(source) = &self.source else {
-            return Err(common.error(ErrorKind::Config, "the trigger has no usable connection"));
-        };
         let count = self
-            .count(source)
+            .count()
             .await
             .map_err(|(kind, message)| common.error(kind, message))?;
         Ok(Poll::one(
@@ -141,16 +123,17 @@ impl BlobScaler {
         ))
     }
 
-    async fn count(&self, source: &StorageSource) -> Result<i64, (ErrorKind, String)> {
+    async fn count(&self) -> Result<i64, (ErrorKind, String)> {
         let c = &self.config;
         // A glob lists flat; otherwise hierarchically with the delimiter (none when recursive).
         let delimiter = if c.glob.is_some() { "" } else { &c.delimiter };
         let mut marker = String::new();
         let mut count: i64 = 0;
         loop {
-            let page = source
-                .get_path(
-                    &self.path,
+            let page = self
+                .container
+                .get(
+                    "",
                     &[
                         ("restype", "container"),
                         ("comp", "list"),

@@ -4,9 +4,7 @@
 //! (at most 32), falling back to the approximate count when 32 are visible. Target
 //! `queueLength` (5), active above `activationQueueLength` (0).
 
-use std::sync::Arc;
-
-use super::azure::{self, Account, Service, StorageSource};
+use super::azure::{self, Account, Resource, Service};
 use crate::error::ParamSource;
 use crate::metric::{ExternalMetric, MetricSpec, Poll, metric_name, normalize};
 use crate::params::{META, Params};
@@ -63,26 +61,13 @@ impl Config {
 /// A built `azure-queue` trigger.
 pub(crate) struct QueueScaler {
     config: Config,
-    source: Option<Arc<StorageSource>>,
-    path: String,
+    queue: Resource,
 }
 
 impl QueueScaler {
     pub fn new(config: Config, sources: &Sources) -> Self {
-        let source = config
-            .account
-            .as_ref()
-            .map(|a| StorageSource::get(sources, a));
-        let path = percent_encoding::utf8_percent_encode(
-            &config.queue_name,
-            percent_encoding::NON_ALPHANUMERIC,
-        )
-        .to_string();
-        QueueScaler {
-            config,
-            source,
-            path,
-        }
+        let queue = Resource::new(sources, config.account.as_ref(), &config.queue_name);
+        QueueScaler { config, queue }
     }
 
     pub fn config(&self) -> &Config {
@@ -90,14 +75,8 @@ impl QueueScaler {
     }
 
     pub async fn poll(&self, common: &Common, metric: &str) -> Result<Poll, crate::ScalerError> {
-        let Some(source) = &self.source else {
-            return Err(common.error(
-                crate::ErrorKind::Config,
-                "the trigger has no usable connection",
-            ));
-        };
         let count = self
-            .count(source)
+            .count()
             .await
             .map_err(|(kind, message)| common.error(kind, message))?;
         Ok(Poll::one(
@@ -107,11 +86,12 @@ impl QueueScaler {
         ))
     }
 
-    async fn count(&self, source: &StorageSource) -> Result<i64, (crate::ErrorKind, String)> {
+    async fn count(&self) -> Result<i64, (crate::ErrorKind, String)> {
         if self.config.visible_only {
-            let peek = source
-                .get_path(
-                    &format!("{}/messages", self.path),
+            let peek = self
+                .queue
+                .get(
+                    "/messages",
                     &[("peekonly", "true"), ("numofmessages", "32")],
                 )
                 .await?;
@@ -120,7 +100,7 @@ impl QueueScaler {
                 return Ok(visible as i64);
             }
         }
-        let properties = source.get_path(&self.path, &[("comp", "metadata")]).await?;
+        let properties = self.queue.get("", &[("comp", "metadata")]).await?;
         properties
             .headers
             .get("x-ms-approximate-messages-count")

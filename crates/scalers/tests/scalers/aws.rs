@@ -38,16 +38,7 @@ async fn moto() -> Option<Moto> {
         &["-H", "127.0.0.1", "-p", &port.to_string()],
         &[("INITIAL_NO_AUTH_ACTION_COUNT", "5")],
     );
-    eventually(30, || {
-        let addr = format!("127.0.0.1:{port}");
-        async move {
-            tokio::net::TcpStream::connect(&addr)
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        }
-    })
-    .await;
+    listening(port).await;
     let setup = boto3(
         &endpoint,
         "x",

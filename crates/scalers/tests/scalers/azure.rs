@@ -41,19 +41,6 @@ fn python_sdk() -> bool {
     found
 }
 
-async fn listening(port: u16) {
-    eventually(60, || {
-        let addr = format!("127.0.0.1:{port}");
-        async move {
-            tokio::net::TcpStream::connect(&addr)
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        }
-    })
-    .await;
-}
-
 /// Azurite's queue and blob services with the test account.
 async fn azurite() -> Option<Azurite> {
     if !program(

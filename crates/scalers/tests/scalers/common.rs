@@ -238,3 +238,17 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// Waits (at most a minute) until something accepts connections on 127.0.0.1:`port`.
+pub async fn listening(port: u16) {
+    eventually(60, || {
+        let addr = format!("127.0.0.1:{port}");
+        async move {
+            tokio::net::TcpStream::connect(&addr)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
+    })
+    .await;
+}
