@@ -190,7 +190,13 @@ fn controller(
         client.clone(),
         own,
         Arc::clone(&records),
-        Sources::new(SourcesConfig::default()),
+        // As the binary builds it: kubernetes-workload triggers list pods through the client.
+        Sources::new(SourcesConfig {
+            pods: Some(ringscale_scalers::PodLister(Arc::new(
+                ringscale_operator::pods::KubePods::new(client.clone()),
+            ))),
+            ..SourcesConfig::default()
+        }),
         Settings {
             first_poll_window: Duration::from_millis(100),
             ..Settings::default()
@@ -361,6 +367,58 @@ async fn activation_then_deactivation_after_the_cooldown() {
         (ctl.stats.scale_writes.load(Ordering::Relaxed) >= 2).then_some(())
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kubernetes_workload_trigger_scales_with_the_pods_it_selects() {
+    let c = cluster().await;
+    deployment(&c.client, "consumer", 0).await;
+    scaled_object(
+        &c.client,
+        "by-pods",
+        "consumer",
+        json!({"triggers": [{
+            "type": "kubernetes-workload",
+            "metadata": {"podSelector": "app=producer", "value": "2"}
+        }]}),
+        json!({}),
+    )
+    .await;
+    let (_tx, rx) = watch::channel(ownership(&["r0"], "r0", 1));
+    let (_ctl, records) = controller(&c.client, rx, "r0");
+    let status = eventually(WITHIN, "a Ready status", || async {
+        let s = so_status(&c.client, "by-pods").await;
+        (condition(&s, "Ready").0 == "True").then_some(s)
+    })
+    .await;
+    assert_eq!(
+        status["externalMetricNames"],
+        json!(["s0-workload-default"])
+    );
+    assert_eq!(replicas(&c.client, "consumer").await, 0);
+
+    // A producer pod appears: active, 0 → 1, its count replicated.
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(c.client.clone(), NS);
+    let pod = serde_json::from_value(json!({
+        "metadata": {"name": "producer-1", "labels": {"app": "producer"}},
+        "spec": {"containers": [{"name": "p", "image": "producer:1"}]}
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    wait_replicas(&c.client, "consumer", 1, WITHIN).await;
+    let key = ringscale_cache::RecordKey::new(NS, "by-pods", "s0-workload-default");
+    assert_eq!(records.get(&key).map(|r| r.value), Some(1.0));
+
+    // It finishes: not counted, inactive, back to 0 after the cooldown.
+    pods.patch_status(
+        "producer-1",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"phase": "Succeeded"}})),
+    )
+    .await
+    .unwrap();
+    wait_replicas(&c.client, "consumer", 0, WITHIN).await;
+    assert_eq!(records.get(&key).map(|r| r.value), Some(0.0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
