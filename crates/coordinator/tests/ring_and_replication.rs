@@ -121,16 +121,7 @@ async fn client(sim: &KubeSim) -> Client {
     Client::try_from(config).unwrap()
 }
 
-async fn eventually(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + within;
-    while !cond() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+use ringscale_testkit::until as eventually;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn values_follow_ownership_across_a_failover() {

@@ -5,7 +5,6 @@
 // Test helpers, like tests, fail by panicking.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -53,24 +52,7 @@ fn fast() -> Config {
     }
 }
 
-/// Polls `check` until it returns Some, for at most `limit`.
-async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+use ringscale_testkit::eventually;
 
 fn cm(name: &str, labels: Value) -> ConfigMap {
     serde_json::from_value(

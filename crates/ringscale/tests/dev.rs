@@ -10,13 +10,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::Api;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use ringscale_testkit::free_port;
 
 /// A plain HTTP/1.0 request to the demo queue; the response's status code.
 fn put(port: u16, path: &str, body: &str) -> u16 {

@@ -29,13 +29,7 @@ use serde_json::json;
 /// `ringscale`).
 const SERVICE_ACCOUNT: &str = "system:serviceaccount:ringscale:ringscale";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use ringscale_testkit::free_port;
 
 /// A replica process, killed on drop.
 struct Replica {

@@ -157,17 +157,8 @@ pub fn key(i: usize) -> RecordKey {
     RecordKey::new("default", format!("so-{i}"), format!("s0-redis-list-{i}"))
 }
 
-/// Waits (bounded) for a condition that replication should make true.
-pub async fn eventually(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + within;
-    while !cond() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
+#[allow(unused_imports)] // not every test binary of this crate waits
+pub use ringscale_testkit::until as eventually;
 
 /// Holds for a while (bounded): replication must *not* make it false.
 pub async fn stays(what: &str, duration: Duration, mut cond: impl FnMut() -> bool) {

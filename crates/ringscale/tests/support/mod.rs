@@ -11,23 +11,14 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-/// Polls `check` every 100 ms until it gives a value; fails the test after `limit`.
-pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+/// Polls `check` every 100 ms (these ask the API server) until it gives a value; fails the
+/// test after `limit`.
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    ringscale_testkit::eventually_every(limit, Duration::from_millis(100), what, check).await
 }
 
 /// The chart's directory.

@@ -74,13 +74,7 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
-/// A free local port.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap()
-}
+pub use ringscale_testkit::free_port;
 
 /// An address where nothing listens: connections are refused.
 pub fn refused_address() -> String {
@@ -182,21 +176,12 @@ pub async fn assert_down(scaler: &Scaler, kind: ErrorKind, text: &str) {
 }
 
 /// Retries `check` every 250 ms for up to `secs` seconds.
-pub async fn eventually<T, F, Fut>(secs: u64, mut check: F) -> T
+pub async fn eventually<T, F, Fut>(secs: u64, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, String>>,
 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    loop {
-        match check().await {
-            Ok(v) => return v,
-            Err(e) if tokio::time::Instant::now() >= deadline => {
-                panic!("gave up after {secs}s: {e}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
-        }
-    }
+    ringscale_testkit::eventually_ok(Duration::from_secs(secs), check).await
 }
 
 /// A child process killed when dropped.
