@@ -90,7 +90,7 @@ impl ApiServer {
         name: &str,
     ) -> anyhow::Result<String> {
         let real = match self {
-            Self::Sim(sim) => return Ok(sim.add_user(&crate::Replica::user(name), &[])),
+            Self::Sim(sim) => return Ok(sim.add_user(&crate::replica_user(name), &[])),
             Self::Real(real) => real,
         };
         let sas = Api::<ServiceAccount>::namespaced(client.clone(), "ringscale");

@@ -16,7 +16,7 @@ use rand::{Rng as _, SeedableRng as _};
 use ringscale_kube_sim::{ErrorRule, InjectedError, RequestRecord};
 use ringscale_ring::{Kind, Member, ObjectKey, Ring, RingState};
 
-use crate::{Args, Check, Cluster, LEASE, Replica, served};
+use crate::{Args, Check, Cluster, LEASE, served};
 
 /// The namespace of the ring's Leases and ConfigMap (the replicas' default).
 const RING_NAMESPACE: &str = "ringscale";
@@ -299,7 +299,7 @@ pub(crate) async fn pause(args: &Args, seed: u64) -> anyhow::Result<Vec<Check>> 
     let dropped = samples.iter().any(|(at, g, members)| {
         *at > stopped && *at < resumed && *g > generation_before && !members.contains(&victim_name)
     });
-    let user = Replica::user(&victim_name);
+    let user = crate::replica_user(&victim_name);
     let lease = ringscale_coordinator::member_lease_name(&cluster.ring, &victim_name);
     // Its member Lease renewed, or created again (the coordinator deletes expired member
     // Leases; a create names no object in the log).

@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -170,37 +170,11 @@ pub fn main() -> ExitCode {
 }
 
 /// A replica process, killed on drop.
-pub(crate) struct Replica {
-    pub(crate) name: String,
-    pub(crate) child: Child,
-    pub(crate) admin: u16,
-    pub(crate) metrics: u16,
-}
+pub(crate) use ringscale_testkit::ReplicaProcess as Replica;
 
-impl Replica {
-    /// The user its requests show under in kube-sim's request log.
-    pub(crate) fn user(name: &str) -> String {
-        format!("system:serviceaccount:ringscale:{name}")
-    }
-
-    /// Sends a signal (`STOP`, `CONT`, `TERM`, ...).
-    pub(crate) fn signal(&self, signal: &str) -> anyhow::Result<()> {
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.child.id().to_string())
-            .status()?;
-        if !status.success() {
-            bail!("kill -{signal} {} failed", self.child.id());
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The user a replica's requests show under in kube-sim's request log.
+pub(crate) fn replica_user(name: &str) -> String {
+    format!("system:serviceaccount:ringscale:{name}")
 }
 
 /// The API server, a metrics source, the objects, and the replica processes.
@@ -269,27 +243,11 @@ where
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    Ok(ringscale_testkit::try_free_port()?)
 }
 
 fn ringscale_bin(args: &Args) -> anyhow::Result<PathBuf> {
-    if let Some(p) = &args.ringscale {
-        return Ok(p.clone());
-    }
-    let me = std::env::current_exe()?;
-    let sibling = me
-        .parent()
-        .map(|d| d.join("ringscale"))
-        .context("no directory for this binary")?;
-    if !sibling.exists() {
-        bail!(
-            "{} not found: build it first (cargo build -p ringscale) or pass --ringscale",
-            sibling.display()
-        );
-    }
-    Ok(sibling)
+    Ok(ringscale_testkit::ringscale_bin(args.ringscale.as_deref())?)
 }
 
 impl Cluster {

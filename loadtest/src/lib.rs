@@ -576,42 +576,14 @@ fn start_redis(port: u16) -> anyhow::Result<Child> {
 }
 
 /// A replica process, killed on drop.
-struct Replica {
-    name: String,
-    child: Child,
-    admin: u16,
-    metrics: u16,
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use ringscale_testkit::ReplicaProcess as Replica;
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    Ok(ringscale_testkit::try_free_port()?)
 }
 
 fn ringscale_bin(args: &Args) -> anyhow::Result<PathBuf> {
-    if let Some(p) = &args.ringscale {
-        return Ok(p.clone());
-    }
-    let me = std::env::current_exe()?;
-    let sibling = me
-        .parent()
-        .map(|d| d.join("ringscale"))
-        .context("no directory for this binary")?;
-    if !sibling.exists() {
-        bail!(
-            "{} not found: build it first (cargo build -p ringscale) or pass --ringscale",
-            sibling.display()
-        );
-    }
-    Ok(sibling)
+    Ok(ringscale_testkit::ringscale_bin(args.ringscale.as_deref())?)
 }
 
 /// An HTTP client for the replicas' ports.

@@ -5,7 +5,9 @@
 //! - [`eventually`] / [`eventually_every`]: poll an async check until it gives a value, failing
 //!   the test after a limit;
 //! - [`eventually_ok`]: the same for a check that says why it is not there yet;
-//! - [`until`]: poll a plain condition until it holds, failing the test after a limit.
+//! - [`until`]: poll a plain condition until it holds, failing the test after a limit;
+//! - [`process`]: the replica-process harness of `chaos/` and `loadtest/` (for those binaries
+//!   it is a normal dependency: they are test tools).
 
 #![allow(clippy::panic, clippy::expect_used)]
 
@@ -13,12 +15,13 @@ use std::fmt::Display;
 use std::future::Future;
 use std::time::Duration;
 
+pub mod process;
+
+pub use process::{ReplicaProcess, ringscale_bin, try_free_port};
+
 /// A TCP port on 127.0.0.1 that was free a moment ago (the OS picks it).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("the OS gives a free loopback port")
+    try_free_port().expect("the OS gives a free loopback port")
 }
 
 /// Polls `check` every 20 ms until it gives a value; fails the test after `limit`.
