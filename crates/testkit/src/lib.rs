@@ -2,8 +2,8 @@
 //! binary.
 //!
 //! - [`free_port`]: a loopback port nothing listens on right now;
-//! - [`eventually`] / [`eventually_every`]: poll an async check until it gives a value, failing
-//!   the test after a limit;
+//! - [`eventually`] / [`eventually_every`]: poll an async check (every 50 ms, or as asked) until
+//!   it gives a value, failing the test after a limit;
 //! - [`eventually_ok`]: the same for a check that says why it is not there yet;
 //! - [`until`]: poll a plain condition until it holds, failing the test after a limit;
 //! - [`process`]: the replica-process harness of `chaos/` and `loadtest/` (for those binaries
@@ -24,13 +24,13 @@ pub fn free_port() -> u16 {
     try_free_port().expect("the OS gives a free loopback port")
 }
 
-/// Polls `check` every 20 ms until it gives a value; fails the test after `limit`.
+/// Polls `check` every 50 ms until it gives a value; fails the test after `limit`.
 pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    eventually_every(limit, Duration::from_millis(20), what, check).await
+    eventually_every(limit, Duration::from_millis(50), what, check).await
 }
 
 /// [`eventually`], polling every `every` (checks that ask an API server go easier on it).
