@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
+use prost::Message as _;
 use ringscale_cache::{Record, RecordKey};
+use ringscale_proto::replication as pb;
 
 /// A live query for one ScaledObject's metrics.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -49,70 +51,77 @@ pub trait LiveQuery: Send + Sync + 'static {
     ) -> BoxFuture<'static, Result<Vec<(RecordKey, Record)>, QueryError>>;
 }
 
-/// The metadata key that carries the kind of a [`QueryError`] from owner to asker, so that the
-/// asker can tell an owner's answer from a transport failure (both may use the same gRPC code).
-const KIND_KEY: &str = "x-ringscale-error";
-
 impl From<QueryError> for tonic::Status {
     fn from(e: QueryError) -> Self {
+        use pb::query_failure::Kind;
         let message = e.to_string();
-        let (mut status, kind) = match e {
-            QueryError::NotOwner(_, generation) => (
-                tonic::Status::failed_precondition(message),
-                format!("not-owner/{generation}"),
+        let (code, failure) = match e {
+            QueryError::NotOwner(object, generation) => (
+                tonic::Code::FailedPrecondition,
+                pb::QueryFailure {
+                    kind: Kind::NotOwner.into(),
+                    text: object,
+                    generation,
+                    timeout_ms: 0,
+                },
             ),
-            QueryError::NotFound(_) => (tonic::Status::not_found(message), "not-found".into()),
-            QueryError::Source(_) => (tonic::Status::unavailable(message), "source".into()),
+            QueryError::NotFound(text) => (tonic::Code::NotFound, failure(Kind::NotFound, text)),
+            QueryError::Source(text) => (tonic::Code::Unavailable, failure(Kind::Source, text)),
             QueryError::Timeout(ms) => (
-                tonic::Status::deadline_exceeded(message),
-                format!("timeout/{ms}"),
+                tonic::Code::DeadlineExceeded,
+                pb::QueryFailure {
+                    kind: Kind::Timeout.into(),
+                    text: String::new(),
+                    generation: 0,
+                    timeout_ms: ms,
+                },
             ),
-            QueryError::Unavailable(_) => {
-                (tonic::Status::unavailable(message), "unavailable".into())
+            QueryError::Unavailable(text) => {
+                (tonic::Code::Unavailable, failure(Kind::Unavailable, text))
             }
         };
-        if let Ok(value) = kind.parse() {
-            status.metadata_mut().insert(KIND_KEY, value);
-        }
-        status
+        tonic::Status::with_details(code, message, failure.encode_to_vec().into())
+    }
+}
+
+fn failure(kind: pb::query_failure::Kind, text: String) -> pb::QueryFailure {
+    pb::QueryFailure {
+        kind: kind.into(),
+        text,
+        generation: 0,
+        timeout_ms: 0,
     }
 }
 
 impl QueryError {
-    /// The error a forwarded call's status stands for: the owner's error when it sent one, a
-    /// timeout, or the owner being unreachable.
+    /// The error a forwarded call's status stands for: the owner's error when it sent one (in
+    /// the status's details), a timeout, or the owner being unreachable.
     pub fn from_status(status: &tonic::Status) -> Self {
-        let message = status.message().to_owned();
-        let kind = status
-            .metadata()
-            .get(KIND_KEY)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default();
-        let (kind, detail) = kind.split_once('/').unwrap_or((kind, ""));
-        let number = detail.parse().unwrap_or(0);
-        match kind {
-            "not-owner" => {
-                // The message is this error's own text; recover the object it names.
-                let object = message
-                    .strip_prefix("this replica does not own ")
-                    .and_then(|m| m.rsplit_once(" at generation "))
-                    .map_or(message.as_str(), |(object, _)| object);
-                QueryError::NotOwner(object.to_owned(), number)
+        use pb::query_failure::Kind;
+        let sent = (!status.details().is_empty())
+            .then(|| pb::QueryFailure::decode(status.details()).ok())
+            .flatten();
+        if let Some(f) = sent {
+            match f.kind() {
+                Kind::NotOwner => return QueryError::NotOwner(f.text, f.generation),
+                Kind::NotFound => return QueryError::NotFound(f.text),
+                Kind::Source => return QueryError::Source(f.text),
+                Kind::Timeout => return QueryError::Timeout(f.timeout_ms),
+                Kind::Unavailable => return QueryError::Unavailable(f.text),
+                // A kind this replica does not know (a newer peer): judged by the code below.
+                Kind::Unspecified => {}
             }
-            "not-found" => QueryError::NotFound(message),
-            "source" => QueryError::Source(message),
-            "timeout" => QueryError::Timeout(number),
-            "unavailable" => QueryError::Unavailable(message),
-            _ if status.code() == tonic::Code::DeadlineExceeded
-                || (status.code() == tonic::Code::Cancelled && message.contains("Timeout")) =>
-            {
-                QueryError::Timeout(0)
-            }
-            _ => QueryError::Unavailable(format!(
-                "the owner could not be asked: {:?}: {message}",
-                status.code()
-            )),
         }
+        let message = status.message();
+        if status.code() == tonic::Code::DeadlineExceeded
+            || (status.code() == tonic::Code::Cancelled && message.contains("Timeout"))
+        {
+            return QueryError::Timeout(0);
+        }
+        QueryError::Unavailable(format!(
+            "the owner could not be asked: {:?}: {message}",
+            status.code()
+        ))
     }
 }
 
@@ -191,5 +200,42 @@ impl LiveQuery for Arc<Coalesced> {
             let (answer, _) = this.ask(query).await;
             answer.map(|records| records.as_ref().clone())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_query_error_survives_the_status_it_travels_in() {
+        for e in [
+            QueryError::NotOwner("default/orders at generation 9".into(), 4),
+            QueryError::NotFound("no metric s9-x".into()),
+            QueryError::Source("redis: connection refused".into()),
+            QueryError::Timeout(1500),
+            QueryError::Unavailable("shutting down".into()),
+        ] {
+            let status = tonic::Status::from(e.clone());
+            assert_eq!(status.message(), e.to_string());
+            assert_eq!(QueryError::from_status(&status), e);
+        }
+    }
+
+    #[test]
+    fn a_status_without_the_owners_details_is_a_transport_failure() {
+        let refused = tonic::Status::unavailable("tcp connect error: connection refused");
+        assert!(matches!(
+            QueryError::from_status(&refused),
+            QueryError::Unavailable(m) if m.contains("could not be asked")
+        ));
+        let late = tonic::Status::deadline_exceeded("deadline");
+        assert_eq!(QueryError::from_status(&late), QueryError::Timeout(0));
+        // Details that are not ours are not trusted as an owner's error.
+        let odd = tonic::Status::with_details(tonic::Code::NotFound, "x", vec![0xff, 0xff].into());
+        assert!(matches!(
+            QueryError::from_status(&odd),
+            QueryError::Unavailable(_)
+        ));
     }
 }
