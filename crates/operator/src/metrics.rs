@@ -325,3 +325,107 @@ mod tests {
         assert!(!out.contains("orders"), "series left behind:\n{out}");
     }
 }
+
+impl crate::controller::Stats {
+    /// Registers the controller's counters in `registry` as `ringscale_operator_*` (read from
+    /// the atomics when scraped).
+    pub fn register(self: &std::sync::Arc<Self>, registry: &mut Registry) {
+        registry.register_collector(Box::new(StatsCollector(std::sync::Arc::clone(self))));
+    }
+}
+
+/// Exports [`crate::controller::Stats`].
+#[derive(Debug)]
+struct StatsCollector(std::sync::Arc<crate::controller::Stats>);
+
+impl prometheus_client::collector::Collector for StatsCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric as _;
+        use prometheus_client::metrics::counter::ConstCounter;
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let s = &self.0;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        for (name, help, value) in [
+            (
+                "ringscale_operator_cycles",
+                "Poll cycles run",
+                load(&s.cycles),
+            ),
+            (
+                "ringscale_operator_cycles_skipped",
+                "Planned polls skipped because the object's previous cycle was still running",
+                load(&s.skipped),
+            ),
+            (
+                "ringscale_operator_writes_fenced",
+                "Writes refused because the object changed (409) or a newer owner stamped it",
+                load(&s.fenced),
+            ),
+            (
+                "ringscale_operator_events_dropped",
+                "Events dropped: the publishing queue was full or the report budget spent",
+                load(&s.events_dropped),
+            ),
+            (
+                "ringscale_operator_reports_deferred",
+                "Status writes that only reported, put off for lack of budget",
+                load(&s.reports_deferred),
+            ),
+        ] {
+            let c = ConstCounter::new(value);
+            let metric = encoder.encode_descriptor(name, help, None, c.metric_type())?;
+            c.encode(metric)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "ringscale_operator_writes",
+            "Kubernetes API writes of the controller, by what was written",
+            None,
+            ConstCounter::new(0u64).metric_type(),
+        )?;
+        for (kind, value) in [
+            ("status", load(&s.status_writes)),
+            ("scale", load(&s.scale_writes)),
+            ("hpa", load(&s.hpa_writes)),
+            ("meta", load(&s.meta_writes)),
+            ("event", load(&s.events)),
+            ("job_create", load(&s.jobs_created)),
+            ("job_delete", load(&s.jobs_deleted)),
+        ] {
+            let labels = [("kind", kind)];
+            ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod stats_tests {
+    use super::*;
+
+    #[test]
+    fn the_controllers_counters_are_exported() {
+        let stats = std::sync::Arc::new(crate::controller::Stats::default());
+        stats
+            .scale_writes
+            .fetch_add(3, std::sync::atomic::Ordering::Relaxed);
+        stats
+            .cycles
+            .fetch_add(7, std::sync::atomic::Ordering::Relaxed);
+        let mut registry = Registry::default();
+        stats.register(&mut registry);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(text.contains("ringscale_operator_cycles_total 7"), "{text}");
+        assert!(
+            text.contains("ringscale_operator_writes_total{kind=\"scale\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ringscale_operator_writes_fenced_total 0"),
+            "{text}"
+        );
+    }
+}

@@ -553,6 +553,7 @@ pub(crate) async fn replica(
     let mut registry = Registry::default();
     controller.metrics.register(&mut registry);
     controller.health.register(&mut registry);
+    controller.stats.register(&mut registry);
     registry.register(
         "ringscale_replication_lag_seconds",
         "Age of a peer's record when it was merged here (poll start to arrival)",

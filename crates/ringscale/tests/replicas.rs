@@ -352,6 +352,8 @@ async fn three_replicas_scale_a_deployment_from_a_redis_list_and_survive_a_kill(
         "ringscale_kube_api_requests_total{verb=\"watch\"}",
         "ringscale_metrics_api_requests_total{source=\"cache\"}",
         "ringscale_replication_lag_seconds_count",
+        "ringscale_operator_cycles_total ",
+        "ringscale_operator_writes_total{kind=\"scale\"}",
     ] {
         assert!(
             metrics.contains(want),
