@@ -369,13 +369,6 @@ fn sqs_parameters_and_credentials_are_checked_as_keda_checks_them() {
     assert_problem(&errors, "queueURL", "cannot get queueName");
 }
 
-fn external(specs: &[MetricSpec]) -> (&str, i64) {
-    let MetricSpec::External(m) = &specs[0] else {
-        panic!("{specs:?}")
-    };
-    (m.name.as_str(), m.target_milli)
-}
-
 #[tokio::test]
 async fn kinesis_open_shards_follow_resharding() {
     let Some(moto) = moto().await else { return };

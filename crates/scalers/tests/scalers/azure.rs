@@ -6,7 +6,7 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use ringscale_scalers::{ErrorKind, MetricSpec, Sources, TriggerInput};
+use ringscale_scalers::{ErrorKind, Sources, TriggerInput};
 
 use crate::common::*;
 
@@ -131,13 +131,6 @@ impl Azurite {
     }
 }
 
-fn external(specs: &[MetricSpec]) -> (String, i64) {
-    let MetricSpec::External(m) = &specs[0] else {
-        panic!("{specs:?}")
-    };
-    (m.name.clone(), m.target_milli)
-}
-
 #[tokio::test]
 async fn queue_length_follows_sent_received_and_cleared_messages() {
     let Some(az) = azurite().await else { return };
@@ -156,7 +149,10 @@ async fn queue_length_follows_sent_received_and_cleared_messages() {
         &sources,
     );
     let specs = all.metric_specs().await.unwrap();
-    assert_eq!(external(&specs), (format!("s0-azure-queue-{name}"), 5000));
+    assert_eq!(
+        external(&specs),
+        (format!("s0-azure-queue-{name}").as_str(), 5000)
+    );
     assert_eq!(value(&all).await, (0.0, false));
 
     az.python(&format!(
@@ -308,7 +304,7 @@ for n in ["in/a.json", "in/b.json", "in/sub/c.json", "out/d.json", "e.txt"]:
     let specs = under_in.metric_specs().await.unwrap();
     assert_eq!(
         external(&specs),
-        (format!("s0-azure-blob-{container}"), 5000)
+        (format!("s0-azure-blob-{container}").as_str(), 5000)
     );
     assert_eq!(value(&under_in).await, (2.0, false));
     assert_eq!(value(&count(&[])).await, (1.0, true));

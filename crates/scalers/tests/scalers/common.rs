@@ -5,7 +5,7 @@ use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use ringscale_scalers::{ErrorKind, Poll, Scaler, ScalerError, Sources, TriggerInput};
+use ringscale_scalers::{ErrorKind, MetricSpec, Poll, Scaler, ScalerError, Sources, TriggerInput};
 use tokio::net::{TcpListener, TcpStream};
 
 /// Whether absent services fail tests.
@@ -236,4 +236,12 @@ pub async fn listening(port: u16) {
         }
     })
     .await;
+}
+
+/// The name and milli target of the first (external) metric spec.
+pub fn external(specs: &[MetricSpec]) -> (&str, i64) {
+    let MetricSpec::External(m) = &specs[0] else {
+        panic!("{specs:?}")
+    };
+    (m.name.as_str(), m.target_milli)
 }
