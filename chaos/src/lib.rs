@@ -490,7 +490,7 @@ impl Cluster {
         self.http.get(port, path).await
     }
 
-    /// A replica's records: (namespace/scaledObject/metric) → (generation, seq, origin, age ms).
+    /// A replica's records: (kind namespace/name/metric) → (generation, seq, origin, age ms).
     pub(crate) async fn records(
         &self,
         r: &Replica,
@@ -505,9 +505,10 @@ impl Cluster {
             .map(|r| {
                 (
                     format!(
-                        "{}/{}/{}",
+                        "{} {}/{}/{}",
+                        r["kind"].as_str().unwrap_or_default(),
                         r["namespace"].as_str().unwrap_or_default(),
-                        r["scaledObject"].as_str().unwrap_or_default(),
+                        r["name"].as_str().unwrap_or_default(),
                         r["metric"].as_str().unwrap_or_default()
                     ),
                     (

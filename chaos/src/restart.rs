@@ -53,9 +53,10 @@ impl PollGaps {
                     let mut samples = out.lock().unwrap_or_else(PoisonError::into_inner);
                     for r in &list {
                         let key = format!(
-                            "{}/{}",
+                            "{} {}/{}",
+                            r["kind"].as_str().unwrap_or_default(),
                             r["namespace"].as_str().unwrap_or_default(),
-                            r["scaledObject"].as_str().unwrap_or_default()
+                            r["name"].as_str().unwrap_or_default()
                         );
                         let seq = r["seq"].as_u64().unwrap_or(0);
                         let age = r["ageMs"].as_u64().unwrap_or(u64::MAX);

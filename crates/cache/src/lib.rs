@@ -1,4 +1,4 @@
-//! The replicated metrics cache: one record per (namespace, ScaledObject, metric name), and the
+//! The replicated metrics cache: one record per (object, metric name), and the
 //! merge rule that lets every replica converge whatever the order in which records reach it.
 //!
 //! A record carries the ring generation and the owner's sequence number at which it was polled.
@@ -12,6 +12,7 @@
 //! clock in tests) and the crate does no I/O. Ages travel between replicas as durations ("polled
 //! N ms ago"), never as wall-clock timestamps, so replica clocks need not agree.
 
+pub use ringscale_ring::{Kind, ObjectId};
 use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -30,44 +31,38 @@ pub const STALE_INTERVALS: u32 = 3;
 /// broken source cannot make replication messages large.
 pub const MAX_ERROR_LEN: usize = 1024;
 
-/// What a record is about.
+/// What a record is about: one metric of one ScaledObject or ScaledJob.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RecordKey {
-    /// Namespace of the ScaledObject.
-    pub namespace: String,
-    /// Name of the ScaledObject.
-    pub scaled_object: String,
+    /// The object polled.
+    pub object: ObjectId,
     /// KEDA's metric name (`s0-redis-mylist`, ...).
     pub metric_name: String,
 }
 
 impl RecordKey {
     /// A key.
-    pub fn new(
-        namespace: impl Into<String>,
-        scaled_object: impl Into<String>,
-        metric_name: impl Into<String>,
-    ) -> Self {
+    pub fn new(object: ObjectId, metric_name: impl Into<String>) -> Self {
         RecordKey {
-            namespace: namespace.into(),
-            scaled_object: scaled_object.into(),
+            object,
             metric_name: metric_name.into(),
         }
     }
 
-    /// Whether the key belongs to the given ScaledObject.
-    pub fn is_of(&self, namespace: &str, scaled_object: &str) -> bool {
-        self.namespace == namespace && self.scaled_object == scaled_object
+    /// The key of a ScaledObject's metric.
+    pub fn scaled_object(
+        namespace: impl Into<String>,
+        name: impl Into<String>,
+        metric_name: impl Into<String>,
+    ) -> Self {
+        RecordKey::new(ObjectId::scaled_object(namespace, name), metric_name)
     }
 }
 
+/// `ScaledObject default/orders/s0-redis-orders`.
 impl fmt::Debug for RecordKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}/{}/{}",
-            self.namespace, self.scaled_object, self.metric_name
-        )
+        write!(f, "{}/{}", self.object, self.metric_name)
     }
 }
 
@@ -300,22 +295,20 @@ impl Cache {
         self.records.get(key).filter(|r| r.is_fresh(now))
     }
 
-    /// Every record of one ScaledObject.
+    /// Every record of one object.
     pub fn object<'a>(
         &'a self,
-        namespace: &'a str,
-        scaled_object: &'a str,
+        object: &'a ObjectId,
     ) -> impl Iterator<Item = (&'a RecordKey, &'a Record)> + 'a {
         self.records
             .iter()
-            .filter(move |(k, _)| k.is_of(namespace, scaled_object))
+            .filter(move |(k, _)| k.object == *object)
     }
 
-    /// Forgets a ScaledObject (it was deleted); returns how many records went.
-    pub fn remove_object(&mut self, namespace: &str, scaled_object: &str) -> usize {
+    /// Forgets an object (it was deleted, or is no longer owned); returns how many records went.
+    pub fn remove_object(&mut self, object: &ObjectId) -> usize {
         let before = self.records.len();
-        self.records
-            .retain(|k, _| !k.is_of(namespace, scaled_object));
+        self.records.retain(|k, _| k.object != *object);
         before - self.records.len()
     }
 
@@ -424,7 +417,7 @@ mod tests {
     }
 
     fn key() -> RecordKey {
-        RecordKey::new("default", "orders", "s0-redis-orders")
+        RecordKey::scaled_object("default", "orders", "s0-redis-orders")
     }
 
     #[test]
@@ -531,16 +524,22 @@ mod tests {
         let mut cache = Cache::new();
         cache.merge(key(), record(1, 1, 1.0, now));
         cache.merge(
-            RecordKey::new("default", "orders", "s1-cron"),
+            RecordKey::scaled_object("default", "orders", "s1-cron"),
             record(1, 2, 1.0, now),
         );
         cache.merge(
-            RecordKey::new("default", "payments", "s0-redis-p"),
+            RecordKey::scaled_object("default", "payments", "s0-redis-p"),
             record(1, 3, 1.0, now),
         );
-        assert_eq!(cache.object("default", "orders").count(), 2);
-        assert_eq!(cache.remove_object("default", "orders"), 2);
-        assert_eq!(cache.len(), 1);
+        let orders = ObjectId::scaled_object("default", "orders");
+        // A ScaledJob of the same name is another object.
+        cache.merge(
+            RecordKey::new(ObjectId::scaled_job("default", "orders"), "s0-redis-orders"),
+            record(1, 1, 1.0, now),
+        );
+        assert_eq!(cache.object(&orders).count(), 2);
+        assert_eq!(cache.remove_object(&orders), 2);
+        assert_eq!(cache.len(), 2);
     }
 
     #[test]

@@ -44,7 +44,7 @@ fn update() -> impl Strategy<Value = Update> {
 }
 
 fn materialize(u: &Update, base: Instant) -> (RecordKey, Record) {
-    let key = RecordKey::new(
+    let key = RecordKey::scaled_object(
         "ns",
         format!("so-{}", u.key % 2),
         format!("s{}-redis", u.key),

@@ -93,7 +93,7 @@ impl Replica {
             return false;
         }
         self.store.record_poll(
-            RecordKey::new("default", object, "s0-redis-list"),
+            RecordKey::scaled_object("default", object, "s0-redis-list"),
             value,
             value > 0.0,
             None,
@@ -105,7 +105,11 @@ impl Replica {
 
     fn value(&self, object: &str) -> Option<(f64, String, u64)> {
         self.store
-            .get(&RecordKey::new("default", object, "s0-redis-list"))
+            .get(&RecordKey::scaled_object(
+                "default",
+                object,
+                "s0-redis-list",
+            ))
             .map(|r| (r.value, r.origin.to_string(), r.version.generation))
     }
 }

@@ -93,15 +93,13 @@ fn main() {
         let resolver = Arc::new(Resolver {
             records: Arc::clone(&records),
             ownership,
-            scaled_objects: controller.scaled_objects().clone(),
-            hpas: controller.hpas().clone(),
-            cluster: controller.cluster().clone(),
+            objects: controller.object_view(),
             live: controller.live_query(),
             peers: Peers::new(records, Limits::default(), None),
             counts: Default::default(),
         });
         // Wait for the first value.
-        let key = ringscale_cache::RecordKey::new("default", "orders", "s0-metric-api-v");
+        let key = ringscale_cache::RecordKey::scaled_object("default", "orders", "s0-metric-api-v");
         for _ in 0..200 {
             let named = controller
                 .scaled_objects()

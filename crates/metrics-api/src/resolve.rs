@@ -4,15 +4,14 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use kube::runtime::reflector::{ObjectRef, Store};
-use ringscale_api::{MetricType, ScaledObject};
-use ringscale_cache::{Freshness, RecordKey};
+use ringscale_api::ScaledObject;
+use ringscale_cache::{Freshness, ObjectId, RecordKey};
 use ringscale_coordinator::Ownership;
-use ringscale_operator::lookup::ClusterLookup;
-use ringscale_operator::semantics::fallback::{fallback_replicas, fallback_value};
-use ringscale_operator::semantics::plan::valid_fallback;
 use ringscale_replication::{ForwardError, LiveQuery, Peers, Query, QueryError};
 use ringscale_ring::{Kind, ObjectKey};
+use ringscale_semantics::ObjectView;
+use ringscale_semantics::fallback::{fallback_replicas, fallback_value};
+use ringscale_semantics::plan::{Target, valid_fallback};
 use tokio::sync::watch;
 
 /// Why a value cannot be served.
@@ -77,12 +76,8 @@ pub struct Resolver {
     pub records: Arc<ringscale_replication::Store>,
     /// The ring as this replica sees it.
     pub ownership: watch::Receiver<Ownership>,
-    /// Every ScaledObject.
-    pub scaled_objects: Store<ScaledObject>,
-    /// Every HPA (the targets, for fallback values).
-    pub hpas: Store<ringscale_operator::hpa::HpaView>,
-    /// Scale targets' replicas (for fallback behaviors).
-    pub cluster: ClusterLookup,
+    /// The ScaledObjects, their HPAs' targets and their scale targets' replicas (for fallback).
+    pub objects: Arc<dyn ObjectView>,
     /// Live reads at this replica, for objects it owns.
     pub live: Arc<dyn LiveQuery>,
     /// Forwarding to other owners.
@@ -128,14 +123,11 @@ impl Resolver {
         name: &str,
         metric: &str,
     ) -> Result<Resolved, MetricError> {
-        let so = self
-            .scaled_objects
-            .get(&ObjectRef::new(name).within(namespace))
-            .ok_or_else(|| {
-                MetricError::NotFound(format!(
-                    "scaledobjects.keda.sh \"{name}\" not found in namespace {namespace}"
-                ))
-            })?;
+        let so = self.objects.scaled_object(namespace, name).ok_or_else(|| {
+            MetricError::NotFound(format!(
+                "scaledobjects.keda.sh \"{name}\" not found in namespace {namespace}"
+            ))
+        })?;
         // The HPA asks with the name from the HPA spec; ringscale's names are lowercase, and
         // the API server may lowercase the path. The status lists the names once the owner has
         // written it; until then (a new object, or right after a takeover) the replicated
@@ -155,13 +147,13 @@ impl Resolver {
             .cloned();
         let metric = listed.unwrap_or_else(|| {
             self.records
-                .object(namespace, name)
+                .object(&ObjectId::scaled_object(namespace, name))
                 .into_iter()
                 .map(|(k, _)| k.metric_name)
                 .find(|m| m.eq_ignore_ascii_case(metric))
                 .unwrap_or_else(|| metric.to_owned())
         });
-        let key = RecordKey::new(namespace, name, metric.as_str());
+        let key = RecordKey::scaled_object(namespace, name, metric.as_str());
         // With `useCachedMetrics: true` the last poll answers: its fallback value past the
         // threshold (KEDA's cached record holds it), else its value. Otherwise, as KEDA's
         // `GetScaledObjectMetrics`, the source is read for this request — by the owner, which
@@ -197,8 +189,7 @@ impl Resolver {
                 .ok_or_else(|| MetricError::Unavailable("the ring has no members yet".to_owned()));
         };
         let query = Query {
-            namespace: namespace.to_owned(),
-            scaled_object: name.to_owned(),
+            object: key.object.clone(),
             metric_name: Some(metric.clone()),
         };
         let (answer, source) = if *owner.name == *me {
@@ -278,7 +269,7 @@ impl Resolver {
         let name = so.metadata.name.as_deref().unwrap_or_default();
         let replicated = self
             .records
-            .get(&RecordKey::new(namespace, name, metric))
+            .get(&RecordKey::scaled_object(namespace, name, metric))
             .filter(|r| r.is_fresh(ringscale_replication::now()))
             .map_or(0, |r| i32::try_from(r.failures).unwrap_or(i32::MAX));
         let in_status = so
@@ -292,34 +283,11 @@ impl Resolver {
         if failures <= fallback.failure_threshold {
             return None;
         }
-        let hpa = self
-            .hpas
-            .get(&ObjectRef::new(&so.hpa_name()).within(namespace))?;
-        let spec = hpa.spec()?;
-        let (metric_type, target) = spec
-            .metrics
-            .iter()
-            .flatten()
-            .filter_map(|m| m.external.as_ref())
-            .find(|e| e.metric.name.eq_ignore_ascii_case(metric))
-            .and_then(|e| {
-                let t = &e.target;
-                match t.type_.as_str() {
-                    "Value" => Some((MetricType::Value, t.value.as_ref()?)),
-                    _ => Some((MetricType::AverageValue, t.average_value.as_ref()?)),
-                }
-            })?;
-        let target = ringscale_api::quantity::parse(&target.0).ok()?;
-        let t = &so.spec.scale_target_ref;
-        let (current, ready) = self
-            .cluster
-            .replicas_of(
-                namespace,
-                t.effective_api_version(),
-                t.effective_kind(),
-                &t.name,
-            )
-            .unwrap_or((0, 0));
+        let (metric_type, target) = self.objects.hpa_target(so, metric)?;
+        let Target { current, ready } = self.objects.target_replicas(so).unwrap_or(Target {
+            current: 0,
+            ready: 0,
+        });
         let replicas = fallback_replicas(fallback, current);
         Some(fallback_value(target, &metric_type, replicas, ready))
     }

@@ -148,9 +148,7 @@ async fn setup() -> Setup {
     let resolver = Arc::new(Resolver {
         records: Arc::clone(&records),
         ownership,
-        scaled_objects: controller.scaled_objects().clone(),
-        hpas: controller.hpas().clone(),
-        cluster: controller.cluster().clone(),
+        objects: controller.object_view(),
         live: controller.live_query(),
         peers: Peers::new(records, Limits::default(), None),
         counts: Default::default(),

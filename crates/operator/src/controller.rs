@@ -42,7 +42,7 @@ use ringscale_api::{
 use ringscale_cache::RecordKey;
 use ringscale_coordinator::Ownership;
 use ringscale_replication::Store as RecordStore;
-use ringscale_ring::{Kind, ObjectKey};
+use ringscale_ring::{Kind, ObjectId};
 use ringscale_scalers::{MetricSpec, Scaler, Sources, prepare};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -55,10 +55,10 @@ use crate::hpa::{self, HpaView};
 use crate::lookup::{ClusterLookup, reflect_with};
 use crate::metrics::Metrics;
 use crate::schedule::Schedule;
-use crate::semantics::fallback::Health;
-use crate::semantics::modifiers::Formula;
-pub(crate) use crate::semantics::plan::set_condition;
-use crate::semantics::{pause, plan};
+use ringscale_semantics::fallback::Health;
+use ringscale_semantics::modifiers::Formula;
+pub(crate) use ringscale_semantics::plan::set_condition;
+use ringscale_semantics::{pause, plan};
 
 mod cycle;
 mod live;
@@ -180,11 +180,6 @@ impl Stats {
     }
 }
 
-/// Namespace and name.
-type Key = (String, String);
-/// What the schedule holds: the kind and the object.
-type Slot = (Kind, Key);
-
 struct Ctx {
     client: Client,
     sos: Store<ScaledObject>,
@@ -211,9 +206,10 @@ struct Ctx {
     reports: std::sync::Mutex<Bucket>,
 }
 
-/// What a cycle keeps between polls of one object.
+/// What a cycle keeps between polls of one object: its built triggers, their health, push
+/// listeners, and what it last wrote.
 #[derive(Default)]
-struct Runtime {
+struct PollState {
     fingerprint: Option<Fingerprint>,
     scalers: Vec<Scaler>,
     specs: Vec<MetricSpec>,
@@ -241,8 +237,8 @@ struct Runtime {
     written: Option<(String, Arc<dyn std::any::Any + Send + Sync>)>,
 }
 
-/// Tasks listening to `external-push` streams; they stop with the runtime (a rebuild, or the
-/// object no longer owned).
+/// Tasks listening to `external-push` streams; they stop with the poll state (a rebuild, or
+/// the object no longer owned).
 #[derive(Default)]
 struct PushListeners(Vec<tokio::task::JoinHandle<()>>);
 
@@ -254,8 +250,9 @@ impl Drop for PushListeners {
     }
 }
 
-struct Obj {
-    runtime: Arc<Mutex<Runtime>>,
+/// The loop's view of one owned object: when it is polled, and whether a cycle is running.
+struct Tracked {
+    state: Arc<Mutex<PollState>>,
     /// A cycle is queued or running.
     in_flight: bool,
     /// A cycle is queued (waiting for a permit); cleared when it starts.
@@ -268,13 +265,13 @@ struct Obj {
 }
 
 enum Msg {
-    Changed(Slot),
+    Changed(ObjectId),
     Resync,
     /// A push trigger reported a change of activity: poll now.
-    Pushed(Slot),
-    /// A live query wants an owned object's runtime, polling interval, the object and its
-    /// target's replicas (current, ready; for fallback values).
-    Runtime(Slot, oneshot::Sender<Option<live::Owned>>),
+    Pushed(ObjectId),
+    /// A live query wants an owned ScaledObject's poll state, polling interval, the object and
+    /// its target's replicas (current, ready; for fallback values).
+    Owned(ObjectId, oneshot::Sender<Option<live::Owned>>),
 }
 
 /// A running controller.
@@ -358,14 +355,19 @@ impl Controller {
         &self.scaled_objects
     }
 
-    /// Every HPA, from the controller's watch (the metrics API reads the targets for fallback).
-    pub fn hpas(&self) -> &Store<HpaView> {
-        &self.hpas
-    }
-
     /// The controller's watches of the objects triggers and targets refer to.
     pub fn cluster(&self) -> &ClusterLookup {
         &self.cluster
+    }
+
+    /// The objects, HPAs and scale targets of the controller's watches, as the metrics API
+    /// reads them.
+    pub fn object_view(&self) -> Arc<dyn ringscale_semantics::ObjectView> {
+        Arc::new(crate::view::Watched {
+            scaled_objects: self.scaled_objects.clone(),
+            hpas: self.hpas.clone(),
+            cluster: self.cluster.clone(),
+        })
     }
 
     /// What answers metrics queries forwarded to this replica as the owner: it reads the
@@ -474,10 +476,10 @@ async fn run(
         reports: std::sync::Mutex::new(Bucket::new(settings_report_rate)),
     });
     let limit = Arc::new(Semaphore::new(ctx.settings.max_concurrent_cycles.max(1)));
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Slot>();
-    let mut objects: HashMap<Slot, Obj> = HashMap::new();
-    let mut schedule: Schedule<Slot> = Schedule::new();
-    let mut ready: std::collections::VecDeque<Slot> = std::collections::VecDeque::new();
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<ObjectId>();
+    let mut objects: HashMap<ObjectId, Tracked> = HashMap::new();
+    let mut schedule: Schedule<ObjectId> = Schedule::new();
+    let mut ready: std::collections::VecDeque<ObjectId> = std::collections::VecDeque::new();
     let mut initial = true;
     let mut shutdown = std::pin::pin!(shutdown);
     let grid = Grid::new(ctx.settings.poll_grain, Instant::now());
@@ -487,28 +489,30 @@ async fn run(
         tokio::select! {
             () = &mut shutdown => break,
             Some(msg) = rx.recv() => match msg {
-                Msg::Changed(slot) => reconcile(&ctx, &mut objects, &mut schedule, slot, initial),
+                Msg::Changed(id) => reconcile(&ctx, &mut objects, &mut schedule, id, initial),
                 Msg::Resync => {
-                    for slot in all_slots(&ctx, &objects) {
-                        reconcile(&ctx, &mut objects, &mut schedule, slot, initial);
+                    for id in all_objects(&ctx, &objects) {
+                        reconcile(&ctx, &mut objects, &mut schedule, id, initial);
                     }
                     initial = false;
                 }
-                Msg::Runtime(slot, reply) => {
-                    let so = ctx.sos.get(&ObjectRef::new(&slot.1.1).within(&slot.1.0));
-                    let owned = objects.get(&slot).zip(so).map(|(o, so)| {
+                Msg::Owned(id, reply) => {
+                    let so = (id.kind == Kind::ScaledObject)
+                        .then(|| ctx.sos.get(&ObjectRef::new(&id.name).within(&id.namespace)))
+                        .flatten();
+                    let owned = objects.get(&id).zip(so).map(|(o, so)| {
                         let t = &so.spec.scale_target_ref;
                         let replicas = ctx
                             .lookup
                             .replicas_of(
-                                &slot.1.0,
+                                &id.namespace,
                                 t.effective_api_version(),
                                 t.effective_kind(),
                                 &t.name,
                             )
                             .unwrap_or((0, 0));
                         live::Owned {
-                            runtime: Arc::clone(&o.runtime),
+                            state: Arc::clone(&o.state),
                             interval: o.interval,
                             so,
                             replicas,
@@ -516,12 +520,12 @@ async fn run(
                     });
                     let _ = reply.send(owned);
                 }
-                Msg::Pushed(slot) => {
-                    if let Some(obj) = objects.get_mut(&slot) {
+                Msg::Pushed(id) => {
+                    if let Some(obj) = objects.get_mut(&id) {
                         if obj.in_flight {
                             obj.again = true;
                         } else {
-                            schedule.poll_now(&slot, obj.interval, Instant::now());
+                            schedule.poll_now(&id, obj.interval, Instant::now());
                         }
                     }
                 }
@@ -531,32 +535,32 @@ async fn run(
                     break;
                 }
                 ownership.borrow_and_update();
-                for slot in all_slots(&ctx, &objects) {
-                    reconcile(&ctx, &mut objects, &mut schedule, slot, initial);
+                for id in all_objects(&ctx, &objects) {
+                    reconcile(&ctx, &mut objects, &mut schedule, id, initial);
                 }
             }
-            Some(slot) = done_rx.recv() => {
-                if let Some(obj) = objects.get_mut(&slot) {
+            Some(id) = done_rx.recv() => {
+                if let Some(obj) = objects.get_mut(&id) {
                     obj.in_flight = false;
                     if std::mem::take(&mut obj.again) {
-                        schedule.poll_now(&slot, obj.interval, Instant::now());
+                        schedule.poll_now(&id, obj.interval, Instant::now());
                     }
                 }
             }
             () = sleep_until(next_due) => {
                 let now = Instant::now();
-                while let Some((slot, planned)) = schedule.pop_due(now) {
+                while let Some((id, planned)) = schedule.pop_due(now) {
                     let lag = now.saturating_duration_since(planned);
                     ctx.stats.lag(lag);
-                    ctx.metrics.loop_latency(slot.0, &slot.1.0, &slot.1.1, lag);
-                    let Some(obj) = objects.get_mut(&slot) else { continue };
+                    ctx.metrics.loop_latency(&id, lag);
+                    let Some(obj) = objects.get_mut(&id) else { continue };
                     if obj.in_flight {
                         ctx.stats.skipped.fetch_add(1, Ordering::Relaxed);
                         continue;
                     }
                     obj.in_flight = true;
                     obj.queued = true;
-                    ready.push_back(slot);
+                    ready.push_back(id);
                 }
             }
         }
@@ -566,28 +570,27 @@ async fn run(
             let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
                 break;
             };
-            let Some(slot) = ready.pop_front() else { break };
+            let Some(id) = ready.pop_front() else { break };
             // Gone, or re-created since it was queued (its new entry is the live one).
-            let Some(obj) = objects.get_mut(&slot).filter(|o| o.queued) else {
+            let Some(obj) = objects.get_mut(&id).filter(|o| o.queued) else {
                 continue;
             };
             obj.queued = false;
-            let (ctx, runtime, done) =
-                (Arc::clone(&ctx), Arc::clone(&obj.runtime), done_tx.clone());
+            let (ctx, state, done) = (Arc::clone(&ctx), Arc::clone(&obj.state), done_tx.clone());
             // Every log line of a cycle names the object.
             let span = tracing::info_span!(
                 "poll",
-                kind = ?slot.0,
-                namespace = %slot.1.0,
-                name = %slot.1.1
+                kind = %id.kind,
+                namespace = %id.namespace,
+                name = %id.name
             );
             tokio::spawn(
                 async move {
-                    cycle(&ctx, &slot, &runtime).await;
+                    cycle(&ctx, &id, &state).await;
                     // The permit goes back before the loop hears of the end, so the loop
                     // can start the next queued cycle when it does.
                     drop(permit);
-                    let _ = done.send(slot);
+                    let _ = done.send(id);
                 }
                 .instrument(span),
             );
@@ -688,7 +691,11 @@ where
                     watcher::Event::Apply(o)
                     | watcher::Event::Delete(o)
                     | watcher::Event::InitApply(o),
-                ) => Msg::Changed((kind, (o.namespace().unwrap_or_default(), o.name_any()))),
+                ) => Msg::Changed(ObjectId::new(
+                    kind,
+                    o.namespace().unwrap_or_default(),
+                    o.name_any(),
+                )),
                 Ok(watcher::Event::InitDone) => Msg::Resync,
                 Ok(watcher::Event::Init) => continue,
                 Err(e) => {
@@ -704,24 +711,25 @@ where
     (store, task)
 }
 
-fn all_slots(ctx: &Ctx, objects: &HashMap<Slot, Obj>) -> Vec<Slot> {
-    let name = |o: &dyn ResourceName| (o.ns(), o.name());
-    let mut slots: Vec<Slot> = ctx
+/// Every object the watches hold or the loop tracks.
+fn all_objects(ctx: &Ctx, objects: &HashMap<ObjectId, Tracked>) -> Vec<ObjectId> {
+    let id = |kind, o: &dyn ResourceName| ObjectId::new(kind, o.ns(), o.name());
+    let mut ids: Vec<ObjectId> = ctx
         .sos
         .state()
         .iter()
-        .map(|o| (Kind::ScaledObject, name(o.as_ref())))
+        .map(|o| id(Kind::ScaledObject, o.as_ref()))
         .chain(
             ctx.sjs
                 .state()
                 .iter()
-                .map(|o| (Kind::ScaledJob, name(o.as_ref()))),
+                .map(|o| id(Kind::ScaledJob, o.as_ref())),
         )
         .collect();
-    slots.extend(objects.keys().cloned());
-    slots.sort();
-    slots.dedup();
-    slots
+    ids.extend(objects.keys().cloned());
+    ids.sort();
+    ids.dedup();
+    ids
 }
 
 /// Namespace and name of an object, whatever its kind.
@@ -737,10 +745,6 @@ impl<K: ResourceExt> ResourceName for K {
     fn name(&self) -> String {
         self.name_any()
     }
-}
-
-fn object_key(kind: Kind, key: &Key) -> ObjectKey {
-    ObjectKey::new(kind, &key.0, &key.1)
 }
 
 /// What a cycle's triggers were built from: the spec (its `metadata.generation`, which the API
@@ -769,50 +773,44 @@ fn fingerprint(meta: &ObjectMeta) -> Fingerprint {
 
 fn reconcile(
     ctx: &Ctx,
-    objects: &mut HashMap<Slot, Obj>,
-    schedule: &mut Schedule<Slot>,
-    slot: Slot,
+    objects: &mut HashMap<ObjectId, Tracked>,
+    schedule: &mut Schedule<ObjectId>,
+    id: ObjectId,
     initial: bool,
 ) {
-    let (kind, key) = (slot.0, &slot.1);
+    let kind = id.kind;
     let found = match kind {
         Kind::ScaledObject => ctx
             .sos
-            .get(&ObjectRef::new(&key.1).within(&key.0))
+            .get(&ObjectRef::new(&id.name).within(&id.namespace))
             .map(|o| (o.spec.polling_interval(), fingerprint(&o.metadata))),
         Kind::ScaledJob => ctx
             .sjs
-            .get(&ObjectRef::new(&key.1).within(&key.0))
+            .get(&ObjectRef::new(&id.name).within(&id.namespace))
             .map(|o| (o.spec.polling_interval(), fingerprint(&o.metadata))),
     };
-    let owned = ctx.ownership.borrow().owns(&object_key(kind, key));
-    let key = slot.clone();
+    let owned = ctx.ownership.borrow().owns(&id.ring_key());
     let Some((interval, print)) = found else {
         // Gone: forget it everywhere.
-        if objects.remove(&key).is_some() {
+        if objects.remove(&id).is_some() {
             ctx.metrics.owning(kind, false);
         }
-        schedule.remove(&key);
-        let (ns, name) = &key.1;
-        ctx.metrics.forget(kind, ns, name);
-        let record = match kind {
-            Kind::ScaledObject => name.clone(),
-            Kind::ScaledJob => scaled_job::record_name(name),
-        };
-        ctx.records.remove_object(ns, &record);
+        schedule.remove(&id);
+        ctx.metrics.forget(&id);
+        ctx.records.remove_object(&id);
         return;
     };
     if !owned {
-        if objects.remove(&key).is_some() {
-            debug!(?kind, namespace = %key.1.0, name = %key.1.1, "no longer owned");
+        if objects.remove(&id).is_some() {
+            debug!(object = %id, "no longer owned");
             ctx.metrics.owning(kind, false);
-            ctx.metrics.forget(kind, &key.1.0, &key.1.1);
+            ctx.metrics.forget(&id);
         }
-        schedule.remove(&key);
+        schedule.remove(&id);
         return;
     }
     let interval = interval.max(Duration::from_secs(1));
-    match objects.get_mut(&key) {
+    match objects.get_mut(&id) {
         Some(obj) => {
             // Changed spec or annotations: poll now (the cycle rebuilds what changed), or
             // right after the cycle that is running.
@@ -822,18 +820,18 @@ fn reconcile(
                 if obj.in_flight {
                     obj.again = true;
                 } else {
-                    schedule.poll_now(&key, interval, Instant::now());
+                    schedule.poll_now(&id, interval, Instant::now());
                 }
-            } else if !schedule.contains(&key) {
-                schedule.poll_now(&key, interval, Instant::now());
+            } else if !schedule.contains(&id) {
+                schedule.poll_now(&id, interval, Instant::now());
             }
         }
         None => {
             ctx.metrics.owning(kind, true);
             objects.insert(
-                key.clone(),
-                Obj {
-                    runtime: Arc::new(Mutex::new(Runtime::default())),
+                id.clone(),
+                Tracked {
+                    state: Arc::new(Mutex::new(PollState::default())),
                     in_flight: false,
                     queued: false,
                     seen: print,
@@ -844,7 +842,7 @@ fn reconcile(
             let now = Instant::now();
             if initial {
                 schedule.insert_spread(
-                    key,
+                    id,
                     interval,
                     now,
                     ctx.settings.first_poll_window,
@@ -852,19 +850,16 @@ fn reconcile(
                 );
             } else {
                 // Newly owned (a handover or a new object): poll now.
-                schedule.insert(key, interval, now);
+                schedule.insert(id, interval, now);
             }
         }
     }
 }
 
-fn owns_at(ctx: &Ctx, key: &Key, generation: u64) -> bool {
-    owns_kind_at(ctx, Kind::ScaledObject, key, generation)
-}
-
-fn owns_kind_at(ctx: &Ctx, kind: Kind, key: &Key, generation: u64) -> bool {
+/// Whether this replica may still act on the object at the cycle's ring generation.
+fn owns_at(ctx: &Ctx, id: &ObjectId, generation: u64) -> bool {
     let o = ctx.ownership.borrow();
-    o.generation() == generation && o.may_act(&object_key(kind, key))
+    o.generation() == generation && o.may_act(&id.ring_key())
 }
 
 fn fence_of(meta: &ObjectMeta) -> u64 {
@@ -888,25 +883,24 @@ fn is_conflict(e: &kube::Error) -> bool {
 }
 
 /// One poll of one object, start to end.
-async fn cycle(ctx: &Ctx, slot: &Slot, runtime: &Mutex<Runtime>) {
+async fn cycle(ctx: &Ctx, id: &ObjectId, state: &Mutex<PollState>) {
     ctx.stats.cycles.fetch_add(1, Ordering::Relaxed);
-    let (kind, key) = (slot.0, &slot.1);
     let generation = ctx.ownership.borrow().generation();
-    if !owns_kind_at(ctx, kind, key, generation) {
+    if !owns_at(ctx, id, generation) {
         return;
     }
-    let mut runtime = runtime.lock().await;
+    let mut state = state.lock().await;
     // The resourceVersion the cycle worked on, kept only when a write for it was refused.
     let refused = |result: &Result<(), CycleError>, meta: &ObjectMeta| {
         matches!(result, Err(CycleError::Conflict(_)))
             .then(|| meta.resource_version.clone())
             .flatten()
     };
-    let (result, version) = match kind {
-        Kind::ScaledObject => match ctx.sos.get(&ObjectRef::new(&key.1).within(&key.0)) {
-            Some(so) => match fresh(ctx, key, &so, &mut runtime).await {
+    let (result, version) = match id.kind {
+        Kind::ScaledObject => match ctx.sos.get(&ObjectRef::new(&id.name).within(&id.namespace)) {
+            Some(so) => match fresh(ctx, id, &so, &mut state).await {
                 Ok(so) => {
-                    let result = run_cycle(ctx, key, &so, &mut runtime, generation).await;
+                    let result = run_cycle(ctx, id, &so, &mut state, generation).await;
                     let version = refused(&result, &so.metadata);
                     (result, version)
                 }
@@ -914,11 +908,10 @@ async fn cycle(ctx: &Ctx, slot: &Slot, runtime: &Mutex<Runtime>) {
             },
             None => return,
         },
-        Kind::ScaledJob => match ctx.sjs.get(&ObjectRef::new(&key.1).within(&key.0)) {
-            Some(sj) => match fresh(ctx, key, &sj, &mut runtime).await {
+        Kind::ScaledJob => match ctx.sjs.get(&ObjectRef::new(&id.name).within(&id.namespace)) {
+            Some(sj) => match fresh(ctx, id, &sj, &mut state).await {
                 Ok(sj) => {
-                    let result =
-                        scaled_job::run_cycle(ctx, key, &sj, &mut runtime, generation).await;
+                    let result = scaled_job::run_cycle(ctx, id, &sj, &mut state, generation).await;
                     let version = refused(&result, &sj.metadata);
                     (result, version)
                 }
@@ -927,29 +920,29 @@ async fn cycle(ctx: &Ctx, slot: &Slot, runtime: &Mutex<Runtime>) {
             None => return,
         },
     };
-    let object = || format!("{}/{}", key.0, key.1);
+    let object = || format!("{}/{}", id.namespace, id.name);
     match result {
         Ok(()) => ctx.health.succeeded(),
         Err(CycleError::Fenced(why)) => {
             ctx.stats.fenced.fetch_add(1, Ordering::Relaxed);
             ctx.health
                 .failed(crate::health::Category::Fenced, &object(), &why);
-            debug!(?kind, namespace = %key.0, name = %key.1, why, "write fenced");
+            debug!(object = %id, why, "write fenced");
         }
         Err(CycleError::Conflict(what)) => {
             // Not repeated with the same resourceVersion: the next cycle reads the object again
             // unless the watch has brought a newer one by then.
-            runtime.stale_version = version;
+            state.stale_version = version;
             ctx.stats.fenced.fetch_add(1, Ordering::Relaxed);
             ctx.health
                 .failed(crate::health::Category::Conflict, &object(), &what);
-            debug!(?kind, namespace = %key.0, name = %key.1, what, "write refused: the object changed since it was read");
+            debug!(object = %id, what, "write refused: the object changed since it was read");
         }
         Err(CycleError::Api(what, e)) => {
             let category = crate::health::Category::of(&e);
             ctx.health
                 .failed(category, &object(), &format_args!("{what}: {e}"));
-            debug!(?kind, namespace = %key.0, name = %key.1, what, error = %e, "API call failed; retrying next poll");
+            debug!(object = %id, what, error = %e, "API call failed; retrying next poll");
         }
     }
 }
@@ -959,9 +952,9 @@ async fn cycle(ctx: &Ctx, slot: &Slot, runtime: &Mutex<Runtime>) {
 /// refused (409): then the API server's current one.
 async fn fresh<K>(
     ctx: &Ctx,
-    key: &Key,
+    id: &ObjectId,
     cached: &Arc<K>,
-    runtime: &mut Runtime,
+    state: &mut PollState,
 ) -> Result<Arc<K>, CycleError>
 where
     K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
@@ -973,31 +966,31 @@ where
         + 'static,
 {
     let mut current = Arc::clone(cached);
-    match runtime.written.take() {
+    match state.written.take() {
         Some((replaced, written))
             if cached.meta().resource_version.as_deref() == Some(replaced.as_str()) =>
         {
             if let Ok(object) = Arc::clone(&written).downcast::<K>() {
                 current = object;
             }
-            runtime.written = Some((replaced, written));
+            state.written = Some((replaced, written));
         }
         _ => {}
     }
-    let Some(stale) = runtime.stale_version.take() else {
+    let Some(stale) = state.stale_version.take() else {
         return Ok(current);
     };
     if current.meta().resource_version.as_deref() != Some(stale.as_str()) {
         return Ok(current);
     }
-    runtime.written = None;
-    match Api::<K>::namespaced(ctx.client.clone(), &key.0)
-        .get(&key.1)
+    state.written = None;
+    match Api::<K>::namespaced(ctx.client.clone(), &id.namespace)
+        .get(&id.name)
         .await
     {
         Ok(read) => Ok(Arc::new(read)),
         Err(e) => {
-            runtime.stale_version = Some(stale);
+            state.stale_version = Some(stale);
             Err(CycleError::Api("read the object again after a conflict", e))
         }
     }

@@ -15,7 +15,7 @@ use ringscale_api::{MetricType, ScaledObject};
 use ringscale_scalers::{MetricSpec, ResourceTarget};
 use serde::Deserialize;
 
-use crate::semantics::pause::Pause;
+use ringscale_semantics::pause::Pause;
 
 /// The metrics of the HPA: every trigger's, or the one composite metric.
 pub fn metrics(

@@ -1,5 +1,6 @@
 //! What a ringscale replica does for the ScaledObjects and ScaledJobs it owns, with KEDA v2.20's
-//! semantics: [`semantics`] decides (pure), [`schedule`] times the polls.
+//! semantics: the `ringscale-semantics` crate decides (pure), [`schedule`] times the polls, the
+//! [`controller`] gathers what the rules need and performs the writes they plan.
 
 pub mod controller;
 mod events;
@@ -9,7 +10,7 @@ pub mod lookup;
 pub mod metrics;
 pub mod pods;
 pub mod schedule;
-pub mod semantics;
+mod view;
 
 pub use controller::{Controller, Settings, Stats};
 pub use metrics::Metrics;

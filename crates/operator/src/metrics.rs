@@ -12,7 +12,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use ringscale_ring::Kind;
+use ringscale_ring::{Kind, ObjectId};
 
 type FloatGauge = Gauge<f64, AtomicU64>;
 /// Kind, namespace and name of an object.
@@ -141,32 +141,30 @@ impl Metrics {
     }
 
     /// How late a planned poll started.
-    pub(crate) fn loop_latency(&self, kind: Kind, namespace: &str, name: &str, lag: Duration) {
+    pub(crate) fn loop_latency(&self, id: &ObjectId, lag: Duration) {
         self.scale_loop_latency
             .get_or_create(&LoopLabels {
-                namespace: namespace.to_owned(),
-                r#type: kind_label(kind).to_owned(),
-                resource: name.to_owned(),
+                namespace: id.namespace.clone(),
+                r#type: kind_label(id.kind).to_owned(),
+                resource: id.name.clone(),
             })
             .set(lag.as_secs_f64());
     }
 
     /// The labels of one trigger metric of an object.
     pub(crate) fn scaler_labels(
-        kind: Kind,
-        namespace: &str,
-        name: &str,
+        id: &ObjectId,
         metric: &str,
         scaler: &str,
         index: usize,
     ) -> ScalerLabels {
         ScalerLabels {
-            namespace: namespace.into(),
+            namespace: id.namespace.as_str().into(),
             metric: metric.into(),
-            scaledObject: name.into(),
+            scaledObject: id.name.as_str().into(),
             scaler: scaler.into(),
             triggerIndex: index.to_string().into(),
-            r#type: kind_label(kind),
+            r#type: kind_label(id.kind),
         }
     }
 
@@ -246,7 +244,8 @@ impl Metrics {
     }
 
     /// Removes every series of an object (no longer owned, or deleted).
-    pub(crate) fn forget(&self, kind: Kind, namespace: &str, name: &str) {
+    pub(crate) fn forget(&self, id: &ObjectId) {
+        let (kind, namespace, name) = (id.kind, id.namespace.as_str(), id.name.as_str());
         let labels = self
             .series
             .lock()
@@ -299,11 +298,11 @@ mod tests {
     #[test]
     fn series_carry_kedas_names_and_labels_and_go_with_the_object() {
         let m = Metrics::default();
-        let l =
-            Metrics::scaler_labels(Kind::ScaledObject, "ns", "orders", "s0-redis-q", "redis", 0);
+        let orders = ObjectId::scaled_object("ns", "orders");
+        let l = Metrics::scaler_labels(&orders, "s0-redis-q", "redis", 0);
         m.polled(Kind::ScaledObject, &l, 12.0, true, Duration::from_millis(3));
         m.failed(Kind::ScaledObject, &l, Duration::from_millis(5));
-        m.loop_latency(Kind::ScaledObject, "ns", "orders", Duration::from_millis(7));
+        m.loop_latency(&orders, Duration::from_millis(7));
         m.paused("ns", "orders", false);
         m.owning(Kind::ScaledObject, true);
         let out = text(&m);
@@ -320,7 +319,7 @@ mod tests {
         ] {
             assert!(out.contains(&line), "missing {line} in\n{out}");
         }
-        m.forget(Kind::ScaledObject, "ns", "orders");
+        m.forget(&orders);
         let out = text(&m);
         assert!(!out.contains("orders"), "series left behind:\n{out}");
     }

@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-struct Slot {
+/// One key's next planned poll.
+struct Planned {
     due: Instant,
     interval: Duration,
     token: u64,
@@ -24,14 +25,14 @@ struct Slot {
 pub struct Schedule<K> {
     heap: BinaryHeap<Reverse<(Instant, u64)>>,
     tokens: HashMap<u64, K>,
-    slots: HashMap<K, Slot>,
+    planned: HashMap<K, Planned>,
     next_token: u64,
 }
 
 impl<K> std::fmt::Debug for Schedule<K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Schedule")
-            .field("entries", &self.slots.len())
+            .field("entries", &self.planned.len())
             .field("heap", &self.heap.len())
             .finish()
     }
@@ -42,7 +43,7 @@ impl<K: Clone + Eq + Hash> Default for Schedule<K> {
         Schedule {
             heap: BinaryHeap::new(),
             tokens: HashMap::new(),
-            slots: HashMap::new(),
+            planned: HashMap::new(),
             next_token: 0,
         }
     }
@@ -58,9 +59,9 @@ impl<K: Clone + Eq + Hash> Schedule<K> {
     pub fn insert(&mut self, key: K, interval: Duration, due: Instant) {
         let token = self.next_token;
         self.next_token += 1;
-        let old = self.slots.insert(
+        let old = self.planned.insert(
             key.clone(),
-            Slot {
+            Planned {
                 due,
                 interval: interval.max(Duration::from_millis(1)),
                 token,
@@ -96,9 +97,9 @@ impl<K: Clone + Eq + Hash> Schedule<K> {
 
     /// Stops polling `key`. Returns whether it was planned.
     pub fn remove(&mut self, key: &K) -> bool {
-        match self.slots.remove(key) {
-            Some(slot) => {
-                self.tokens.remove(&slot.token);
+        match self.planned.remove(key) {
+            Some(entry) => {
+                self.tokens.remove(&entry.token);
                 self.compact();
                 true
             }
@@ -108,17 +109,17 @@ impl<K: Clone + Eq + Hash> Schedule<K> {
 
     /// Whether `key` is planned.
     pub fn contains(&self, key: &K) -> bool {
-        self.slots.contains_key(key)
+        self.planned.contains_key(key)
     }
 
     /// Planned keys.
     pub fn len(&self) -> usize {
-        self.slots.len()
+        self.planned.len()
     }
 
     /// Whether nothing is planned.
     pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
+        self.planned.is_empty()
     }
 
     /// When the earliest poll is due.
@@ -139,20 +140,20 @@ impl<K: Clone + Eq + Hash> Schedule<K> {
         let key = self.tokens.remove(&token)?;
         let next_token = self.next_token;
         self.next_token += 1;
-        let Entry::Occupied(mut slot) = self.slots.entry(key.clone()) else {
+        let Entry::Occupied(mut entry) = self.planned.entry(key.clone()) else {
             return None;
         };
-        let slot = slot.get_mut();
-        let mut next = slot.due + slot.interval;
+        let entry = entry.get_mut();
+        let mut next = entry.due + entry.interval;
         if next <= now {
             // Fell behind by more than an interval: skip the missed rounds.
-            let behind = now.saturating_duration_since(slot.due);
-            let rounds = behind.as_nanos() / slot.interval.as_nanos().max(1);
+            let behind = now.saturating_duration_since(entry.due);
+            let rounds = behind.as_nanos() / entry.interval.as_nanos().max(1);
             let skip = u32::try_from(rounds).unwrap_or(u32::MAX);
-            next = slot.due + slot.interval.saturating_mul(skip.saturating_add(1));
+            next = entry.due + entry.interval.saturating_mul(skip.saturating_add(1));
         }
-        slot.due = next;
-        slot.token = next_token;
+        entry.due = next;
+        entry.token = next_token;
         self.tokens.insert(next_token, key.clone());
         self.heap.push(Reverse((next, next_token)));
         Some((key, due))
@@ -169,9 +170,9 @@ impl<K: Clone + Eq + Hash> Schedule<K> {
 
     /// Rebuilds the heap when stale entries outnumber live ones, so churn cannot grow it.
     fn compact(&mut self) {
-        if self.heap.len() > 64 && self.heap.len() > 2 * self.slots.len() {
+        if self.heap.len() > 64 && self.heap.len() > 2 * self.planned.len() {
             self.heap = self
-                .slots
+                .planned
                 .values()
                 .map(|s| Reverse((s.due, s.token)))
                 .collect();

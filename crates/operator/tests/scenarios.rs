@@ -317,7 +317,7 @@ async fn activation_then_deactivation_after_the_cooldown() {
     .await;
     assert!(status["lastActiveTime"].is_string());
     let record = records
-        .get(&ringscale_cache::RecordKey::new(
+        .get(&ringscale_cache::RecordKey::scaled_object(
             NS,
             "orders",
             "s0-metric-api-value",
@@ -389,7 +389,7 @@ async fn a_kubernetes_workload_trigger_scales_with_the_pods_it_selects() {
     .unwrap();
     pods.create(&PostParams::default(), &pod).await.unwrap();
     wait_replicas(&c.client, "consumer", 1, WITHIN).await;
-    let key = ringscale_cache::RecordKey::new(NS, "by-pods", "s0-workload-default");
+    let key = ringscale_cache::RecordKey::scaled_object(NS, "by-pods", "s0-workload-default");
     assert_eq!(records.get(&key).map(|r| r.value), Some(1.0));
 
     // It finishes: not counted, inactive, back to 0 after the cooldown.
@@ -887,7 +887,7 @@ async fn scaling_modifiers_drive_one_composite_metric() {
     // 2 + 2 = 4 is not above the activation target 5: inactive.
     eventually(WITHIN, "the composite value", || async {
         records
-            .get(&ringscale_cache::RecordKey::new(
+            .get(&ringscale_cache::RecordKey::scaled_object(
                 NS,
                 "orders",
                 "composite-metric",
@@ -1122,7 +1122,7 @@ async fn each_scaled_job_strategy_creates_its_number_of_jobs() {
     let c = cluster_with(Duration::from_secs(3600)).await;
     let own = ownership(&["a"], "a", 1);
     let (_tx, rx) = watch::channel(own);
-    let (_ctl, _records) = controller(&c.client, rx, "a");
+    let (_ctl, records) = controller(&c.client, rx, "a");
     let strategies = [
         ("default", json!({}), 10),
         (
@@ -1187,6 +1187,18 @@ async fn each_scaled_job_strategy_creates_its_number_of_jobs() {
         json!(["s0-metric-api-value"])
     );
     assert!(status["lastActiveTime"].is_string());
+    // Each ScaledJob's reading is recorded under its own identity: kind ScaledJob, never as a
+    // ScaledObject of that name.
+    let eager = ringscale_cache::ObjectId::scaled_job(NS, "eager");
+    let recorded = records.object(&eager);
+    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    assert_eq!(recorded[0].0.metric_name, "s0-metric-api-value");
+    assert_eq!(recorded[0].1.value, 6.0);
+    assert!(
+        records
+            .object(&ringscale_cache::ObjectId::scaled_object(NS, "eager"))
+            .is_empty()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1757,8 +1769,7 @@ async fn the_owner_answers_a_forwarded_query_live() {
     source.set(42);
     let live = ctl.live_query();
     let query = |name: &str, metric: Option<&str>| ringscale_replication::Query {
-        namespace: NS.into(),
-        scaled_object: name.into(),
+        object: ringscale_cache::ObjectId::scaled_object(NS, name),
         metric_name: metric.map(str::to_owned),
     };
     let answer = live
@@ -1768,7 +1779,7 @@ async fn the_owner_answers_a_forwarded_query_live() {
     assert_eq!(answer.len(), 1);
     assert_eq!(answer[0].1.value, 42.0);
     // Recorded, so peers get it too.
-    let key = ringscale_cache::RecordKey::new(NS, "orders", "s0-metric-api-value");
+    let key = ringscale_cache::RecordKey::scaled_object(NS, "orders", "s0-metric-api-value");
     assert_eq!(records.get(&key).unwrap().value, 42.0);
     // An unknown metric, an unknown object, a failing source: typed errors.
     assert!(matches!(
@@ -2089,15 +2100,14 @@ async fn the_owner_answers_the_composite_metric_live() {
     a.set(5);
     b.set(6);
     let query = ringscale_replication::Query {
-        namespace: NS.into(),
-        scaled_object: "orders".into(),
+        object: ringscale_cache::ObjectId::scaled_object(NS, "orders"),
         metric_name: Some("composite-metric".into()),
     };
     let answer = ctl.live_query().query(query.clone()).await.unwrap();
     assert_eq!(answer.len(), 1);
     assert_eq!(answer[0].0.metric_name, "composite-metric");
     assert_eq!(answer[0].1.value, 11.0);
-    let key = ringscale_cache::RecordKey::new(NS, "orders", "composite-metric");
+    let key = ringscale_cache::RecordKey::scaled_object(NS, "orders", "composite-metric");
     assert_eq!(records.get(&key).unwrap().value, 11.0);
     // A trigger fails, no fallback: the composite metric cannot be computed.
     b.set(-1);
@@ -2245,7 +2255,7 @@ async fn go_booleans_in_annotations_and_cron_outside_its_window() {
     assert_eq!(condition(&status, "Paused").0, "False");
     let record = eventually(WITHIN, "the cron value", || async {
         records
-            .object(NS, "batch")
+            .object(&ringscale_cache::ObjectId::scaled_object(NS, "batch"))
             .into_iter()
             .map(|(_, r)| r)
             .next()

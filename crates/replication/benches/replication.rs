@@ -53,7 +53,7 @@ fn args() -> Args {
 }
 
 fn key(i: usize) -> RecordKey {
-    RecordKey::new("bench", format!("so-{i}"), format!("s0-redis-list-{i}"))
+    RecordKey::scaled_object("bench", format!("so-{i}"), format!("s0-redis-list-{i}"))
 }
 
 /// CPU time (user + system) of the calling thread.

@@ -327,8 +327,9 @@ impl Peers {
             .max_decoding_message_size(self.limits.max_message_bytes)
             .max_encoding_message_size(self.limits.max_request_bytes);
         let mut request = tonic::Request::new(pb::GetMetricsRequest {
-            namespace: query.namespace,
-            scaled_object: query.scaled_object,
+            kind: crate::wire::kind_to_wire(query.object.kind),
+            namespace: query.object.namespace,
+            name: query.object.name,
             metric_name: query.metric_name.unwrap_or_default(),
         });
         request.set_timeout(self.limits.request_timeout);

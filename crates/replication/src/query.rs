@@ -7,16 +7,14 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
 use prost::Message as _;
-use ringscale_cache::{Record, RecordKey};
+use ringscale_cache::{ObjectId, Record, RecordKey};
 use ringscale_proto::replication as pb;
 
-/// A live query for one ScaledObject's metrics.
+/// A live query for one object's metrics (the metrics API asks for ScaledObjects').
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Query {
-    /// Namespace of the ScaledObject.
-    pub namespace: String,
-    /// Its name.
-    pub scaled_object: String,
+    /// The object.
+    pub object: ObjectId,
     /// One metric, or `None` for all of them.
     pub metric_name: Option<String>,
 }

@@ -163,19 +163,15 @@ impl Replication for ReplicationService {
         request: Request<pb::GetMetricsRequest>,
     ) -> Result<Response<pb::GetMetricsResponse>, Status> {
         let r = request.into_inner();
-        if r.namespace.is_empty() || r.scaled_object.is_empty() {
-            return Err(Status::invalid_argument(
-                "namespace and scaled_object are required",
-            ));
-        }
+        let object = crate::wire::object_from_wire(r.namespace, r.name, r.kind)
+            .map_err(|e| Status::invalid_argument(format!("invalid object: {e}")))?;
         let Some(live) = self.live.clone() else {
             return Err(
                 QueryError::Unavailable("this replica answers no live queries".into()).into(),
             );
         };
         let query = Query {
-            namespace: r.namespace,
-            scaled_object: r.scaled_object,
+            object,
             metric_name: (!r.metric_name.is_empty()).then_some(r.metric_name),
         };
         self.store

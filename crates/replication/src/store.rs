@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use ringscale_cache::{Cache, Merge, Record, RecordKey, SeqSource, Version};
+use ringscale_cache::{Cache, Merge, ObjectId, Record, RecordKey, SeqSource, Version};
 use tokio::sync::Notify;
 
 /// Called for every record that changed the cache (local polls and records from peers), with
@@ -293,20 +293,18 @@ impl Store {
         lock(&self.inner).cache.get_fresh(key, now).cloned()
     }
 
-    /// Every record of one ScaledObject.
-    pub fn object(&self, namespace: &str, scaled_object: &str) -> Vec<(RecordKey, Record)> {
+    /// Every record of one object.
+    pub fn object(&self, object: &ObjectId) -> Vec<(RecordKey, Record)> {
         lock(&self.inner)
             .cache
-            .object(namespace, scaled_object)
+            .object(object)
             .map(|(k, r)| (k.clone(), r.clone()))
             .collect()
     }
 
-    /// Forgets a deleted ScaledObject.
-    pub fn remove_object(&self, namespace: &str, scaled_object: &str) -> usize {
-        lock(&self.inner)
-            .cache
-            .remove_object(namespace, scaled_object)
+    /// Forgets an object (deleted, or no longer owned).
+    pub fn remove_object(&self, object: &ObjectId) -> usize {
+        lock(&self.inner).cache.remove_object(object)
     }
 
     /// Drops records far past their staleness limit.
@@ -371,7 +369,7 @@ mod tests {
 
     fn poll(store: &Store, value: f64, error: Option<&str>) {
         store.record_poll(
-            RecordKey::new("default", "orders", "s0-redis-orders"),
+            RecordKey::scaled_object("default", "orders", "s0-redis-orders"),
             value,
             value > 0.0,
             error,
@@ -420,7 +418,7 @@ mod tests {
         let store = Store::new("ringscale-0");
         // The follow task has not caught up with the ring the cycle was fenced by.
         store.set_generation(3);
-        let key = RecordKey::new("default", "orders", "s0-redis-orders");
+        let key = RecordKey::scaled_object("default", "orders", "s0-redis-orders");
         let reading = |generation| Reading {
             value: 1.0,
             active: true,
@@ -448,7 +446,7 @@ mod tests {
             let heard = Arc::clone(&heard);
             store.set_observer(Box::new(move |_, _, news| lock(&heard).push(news)));
         }
-        let key = RecordKey::new("default", "orders", "s0-redis-orders");
+        let key = RecordKey::scaled_object("default", "orders", "s0-redis-orders");
         let at = |seq: u64, value: f64| {
             Record::new(
                 value,

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ringscale_cache::{Record, RecordKey, Version};
+use ringscale_cache::{Kind, ObjectId, Record, RecordKey, Version};
 use ringscale_proto::replication as pb;
 
 /// Longest namespace, object or metric name accepted from a peer (Kubernetes names are shorter).
@@ -16,8 +16,9 @@ pub const MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 /// The protobuf form of a record, its age measured at `now`.
 pub fn to_wire(key: &RecordKey, record: &Record, now: Instant) -> pb::Record {
     pb::Record {
-        namespace: key.namespace.clone(),
-        scaled_object: key.scaled_object.clone(),
+        namespace: key.object.namespace.clone(),
+        name: key.object.name.clone(),
+        kind: kind_to_wire(key.object.kind),
         metric_name: key.metric_name.clone(),
         value: record.value,
         active: record.active,
@@ -29,6 +30,35 @@ pub fn to_wire(key: &RecordKey, record: &Record, now: Instant) -> pb::Record {
         origin: record.origin.to_string(),
         failures: record.failures,
     }
+}
+
+/// An object's kind as the wire spells it.
+pub fn kind_to_wire(kind: Kind) -> i32 {
+    match kind {
+        Kind::ScaledObject => pb::ObjectKind::ScaledObject,
+        Kind::ScaledJob => pb::ObjectKind::ScaledJob,
+    }
+    .into()
+}
+
+/// An object's kind from the wire (unset reads as a ScaledObject, as older replicas meant it).
+pub fn kind_from_wire(kind: i32) -> Result<Kind, InvalidRecord> {
+    match pb::ObjectKind::try_from(kind) {
+        Ok(pb::ObjectKind::ScaledObject) => Ok(Kind::ScaledObject),
+        Ok(pb::ObjectKind::ScaledJob) => Ok(Kind::ScaledJob),
+        Err(_) => Err(InvalidRecord::Kind(kind)),
+    }
+}
+
+/// The object a request or record names, checked.
+pub fn object_from_wire(
+    namespace: String,
+    name: String,
+    kind: i32,
+) -> Result<ObjectId, InvalidRecord> {
+    self::name("namespace", &namespace)?;
+    self::name("name", &name)?;
+    Ok(ObjectId::new(kind_from_wire(kind)?, namespace, name))
 }
 
 fn millis(d: Duration) -> u64 {
@@ -44,6 +74,9 @@ pub enum InvalidRecord {
         /// Which field.
         field: &'static str,
     },
+    /// An object kind this replica does not know.
+    #[error("object kind {0} is unknown")]
+    Kind(i32),
     /// NaN or infinite.
     #[error("value {0} is not a finite number")]
     Value(String),
@@ -61,8 +94,7 @@ fn name(field: &'static str, value: &str) -> Result<(), InvalidRecord> {
 
 /// A record received at `now`, checked.
 pub fn from_wire(r: pb::Record, now: Instant) -> Result<(RecordKey, Record), InvalidRecord> {
-    name("namespace", &r.namespace)?;
-    name("scaled_object", &r.scaled_object)?;
+    let object = object_from_wire(r.namespace, r.name, r.kind)?;
     name("metric_name", &r.metric_name)?;
     name("origin", &r.origin)?;
     if !r.value.is_finite() {
@@ -89,8 +121,7 @@ pub fn from_wire(r: pb::Record, now: Instant) -> Result<(RecordKey, Record), Inv
     .with_failures(r.failures);
     Ok((
         RecordKey {
-            namespace: r.namespace,
-            scaled_object: r.scaled_object,
+            object,
             metric_name: r.metric_name,
         },
         record,
@@ -104,7 +135,7 @@ mod tests {
     #[test]
     fn a_record_survives_the_wire_with_its_age() {
         let now = Instant::now() + Duration::from_secs(3600);
-        let key = RecordKey::new("default", "orders", "s0-redis-orders");
+        let key = RecordKey::scaled_object("default", "orders", "s0-redis-orders");
         let record = Record::new(
             12.5,
             true,
@@ -137,7 +168,7 @@ mod tests {
         let now = Instant::now();
         let good = pb::Record {
             namespace: "ns".into(),
-            scaled_object: "so".into(),
+            name: "so".into(),
             metric_name: "m".into(),
             origin: "r0".into(),
             value: 1.0,
@@ -153,8 +184,18 @@ mod tests {
             from_wire(bad, now).err(),
             Some(InvalidRecord::Name { field: "namespace" })
         );
-        let mut bad = good;
+        let mut bad = good.clone();
+        bad.kind = 7;
+        assert_eq!(from_wire(bad, now).err(), Some(InvalidRecord::Kind(7)));
+        let mut bad = good.clone();
         bad.age_ms = u64::MAX;
         assert!(matches!(from_wire(bad, now), Err(InvalidRecord::Age(_))));
+        // A ScaledJob's record keeps its kind; an unset kind is a ScaledObject's (older peers).
+        let mut job = good.clone();
+        job.kind = kind_to_wire(Kind::ScaledJob);
+        let (k, _) = from_wire(job, now).unwrap();
+        assert_eq!(k.object, ObjectId::scaled_job("ns", "so"));
+        let (k, _) = from_wire(good, now).unwrap();
+        assert_eq!(k.object, ObjectId::scaled_object("ns", "so"));
     }
 }

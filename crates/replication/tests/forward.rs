@@ -30,16 +30,15 @@ impl LiveQuery for SlowSource {
         let delay = self.delay;
         async move {
             tokio::time::sleep(delay).await;
-            match query.scaled_object.as_str() {
+            match query.object.name.as_str() {
                 "missing" => Err(QueryError::NotFound(
                     "scaledobject default/missing not found".into(),
                 )),
                 "broken" => Err(QueryError::Source("redis: connection refused".into())),
-                "elsewhere" => Err(QueryError::NotOwner(query.scaled_object.clone(), 3)),
+                "elsewhere" => Err(QueryError::NotOwner(query.object.to_string(), 3)),
                 _ => {
                     let key = RecordKey::new(
-                        query.namespace,
-                        query.scaled_object,
+                        query.object,
                         query
                             .metric_name
                             .unwrap_or_else(|| "s0-redis-orders".into()),
@@ -66,8 +65,7 @@ impl LiveQuery for SlowSource {
 
 fn query(scaled_object: &str) -> Query {
     Query {
-        namespace: "default".into(),
-        scaled_object: scaled_object.into(),
+        object: ringscale_cache::ObjectId::scaled_object("default", scaled_object),
         metric_name: None,
     }
 }
@@ -118,7 +116,7 @@ async fn concurrent_identical_queries_share_one_source_read() {
         19
     );
     // The answer also lands in the asker's cache.
-    let key = RecordKey::new("default", "orders", "s0-redis-orders");
+    let key = RecordKey::scaled_object("default", "orders", "s0-redis-orders");
     assert_eq!(asker.value(&key), Some(17.0));
     // A later query reads again.
     let again = asker.peers.forward(&member, query("orders")).await.unwrap();
@@ -154,7 +152,7 @@ async fn owner_errors_come_back_as_errors() {
         .await
         .unwrap_err();
     assert!(
-        matches!(elsewhere, ringscale_replication::ForwardError::Query(QueryError::NotOwner(ref o, 3)) if o == "elsewhere"),
+        matches!(elsewhere, ringscale_replication::ForwardError::Query(QueryError::NotOwner(ref o, 3)) if o == "ScaledObject default/elsewhere"),
         "{elsewhere:?}"
     );
     // A replica without a live source refuses; an unreachable owner is an error, not a hang.

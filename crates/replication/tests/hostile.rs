@@ -28,7 +28,7 @@ const WITHIN: Duration = Duration::from_secs(10);
 fn record(i: usize, value: f64) -> pb::Record {
     pb::Record {
         namespace: "default".into(),
-        scaled_object: format!("so-{i}"),
+        name: format!("so-{i}"),
         metric_name: format!("s0-redis-list-{i}"),
         value,
         active: true,
@@ -93,7 +93,7 @@ async fn an_oversized_request_is_refused_and_the_server_goes_on() {
     let mut client = ReplicationClient::new(channel);
     let huge = pb::GetMetricsRequest {
         namespace: "x".repeat(2 * 1024 * 1024),
-        scaled_object: "so".into(),
+        name: "so".into(),
         ..Default::default()
     };
     let status = client.get_metrics(huge).await.unwrap_err();
@@ -108,7 +108,7 @@ async fn an_oversized_request_is_refused_and_the_server_goes_on() {
     let status = client
         .get_metrics(pb::GetMetricsRequest {
             namespace: "default".into(),
-            scaled_object: "so".into(),
+            name: "so".into(),
             ..Default::default()
         })
         .await
@@ -263,8 +263,7 @@ async fn an_oversized_batch_or_answer_is_refused_and_retried_with_backoff() {
         .forward(
             &evil,
             ringscale_replication::Query {
-                namespace: "default".into(),
-                scaled_object: "so-1".into(),
+                object: ringscale_cache::ObjectId::scaled_object("default", "so-1"),
                 metric_name: None,
             },
         )

@@ -72,11 +72,75 @@ pub enum Kind {
 }
 
 impl Kind {
-    fn as_str(self) -> &'static str {
+    /// The kind as Kubernetes spells it.
+    pub fn as_str(self) -> &'static str {
         match self {
             Kind::ScaledObject => "ScaledObject",
             Kind::ScaledJob => "ScaledJob",
         }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One ScaledObject or ScaledJob: its kind, namespace and name. The identity every part of
+/// ringscale keys an object by (the controller's schedule, the records, replication, the
+/// metrics API); its ring key is [`ObjectId::ring_key`].
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectId {
+    /// ScaledObject or ScaledJob.
+    pub kind: Kind,
+    /// Its namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+}
+
+impl ObjectId {
+    /// An object.
+    pub fn new(kind: Kind, namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        ObjectId {
+            kind,
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+
+    /// A ScaledObject.
+    pub fn scaled_object(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        ObjectId::new(Kind::ScaledObject, namespace, name)
+    }
+
+    /// A ScaledJob.
+    pub fn scaled_job(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        ObjectId::new(Kind::ScaledJob, namespace, name)
+    }
+
+    /// Whether this is the ScaledObject `namespace/name`.
+    pub fn is_scaled_object(&self, namespace: &str, name: &str) -> bool {
+        self.kind == Kind::ScaledObject && self.namespace == namespace && self.name == name
+    }
+
+    /// Its key on the ring.
+    pub fn ring_key(&self) -> ObjectKey {
+        ObjectKey::new(self.kind, &self.namespace, &self.name)
+    }
+}
+
+/// `ScaledObject default/orders`.
+impl fmt::Display for ObjectId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+    }
+}
+
+impl fmt::Debug for ObjectId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
     }
 }
 
@@ -257,6 +321,20 @@ mod tests {
         let ring = Ring::new(RingState::new(1, members(1)));
         assert!(ring.owns("ringscale-0", &key));
         assert_eq!(key.as_str(), "keda.sh/ScaledObject/ns/a");
+    }
+
+    #[test]
+    fn an_object_id_names_its_kind_and_keys_the_ring_as_before() {
+        let so = ObjectId::scaled_object("ns", "a");
+        let sj = ObjectId::scaled_job("ns", "a");
+        assert_ne!(
+            so, sj,
+            "a ScaledObject and a ScaledJob of one name are two objects"
+        );
+        assert_eq!(so.ring_key(), ObjectKey::new(Kind::ScaledObject, "ns", "a"));
+        assert_eq!(sj.ring_key().as_str(), "keda.sh/ScaledJob/ns/a");
+        assert_eq!(so.to_string(), "ScaledObject ns/a");
+        assert!(so.is_scaled_object("ns", "a") && !sj.is_scaled_object("ns", "a"));
     }
 
     #[test]

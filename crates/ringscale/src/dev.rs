@@ -23,7 +23,7 @@ use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
 use kube::api::{Api, ListParams, PostParams};
 use ringscale_api::{ScaledJob, ScaledObject};
 use ringscale_kube_sim::{Config, KubeSim};
-use ringscale_ring::{Kind, ObjectKey};
+use ringscale_ring::ObjectId;
 use serde_json::{Value, json};
 use tokio::sync::{oneshot, watch};
 
@@ -470,12 +470,13 @@ async fn render(client: &kube::Client, started: &[Started]) -> String {
     for so in &sos {
         let ns = so.metadata.namespace.clone().unwrap_or_default();
         let name = so.metadata.name.clone().unwrap_or_default();
+        let id = ObjectId::scaled_object(ns.as_str(), name.as_str());
         let owner = ring
-            .owner(&ObjectKey::new(Kind::ScaledObject, &ns, &name))
+            .owner(&id.ring_key())
             .map_or("-".to_owned(), |m| m.name.clone());
         let values: Vec<String> = first
             .store
-            .object(&ns, &name)
+            .object(&id)
             .iter()
             .map(|(_, r)| match &r.error {
                 Some(_) => "error".to_owned(),

@@ -534,9 +534,7 @@ pub(crate) async fn replica(
     let resolver = Arc::new(Resolver {
         records: Arc::clone(&store),
         ownership: ownership.clone(),
-        scaled_objects: controller.scaled_objects().clone(),
-        hpas: controller.hpas().clone(),
-        cluster: controller.cluster().clone(),
+        objects: controller.object_view(),
         live,
         peers: Arc::clone(&peers),
         counts: Default::default(),
@@ -658,8 +656,9 @@ async fn records(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
             .iter()
             .map(|(key, r)| {
                 serde_json::json!({
-                    "namespace": key.namespace,
-                    "scaledObject": key.scaled_object,
+                    "kind": key.object.kind.as_str(),
+                    "namespace": key.object.namespace,
+                    "name": key.object.name,
                     "metric": key.metric_name,
                     "value": r.value,
                     "active": r.active,

@@ -11,7 +11,7 @@ use ringscale_api::ScaledObject;
 use ringscale_coordinator::Ownership;
 use ringscale_operator::lookup::ClusterLookup;
 use ringscale_replication::Store;
-use ringscale_ring::{Kind, ObjectKey};
+use ringscale_ring::ObjectId;
 use tokio::sync::watch;
 
 /// What the page reads.
@@ -53,13 +53,12 @@ pub(crate) fn render(s: &Sources) -> String {
     for so in &sos {
         let ns = so.metadata.namespace.clone().unwrap_or_default();
         let name = so.metadata.name.clone().unwrap_or_default();
-        let owner = ownership
-            .owner(&ObjectKey::new(Kind::ScaledObject, &ns, &name))
-            .map(|m| m.name.clone());
+        let id = ObjectId::scaled_object(ns.as_str(), name.as_str());
+        let owner = ownership.owner(&id.ring_key()).map(|m| m.name.clone());
         if let Some(o) = &owner {
             *owned.entry(o.clone()).or_default() += 1;
         }
-        let records = s.store.object(&ns, &name);
+        let records = s.store.object(&id);
         let mut values = String::new();
         let mut last_poll = "never".to_owned();
         let mut staleness = "—".to_owned();

@@ -1,5 +1,5 @@
 //! One poll of one ScaledObject: gather (annotations, target, triggers, readings), plan
-//! ([`crate::semantics::plan`]), execute the plan's writes. The triggers are built here too,
+//! ([`ringscale_semantics::plan`]), execute the plan's writes. The triggers are built here too,
 //! for ScaledObjects and ScaledJobs alike.
 
 #[allow(clippy::wildcard_imports)]
@@ -7,20 +7,20 @@ use super::*;
 
 pub(super) async fn run_cycle(
     ctx: &Ctx,
-    key: &Key,
+    id: &ObjectId,
     so: &ScaledObject,
-    runtime: &mut Runtime,
+    state: &mut PollState,
     generation: u64,
 ) -> Result<(), CycleError> {
-    let (ns, name) = (key.0.as_str(), key.1.as_str());
+    let (ns, name) = (id.namespace.as_str(), id.name.as_str());
     if fence_of(&so.metadata) > generation {
         return Err(CycleError::Fenced("a newer owner stamped the object"));
     }
     if so.metadata.deletion_timestamp.is_some() {
-        return finalize(ctx, key, so, generation).await;
+        return finalize(ctx, id, so, generation).await;
     }
     // Stamp ownership and the finalizer in one write, when needed.
-    let so = ensure_meta(ctx, Kind::ScaledObject, key, so, generation).await?;
+    let so = ensure_meta(ctx, id, so, generation).await?;
     let so = &so;
 
     // Gather: the annotations, the target, the triggers (rebuilt when the object changed) and
@@ -35,32 +35,25 @@ pub(super) async fn run_cycle(
     let polls = match &pause {
         Ok(p) if !p.is_full() => {
             let print = fingerprint(&so.metadata);
-            if runtime.fingerprint.as_ref() != Some(&print) {
-                build(ctx, so, runtime).await;
-                runtime.fingerprint = Some(print);
+            if state.fingerprint.as_ref() != Some(&print) {
+                build(ctx, so, state).await;
+                state.fingerprint = Some(print);
             }
-            if runtime.problems.is_empty() {
-                poll_metrics(
-                    ctx,
-                    Kind::ScaledObject,
-                    (&key.0, &key.1),
-                    &so.spec.triggers,
-                    runtime,
-                )
-                .await
+            if state.problems.is_empty() {
+                poll_metrics(ctx, id, &so.spec.triggers, state).await
             } else {
                 Vec::new()
             }
         }
         _ => Vec::new(),
     };
-    let external: Vec<String> = runtime
+    let external: Vec<String> = state
         .specs
         .iter()
         .filter_map(MetricSpec::external_name)
         .map(str::to_owned)
         .collect();
-    let resource: Vec<String> = runtime
+    let resource: Vec<String> = state
         .specs
         .iter()
         .filter_map(|s| match s {
@@ -73,22 +66,22 @@ pub(super) async fn run_cycle(
         so,
         pause: pause.clone(),
         target,
-        problems: &runtime.problems,
+        problems: &state.problems,
         external_metrics: &external,
         resource_metrics: &resource,
         polls: &polls,
-        formula: runtime.formula.as_ref(),
-        health: &runtime.health,
-        last_active: runtime.last_active,
-        health_written: runtime.health_written,
+        formula: state.formula.as_ref(),
+        health: &state.health,
+        last_active: state.last_active,
+        health_written: state.health_written,
         now,
         keda_write_pattern: ctx.settings.keda_write_pattern,
     });
     execute(
         ctx,
-        key,
+        id,
         so,
-        runtime,
+        state,
         plan,
         pause.unwrap_or_default(),
         generation,
@@ -100,24 +93,24 @@ pub(super) async fn run_cycle(
 /// events and the status — each write fenced by the ring generation.
 pub(super) async fn execute(
     ctx: &Ctx,
-    key: &Key,
+    id: &ObjectId,
     so: &ScaledObject,
-    runtime: &mut Runtime,
+    state: &mut PollState,
     mut plan: plan::Plan,
     pause: pause::Pause,
     generation: u64,
 ) -> Result<(), CycleError> {
-    let (ns, name) = (key.0.as_str(), key.1.as_str());
+    let (ns, name) = (id.namespace.as_str(), id.name.as_str());
     let interval = so.spec.polling_interval();
     let polled_at = ringscale_replication::now();
     for r in &plan.records {
-        let record_key = RecordKey::new(ns, name, r.metric.as_str());
+        let record_key = RecordKey::new(id.clone(), r.metric.as_str());
         record_planned(&ctx.records, record_key, r, polled_at, interval, generation);
     }
     if let Some(health) = plan.health.take() {
-        runtime.health = health;
+        state.health = health;
     }
-    runtime.last_active = plan.last_active;
+    state.last_active = plan.last_active;
     for old in &plan.delete_hpas {
         info!(namespace = ns, name, hpa = %old, "deleting the HPA of the old name");
         delete_hpa_named(ctx, so, old, generation).await?;
@@ -132,7 +125,7 @@ pub(super) async fn execute(
         .unwrap_or_else(|| plan::scale_target_kind(so));
     if let Some(step) = &plan.scale {
         info!(namespace = ns, name, from = step.from, to = step.to, reason = ?step.reason, "scaling the target");
-        let result = scale(ctx, key, so, step.to, generation).await;
+        let result = scale(ctx, id, so, step.to, generation).await;
         if let Some(e) = step.event(&kind, so, result.is_ok()) {
             emit_planned(ctx, so, e);
         }
@@ -156,10 +149,10 @@ pub(super) async fn execute(
                 quantity,
             ))
         });
-        let desired = hpa::desired(so, hpa::metrics(so, &runtime.specs, composite), &pause);
+        let desired = hpa::desired(so, hpa::metrics(so, &state.specs, composite), &pause);
         // An HPA the API server refuses (e.g. a behavior it does not accept) is the user's to
         // fix: say so in the status, as KEDA does, rather than only in the log.
-        match ensure_hpa(ctx, so, desired, generation, &mut runtime.hpa_matched).await {
+        match ensure_hpa(ctx, so, desired, generation, &mut state.hpa_matched).await {
             Ok(()) => {}
             Err(CycleError::Api(what, kube::Error::Api(s)))
                 if (400..500).contains(&s.code) && !matches!(s.code, 409 | 429) =>
@@ -205,7 +198,7 @@ pub(super) async fn execute(
         ctx.stats.reports_deferred.fetch_add(1, Ordering::Relaxed);
         return Ok(());
     }
-    if !owns_at(ctx, key, generation) {
+    if !owns_at(ctx, id, generation) {
         return Err(CycleError::Fenced("ownership changed"));
     }
     for e in events {
@@ -218,16 +211,16 @@ pub(super) async fn execute(
     }
     let mut updated = so.clone();
     updated.status = Some(plan.status);
-    let written = put_status(ctx, key, &updated).await?;
+    let written = put_status(ctx, id, &updated).await?;
     // Until the watch brings it, the next poll works on the object as written, not on the
     // cached one it replaced (which would plan the same write again, and be refused).
     if let Some(replaced) = so.metadata.resource_version.clone() {
-        runtime.written = Some((replaced, Arc::new(written)));
+        state.written = Some((replaced, Arc::new(written)));
     }
     if plan.health_written {
-        runtime.health_written = Some(Timestamp::now());
+        state.health_written = Some(Timestamp::now());
     }
-    debug!(namespace = %key.0, name = %key.1, kind = KIND_SCALED_OBJECT, "status written");
+    debug!(namespace = %id.namespace, name = %id.name, kind = KIND_SCALED_OBJECT, "status written");
     Ok(())
 }
 
@@ -244,41 +237,38 @@ pub(super) fn emit_planned(ctx: &Ctx, so: &ScaledObject, e: plan::PlannedEvent) 
 /// returns the readings — one step for ScaledObjects and ScaledJobs alike.
 pub(super) async fn poll_metrics(
     ctx: &Ctx,
-    kind: Kind,
-    (ns, name): (&str, &str),
+    id: &ObjectId,
     triggers: &[ringscale_api::ScaleTrigger],
-    runtime: &Runtime,
+    state: &PollState,
 ) -> Vec<plan::MetricPoll> {
-    read_metrics(runtime, None)
+    read_metrics(state, None)
         .await
         .into_iter()
         .map(|(poll, took)| {
             let trigger = triggers.get(poll.index);
             let labels = Metrics::scaler_labels(
-                kind,
-                ns,
-                name,
+                id,
                 &poll.metric,
                 trigger.map_or("", |t| t.type_.as_str()),
                 poll.index,
             );
             // A trigger is logged when it starts failing and when it recovers, not on every
             // poll (the failure count before this poll tells which).
-            let failing_before = runtime
+            let failing_before = state
                 .health
                 .get(&poll.metric)
                 .is_some_and(|h| h.failures > 0);
             match &poll.outcome {
                 Ok(r) => {
-                    ctx.metrics.polled(kind, &labels, r.value, r.active, took);
+                    ctx.metrics.polled(id.kind, &labels, r.value, r.active, took);
                     if failing_before {
-                        info!(namespace = ns, name, metric = %poll.metric, "trigger recovered: its source answers again");
+                        info!(namespace = %id.namespace, name = %id.name, metric = %poll.metric, "trigger recovered: its source answers again");
                     }
                 }
                 Err(e) => {
-                    ctx.metrics.failed(kind, &labels, took);
+                    ctx.metrics.failed(id.kind, &labels, took);
                     if !failing_before {
-                        warn!(namespace = ns, name, metric = %poll.metric, error = %e, "trigger began failing: its source could not be read (logged again when it recovers)");
+                        warn!(namespace = %id.namespace, name = %id.name, metric = %poll.metric, error = %e, "trigger began failing: its source could not be read (logged again when it recovers)");
                     }
                 }
             }
@@ -290,10 +280,10 @@ pub(super) async fn poll_metrics(
 /// Reads the external metrics of every trigger at once — all of them, or only the one named
 /// `only` (any case) — with how long each read took.
 pub(super) async fn read_metrics(
-    runtime: &Runtime,
+    state: &PollState,
     only: Option<&str>,
 ) -> Vec<(plan::MetricPoll, Duration)> {
-    let reads = runtime.specs.iter().filter_map(|spec| {
+    let reads = state.specs.iter().filter_map(|spec| {
         let MetricSpec::External(m) = spec else {
             return None;
         };
@@ -301,7 +291,7 @@ pub(super) async fn read_metrics(
             return None;
         }
         let (index, _) = ringscale_scalers::split_metric_name(&m.name)?;
-        let scaler = runtime.scalers.iter().find(|s| s.index() == index)?;
+        let scaler = state.scalers.iter().find(|s| s.index() == index)?;
         let span = tracing::info_span!("trigger", index, metric = %m.name);
         Some(
             async move {
@@ -369,49 +359,49 @@ pub(super) fn prepare_settings(ctx: &Ctx) -> prepare::Settings<'_> {
 /// and listens to the push triggers among them.
 pub(super) async fn build_scalers(
     ctx: &Ctx,
-    slot: Slot,
+    id: ObjectId,
     prepared: Vec<prepare::PreparedTrigger>,
-    runtime: &mut Runtime,
+    state: &mut PollState,
 ) {
-    runtime.push = PushListeners::default();
-    runtime.scalers.clear();
-    runtime.specs.clear();
-    runtime.problems.clear();
-    runtime.formula = None;
+    state.push = PushListeners::default();
+    state.scalers.clear();
+    state.specs.clear();
+    state.problems.clear();
+    state.formula = None;
     for prepared in prepared {
         for p in &prepared.problems {
-            runtime.problems.push(format!("{}: {}", p.path, p.message));
+            state.problems.push(format!("{}: {}", p.path, p.message));
         }
         if !prepared.problems.is_empty() {
             continue;
         }
         match Scaler::build(&prepared.input, &ctx.sources) {
-            Ok(scaler) => runtime.scalers.push(scaler),
-            Err(errors) => runtime
+            Ok(scaler) => state.scalers.push(scaler),
+            Err(errors) => state
                 .problems
                 .extend(errors.iter().map(ToString::to_string)),
         }
     }
-    for scaler in &runtime.scalers {
+    for scaler in &state.scalers {
         match scaler.metric_specs().await {
-            Ok(specs) => runtime.specs.extend(specs),
-            Err(e) => runtime.problems.push(e.to_string()),
+            Ok(specs) => state.specs.extend(specs),
+            Err(e) => state.problems.push(e.to_string()),
         }
         if let Some(mut pushed) = scaler.push_activity() {
             // KEDA runs the scale step as soon as a push scaler reports; ringscale polls the
             // object at once, which reads the same activity and goes through the same step.
-            let (inbox, slot, index) = (ctx.inbox.clone(), slot.clone(), scaler.index());
-            runtime.push.0.push(tokio::spawn(async move {
+            let (inbox, id, index) = (ctx.inbox.clone(), id.clone(), scaler.index());
+            state.push.0.push(tokio::spawn(async move {
                 while let Some(update) = pushed.recv().await {
                     match update {
                         Ok(active) => {
-                            debug!(namespace = %slot.1.0, name = %slot.1.1, trigger = index, active, "push trigger reported");
-                            if inbox.send(Msg::Pushed(slot.clone())).is_err() {
+                            debug!(object = %id, trigger = index, active, "push trigger reported");
+                            if inbox.send(Msg::Pushed(id.clone())).is_err() {
                                 return;
                             }
                         }
                         Err(e) => {
-                            debug!(namespace = %slot.1.0, name = %slot.1.1, trigger = index, error = %e, "push stream interrupted");
+                            debug!(object = %id, trigger = index, error = %e, "push stream interrupted");
                         }
                     }
                 }
@@ -420,28 +410,25 @@ pub(super) async fn build_scalers(
     }
 }
 
-pub(super) async fn build(ctx: &Ctx, so: &ScaledObject, runtime: &mut Runtime) {
+pub(super) async fn build(ctx: &Ctx, so: &ScaledObject, state: &mut PollState) {
     let prepared = prepare::scaled_object(so, &ctx.lookup, &prepare_settings(ctx));
-    let slot = (
-        Kind::ScaledObject,
-        (so.namespace().unwrap_or_default(), so.name_any()),
-    );
-    build_scalers(ctx, slot, prepared, runtime).await;
+    let id = ObjectId::scaled_object(so.namespace().unwrap_or_default(), so.name_any());
+    build_scalers(ctx, id, prepared, state).await;
     if let Some(formula) = so
         .spec
         .scaling_modifiers()
         .and_then(|m| m.formula.as_deref())
     {
         match Formula::compile(formula) {
-            Ok(f) => runtime.formula = Some(f),
-            Err(e) => runtime
+            Ok(f) => state.formula = Some(f),
+            Err(e) => state
                 .problems
                 .push(format!("spec.advanced.scalingModifiers.formula: {e}")),
         }
     }
     // Health of metrics that no longer exist goes.
-    let specs = &runtime.specs;
-    runtime
+    let specs = &state.specs;
+    state
         .health
         .retain(|m, _| specs.iter().any(|s| s.external_name() == Some(m.as_str())));
 }

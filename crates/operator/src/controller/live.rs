@@ -11,15 +11,15 @@ use ringscale_api::{ScaledObject, ScaledObjectStatus};
 use ringscale_cache::{Record, RecordKey};
 use ringscale_coordinator::Ownership;
 use ringscale_replication::{LiveQuery, Query, QueryError, Store};
-use ringscale_ring::{Kind, ObjectKey};
+use ringscale_ring::Kind;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::{Msg, Runtime, read_metrics, record_planned};
-use crate::semantics::plan;
+use super::{Msg, PollState, read_metrics, record_planned};
+use ringscale_semantics::plan;
 
 /// What the loop hands a live query about an owned object.
 pub(super) struct Owned {
-    pub(super) runtime: Arc<tokio::sync::Mutex<Runtime>>,
+    pub(super) state: Arc<tokio::sync::Mutex<PollState>>,
     pub(super) interval: std::time::Duration,
     pub(super) so: Arc<ScaledObject>,
     /// The target's replicas: current and ready.
@@ -52,24 +52,26 @@ async fn answer(
     records: &Store,
     query: Query,
 ) -> Result<Vec<(RecordKey, Record)>, QueryError> {
-    let (ns, name) = (query.namespace.clone(), query.scaled_object.clone());
-    let what = format!("ScaledObject {ns}/{name}");
+    let id = query.object;
+    if id.kind != Kind::ScaledObject {
+        return Err(QueryError::NotFound(format!(
+            "{id}: live queries read ScaledObjects only"
+        )));
+    }
+    let what = id.to_string();
     let generation = {
         let o = ownership.borrow();
-        if !o.owns(&ObjectKey::new(Kind::ScaledObject, &ns, &name)) {
+        if !o.owns(&id.ring_key()) {
             return Err(QueryError::NotOwner(what, o.generation()));
         }
         o.generation()
     };
     let (reply, answer) = oneshot::channel();
     inbox
-        .send(Msg::Runtime(
-            (Kind::ScaledObject, (ns.clone(), name.clone())),
-            reply,
-        ))
+        .send(Msg::Owned(id.clone(), reply))
         .map_err(|_| QueryError::Unavailable("the operator is stopping".into()))?;
     let Owned {
-        runtime,
+        state,
         interval,
         so,
         replicas: (current, ready),
@@ -77,14 +79,14 @@ async fn answer(
         .await
         .map_err(|_| QueryError::Unavailable("the operator is stopping".into()))?
         .ok_or_else(|| QueryError::NotFound(format!("{what} is not known to its owner")))?;
-    let mut runtime = runtime.lock().await;
-    if runtime.fingerprint.is_none() {
+    let mut state = state.lock().await;
+    if state.fingerprint.is_none() {
         return Err(QueryError::Unavailable(format!(
             "{what} has not been polled yet"
         )));
     }
-    if !runtime.problems.is_empty() {
-        return Err(QueryError::Source(runtime.problems.join("; ")));
+    if !state.problems.is_empty() {
+        return Err(QueryError::Source(state.problems.join("; ")));
     }
     let composite = so.spec.scaling_modifiers().is_some()
         && query
@@ -99,7 +101,7 @@ async fn answer(
         query.metric_name.as_deref()
     };
     let polled_at = ringscale_replication::now();
-    let polls: Vec<plan::MetricPoll> = read_metrics(&runtime, only)
+    let polls: Vec<plan::MetricPoll> = read_metrics(&state, only)
         .await
         .into_iter()
         .map(|(poll, _)| poll)
@@ -116,12 +118,12 @@ async fn answer(
     let readings = plan::assess(
         &so,
         &polls,
-        &runtime.health,
+        &state.health,
         so.status.as_ref().unwrap_or(&ScaledObjectStatus::default()),
-        runtime.formula.as_ref(),
+        state.formula.as_ref(),
         Some(plan::Target { current, ready }),
     );
-    runtime.health = readings.health;
+    state.health = readings.health;
     let answered: Vec<&plan::PlannedRecord> = readings
         .records
         .iter()
@@ -135,7 +137,7 @@ async fn answer(
     let still_owner = ownership.borrow().generation() == generation;
     let mut out = Vec::new();
     for r in answered {
-        let key = RecordKey::new(ns.as_str(), name.as_str(), r.metric.as_str());
+        let key = RecordKey::new(id.clone(), r.metric.as_str());
         if still_owner {
             record_planned(records, key.clone(), r, polled_at, interval, generation);
         }

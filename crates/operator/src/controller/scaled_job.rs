@@ -21,32 +21,24 @@ use ringscale_api::scaled_job::{
 };
 use ringscale_api::{ConditionStatus, ConditionType, ScaledJob, ScaledJobStatus};
 use ringscale_cache::RecordKey;
-use ringscale_ring::Kind;
+use ringscale_ring::ObjectId;
 use ringscale_scalers::{MetricSpec, prepare};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 use tracing::{debug, info};
 
 use super::{
-    Ctx, CycleError, Key, LAST_ACTIVE_REFRESH, Runtime, api, emit, ensure_meta, fence_of,
-    fingerprint, is_stamp, owns_kind_at, poll_metrics, prepare_settings, put_status,
-    remove_finalizer, set_condition,
+    Ctx, CycleError, LAST_ACTIVE_REFRESH, PollState, api, emit, ensure_meta, fence_of, fingerprint,
+    is_stamp, owns_at, poll_metrics, prepare_settings, put_status, remove_finalizer, set_condition,
 };
-use crate::semantics::jobs::{Reading, combine, jobs_to_create};
-use crate::semantics::pause;
+use ringscale_semantics::jobs::{Reading, combine, jobs_to_create};
+use ringscale_semantics::pause;
 
 /// Annotation on each Job: the ScaledJob generation it was created from.
 pub const GENERATION_ANNOTATION: &str = "scaledjob.keda.sh/generation";
 
 /// How long a created Job counts as running before the watch shows it.
 const EXPECTATION_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The name a ScaledJob's records go under in the replicated cache: object names cannot hold a
-/// `/`, so these never collide with a ScaledObject's records (the metrics API serves neither
-/// more nor less than before).
-pub(super) fn record_name(name: &str) -> String {
-    format!("scaledjob/{name}")
-}
 
 /// How a Job ended, if it did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -250,19 +242,19 @@ fn beyond_limit(mut jobs: Vec<Arc<Job>>, limit: Option<i32>) -> Vec<Arc<Job>> {
 
 async fn delete_job(
     ctx: &Ctx,
-    key: &Key,
+    id: &ObjectId,
     job: &Job,
     propagation: Propagation,
     generation: u64,
 ) -> Result<(), CycleError> {
-    if !owns_kind_at(ctx, Kind::ScaledJob, key, generation) {
+    if !owns_at(ctx, id, generation) {
         return Err(CycleError::Fenced("ownership changed"));
     }
     let params = DeleteParams {
         propagation_policy: Some(propagation),
         ..DeleteParams::default()
     };
-    match Api::<Job>::namespaced(ctx.client.clone(), &key.0)
+    match Api::<Job>::namespaced(ctx.client.clone(), &id.namespace)
         .delete(&job.name_any(), &params)
         .await
     {
@@ -277,12 +269,12 @@ async fn delete_job(
 
 pub(super) async fn run_cycle(
     ctx: &Ctx,
-    key: &Key,
+    id: &ObjectId,
     sj: &ScaledJob,
-    runtime: &mut Runtime,
+    state: &mut PollState,
     generation: u64,
 ) -> Result<(), CycleError> {
-    let (ns, name) = (key.0.as_str(), key.1.as_str());
+    let (ns, name) = (id.namespace.as_str(), id.name.as_str());
     if fence_of(&sj.metadata) > generation {
         return Err(CycleError::Fenced("a newer owner stamped the object"));
     }
@@ -293,17 +285,17 @@ pub(super) async fn run_cycle(
             .iter()
             .any(|f| f == ringscale_api::names::FINALIZER)
         {
-            remove_finalizer(ctx, key, sj).await?;
+            remove_finalizer(ctx, id, sj).await?;
         }
-        ctx.records.remove_object(ns, &record_name(name));
+        ctx.records.remove_object(id);
         return Ok(());
     }
-    let sj = ensure_meta(ctx, Kind::ScaledJob, key, sj, generation).await?;
+    let sj = ensure_meta(ctx, id, sj, generation).await?;
     let sj = &sj;
     let now = Timestamp::now();
     let mut status = sj.status.clone().unwrap_or_default();
     let before = status.clone();
-    status.triggers_types = Some(crate::semantics::plan::triggers_types(&sj.spec.triggers));
+    status.triggers_types = Some(ringscale_semantics::plan::triggers_types(&sj.spec.triggers));
 
     let paused = match pause::from_annotations(sj.annotations()) {
         Ok(p) => p.paused,
@@ -316,7 +308,7 @@ pub(super) async fn run_cycle(
                 &message,
                 now,
             );
-            return write_status(ctx, key, sj, status, &before, generation).await;
+            return write_status(ctx, id, sj, status, &before, generation).await;
         }
     };
     if paused {
@@ -329,7 +321,7 @@ pub(super) async fn run_cycle(
             "ScaledJob is paused",
             now,
         );
-        return write_status(ctx, key, sj, status, &before, generation).await;
+        return write_status(ctx, id, sj, status, &before, generation).await;
     }
     status.paused = None;
     set_condition(
@@ -342,18 +334,18 @@ pub(super) async fn run_cycle(
     );
 
     let print = fingerprint(&sj.metadata);
-    if runtime.fingerprint.as_ref() != Some(&print) {
+    if state.fingerprint.as_ref() != Some(&print) {
         let prepared = prepare::scaled_job(sj, &ctx.lookup, &prepare_settings(ctx));
-        super::build_scalers(ctx, (Kind::ScaledJob, key.clone()), prepared, runtime).await;
+        super::build_scalers(ctx, id.clone(), prepared, state).await;
         if let Err(e) = sj.spec.job_target_ref.typed() {
-            runtime
+            state
                 .problems
                 .push(format!("spec.jobTargetRef is not a valid JobSpec: {e}"));
         }
-        runtime.fingerprint = Some(print);
+        state.fingerprint = Some(print);
     }
-    if !runtime.problems.is_empty() {
-        let message = runtime.problems.join("; ");
+    if !state.problems.is_empty() {
+        let message = state.problems.join("; ");
         set_condition(
             &mut status.conditions,
             ConditionType::Ready,
@@ -370,13 +362,12 @@ pub(super) async fn run_cycle(
             "the triggers could not be built",
             now,
         );
-        return write_status(ctx, key, sj, status, &before, generation).await;
+        return write_status(ctx, id, sj, status, &before, generation).await;
     }
 
     // Poll every metric at once; every reading also goes to the cache.
     let interval = sj.spec.polling_interval();
-    let record_object = record_name(name);
-    let targets: BTreeMap<String, f64> = runtime
+    let targets: BTreeMap<String, f64> = state
         .specs
         .iter()
         .filter_map(|s| match s {
@@ -388,19 +379,13 @@ pub(super) async fn run_cycle(
     let mut errors = Vec::new();
     let mut by_metric: BTreeMap<String, bool> = BTreeMap::new();
     let polled_at = ringscale_replication::now();
-    let polls = poll_metrics(ctx, Kind::ScaledJob, (ns, name), &sj.spec.triggers, runtime).await;
+    let polls = poll_metrics(ctx, id, &sj.spec.triggers, state).await;
     for poll in polls {
-        let record_key = RecordKey::new(ns, record_object.as_str(), poll.metric.as_str());
-        let previous = runtime
-            .health
-            .get(&poll.metric)
-            .copied()
-            .unwrap_or_default();
+        let record_key = RecordKey::new(id.clone(), poll.metric.as_str());
+        let previous = state.health.get(&poll.metric).copied().unwrap_or_default();
         match poll.outcome {
             Ok(reading) => {
-                runtime
-                    .health
-                    .insert(poll.metric.clone(), previous.success());
+                state.health.insert(poll.metric.clone(), previous.success());
                 by_metric.insert(poll.metric.clone(), reading.active);
                 ctx.records.record(
                     record_key,
@@ -430,9 +415,7 @@ pub(super) async fn run_cycle(
                         message.clone(),
                     );
                 }
-                runtime
-                    .health
-                    .insert(poll.metric.clone(), previous.failure());
+                state.health.insert(poll.metric.clone(), previous.failure());
                 by_metric.insert(poll.metric.clone(), false);
                 let last = ctx.records.get(&record_key).map_or(0.0, |r| r.value);
                 ctx.records.record(
@@ -467,7 +450,7 @@ pub(super) async fn run_cycle(
     let jobs = workload(ctx, ns, name);
     // Jobs we created that the watch does not show yet still count, so a quick next poll does
     // not create them twice.
-    runtime.expected_jobs.retain(|(job, at)| {
+    state.expected_jobs.retain(|(job, at)| {
         at.elapsed() < EXPECTATION_TIMEOUT
             && !jobs
                 .running
@@ -478,7 +461,7 @@ pub(super) async fn run_cycle(
     });
     let strategy = sj.spec.scaling_strategy.as_ref();
     let conditions = strategy.and_then(|s| s.pending_pod_conditions.as_deref());
-    let unseen = i64::try_from(runtime.expected_jobs.len()).unwrap_or(i64::MAX);
+    let unseen = i64::try_from(state.expected_jobs.len()).unwrap_or(i64::MAX);
     let running = i64::try_from(jobs.running.len()).unwrap_or(i64::MAX) + unseen;
     let pending = jobs
         .running
@@ -497,7 +480,7 @@ pub(super) async fn run_cycle(
     if active {
         let to_create = jobs_to_create(strategy, &combined, running, pending, min, max);
         if to_create > 0 {
-            create_jobs(ctx, key, sj, to_create, runtime, generation).await?;
+            create_jobs(ctx, id, sj, to_create, state, generation).await?;
         }
         let stale = status
             .last_active_time
@@ -548,7 +531,7 @@ pub(super) async fn run_cycle(
             );
             for job in &old {
                 info!(namespace = ns, name, job = %job.name_any(), "deleting a Job of an older ScaledJob spec");
-                if let Err(e) = delete_job(ctx, key, job, propagation.clone(), generation).await {
+                if let Err(e) = delete_job(ctx, id, job, propagation.clone(), generation).await {
                     emit(
                         ctx,
                         sj,
@@ -575,7 +558,7 @@ pub(super) async fn run_cycle(
         .chain(beyond_limit(failed, sj.spec.failed_jobs_history_limit));
     for job in old {
         debug!(namespace = ns, name, job = %job.name_any(), "deleting a finished Job beyond the history limit");
-        delete_job(ctx, key, &job, Propagation::Background, generation).await?;
+        delete_job(ctx, id, &job, Propagation::Background, generation).await?;
     }
 
     // Conditions and status.
@@ -649,48 +632,46 @@ pub(super) async fn run_cycle(
             .map(|(metric, active)| (metric, TriggerActivityStatus { is_active: active }))
             .collect(),
     );
-    write_status(ctx, key, sj, status, &before, generation).await
+    write_status(ctx, id, sj, status, &before, generation).await
 }
 
 async fn create_jobs(
     ctx: &Ctx,
-    key: &Key,
+    id: &ObjectId,
     sj: &ScaledJob,
     count: i64,
-    runtime: &mut Runtime,
+    state: &mut PollState,
     generation: u64,
 ) -> Result<(), CycleError> {
     let body = match job_for(sj) {
         Ok(b) => b,
         Err(problem) => {
-            runtime.problems.push(problem);
-            runtime.fingerprint = None;
+            state.problems.push(problem);
+            state.fingerprint = None;
             return Ok(());
         }
     };
     let job: Job = match serde_json::from_value(body) {
         Ok(j) => j,
         Err(e) => {
-            runtime
+            state
                 .problems
                 .push(format!("spec.jobTargetRef is not a valid JobSpec: {e}"));
-            runtime.fingerprint = None;
+            state.fingerprint = None;
             return Ok(());
         }
     };
-    let jobs = Api::<Job>::namespaced(ctx.client.clone(), &key.0);
+    let jobs = Api::<Job>::namespaced(ctx.client.clone(), &id.namespace);
     let mut created = 0;
     for _ in 0..count {
-        if !owns_kind_at(ctx, Kind::ScaledJob, key, generation) {
+        if !owns_at(ctx, id, generation) {
             return Err(CycleError::Fenced("ownership changed"));
         }
         match jobs.create(&PostParams::default(), &job).await {
             Ok(made) => {
                 created += 1;
                 ctx.stats.jobs_created.fetch_add(1, Ordering::Relaxed);
-                runtime
-                    .expected_jobs
-                    .push((made.name_any(), Instant::now()));
+                state.expected_jobs.push((made.name_any(), Instant::now()));
             }
             Err(e) => {
                 if created > 0 {
@@ -713,7 +694,7 @@ async fn create_jobs(
             }
         }
     }
-    info!(namespace = %key.0, name = %key.1, created, "created Jobs");
+    info!(namespace = %id.namespace, name = %id.name, created, "created Jobs");
     emit(
         ctx,
         sj,
@@ -726,7 +707,7 @@ async fn create_jobs(
 
 async fn write_status(
     ctx: &Ctx,
-    key: &Key,
+    id: &ObjectId,
     sj: &ScaledJob,
     status: ScaledJobStatus,
     before: &ScaledJobStatus,
@@ -735,7 +716,7 @@ async fn write_status(
     if &status == before {
         return Ok(());
     }
-    if !owns_kind_at(ctx, Kind::ScaledJob, key, generation) {
+    if !owns_at(ctx, id, generation) {
         return Err(CycleError::Fenced("ownership changed"));
     }
     let find = |s: &ScaledJobStatus| {
@@ -766,7 +747,7 @@ async fn write_status(
     }
     let mut updated = sj.clone();
     updated.status = Some(status);
-    put_status(ctx, key, &updated).await.map(|_| ())
+    put_status(ctx, id, &updated).await.map(|_| ())
 }
 
 #[cfg(test)]

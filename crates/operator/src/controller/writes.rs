@@ -7,12 +7,12 @@ use super::*;
 
 pub(super) async fn scale(
     ctx: &Ctx,
-    key: &Key,
+    id: &ObjectId,
     so: &ScaledObject,
     replicas: i32,
     generation: u64,
 ) -> Result<(), CycleError> {
-    if !owns_at(ctx, key, generation) {
+    if !owns_at(ctx, id, generation) {
         return Err(CycleError::Fenced("ownership changed"));
     }
     let t = &so.spec.scale_target_ref;
@@ -20,13 +20,13 @@ pub(super) async fn scale(
     let params = PatchParams::default();
     match t.effective_kind() {
         "Deployment" if t.effective_api_version() == "apps/v1" => {
-            Api::<Deployment>::namespaced(ctx.client.clone(), &key.0)
+            Api::<Deployment>::namespaced(ctx.client.clone(), &id.namespace)
                 .patch_scale(&t.name, &params, &body)
                 .await
                 .map_err(api("scale the target"))?;
         }
         "StatefulSet" if t.effective_api_version() == "apps/v1" => {
-            Api::<StatefulSet>::namespaced(ctx.client.clone(), &key.0)
+            Api::<StatefulSet>::namespaced(ctx.client.clone(), &id.namespace)
                 .patch_scale(&t.name, &params, &body)
                 .await
                 .map_err(api("scale the target"))?;
@@ -35,11 +35,11 @@ pub(super) async fn scale(
             let resource = match target_kind(ctx, so).await {
                 Ok(r) => r,
                 Err(e) => {
-                    warn!(namespace = %key.0, name = %key.1, error = %e, "cannot scale the target");
+                    warn!(namespace = %id.namespace, name = %id.name, error = %e, "cannot scale the target");
                     return Ok(());
                 }
             };
-            Api::<DynamicObject>::namespaced_with(ctx.client.clone(), &key.0, &resource)
+            Api::<DynamicObject>::namespaced_with(ctx.client.clone(), &id.namespace, &resource)
                 .patch_scale(&t.name, &params, &body)
                 .await
                 .map_err(api("scale the target"))?;
@@ -59,8 +59,7 @@ pub(super) async fn scale(
 /// the object read again from the API server, never with the same stale resourceVersion.
 pub(super) async fn ensure_meta<K>(
     ctx: &Ctx,
-    kind: Kind,
-    key: &Key,
+    id: &ObjectId,
     obj: &K,
     generation: u64,
 ) -> Result<K, CycleError>
@@ -71,15 +70,15 @@ where
         + std::fmt::Debug,
 {
     let me = ctx.ownership.borrow().member.clone();
-    let objects = Api::<K>::namespaced(ctx.client.clone(), &key.0);
+    let objects = Api::<K>::namespaced(ctx.client.clone(), &id.namespace);
     let mut current = std::borrow::Cow::Borrowed(obj);
     for attempt in 0..2 {
         let meta = current.meta();
         let has_finalizer = current.finalizers().iter().any(|f| f == FINALIZER);
         // KEDA labels each ScaledObject with its own name (`scaledobject.keda.sh/name`).
-        let name_label = (kind == Kind::ScaledObject
-            && current.labels().get(LABEL_SCALED_OBJECT_NAME) != Some(&key.1))
-        .then(|| json!({ LABEL_SCALED_OBJECT_NAME: key.1 }));
+        let name_label = (id.kind == Kind::ScaledObject
+            && current.labels().get(LABEL_SCALED_OBJECT_NAME) != Some(&id.name))
+        .then(|| json!({ LABEL_SCALED_OBJECT_NAME: id.name }));
         let stamped = owner_of(meta) == Some(&*me) && fence_of(meta) <= generation;
         if has_finalizer && stamped && name_label.is_none() {
             return Ok(current.into_owned());
@@ -87,7 +86,7 @@ where
         if fence_of(meta) > generation {
             return Err(CycleError::Fenced("a newer owner stamped the object"));
         }
-        if !owns_kind_at(ctx, kind, key, generation) {
+        if !owns_at(ctx, id, generation) {
             return Err(CycleError::Fenced("ownership changed"));
         }
         let mut finalizers = current.finalizers().to_vec();
@@ -110,7 +109,7 @@ where
             patch["metadata"]["labels"] = labels;
         }
         match objects
-            .patch(&key.1, &PatchParams::default(), &Patch::Merge(patch))
+            .patch(&id.name, &PatchParams::default(), &Patch::Merge(patch))
             .await
         {
             Ok(updated) => {
@@ -119,7 +118,7 @@ where
             }
             Err(e) if is_conflict(&e) && attempt == 0 => {
                 let read = objects
-                    .get(&key.1)
+                    .get(&id.name)
                     .await
                     .map_err(api("read the object again after a conflict"))?;
                 current = std::borrow::Cow::Owned(read);
@@ -131,7 +130,7 @@ where
 }
 
 /// Removes our finalizer (at the object's resourceVersion).
-pub(super) async fn remove_finalizer<K>(ctx: &Ctx, key: &Key, obj: &K) -> Result<(), CycleError>
+pub(super) async fn remove_finalizer<K>(ctx: &Ctx, id: &ObjectId, obj: &K) -> Result<(), CycleError>
 where
     K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
         + Clone
@@ -145,8 +144,8 @@ where
         .collect();
     let patch =
         json!({"metadata": {"resourceVersion": obj.resource_version(), "finalizers": finalizers}});
-    Api::<K>::namespaced(ctx.client.clone(), &key.0)
-        .patch(&key.1, &PatchParams::default(), &Patch::Merge(patch))
+    Api::<K>::namespaced(ctx.client.clone(), &id.namespace)
+        .patch(&id.name, &PatchParams::default(), &Patch::Merge(patch))
         .await
         .map_err(api("remove the finalizer"))?;
     ctx.stats.meta_writes.fetch_add(1, Ordering::Relaxed);
@@ -155,7 +154,7 @@ where
 
 /// Replaces the status subresource with `obj`'s status, at `obj`'s resourceVersion; the object
 /// as the API server has it now.
-pub(super) async fn put_status<K>(ctx: &Ctx, key: &Key, obj: &K) -> Result<K, CycleError>
+pub(super) async fn put_status<K>(ctx: &Ctx, id: &ObjectId, obj: &K) -> Result<K, CycleError>
 where
     K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
         + Clone
@@ -163,8 +162,8 @@ where
         + DeserializeOwned
         + std::fmt::Debug,
 {
-    let written = Api::<K>::namespaced(ctx.client.clone(), &key.0)
-        .replace_status(&key.1, &PostParams::default(), obj)
+    let written = Api::<K>::namespaced(ctx.client.clone(), &id.namespace)
+        .replace_status(&id.name, &PostParams::default(), obj)
         .await
         .map_err(api("write the status"))?;
     ctx.stats.status_writes.fetch_add(1, Ordering::Relaxed);
@@ -173,7 +172,7 @@ where
 
 pub(super) async fn finalize(
     ctx: &Ctx,
-    key: &Key,
+    id: &ObjectId,
     so: &ScaledObject,
     generation: u64,
 ) -> Result<(), CycleError> {
@@ -187,11 +186,11 @@ pub(super) async fn finalize(
             .await
             .is_ok_and(|(current, _, _)| current != original)
     {
-        info!(namespace = %key.0, name = %key.1, replicas = original, "restoring the original replica count");
-        scale(ctx, key, so, original, generation).await?;
+        info!(namespace = %id.namespace, name = %id.name, replicas = original, "restoring the original replica count");
+        scale(ctx, id, so, original, generation).await?;
     }
-    remove_finalizer(ctx, key, so).await?;
-    ctx.records.remove_object(&key.0, &key.1);
+    remove_finalizer(ctx, id, so).await?;
+    ctx.records.remove_object(id);
     Ok(())
 }
 
@@ -214,8 +213,11 @@ pub(super) async fn delete_hpa_named(
     if ctx.hpas.get(&ObjectRef::new(name).within(&ns)).is_none() {
         return Ok(());
     }
-    let key = (ns.clone(), so.name_any());
-    if !owns_at(ctx, &key, generation) {
+    if !owns_at(
+        ctx,
+        &ObjectId::scaled_object(ns.as_str(), so.name_any()),
+        generation,
+    ) {
         return Err(CycleError::Fenced("ownership changed"));
     }
     match Api::<HorizontalPodAutoscaler>::namespaced(ctx.client.clone(), &ns)
@@ -256,8 +258,11 @@ pub(super) async fn ensure_hpa(
         }
     }
     *matched = None;
-    let key = (ns.clone(), so.name_any());
-    if !owns_at(ctx, &key, generation) {
+    if !owns_at(
+        ctx,
+        &ObjectId::scaled_object(ns.as_str(), so.name_any()),
+        generation,
+    ) {
         return Err(CycleError::Fenced("ownership changed"));
     }
     let hpas = Api::<HorizontalPodAutoscaler>::namespaced(ctx.client.clone(), &ns);

@@ -154,7 +154,7 @@ async fn bind(addr: Option<SocketAddr>) -> TcpListener {
 }
 
 pub fn key(i: usize) -> RecordKey {
-    RecordKey::new("default", format!("so-{i}"), format!("s0-redis-list-{i}"))
+    RecordKey::scaled_object("default", format!("so-{i}"), format!("s0-redis-list-{i}"))
 }
 
 #[allow(unused_imports)] // not every test binary of this crate waits
