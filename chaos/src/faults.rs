@@ -688,7 +688,7 @@ pub(crate) async fn rolling_restart(args: &Args, seed: u64) -> anyhow::Result<Ve
                             ok = true;
                             break;
                         }
-                        Err(e) => last = e,
+                        Err(e) => last = e.to_string(),
                     }
                 }
                 queries.fetch_add(1, Ordering::Relaxed);

@@ -490,7 +490,7 @@ impl Cluster {
         self.http.get(port, path).await
     }
 
-    /// A replica's records: (kind namespace/name/metric) → (generation, seq, origin, age ms).
+    /// A replica's ScaledObject records: (namespace/name/metric) → (generation, seq, origin, age ms).
     pub(crate) async fn records(
         &self,
         r: &Replica,
@@ -500,13 +500,14 @@ impl Cluster {
             bail!("/records answered {code}");
         }
         let list: Vec<Value> = serde_json::from_slice(&body)?;
+        // The scenarios run ScaledObjects only.
         Ok(list
             .iter()
+            .filter(|r| r["kind"] == "ScaledObject")
             .map(|r| {
                 (
                     format!(
-                        "{} {}/{}/{}",
-                        r["kind"].as_str().unwrap_or_default(),
+                        "{}/{}/{}",
                         r["namespace"].as_str().unwrap_or_default(),
                         r["name"].as_str().unwrap_or_default(),
                         r["metric"].as_str().unwrap_or_default()
@@ -696,7 +697,7 @@ pub(crate) async fn served(
     cluster: &Cluster,
     replica: usize,
     object: &str,
-) -> Result<String, String> {
+) -> Result<String, NotServed> {
     cluster
         .http
         .value(cluster.replicas[replica].metrics, object)
@@ -734,7 +735,7 @@ impl Prober {
     }
 
     /// The value the metrics API on `port` serves for an object, or why not.
-    pub(crate) async fn value(&self, port: u16, object: &str) -> Result<String, String> {
+    pub(crate) async fn value(&self, port: u16, object: &str) -> Result<String, NotServed> {
         let path = format!(
             "/apis/external.metrics.k8s.io/v1beta1/namespaces/{}/s0-metric-api-length?labelSelector=scaledobject.keda.sh%2Fname%3D{object}",
             self.namespace
@@ -742,22 +743,33 @@ impl Prober {
         self.decode(self.get(port, &path).await)
     }
 
-    fn decode(&self, answer: anyhow::Result<(u16, bytes::Bytes)>) -> Result<String, String> {
+    fn decode(&self, answer: anyhow::Result<(u16, bytes::Bytes)>) -> Result<String, NotServed> {
         match answer {
             Ok((200, body)) => serde_json::from_slice::<Value>(&body)
                 .ok()
                 .and_then(|v| v["items"][0]["value"].as_str().map(str::to_owned))
-                .ok_or_else(|| "a malformed answer".to_owned()),
-            Ok((code, body)) => Err(format!(
-                "{code} {}",
-                String::from_utf8_lossy(&body)
-                    .chars()
-                    .take(120)
-                    .collect::<String>()
+                .ok_or(NotServed::Malformed),
+            Ok((code, body)) => Err(NotServed::Status(
+                code,
+                String::from_utf8_lossy(&body).chars().take(120).collect(),
             )),
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(NotServed::Request(e.to_string())),
         }
     }
+}
+
+/// Why a replica's metrics API served no value.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum NotServed {
+    /// A 200 without an item value.
+    #[error("a malformed answer")]
+    Malformed,
+    /// Another status (and the start of the body).
+    #[error("{0} {1}")]
+    Status(u16, String),
+    /// No answer (the client's error chain).
+    #[error("{0}")]
+    Request(String),
 }
 
 /// Scenario 6: a trigger source goes down for some objects. Their fallback engages (the

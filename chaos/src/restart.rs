@@ -51,10 +51,9 @@ impl PollGaps {
                 {
                     let now = Instant::now();
                     let mut samples = out.lock().unwrap_or_else(PoisonError::into_inner);
-                    for r in &list {
+                    for r in list.iter().filter(|r| r["kind"] == "ScaledObject") {
                         let key = format!(
-                            "{} {}/{}",
-                            r["kind"].as_str().unwrap_or_default(),
+                            "{}/{}",
                             r["namespace"].as_str().unwrap_or_default(),
                             r["name"].as_str().unwrap_or_default()
                         );

@@ -17,6 +17,16 @@ pub enum Requirement {
     DoesNotExist(String),
 }
 
+/// A requirement of a label selector that could not be read (the API server's message).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unable to parse requirement: {why}: {requirement:?}")]
+pub struct SelectorError {
+    /// The requirement as written.
+    pub requirement: String,
+    /// What is wrong with it.
+    pub why: &'static str,
+}
+
 /// A parsed label selector; empty selects everything.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LabelSelector(pub Vec<Requirement>);
@@ -24,17 +34,17 @@ pub struct LabelSelector(pub Vec<Requirement>);
 impl LabelSelector {
     /// Parses a selector as the API server parses `labelSelector` (and KEDA's `labels.Parse`);
     /// the error names the requirement that could not be read.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, SelectorError> {
         let mut requirements = Vec::new();
         for term in split_terms(text) {
             let term = term.trim();
             if term.is_empty() {
                 continue;
             }
-            requirements.push(
-                parse_requirement(term)
-                    .map_err(|why| format!("unable to parse requirement: {why}: {term:?}"))?,
-            );
+            requirements.push(parse_requirement(term).map_err(|why| SelectorError {
+                requirement: term.to_owned(),
+                why,
+            })?);
         }
         Ok(Self(requirements))
     }
@@ -168,11 +178,9 @@ mod tests {
 
     #[test]
     fn malformed_selectors_name_the_requirement() {
-        assert!(
-            LabelSelector::parse("app in web")
-                .unwrap_err()
-                .contains("app in web")
-        );
+        let err = LabelSelector::parse("app in web").unwrap_err();
+        assert_eq!(err.requirement, "app in web");
+        assert!(err.to_string().contains("\"app in web\""), "{err}");
         assert!(LabelSelector::parse("bad key=x").is_err());
         assert!(LabelSelector::parse("app=has space").is_err());
     }

@@ -22,9 +22,11 @@
 //!
 //! The rest of the process sees the outcome as a `watch` channel of [`Ownership`].
 
+pub mod api_errors;
 mod backoff;
 mod objects;
 
+pub use api_errors::{ApiErrorKind, is_conflict, is_not_found};
 pub use backoff::WatchBackoff;
 
 pub use objects::{
@@ -50,8 +52,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{debug, info, warn};
 
 use objects::{
-    delete_lease, holder, is_conflict, is_not_found, member_of, new_lease, renewed, replace_lease,
-    resource_version, taken,
+    delete_lease, holder, member_of, new_lease, renewed, replace_lease, resource_version, taken,
 };
 
 /// The longest leave grace: a stopped member's objects go unpolled that long at most.
@@ -102,35 +103,51 @@ impl Config {
 
     /// Checks the timings: retry < renew deadline < lease duration, as client-go requires, so a
     /// holder stops acting before anyone may take its Lease over.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if self.retry_period.is_zero() {
-            return Err("the retry period must be above zero".into());
+            return Err(ConfigError::ZeroRetryPeriod);
         }
         if self.renew_deadline <= self.retry_period {
-            return Err(format!(
-                "the renew deadline ({:?}) must exceed the retry period ({:?})",
-                self.renew_deadline, self.retry_period
+            return Err(ConfigError::RenewDeadlineNotAboveRetry(
+                self.renew_deadline,
+                self.retry_period,
             ));
         }
         if self.lease_duration <= self.renew_deadline {
-            return Err(format!(
-                "the lease duration ({:?}) must exceed the renew deadline ({:?})",
-                self.lease_duration, self.renew_deadline
+            return Err(ConfigError::LeaseNotAboveRenewDeadline(
+                self.lease_duration,
+                self.renew_deadline,
             ));
         }
         if self.leave_grace > MAX_LEAVE_GRACE {
-            return Err(format!(
-                "the leave grace ({:?}) must be at most 5 minutes: objects go unpolled meanwhile",
-                self.leave_grace
-            ));
+            return Err(ConfigError::LeaveGraceTooLong(self.leave_grace));
         }
         if self.lease_duration.as_secs() == 0 {
-            return Err(
-                "the lease duration must be at least 1 s (Leases count whole seconds)".into(),
-            );
+            return Err(ConfigError::LeaseUnderOneSecond);
         }
         Ok(())
     }
+}
+
+/// Why a coordinator [`Config`] cannot keep its promise (a holder stops acting before anyone
+/// may take its Lease over).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A zero retry period would renew in a busy loop.
+    #[error("the retry period must be above zero")]
+    ZeroRetryPeriod,
+    /// The renew deadline must exceed the retry period.
+    #[error("the renew deadline ({0:?}) must exceed the retry period ({1:?})")]
+    RenewDeadlineNotAboveRetry(Duration, Duration),
+    /// The lease duration must exceed the renew deadline.
+    #[error("the lease duration ({0:?}) must exceed the renew deadline ({1:?})")]
+    LeaseNotAboveRenewDeadline(Duration, Duration),
+    /// The leave grace is over [`MAX_LEAVE_GRACE`].
+    #[error("the leave grace ({0:?}) must be at most 5 minutes: objects go unpolled meanwhile")]
+    LeaveGraceTooLong(Duration),
+    /// Leases count whole seconds.
+    #[error("the lease duration must be at least 1 s (Leases count whole seconds)")]
+    LeaseUnderOneSecond,
 }
 
 /// What this replica may do, as of the latest ring.
@@ -231,6 +248,55 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// The coordinator's loops, in the order they are started.
+const TASK_NAMES: [&str; 5] = [
+    "Lease watch",
+    "ring watch",
+    "member Lease loop",
+    "lease watchdog",
+    "coordinator election loop",
+];
+
+/// Exports the ring as this replica follows it.
+struct RingCollector(watch::Receiver<Ownership>);
+
+impl std::fmt::Debug for RingCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RingCollector")
+    }
+}
+
+impl prometheus_client::collector::Collector for RingCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> std::fmt::Result {
+        use prometheus_client::encoding::EncodeMetric as _;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        let (generation, members) = {
+            let o = self.0.borrow();
+            (o.generation(), o.ring.members().len())
+        };
+        for (name, help, value) in [
+            (
+                "ringscale_ring_generation",
+                "Generation of the ring this replica follows",
+                i64::try_from(generation).unwrap_or(i64::MAX),
+            ),
+            (
+                "ringscale_ring_members",
+                "Members of the ring",
+                i64::try_from(members).unwrap_or(i64::MAX),
+            ),
+        ] {
+            let g = ConstGauge::new(value);
+            let metric = encoder.encode_descriptor(name, help, None, g.metric_type())?;
+            g.encode(metric)?;
+        }
+        Ok(())
+    }
+}
+
 /// A replica's membership, running.
 pub struct Coordinator {
     shared: Arc<Shared>,
@@ -249,7 +315,7 @@ impl std::fmt::Debug for Coordinator {
 impl Coordinator {
     /// Starts taking part in the ring: the member Lease, the watches, and (if a candidate) the
     /// coordinator election.
-    pub fn start(client: Client, config: Config) -> Result<Coordinator, String> {
+    pub fn start(client: Client, config: Config) -> Result<Coordinator, ConfigError> {
         config.validate()?;
         let leases = Api::namespaced(client.clone(), &config.namespace);
         let configmaps = Api::namespaced(client, &config.namespace);
@@ -270,6 +336,7 @@ impl Coordinator {
             member_valid_until,
             reconcile: Notify::new(),
         });
+        // In the order of TASK_NAMES.
         let tasks = vec![
             tokio::spawn(Arc::clone(&shared).watch_leases()),
             tokio::spawn(Arc::clone(&shared).watch_ring()),
@@ -283,6 +350,31 @@ impl Coordinator {
     /// The ownership channel.
     pub fn ownership(&self) -> watch::Receiver<Ownership> {
         self.shared.ownership.subscribe()
+    }
+
+    /// Registers the ring's series in `registry`: `ringscale_ring_generation` and
+    /// `ringscale_ring_members`, as this replica follows the ring (read at scrape).
+    pub fn register(&self, registry: &mut prometheus_client::registry::Registry) {
+        registry.register_collector(Box::new(RingCollector(self.ownership())));
+    }
+
+    /// Resolves when one of the coordinator's loops ends (they run until shutdown), naming it
+    /// and how it ended: the replica cannot keep its membership without them.
+    pub async fn stopped(&mut self) -> String {
+        if self.tasks.is_empty() {
+            return std::future::pending().await;
+        }
+        let (result, index, _) = futures_util::future::select_all(self.tasks.iter_mut()).await;
+        let name = TASK_NAMES
+            .get(index)
+            .copied()
+            .unwrap_or("a coordinator loop");
+        // Ended: nothing is left to abort or poll.
+        self.tasks.remove(index);
+        match result {
+            Ok(()) => format!("the {name} ended"),
+            Err(e) => format!("the {name} failed: {e}"),
+        }
     }
 
     /// Leaves the ring gracefully: stops acting, removes itself from the ring if it is the
@@ -1115,6 +1207,42 @@ fn lease_duration_of(lease: &Lease, config: &Config) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timings_that_break_the_lease_promise_are_named() {
+        let config = |lease: u64, renew: u64, retry: u64| {
+            let mut c = Config::new("ring", "ns", "r0", "127.0.0.1:1");
+            c.lease_duration = Duration::from_millis(lease);
+            c.renew_deadline = Duration::from_millis(renew);
+            c.retry_period = Duration::from_millis(retry);
+            c
+        };
+        assert_eq!(config(15_000, 10_000, 2_000).validate(), Ok(()));
+        assert_eq!(
+            config(15_000, 10_000, 0).validate(),
+            Err(ConfigError::ZeroRetryPeriod)
+        );
+        let err = config(15_000, 2_000, 2_000).validate().unwrap_err();
+        assert!(matches!(err, ConfigError::RenewDeadlineNotAboveRetry(..)));
+        assert_eq!(
+            err.to_string(),
+            "the renew deadline (2s) must exceed the retry period (2s)"
+        );
+        assert!(matches!(
+            config(10_000, 10_000, 2_000).validate(),
+            Err(ConfigError::LeaseNotAboveRenewDeadline(..))
+        ));
+        assert_eq!(
+            config(900, 500, 100).validate(),
+            Err(ConfigError::LeaseUnderOneSecond)
+        );
+        let mut long = config(15_000, 10_000, 2_000);
+        long.leave_grace = Duration::from_secs(301);
+        assert!(matches!(
+            long.validate(),
+            Err(ConfigError::LeaveGraceTooLong(_))
+        ));
+    }
 
     fn owner_of_everything(
         valid_until: Option<Instant>,

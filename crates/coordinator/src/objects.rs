@@ -168,16 +168,6 @@ pub async fn delete_lease(api: &Api<Lease>, lease: &Lease) -> Result<(), kube::E
     api.delete(&name, &params).await.map(|_| ())
 }
 
-/// Whether the error is a 409 (a CAS lost, or AlreadyExists).
-pub fn is_conflict(e: &kube::Error) -> bool {
-    matches!(e, kube::Error::Api(s) if s.code == 409)
-}
-
-/// Whether the error is a 404.
-pub fn is_not_found(e: &kube::Error) -> bool {
-    matches!(e, kube::Error::Api(s) if s.code == 404)
-}
-
 /// The published ring as read from its ConfigMap, with the resourceVersion to CAS against.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Published {

@@ -17,7 +17,7 @@ impl LabelSelector {
     pub fn parse(text: &str) -> Result<Self, ApiError> {
         ringscale_api::selector::LabelSelector::parse(text)
             .map(Self)
-            .map_err(ApiError::bad_request)
+            .map_err(|e| ApiError::bad_request(e.to_string()))
     }
 
     /// Whether labels satisfy every requirement.

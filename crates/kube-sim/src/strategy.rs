@@ -21,9 +21,9 @@ pub struct Decoded {
 }
 
 /// Decodes `value` as a `T`; an error names the first field that does not fit.
-fn decode<T: DeserializeOwned + Serialize>(value: &Value) -> Result<Decoded, String> {
-    let typed: T = serde_json::from_value(value.clone()).map_err(|e| e.to_string())?;
-    let object = serde_json::to_value(&typed).map_err(|e| e.to_string())?;
+fn decode<T: DeserializeOwned + Serialize>(value: &Value) -> Result<Decoded, serde_json::Error> {
+    let typed: T = serde_json::from_value(value.clone())?;
+    let object = serde_json::to_value(&typed)?;
     let mut unknown = Vec::new();
     undeclared(value, &object, "", &mut unknown);
     Ok(Decoded { object, unknown })
@@ -52,7 +52,7 @@ fn undeclared(input: &Value, typed: &Value, path: &str, out: &mut Vec<String>) {
 }
 
 /// Decodes a built-in object as its Kubernetes type.
-pub fn decode_builtin(kind: Builtin, value: &Value) -> Result<Decoded, String> {
+pub fn decode_builtin(kind: Builtin, value: &Value) -> Result<Decoded, serde_json::Error> {
     use Builtin as B;
     match kind {
         B::Namespace => decode::<k8s::core::v1::Namespace>(value),

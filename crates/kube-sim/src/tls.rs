@@ -62,10 +62,10 @@ impl Identity {
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     /// rcgen failed.
-    #[error("failed to generate a certificate: {0}")]
+    #[error("failed to generate a certificate")]
     Generate(#[from] rcgen::Error),
     /// rustls rejected the material.
-    #[error("failed to build the TLS configuration: {0}")]
+    #[error("failed to build the TLS configuration")]
     Rustls(#[from] rustls::Error),
     /// The client verifier could not be built.
     #[error("failed to build the client certificate verifier: {0}")]

@@ -86,6 +86,50 @@ pub struct Resolver {
     pub counts: Counts,
 }
 
+impl Resolver {
+    /// Registers `ringscale_metrics_api_requests{source}` in `registry`: external metrics
+    /// requests by where the value came from (cache, live, forwarded, fallback, replicated,
+    /// error), read from [`Counts`] at scrape.
+    pub fn register(self: &Arc<Self>, registry: &mut prometheus_client::registry::Registry) {
+        registry.register_collector(Box::new(CountsCollector(Arc::clone(self))));
+    }
+}
+
+/// Exports a resolver's [`Counts`].
+#[derive(Debug)]
+struct CountsCollector(Arc<Resolver>);
+
+impl prometheus_client::collector::Collector for CountsCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> std::fmt::Result {
+        use prometheus_client::encoding::EncodeMetric as _;
+        use prometheus_client::metrics::counter::ConstCounter;
+        let counts = &self.0.counts;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mut family = encoder.encode_descriptor(
+            "ringscale_metrics_api_requests",
+            "External metrics requests by where the value came from",
+            None,
+            ConstCounter::new(0u64).metric_type(),
+        )?;
+        for (source, value) in [
+            ("cache", load(&counts.cache)),
+            ("live", load(&counts.live)),
+            ("forwarded", load(&counts.forwarded)),
+            ("fallback", load(&counts.fallback)),
+            ("replicated", load(&counts.replicated)),
+            ("error", load(&counts.errors)),
+        ] {
+            let labels = [("source", source)];
+            let metric = family.encode_family(&labels)?;
+            ConstCounter::new(value).encode(metric)?;
+        }
+        Ok(())
+    }
+}
+
 impl std::fmt::Debug for Resolver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Resolver")

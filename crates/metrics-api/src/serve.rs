@@ -11,6 +11,7 @@ use axum::{Extension, Router};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+pub use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
@@ -37,7 +38,7 @@ pub enum TlsError {
         message: String,
     },
     /// rustls refused the configuration.
-    #[error("{0}")]
+    #[error(transparent)]
     Rustls(#[from] rustls::Error),
     /// A self-signed certificate could not be made.
     #[error("generating a certificate: {0}")]

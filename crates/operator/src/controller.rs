@@ -199,7 +199,7 @@ struct Ctx {
     health: Arc<crate::health::CycleHealth>,
     events: crate::events::Events,
     /// The loop's inbox (push triggers ask for a poll through it).
-    inbox: mpsc::UnboundedSender<Msg>,
+    inbox: Inbox,
     /// Scale target kinds resolved by discovery, by (apiVersion, kind).
     target_kinds: std::sync::Mutex<HashMap<(String, String), ApiResource>>,
     /// The budget of writes that only report (see [`Settings::report_writes_per_second`]).
@@ -264,6 +264,14 @@ struct Tracked {
     again: bool,
 }
 
+/// How many messages the loop's inbox holds before senders wait: watch events arrive in bursts
+/// (a resync lists every object), push reports and live queries one at a time; the loop never
+/// sends to itself, so a full inbox only slows the senders down.
+const INBOX_CAPACITY: usize = 1024;
+
+/// The controller loop's inbox: watch events, push triggers' reports, live queries' requests.
+type Inbox = mpsc::Sender<Msg>;
+
 enum Msg {
     Changed(ObjectId),
     Resync,
@@ -282,7 +290,7 @@ pub struct Controller {
     pub metrics: Arc<Metrics>,
     /// How its cycles fare (readiness, error categories).
     pub health: Arc<crate::health::CycleHealth>,
-    inbox: mpsc::UnboundedSender<Msg>,
+    inbox: Inbox,
     ownership: watch::Receiver<Ownership>,
     records: Arc<RecordStore>,
     scaled_objects: Store<ScaledObject>,
@@ -312,7 +320,7 @@ impl Controller {
         let stats = Arc::new(Stats::default());
         let metrics = Arc::new(Metrics::default());
         let health = Arc::new(crate::health::CycleHealth::default());
-        let (tx, rx) = mpsc::unbounded_channel::<Msg>();
+        let (tx, rx) = mpsc::channel::<Msg>(INBOX_CAPACITY);
         let sos = watch_objects::<ScaledObject>(&client, Kind::ScaledObject, tx.clone());
         let lookup = ClusterLookup::start(&client);
         let hpas = crate::lookup::reflect_modified(
@@ -380,6 +388,20 @@ impl Controller {
         })
     }
 
+    /// Resolves when the controller's loop ends by itself (it runs until the shutdown future
+    /// resolves): the replica polls nothing without it.
+    pub async fn stopped(&mut self) -> String {
+        let Some(task) = self.task.as_mut() else {
+            return std::future::pending().await;
+        };
+        let result = task.await;
+        self.task = None;
+        match result {
+            Ok(()) => "the controller's loop ended".to_owned(),
+            Err(e) => format!("the controller's loop failed: {e}"),
+        }
+    }
+
     /// Waits for the controller to stop.
     pub async fn join(mut self) {
         if let Some(task) = self.task.take() {
@@ -418,7 +440,7 @@ struct Parts {
 
 async fn run(
     parts: Parts,
-    (tx, mut rx): (mpsc::UnboundedSender<Msg>, mpsc::UnboundedReceiver<Msg>),
+    (tx, mut rx): (Inbox, mpsc::Receiver<Msg>),
     shutdown: impl Future<Output = ()> + Send,
 ) {
     let Parts {
@@ -476,7 +498,10 @@ async fn run(
         reports: std::sync::Mutex::new(Bucket::new(settings_report_rate)),
     });
     let limit = Arc::new(Semaphore::new(ctx.settings.max_concurrent_cycles.max(1)));
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<ObjectId>();
+    // Cycles that ended, so the loop can poll their object again: at most one message per
+    // running cycle, and cycles are bounded by the permits.
+    let (done_tx, mut done_rx) =
+        mpsc::channel::<ObjectId>(ctx.settings.max_concurrent_cycles.max(1));
     let mut objects: HashMap<ObjectId, Tracked> = HashMap::new();
     let mut schedule: Schedule<ObjectId> = Schedule::new();
     let mut ready: std::collections::VecDeque<ObjectId> = std::collections::VecDeque::new();
@@ -590,7 +615,7 @@ async fn run(
                     // The permit goes back before the loop hears of the end, so the loop
                     // can start the next queued cycle when it does.
                     drop(permit);
-                    let _ = done.send(id);
+                    let _ = done.send(id).await;
                 }
                 .instrument(span),
             );
@@ -667,7 +692,7 @@ async fn sleep_until(due: Option<Instant>) {
 fn watch_objects<K>(
     client: &Client,
     kind: Kind,
-    tx: mpsc::UnboundedSender<Msg>,
+    tx: Inbox,
 ) -> (Store<K>, tokio::task::JoinHandle<()>)
 where
     K: Resource<DynamicType = ()>
@@ -703,7 +728,7 @@ where
                     continue;
                 }
             };
-            if tx.send(msg).is_err() {
+            if tx.send(msg).await.is_err() {
                 return;
             }
         }
@@ -878,9 +903,7 @@ fn owner_of(meta: &ObjectMeta) -> Option<&str> {
         .map(String::as_str)
 }
 
-fn is_conflict(e: &kube::Error) -> bool {
-    matches!(e, kube::Error::Api(s) if s.code == 409)
-}
+use ringscale_coordinator::{is_conflict, is_not_found};
 
 /// One poll of one object, start to end.
 async fn cycle(ctx: &Ctx, id: &ObjectId, state: &Mutex<PollState>) {

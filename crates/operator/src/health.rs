@@ -53,16 +53,15 @@ impl Category {
 
     /// Sorts a kube error; the one place that does (conflicts, throttling, outages).
     pub fn of(e: &kube::Error) -> Category {
-        match e {
-            kube::Error::Api(s) => match s.code {
-                409 => Category::Conflict,
-                401 | 403 => Category::Forbidden,
-                429 => Category::Throttled,
-                404 | 410 => Category::NotFound,
-                400 | 422 => Category::Rejected,
-                _ => Category::ServerError,
-            },
-            _ => Category::Unreachable,
+        use ringscale_coordinator::ApiErrorKind as K;
+        match K::of(e) {
+            K::Conflict => Category::Conflict,
+            K::Forbidden => Category::Forbidden,
+            K::Throttled => Category::Throttled,
+            K::NotFound => Category::NotFound,
+            K::Invalid => Category::Rejected,
+            K::ServerError => Category::ServerError,
+            K::Unreachable => Category::Unreachable,
         }
     }
 }

@@ -7,7 +7,7 @@
 use k8s_openapi::api::core::v1::Pod;
 use kube::Client;
 use kube::api::{Api, ListParams};
-use ringscale_scalers::{ListPods, PodSummary, PodsFuture};
+use ringscale_scalers::{ListPods, ListPodsError, PodSummary, PodsFuture};
 
 /// Lists pods through the operator's client.
 #[derive(Clone)]
@@ -33,10 +33,11 @@ impl ListPods for KubePods {
         Box::pin(async move {
             let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
             let params = ListParams::default().labels(selector).match_any();
-            let list = api
-                .list(&params)
-                .await
-                .map_err(|e| format!("listing pods in {namespace} with {selector:?}: {e}"))?;
+            let list = api.list(&params).await.map_err(|e| ListPodsError {
+                namespace: namespace.to_owned(),
+                selector: selector.to_owned(),
+                reason: e.to_string(),
+            })?;
             Ok(list
                 .items
                 .into_iter()

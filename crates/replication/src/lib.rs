@@ -14,6 +14,7 @@
 //! ([`PeerTls`]) is optional.
 
 mod config;
+pub mod metrics;
 mod peers;
 mod query;
 pub mod server;

@@ -88,6 +88,40 @@ impl Drop for Peers {
     }
 }
 
+/// Why a peer's address cannot be dialled.
+#[derive(Debug, thiserror::Error)]
+enum EndpointError {
+    /// Not a valid URI authority.
+    #[error("invalid address: {0}")]
+    Address(String),
+    /// The TLS configuration was refused.
+    #[error("TLS configuration: {0}")]
+    Tls(String),
+}
+
+/// Why a replication stream from a peer failed (it is retried with backoff).
+#[derive(Debug, thiserror::Error)]
+enum StreamError {
+    /// The peer cannot be dialled.
+    #[error(transparent)]
+    Endpoint(#[from] EndpointError),
+    /// Connecting failed (the whole cause chain: refused, TLS alert, timeout).
+    #[error("connect: {0}")]
+    Connect(String),
+    /// The subscribe call got no answer in time.
+    #[error("subscribe: timed out")]
+    SubscribeTimeout,
+    /// The peer refused the subscription.
+    #[error("subscribe: {0}: {1}")]
+    Subscribe(tonic::Code, String),
+    /// The stream broke.
+    #[error("stream: {0}: {1}")]
+    Stream(tonic::Code, String),
+    /// The peer broke the protocol: a batch without a kind.
+    #[error("protocol: batch {0} has no kind")]
+    NoKind(u64),
+}
+
 /// Why a forwarded query failed before the owner could answer.
 #[derive(Debug, thiserror::Error)]
 pub enum ForwardError {
@@ -204,10 +238,10 @@ impl Peers {
         out
     }
 
-    fn endpoint(&self, address: &str) -> Result<Endpoint, String> {
+    fn endpoint(&self, address: &str) -> Result<Endpoint, EndpointError> {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         let mut endpoint = Endpoint::from_shared(format!("{scheme}://{address}"))
-            .map_err(|e| e.to_string())?
+            .map_err(|e| EndpointError::Address(e.to_string()))?
             .connect_timeout(self.limits.connect_timeout)
             .tcp_nodelay(true)
             .tcp_keepalive(Some(self.limits.keepalive_interval))
@@ -217,7 +251,7 @@ impl Peers {
         if let Some(tls) = &self.tls {
             endpoint = endpoint
                 .tls_config(tls.client())
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| EndpointError::Tls(e.to_string()))?;
         }
         Ok(endpoint)
     }
@@ -233,7 +267,7 @@ impl Peers {
                 Ok(()) => debug!(peer = %member.name, "replication stream ended"),
                 Err(e) => {
                     warn!(peer = %member.name, address = %member.address, error = %e, "replication stream failed");
-                    *lock(&state.last_error) = Some(e);
+                    *lock(&state.last_error) = Some(e.to_string());
                 }
             }
             if was_synced {
@@ -248,12 +282,12 @@ impl Peers {
 
     /// One stream: connect, subscribe, merge until it ends. `Ok` when the peer ended it or a gap
     /// was seen (resubscribe), `Err` with the reason otherwise.
-    async fn stream_once(&self, member: &Member, state: &LinkState) -> Result<(), String> {
+    async fn stream_once(&self, member: &Member, state: &LinkState) -> Result<(), StreamError> {
         let endpoint = self.endpoint(&member.address)?;
         let channel = endpoint
             .connect()
             .await
-            .map_err(|e| format!("connect: {}", error_chain(&e)))?;
+            .map_err(|e| StreamError::Connect(error_chain(&e)))?;
         let mut client = ReplicationClient::new(channel)
             .max_decoding_message_size(self.limits.max_message_bytes)
             .max_encoding_message_size(self.limits.max_request_bytes);
@@ -264,8 +298,8 @@ impl Peers {
         let mut stream =
             tokio::time::timeout(self.limits.request_timeout, client.subscribe(request))
                 .await
-                .map_err(|_| "subscribe: timed out".to_owned())?
-                .map_err(|s| format!("subscribe: {}: {}", s.code(), s.message()))?
+                .map_err(|_| StreamError::SubscribeTimeout)?
+                .map_err(|s| StreamError::Subscribe(s.code(), s.message().to_owned()))?
                 .into_inner();
         state.connected.store(true, Ordering::Release);
         self.bump();
@@ -274,7 +308,7 @@ impl Peers {
             let batch = match stream.message().await {
                 Ok(Some(batch)) => batch,
                 Ok(None) => return Ok(()),
-                Err(s) => return Err(format!("stream: {}: {}", s.code(), s.message())),
+                Err(s) => return Err(StreamError::Stream(s.code(), s.message().to_owned())),
             };
             if batch.stream_seq != expected {
                 state.gaps.fetch_add(1, Ordering::Relaxed);
@@ -284,7 +318,7 @@ impl Peers {
             expected += 1;
             let kind = pb::BatchKind::try_from(batch.kind).unwrap_or(pb::BatchKind::Unspecified);
             if kind == pb::BatchKind::Unspecified {
-                return Err(format!("protocol: batch {} has no kind", batch.stream_seq));
+                return Err(StreamError::NoKind(batch.stream_seq));
             }
             self.apply(member, batch.records);
             if kind == pb::BatchKind::SnapshotEnd {
@@ -367,12 +401,10 @@ impl Peers {
         if let Some(c) = channels.get(address) {
             return Ok(c.clone());
         }
-        let endpoint = self
-            .endpoint(address)
-            .map_err(|message| ForwardError::Endpoint {
-                address: address.to_owned(),
-                message,
-            })?;
+        let endpoint = self.endpoint(address).map_err(|e| ForwardError::Endpoint {
+            address: address.to_owned(),
+            message: e.to_string(),
+        })?;
         let channel = endpoint.connect_lazy();
         channels.insert(address.to_owned(), channel.clone());
         Ok(channel)

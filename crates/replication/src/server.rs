@@ -80,7 +80,7 @@ impl ReplicationService {
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     /// tonic failed (bad TLS material, or the listener failed).
-    #[error("replication server: {0}")]
+    #[error("the replication server's transport failed")]
     Transport(#[from] tonic::transport::Error),
 }
 

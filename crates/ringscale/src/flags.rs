@@ -7,27 +7,39 @@ use std::time::Duration;
 
 /// A number of seconds (`15`, `0.5`, `0`): finite, not negative, and representable as a
 /// duration.
-pub(crate) fn seconds(text: &str) -> Result<Duration, String> {
+pub(crate) fn seconds(text: &str) -> Result<Duration, FlagError> {
     let value = number(text)?;
-    Duration::try_from_secs_f64(value)
-        .map_err(|_| format!("{text:?} is too many seconds to represent"))
+    Duration::try_from_secs_f64(value).map_err(|_| FlagError::TooLarge(text.to_owned()))
 }
 
 /// A rate per second (`50`, `0.5`, `0`): finite and not negative.
-pub(crate) fn rate(text: &str) -> Result<f64, String> {
+pub(crate) fn rate(text: &str) -> Result<f64, FlagError> {
     number(text)
 }
 
-fn number(text: &str) -> Result<f64, String> {
+/// Why a number flag was refused (the text as given).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum FlagError {
+    #[error("{0:?} is not a number")]
+    NotANumber(String),
+    #[error("{0:?} is not a finite number")]
+    NotFinite(String),
+    #[error("{0:?} is negative")]
+    Negative(String),
+    #[error("{0:?} is too many seconds to represent")]
+    TooLarge(String),
+}
+
+fn number(text: &str) -> Result<f64, FlagError> {
     let value: f64 = text
         .trim()
         .parse()
-        .map_err(|_| format!("{text:?} is not a number"))?;
+        .map_err(|_| FlagError::NotANumber(text.to_owned()))?;
     if !value.is_finite() {
-        return Err(format!("{text:?} is not a finite number"));
+        return Err(FlagError::NotFinite(text.to_owned()));
     }
     if value < 0.0 {
-        return Err(format!("{text:?} is negative"));
+        return Err(FlagError::Negative(text.to_owned()));
     }
     Ok(value)
 }
@@ -44,6 +56,15 @@ mod tests {
         for bad in ["inf", "-inf", "NaN", "-1", "1e30", "abc", ""] {
             assert!(seconds(bad).is_err(), "{bad}");
         }
+        let s = |t: &str| t.to_owned();
+        assert_eq!(seconds("inf"), Err(FlagError::NotFinite(s("inf"))));
+        assert_eq!(seconds("-1"), Err(FlagError::Negative(s("-1"))));
+        assert_eq!(seconds("1e30"), Err(FlagError::TooLarge(s("1e30"))));
+        assert_eq!(seconds("abc"), Err(FlagError::NotANumber(s("abc"))));
+        assert_eq!(
+            FlagError::NotFinite(s("inf")).to_string(),
+            "\"inf\" is not a finite number"
+        );
     }
 
     #[test]

@@ -13,10 +13,6 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
-use prometheus_client::metrics::counter::ConstCounter;
-use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use ringscale_coordinator::{Coordinator, Ownership};
 use ringscale_metrics_api::serve::{Certificate, server_config};
@@ -26,9 +22,33 @@ use ringscale_replication::{Limits, PeerTls, Peers, ReplicationService, Store};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-/// Arguments of `ringscale run`; every flag can also be set from the environment.
+/// Arguments of `ringscale run`, one group per subsystem; every flag can also be set from the
+/// environment. `replica` destructures each group where its subsystem is built, so a flag no
+/// subsystem reads does not compile.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
+    #[command(flatten)]
+    ring: RingArgs,
+    #[command(flatten)]
+    leases: LeaseArgs,
+    #[command(flatten)]
+    listen: ListenArgs,
+    #[command(flatten)]
+    metrics_api: MetricsApiArgs,
+    #[command(flatten)]
+    peer_tls: PeerTlsArgs,
+    #[command(flatten)]
+    kube: KubeArgs,
+    #[command(flatten)]
+    operator: OperatorArgs,
+    #[command(flatten)]
+    process: ProcessArgs,
+}
+
+/// This replica and the ring it joins.
+#[derive(Debug, clap::Args)]
+#[command(next_help_heading = "Ring")]
+struct RingArgs {
     /// This replica's member name (its pod name in a StatefulSet).
     #[arg(long, env = "RINGSCALE_NAME")]
     name: String,
@@ -38,71 +58,12 @@ pub struct RunArgs {
     /// Name of the ring (one namespace may hold several).
     #[arg(long, env = "RINGSCALE_RING", default_value = "ringscale")]
     ring: String,
-    /// Kubeconfig to use (default: in-cluster, then $KUBECONFIG, then ~/.kube/config).
-    #[arg(long, env = "RINGSCALE_KUBECONFIG", value_name = "FILE")]
-    kubeconfig: Option<PathBuf>,
-    /// Where the replication gRPC server listens.
-    #[arg(
-        long,
-        env = "RINGSCALE_REPLICATION_LISTEN",
-        default_value = "0.0.0.0:9666"
-    )]
-    replication_listen: SocketAddr,
-    /// The replication address peers reach this replica at (default: the listen address, or
-    /// $POD_IP with its port).
-    #[arg(long, env = "RINGSCALE_PEER_ADDRESS")]
-    peer_address: Option<String>,
-    /// Where the external metrics API listens.
-    #[arg(
-        long,
-        env = "RINGSCALE_METRICS_API_LISTEN",
-        default_value = "0.0.0.0:6443"
-    )]
-    metrics_api_listen: SocketAddr,
-    /// Where /healthz, /readyz and /metrics listen.
-    #[arg(long, env = "RINGSCALE_ADMIN_LISTEN", default_value = "0.0.0.0:8080")]
-    admin_listen: SocketAddr,
-    /// Serving certificate of the metrics API (PEM); without it a self-signed one is made.
-    #[arg(
-        long,
-        env = "RINGSCALE_TLS_CERT_FILE",
-        requires = "tls_private_key_file"
-    )]
-    tls_cert_file: Option<PathBuf>,
-    /// Its private key (PEM).
-    #[arg(
-        long,
-        env = "RINGSCALE_TLS_PRIVATE_KEY_FILE",
-        requires = "tls_cert_file"
-    )]
-    tls_private_key_file: Option<PathBuf>,
-    /// CA of the API server's front proxy (request-header authentication); default: read from
-    /// the ConfigMap kube-system/extension-apiserver-authentication, as aggregated API servers do.
-    #[arg(long, env = "RINGSCALE_REQUESTHEADER_CLIENT_CA_FILE")]
-    requestheader_client_ca_file: Option<PathBuf>,
-    /// Allowed common names of the front proxy's certificate (comma-separated; any if empty).
-    #[arg(
-        long,
-        env = "RINGSCALE_REQUESTHEADER_ALLOWED_NAMES",
-        value_delimiter = ','
-    )]
-    requestheader_allowed_names: Vec<String>,
-    /// Serve the metrics API over plain HTTP without authentication (local use only).
-    #[arg(long, env = "RINGSCALE_INSECURE_METRICS_API")]
-    insecure_metrics_api: bool,
-    /// Mutual TLS between replicas: CA, certificate and key (PEM), all three or none.
-    #[arg(long, env = "RINGSCALE_PEER_CA_FILE", requires_all = ["peer_cert_file", "peer_key_file"])]
-    peer_ca_file: Option<PathBuf>,
-    /// See `--peer-ca-file`.
-    #[arg(long, env = "RINGSCALE_PEER_CERT_FILE", requires = "peer_ca_file")]
-    peer_cert_file: Option<PathBuf>,
-    /// See `--peer-ca-file`.
-    #[arg(long, env = "RINGSCALE_PEER_KEY_FILE", requires = "peer_ca_file")]
-    peer_key_file: Option<PathBuf>,
-    /// Name to verify in peers' certificates instead of the host of their address (useful when
-    /// peers advertise pod IPs and share a certificate for, say, `ringscale-peers.NS.svc`).
-    #[arg(long, env = "RINGSCALE_PEER_SERVER_NAME", requires = "peer_ca_file")]
-    peer_server_name: Option<String>,
+}
+
+/// How long membership lasts.
+#[derive(Debug, clap::Args)]
+#[command(next_help_heading = "Leases")]
+struct LeaseArgs {
     /// Seconds a Lease lasts without renewal.
     #[arg(
         long,
@@ -137,10 +98,95 @@ pub struct RunArgs {
         value_parser = crate::flags::seconds
     )]
     leave_grace: Duration,
-    /// Namespace ClusterTriggerAuthentications read Secrets from (KEDA's
-    /// KEDA_CLUSTER_OBJECT_NAMESPACE; default: the ring's namespace, as KEDA defaults to its own).
-    #[arg(long, env = "KEDA_CLUSTER_OBJECT_NAMESPACE")]
-    cluster_object_namespace: Option<String>,
+}
+
+/// Where the replica listens and how peers reach it.
+#[derive(Debug, clap::Args)]
+#[command(next_help_heading = "Listening")]
+struct ListenArgs {
+    /// Where the replication gRPC server listens.
+    #[arg(
+        long,
+        env = "RINGSCALE_REPLICATION_LISTEN",
+        default_value = "0.0.0.0:9666"
+    )]
+    replication_listen: SocketAddr,
+    /// The replication address peers reach this replica at (default: the listen address, or
+    /// $POD_IP with its port).
+    #[arg(long, env = "RINGSCALE_PEER_ADDRESS")]
+    peer_address: Option<String>,
+    /// Where the external metrics API listens.
+    #[arg(
+        long,
+        env = "RINGSCALE_METRICS_API_LISTEN",
+        default_value = "0.0.0.0:6443"
+    )]
+    metrics_api_listen: SocketAddr,
+    /// Where /healthz, /readyz and /metrics listen.
+    #[arg(long, env = "RINGSCALE_ADMIN_LISTEN", default_value = "0.0.0.0:8080")]
+    admin_listen: SocketAddr,
+}
+
+/// How the external metrics API is secured.
+#[derive(Debug, clap::Args)]
+#[command(next_help_heading = "Metrics API")]
+struct MetricsApiArgs {
+    /// Serving certificate of the metrics API (PEM); without it a self-signed one is made.
+    #[arg(
+        long,
+        env = "RINGSCALE_TLS_CERT_FILE",
+        requires = "tls_private_key_file"
+    )]
+    tls_cert_file: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[arg(
+        long,
+        env = "RINGSCALE_TLS_PRIVATE_KEY_FILE",
+        requires = "tls_cert_file"
+    )]
+    tls_private_key_file: Option<PathBuf>,
+    /// CA of the API server's front proxy (request-header authentication); default: read from
+    /// the ConfigMap kube-system/extension-apiserver-authentication, as aggregated API servers do.
+    #[arg(long, env = "RINGSCALE_REQUESTHEADER_CLIENT_CA_FILE")]
+    requestheader_client_ca_file: Option<PathBuf>,
+    /// Allowed common names of the front proxy's certificate (comma-separated; any if empty).
+    #[arg(
+        long,
+        env = "RINGSCALE_REQUESTHEADER_ALLOWED_NAMES",
+        value_delimiter = ','
+    )]
+    requestheader_allowed_names: Vec<String>,
+    /// Serve the metrics API over plain HTTP without authentication (local use only).
+    #[arg(long, env = "RINGSCALE_INSECURE_METRICS_API")]
+    insecure_metrics_api: bool,
+}
+
+/// Mutual TLS between replicas.
+#[derive(Debug, clap::Args)]
+#[command(next_help_heading = "Peer TLS")]
+struct PeerTlsArgs {
+    /// Mutual TLS between replicas: CA, certificate and key (PEM), all three or none.
+    #[arg(long, env = "RINGSCALE_PEER_CA_FILE", requires_all = ["peer_cert_file", "peer_key_file"])]
+    peer_ca_file: Option<PathBuf>,
+    /// See `--peer-ca-file`.
+    #[arg(long, env = "RINGSCALE_PEER_CERT_FILE", requires = "peer_ca_file")]
+    peer_cert_file: Option<PathBuf>,
+    /// See `--peer-ca-file`.
+    #[arg(long, env = "RINGSCALE_PEER_KEY_FILE", requires = "peer_ca_file")]
+    peer_key_file: Option<PathBuf>,
+    /// Name to verify in peers' certificates instead of the host of their address (useful when
+    /// peers advertise pod IPs and share a certificate for, say, `ringscale-peers.NS.svc`).
+    #[arg(long, env = "RINGSCALE_PEER_SERVER_NAME", requires = "peer_ca_file")]
+    peer_server_name: Option<String>,
+}
+
+/// How the replica talks to the Kubernetes API.
+#[derive(Debug, clap::Args)]
+#[command(next_help_heading = "Kubernetes API")]
+struct KubeArgs {
+    /// Kubeconfig to use (default: in-cluster, then $KUBECONFIG, then ~/.kube/config).
+    #[arg(long, env = "RINGSCALE_KUBECONFIG", value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
     /// Sustained Kubernetes API requests per second of this replica (0: unlimited).
     #[arg(
         long,
@@ -152,6 +198,16 @@ pub struct RunArgs {
     /// Kubernetes API requests allowed at once above the sustained rate.
     #[arg(long, env = "RINGSCALE_KUBE_API_BURST", default_value_t = 100)]
     kube_api_burst: u32,
+}
+
+/// How the operator polls and writes.
+#[derive(Debug, clap::Args)]
+#[command(next_help_heading = "Operator")]
+struct OperatorArgs {
+    /// Namespace ClusterTriggerAuthentications read Secrets from (KEDA's
+    /// KEDA_CLUSTER_OBJECT_NAMESPACE; default: the ring's namespace, as KEDA defaults to its own).
+    #[arg(long, env = "KEDA_CLUSTER_OBJECT_NAMESPACE")]
+    cluster_object_namespace: Option<String>,
     /// Seconds between the instants polls start on: polls due within one step start together,
     /// which saves wake-ups; a poll starts at most this late. 0 starts each exactly when due.
     #[arg(
@@ -175,6 +231,12 @@ pub struct RunArgs {
     /// Write the status on every active poll, as KEDA does (for load-test comparisons only).
     #[arg(long, hide = true)]
     keda_write_pattern: bool,
+}
+
+/// Shutdown and logging.
+#[derive(Debug, clap::Args)]
+#[command(next_help_heading = "Process")]
+struct ProcessArgs {
     /// Seconds in-flight requests get to finish on shutdown.
     #[arg(
         long,
@@ -251,13 +313,16 @@ async fn front_proxy_from_cluster(client: &kube::Client) -> anyhow::Result<Front
 
 /// Runs a replica until SIGTERM/Ctrl-C (exit 0) or until a critical part fails (exit 1).
 pub fn run(args: RunArgs) -> ExitCode {
-    let filter = tracing_subscriber::EnvFilter::try_new(&args.log)
+    let ProcessArgs {
+        log, log_format, ..
+    } = &args.process;
+    let filter = tracing_subscriber::EnvFilter::try_new(log)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    if args.log_format == "json" {
+    if log_format == "json" {
         builder.json().init();
     } else {
         builder.init();
@@ -282,15 +347,28 @@ pub fn run(args: RunArgs) -> ExitCode {
     }
 }
 
-async fn client(
-    kubeconfig: Option<&PathBuf>,
-    requests: prometheus_client::metrics::family::Family<
-        crate::api_requests::Verb,
-        prometheus_client::metrics::counter::Counter,
-    >,
-    limits: crate::client_limits::Limits,
-) -> anyhow::Result<kube::Client> {
-    let config = match kubeconfig {
+type ApiRequests = prometheus_client::metrics::family::Family<
+    crate::api_requests::Verb,
+    prometheus_client::metrics::counter::Counter,
+>;
+
+/// The Kubernetes client: the kubeconfig, rate-limited as the flags say, counting requests.
+async fn client(kube: KubeArgs, requests: ApiRequests) -> anyhow::Result<kube::Client> {
+    let KubeArgs {
+        kubeconfig,
+        kube_api_qps,
+        kube_api_burst,
+    } = kube;
+    if kube_api_burst == 0 {
+        anyhow::bail!("--kube-api-burst must be at least 1");
+    }
+    let limits = crate::client_limits::Limits {
+        qps: kube_api_qps,
+        burst: kube_api_burst,
+        max_retry_after: Duration::from_secs(10),
+        max_in_flight: crate::client_limits::MAX_IN_FLIGHT,
+    };
+    let config = match &kubeconfig {
         Some(path) => {
             let file = kube::config::Kubeconfig::read_from(path)
                 .with_context(|| format!("reading {}", path.display()))?;
@@ -347,156 +425,45 @@ pub(crate) async fn replica(
     started: Option<tokio::sync::oneshot::Sender<Started>>,
 ) -> anyhow::Result<()> {
     ringscale_scalers::install_crypto_provider();
-    let (lease_duration, renew_deadline, retry_period, leave_grace, poll_grain) = (
-        args.lease_duration,
-        args.renew_deadline,
-        args.retry_period,
-        args.leave_grace,
-        args.poll_grain,
-    );
-    if poll_grain > Duration::from_secs(1) {
-        anyhow::bail!(
-            "--poll-grain must be at most 1 second (it delays every poll by up to that much)"
-        );
-    }
-    let drain = args.drain_timeout;
-    let api_requests = prometheus_client::metrics::family::Family::default();
-    if args.kube_api_burst == 0 {
-        anyhow::bail!("--kube-api-burst must be at least 1");
-    }
-    let limits = crate::client_limits::Limits {
-        qps: args.kube_api_qps,
-        burst: args.kube_api_burst,
-        max_retry_after: Duration::from_secs(10),
-        max_in_flight: crate::client_limits::MAX_IN_FLIGHT,
-    };
-    let client = client(args.kubeconfig.as_ref(), api_requests.clone(), limits).await?;
+    let RunArgs {
+        ring,
+        leases,
+        listen,
+        metrics_api,
+        peer_tls,
+        kube,
+        operator,
+        process: ProcessArgs { drain_timeout, .. },
+    } = args;
+    let member = ring.name.clone();
+    let api_requests = ApiRequests::default();
+    let client = client(kube, api_requests.clone()).await?;
+    let settings = operator_settings(operator, &ring.namespace)?;
 
     // Listen first: a port in use is an error before joining the ring.
-    let replication = bind(args.replication_listen, "replication").await?;
-    let metrics_api = bind(args.metrics_api_listen, "the metrics API").await?;
-    let admin = bind(args.admin_listen, "the admin endpoints").await?;
-    let (metrics_api_addr, admin_addr) = (metrics_api.local_addr()?, admin.local_addr()?);
-    let peer_address = match &args.peer_address {
-        Some(a) => a.clone(),
-        None => {
-            let local = replication.local_addr()?;
-            match std::env::var("POD_IP") {
-                Ok(ip) if !ip.is_empty() => format!("{ip}:{}", local.port()),
-                _ => local.to_string(),
-            }
-        }
-    };
-    let peer_tls = match (
-        &args.peer_ca_file,
-        &args.peer_cert_file,
-        &args.peer_key_file,
-    ) {
-        (Some(ca), Some(cert), Some(key)) => {
-            let mut tls =
-                PeerTls::from_files(ca, cert, key).context("reading the peer TLS files")?;
-            tls.server_name.clone_from(&args.peer_server_name);
-            Some(tls)
-        }
-        _ => None,
-    };
-    let mut allowed = Vec::new();
-    let metrics_tls = if args.insecure_metrics_api {
-        warn!(
-            "the metrics API is served over plain HTTP without authentication (--insecure-metrics-api)"
-        );
-        None
-    } else {
-        let certificate = match (&args.tls_cert_file, &args.tls_private_key_file) {
-            (Some(cert), Some(key)) => Certificate::Files {
-                cert: cert.clone(),
-                key: key.clone(),
-            },
-            _ => Certificate::SelfSigned(vec![
-                "localhost".into(),
-                "127.0.0.1".into(),
-                args.name.clone(),
-            ]),
-        };
-        let (ca, allowed_names) = match &args.requestheader_client_ca_file {
-            Some(path) => (
-                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
-                args.requestheader_allowed_names.clone(),
-            ),
-            None => {
-                let published = front_proxy_from_cluster(&client).await?;
-                let names = if args.requestheader_allowed_names.is_empty() {
-                    published.allowed_names
-                } else {
-                    args.requestheader_allowed_names.clone()
-                };
-                (published.ca_pem.into_bytes(), names)
-            }
-        };
-        allowed = allowed_names;
-        Some(Arc::new(
-            server_config(&certificate, Some(&ca)).context("metrics API TLS")?,
-        ))
-    };
-    let auth = if args.insecure_metrics_api {
-        Auth::Insecure
-    } else {
-        Auth::RequestHeader {
-            allowed_names: allowed,
-        }
-    };
+    let listeners = Listeners::bind(listen).await?;
+    let peer_tls = peer_tls_config(peer_tls)?;
+    let (metrics_tls, auth) = metrics_api_security(metrics_api, &member, &client).await?;
 
-    // The ring.
-    let mut config =
-        ringscale_coordinator::Config::new(&args.ring, &args.namespace, &args.name, &peer_address);
-    config.lease_duration = lease_duration;
-    config.renew_deadline = renew_deadline;
-    config.retry_period = retry_period;
-    config.leave_grace = leave_grace;
-    let coordinator = Coordinator::start(client.clone(), config).map_err(anyhow::Error::msg)?;
+    // The ring, the replicated records, the operator, the replication server, the metrics API.
+    let mut coordinator = Coordinator::start(
+        client.clone(),
+        coordinator_config(ring, leases, &listeners.peer_address),
+    )?;
     let ownership = coordinator.ownership();
-    let limits = Limits::default();
-    let store = Store::new(&args.name);
-    // Replication lag: the age of each peer's news (a new value, activity or error) when it is
-    // merged here (it includes the time the owner's source read took). Re-polls that read the
-    // same wait up to the confirmation interval on purpose and are not counted.
-    let replication_lag = prometheus_client::metrics::histogram::Histogram::new(
-        prometheus_client::metrics::histogram::exponential_buckets(0.0005, 2.0, 14),
-    );
-    {
-        let (lag, me) = (replication_lag.clone(), args.name.clone());
-        store.set_observer(Box::new(move |_, record, news| {
-            if news && *record.origin != *me {
-                let age = ringscale_replication::now().saturating_duration_since(record.polled_at);
-                lag.observe(age.as_secs_f64());
-            }
-        }));
-    }
-    let peers = Peers::new(Arc::clone(&store), limits.clone(), peer_tls.clone());
     let (stop_tx, stop) = watch::channel(false);
     let stopped = |mut stop: watch::Receiver<bool>| async move {
         let _ = stop.wait_for(|s| *s).await;
     };
-    let follow = {
-        let (mut ownership, store, peers) =
-            (ownership.clone(), Arc::clone(&store), Arc::clone(&peers));
-        tokio::spawn(async move {
-            loop {
-                let (generation, members) = {
-                    let o = ownership.borrow_and_update();
-                    (o.generation(), o.ring.members().to_vec())
-                };
-                store.set_generation(generation);
-                peers.set_members(&members);
-                if ownership.changed().await.is_err() {
-                    return;
-                }
-            }
-        })
-    };
-
-    // The operator, the replication server and the metrics API.
-    let controller = Controller::start(
+    let limits = Limits::default();
+    let store = Store::new(&member);
+    let peers = Peers::new(Arc::clone(&store), limits.clone(), peer_tls.clone());
+    let follow = tokio::spawn(follow_ring(
+        ownership.clone(),
+        Arc::clone(&store),
+        Arc::clone(&peers),
+    ));
+    let mut controller = Controller::start(
         client.clone(),
         ownership.clone(),
         Arc::clone(&store),
@@ -506,16 +473,7 @@ pub(crate) async fn replica(
             ))),
             ..ringscale_scalers::SourcesConfig::default()
         }),
-        Settings {
-            cluster_object_namespace: args
-                .cluster_object_namespace
-                .clone()
-                .unwrap_or_else(|| args.namespace.clone()),
-            keda_write_pattern: args.keda_write_pattern,
-            report_writes_per_second: args.report_writes_per_second,
-            poll_grain,
-            ..Settings::default()
-        },
+        settings,
         stopped(stop.clone()),
     );
     let service =
@@ -526,9 +484,9 @@ pub(crate) async fn replica(
         None => controller.live_query(),
     };
     let replication_server = {
-        let (stop, tls) = (stop.clone(), peer_tls.clone());
+        let (stop, tls, listener) = (stop.clone(), peer_tls, listeners.replication);
         tokio::spawn(async move {
-            ringscale_replication::serve(service, replication, tls.as_ref(), stopped(stop)).await
+            ringscale_replication::serve(service, listener, tls.as_ref(), stopped(stop)).await
         })
     };
     let resolver = Arc::new(Resolver {
@@ -540,35 +498,27 @@ pub(crate) async fn replica(
         counts: Default::default(),
     });
     let metrics_server = tokio::spawn(ringscale_metrics_api::serve(
-        metrics_api,
+        listeners.metrics_api,
         metrics_tls,
         ringscale_metrics_api::router(Arc::clone(&resolver), auth),
         stopped(stop.clone()),
-        drain,
+        drain_timeout,
     ));
 
-    // Admin: health, readiness, Prometheus.
+    // Admin: health, readiness, Prometheus — each part registers its own series.
     let mut registry = Registry::default();
     controller.metrics.register(&mut registry);
     controller.health.register(&mut registry);
     controller.stats.register(&mut registry);
-    registry.register(
-        "ringscale_replication_lag_seconds",
-        "Age of a peer's record when it was merged here (poll start to arrival)",
-        replication_lag,
-    );
+    coordinator.register(&mut registry);
+    ringscale_replication::metrics::register(&mut registry, &store, &peers);
+    resolver.register(&mut registry);
     registry.register(
         "ringscale_kube_api_requests",
         "Requests this replica made to the Kubernetes API, by verb",
         api_requests,
     );
-    registry.register_collector(Box::new(RingCollector {
-        ownership: ownership.clone(),
-        peers: Arc::clone(&peers),
-        store: Arc::clone(&store),
-        resolver: Arc::clone(&resolver),
-    }));
-    let admin_state = Arc::new(AdminState {
+    let admin_app = admin_router(AdminState {
         registry,
         health: Arc::clone(&controller.health),
         ownership: ownership.clone(),
@@ -580,22 +530,10 @@ pub(crate) async fn replica(
             cluster: controller.cluster().clone(),
         },
     });
-    let admin_app = axum::Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/livez", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(prometheus))
-        .route("/status", get(status_page))
-        .route("/records", get(records))
-        .route(
-            "/",
-            get(|| async { axum::response::Redirect::to("/status") }),
-        )
-        .with_state(admin_state);
     let admin_server = {
-        let stop = stop.clone();
+        let (stop, listener) = (stop.clone(), listeners.admin);
         tokio::spawn(async move {
-            axum::serve(admin, admin_app)
+            axum::serve(listener, admin_app)
                 .with_graceful_shutdown(stopped(stop))
                 .await
         })
@@ -604,24 +542,30 @@ pub(crate) async fn replica(
     if let Some(started) = started {
         let _ = started.send(Started {
             ownership: ownership.clone(),
-            metrics_api: metrics_api_addr,
-            admin: admin_addr,
+            metrics_api: listeners.metrics_api_addr,
+            admin: listeners.admin_addr,
             store: Arc::clone(&store),
         });
     }
     info!(
-        member = %args.name,
-        peer_address,
-        metrics_api = %metrics_api_addr,
-        admin = %admin_addr,
+        member = %member,
+        peer_address = listeners.peer_address,
+        metrics_api = %listeners.metrics_api_addr,
+        admin = %listeners.admin_addr,
         "replica started"
     );
+    // Every long-lived part: when one ends, the replica cannot do its job and exits (1) for
+    // its supervisor to restart it. Not here, on purpose: tasks owned by one of these parts
+    // that end with it (the controller's watches, the per-object push listeners, the peer
+    // streams, which reconnect until the ring drops the peer).
     let critical = async {
         tokio::select! {
             r = replication_server => format!("the replication server stopped: {r:?}"),
             r = metrics_server => format!("the metrics API stopped: {r:?}"),
             r = admin_server => format!("the admin server stopped: {r:?}"),
             r = follow => format!("the ring follower stopped: {r:?}"),
+            why = controller.stopped() => why,
+            why = coordinator.stopped() => why,
         }
     };
     let failure = tokio::select! {
@@ -633,11 +577,205 @@ pub(crate) async fn replica(
     // Leave the ring first: with a leave grace the ring keeps this replica's objects for a
     // restart under the same name; without one, peers take them over at once.
     coordinator.shutdown().await;
-    let _ = tokio::time::timeout(drain, controller.join()).await;
+    let _ = tokio::time::timeout(drain_timeout, controller.join()).await;
     match failure {
         None => Ok(()),
         Some(why) => Err(anyhow::anyhow!(why)),
     }
+}
+
+/// Keeps the store's generation and the peer set in step with the ring.
+async fn follow_ring(
+    mut ownership: watch::Receiver<Ownership>,
+    store: Arc<Store>,
+    peers: Arc<Peers>,
+) {
+    loop {
+        let (generation, members) = {
+            let o = ownership.borrow_and_update();
+            (o.generation(), o.ring.members().to_vec())
+        };
+        store.set_generation(generation);
+        peers.set_members(&members);
+        if ownership.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The operator's settings from its flags.
+fn operator_settings(operator: OperatorArgs, ring_namespace: &str) -> anyhow::Result<Settings> {
+    let OperatorArgs {
+        cluster_object_namespace,
+        poll_grain,
+        report_writes_per_second,
+        keda_write_pattern,
+    } = operator;
+    if poll_grain > Duration::from_secs(1) {
+        anyhow::bail!(
+            "--poll-grain must be at most 1 second (it delays every poll by up to that much)"
+        );
+    }
+    Ok(Settings {
+        cluster_object_namespace: cluster_object_namespace
+            .unwrap_or_else(|| ring_namespace.to_owned()),
+        keda_write_pattern,
+        report_writes_per_second,
+        poll_grain,
+        ..Settings::default()
+    })
+}
+
+/// The replica's listening sockets, bound before it joins the ring.
+struct Listeners {
+    replication: tokio::net::TcpListener,
+    metrics_api: tokio::net::TcpListener,
+    admin: tokio::net::TcpListener,
+    metrics_api_addr: SocketAddr,
+    admin_addr: SocketAddr,
+    /// The replication address peers reach this replica at.
+    peer_address: String,
+}
+
+impl Listeners {
+    async fn bind(listen: ListenArgs) -> anyhow::Result<Listeners> {
+        let ListenArgs {
+            replication_listen,
+            peer_address,
+            metrics_api_listen,
+            admin_listen,
+        } = listen;
+        let replication = bind(replication_listen, "replication").await?;
+        let metrics_api = bind(metrics_api_listen, "the metrics API").await?;
+        let admin = bind(admin_listen, "the admin endpoints").await?;
+        let peer_address = match peer_address {
+            Some(a) => a,
+            None => {
+                let local = replication.local_addr()?;
+                match std::env::var("POD_IP") {
+                    Ok(ip) if !ip.is_empty() => format!("{ip}:{}", local.port()),
+                    _ => local.to_string(),
+                }
+            }
+        };
+        Ok(Listeners {
+            metrics_api_addr: metrics_api.local_addr()?,
+            admin_addr: admin.local_addr()?,
+            replication,
+            metrics_api,
+            admin,
+            peer_address,
+        })
+    }
+}
+
+/// Mutual TLS between replicas, when its files are given.
+fn peer_tls_config(peer_tls: PeerTlsArgs) -> anyhow::Result<Option<PeerTls>> {
+    let PeerTlsArgs {
+        peer_ca_file,
+        peer_cert_file,
+        peer_key_file,
+        peer_server_name,
+    } = peer_tls;
+    match (peer_ca_file, peer_cert_file, peer_key_file) {
+        (Some(ca), Some(cert), Some(key)) => {
+            let mut tls =
+                PeerTls::from_files(&ca, &cert, &key).context("reading the peer TLS files")?;
+            tls.server_name = peer_server_name;
+            Ok(Some(tls))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// The metrics API's TLS (none with `--insecure-metrics-api`) and how it authenticates callers.
+async fn metrics_api_security(
+    metrics_api: MetricsApiArgs,
+    member: &str,
+    client: &kube::Client,
+) -> anyhow::Result<(
+    Option<Arc<ringscale_metrics_api::serve::ServerConfig>>,
+    Auth,
+)> {
+    let MetricsApiArgs {
+        tls_cert_file,
+        tls_private_key_file,
+        requestheader_client_ca_file,
+        requestheader_allowed_names,
+        insecure_metrics_api,
+    } = metrics_api;
+    if insecure_metrics_api {
+        warn!(
+            "the metrics API is served over plain HTTP without authentication (--insecure-metrics-api)"
+        );
+        return Ok((None, Auth::Insecure));
+    }
+    let certificate = match (tls_cert_file, tls_private_key_file) {
+        (Some(cert), Some(key)) => Certificate::Files { cert, key },
+        _ => Certificate::SelfSigned(vec![
+            "localhost".into(),
+            "127.0.0.1".into(),
+            member.to_owned(),
+        ]),
+    };
+    let (ca, allowed_names) = match requestheader_client_ca_file {
+        Some(path) => (
+            std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
+            requestheader_allowed_names,
+        ),
+        None => {
+            let published = front_proxy_from_cluster(client).await?;
+            let names = if requestheader_allowed_names.is_empty() {
+                published.allowed_names
+            } else {
+                requestheader_allowed_names
+            };
+            (published.ca_pem.into_bytes(), names)
+        }
+    };
+    let tls = server_config(&certificate, Some(&ca)).context("metrics API TLS")?;
+    Ok((Some(Arc::new(tls)), Auth::RequestHeader { allowed_names }))
+}
+
+/// The coordinator's configuration: the ring, this member, its address and the Lease timings.
+fn coordinator_config(
+    ring: RingArgs,
+    leases: LeaseArgs,
+    peer_address: &str,
+) -> ringscale_coordinator::Config {
+    let RingArgs {
+        name,
+        namespace,
+        ring,
+    } = ring;
+    let LeaseArgs {
+        lease_duration,
+        renew_deadline,
+        retry_period,
+        leave_grace,
+    } = leases;
+    let mut config = ringscale_coordinator::Config::new(&ring, &namespace, &name, peer_address);
+    config.lease_duration = lease_duration;
+    config.renew_deadline = renew_deadline;
+    config.retry_period = retry_period;
+    config.leave_grace = leave_grace;
+    config
+}
+
+/// `/healthz`, `/livez`, `/readyz`, `/metrics`, `/status`, `/records`.
+fn admin_router(state: AdminState) -> axum::Router {
+    axum::Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/livez", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(prometheus))
+        .route("/status", get(status_page))
+        .route("/records", get(records))
+        .route(
+            "/",
+            get(|| async { axum::response::Redirect::to("/status") }),
+        )
+        .with_state(Arc::new(state))
 }
 
 struct AdminState {
@@ -720,113 +858,5 @@ async fn prometheus(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
             [("content-type", "text/plain")],
             e.to_string(),
         ),
-    }
-}
-
-/// `ringscale_*` values read at scrape time.
-#[derive(Debug)]
-struct RingCollector {
-    ownership: watch::Receiver<Ownership>,
-    peers: Arc<Peers>,
-    store: Arc<Store>,
-    resolver: Arc<Resolver>,
-}
-
-fn gauge(
-    encoder: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    value: i64,
-) -> Result<(), std::fmt::Error> {
-    let g = ConstGauge::new(value);
-    let metric = encoder.encode_descriptor(name, help, None, g.metric_type())?;
-    g.encode(metric)
-}
-
-impl Collector for RingCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let (generation, members) = {
-            let o = self.ownership.borrow();
-            (o.generation(), o.ring.members().len())
-        };
-        gauge(
-            &mut encoder,
-            "ringscale_ring_generation",
-            "Generation of the ring this replica follows",
-            i64::try_from(generation).unwrap_or(i64::MAX),
-        )?;
-        gauge(
-            &mut encoder,
-            "ringscale_ring_members",
-            "Members of the ring",
-            i64::try_from(members).unwrap_or(i64::MAX),
-        )?;
-        let synced = self.peers.status().iter().filter(|p| p.synced).count();
-        gauge(
-            &mut encoder,
-            "ringscale_peers_synced",
-            "Peers whose first snapshot arrived",
-            i64::try_from(synced).unwrap_or(i64::MAX),
-        )?;
-        gauge(
-            &mut encoder,
-            "ringscale_cache_records",
-            "Metric records held",
-            i64::try_from(self.store.len()).unwrap_or(i64::MAX),
-        )?;
-        let stats = &self.store.stats;
-        let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
-        for (name, help, value) in [
-            (
-                "ringscale_replication_records_sent",
-                "Records sent to peers",
-                load(&stats.records_sent),
-            ),
-            (
-                "ringscale_replication_bytes_sent",
-                "Bytes sent to peers",
-                load(&stats.bytes_sent),
-            ),
-            (
-                "ringscale_replication_records_received",
-                "Records received from peers",
-                load(&stats.records_received),
-            ),
-            (
-                "ringscale_replication_records_rejected",
-                "Malformed records refused",
-                load(&stats.records_rejected),
-            ),
-            (
-                "ringscale_forwarded_queries_served",
-                "Forwarded queries answered as the owner",
-                load(&stats.queries_served),
-            ),
-        ] {
-            let c = ConstCounter::new(value);
-            let metric = encoder.encode_descriptor(name, help, None, c.metric_type())?;
-            c.encode(metric)?;
-        }
-        let counts = &self.resolver.counts;
-        let c = ConstCounter::new(0u64);
-        let mut family = encoder.encode_descriptor(
-            "ringscale_metrics_api_requests",
-            "External metrics requests by where the value came from",
-            None,
-            c.metric_type(),
-        )?;
-        for (source, value) in [
-            ("cache", load(&counts.cache)),
-            ("live", load(&counts.live)),
-            ("forwarded", load(&counts.forwarded)),
-            ("fallback", load(&counts.fallback)),
-            ("replicated", load(&counts.replicated)),
-            ("error", load(&counts.errors)),
-        ] {
-            let labels = [("source", source)];
-            let metric = family.encode_family(&labels)?;
-            ConstCounter::new(value).encode(metric)?;
-        }
-        Ok(())
     }
 }

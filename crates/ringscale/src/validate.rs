@@ -99,7 +99,7 @@ pub fn run(args: ValidateArgs) -> ExitCode {
         for source in expand(input, recursive, &mut outcome.read_errors) {
             match read(&source) {
                 Ok(text) => parse_text(&display(&source), &text, &mut documents, &mut outcome),
-                Err(err) => outcome.read_errors.push(err),
+                Err(err) => outcome.read_errors.push(err.to_string()),
             }
         }
     }
@@ -373,7 +373,18 @@ fn expand(input: &Path, recursive: bool, errors: &mut Vec<String>) -> Vec<PathBu
     found
 }
 
-fn read(source: &Path) -> Result<String, String> {
+/// Why an input could not be read (the source as shown: a path or `<stdin>`).
+#[derive(Debug, thiserror::Error)]
+enum ReadError {
+    #[error("cannot read {0}: {1}")]
+    Io(String, std::io::Error),
+    #[error("{0} is larger than {mib} MiB", mib = MAX_INPUT_BYTES >> 20)]
+    TooLarge(String),
+    #[error("{0} is not UTF-8 text: {1}")]
+    NotUtf8(String, std::string::FromUtf8Error),
+}
+
+fn read(source: &Path) -> Result<String, ReadError> {
     let mut bytes = Vec::new();
     let limit = MAX_INPUT_BYTES + 1;
     let result = if source == Path::new("-") {
@@ -382,16 +393,12 @@ fn read(source: &Path) -> Result<String, String> {
         std::fs::File::open(source).and_then(|f| f.take(limit).read_to_end(&mut bytes))
     };
     if let Err(err) = result {
-        return Err(format!("cannot read {}: {err}", display(source)));
+        return Err(ReadError::Io(display(source), err));
     }
     if bytes.len() as u64 > MAX_INPUT_BYTES {
-        return Err(format!(
-            "{} is larger than {} MiB",
-            display(source),
-            MAX_INPUT_BYTES >> 20
-        ));
+        return Err(ReadError::TooLarge(display(source)));
     }
-    String::from_utf8(bytes).map_err(|err| format!("{} is not UTF-8 text: {err}", display(source)))
+    String::from_utf8(bytes).map_err(|err| ReadError::NotUtf8(display(source), err))
 }
 
 fn display(source: &Path) -> String {

@@ -288,18 +288,23 @@ impl fmt::Debug for ResolvedAuth {
     }
 }
 
+/// `envSourceContainerName` names no container of the scale target (KEDA's message).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("couldn't find container with name {0} on the scale target")]
+struct NoSuchContainer(String);
+
 /// The container whose environment a trigger reads: the named one, or the first.
 fn pick_container<'a>(
     pod: &'a PodSpec,
     name: Option<&str>,
-) -> Result<Option<&'a Container>, String> {
+) -> Result<Option<&'a Container>, NoSuchContainer> {
     match name.filter(|n| !n.is_empty()) {
         Some(n) => pod
             .containers
             .iter()
             .find(|c| c.name == n)
             .map(Some)
-            .ok_or_else(|| format!("couldn't find container with name {n} on the scale target")),
+            .ok_or_else(|| NoSuchContainer(n.to_owned())),
         None => Ok(pod.containers.first()),
     }
 }
@@ -322,12 +327,12 @@ pub fn resolve_env(
     let container = match pick_container(pod, container_name) {
         Ok(Some(c)) => c,
         Ok(None) => return (env, problems),
-        Err(message) => {
+        Err(e) => {
             problems.push(AuthProblem {
                 affects: Affects::AllVariables,
                 kind: ProblemKind::NotFound,
                 path: "envSourceContainerName".to_owned(),
-                message,
+                message: e.to_string(),
             });
             return (env, problems);
         }

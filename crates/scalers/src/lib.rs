@@ -32,7 +32,9 @@ pub use metric::{
 };
 pub use redact::{Redactor, Secret};
 pub use scalers::aws::AwsEnv;
-pub use scalers::kubernetes_workload::{ListPods, PodLister, PodSummary, PodsFuture};
+pub use scalers::kubernetes_workload::{
+    ListPods, ListPodsError, PodLister, PodSummary, PodsFuture,
+};
 pub use sources::{SourceCounts, Sources, SourcesConfig};
 pub use tls::{TlsOptions, install_crypto_provider};
 pub use trigger::{ParsedTrigger, SUPPORTED_TRIGGER_TYPES, Scaler, parse};

@@ -58,18 +58,54 @@ pub(crate) fn from_auth(p: &mut crate::params::Params<'_>, insecure: bool) -> Tl
             "encrypted private keys are not supported by ringscale; give key unencrypted",
         );
     } else if let Err(e) = tls.client_config() {
-        p.fail_param(ErrorKind::Config, "ca", AUTH, e);
+        p.fail_param(ErrorKind::Config, "ca", AUTH, e.to_string());
     }
     tls
 }
 
+/// Why a trigger's TLS settings cannot make a client configuration (the parameter named first;
+/// PEM contents are never quoted).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TlsError {
+    /// rustls refused the protocol versions (should not happen).
+    #[error("TLS setup failed: {0}")]
+    Setup(String),
+    /// `ca` is not PEM.
+    #[error("ca is not a valid PEM certificate: {0}")]
+    CaPem(String),
+    /// `ca` holds a certificate rustls cannot use as a root.
+    #[error("ca is not a usable CA certificate: {0}")]
+    CaUnusable(String),
+    /// `ca` holds no certificate.
+    #[error("ca contains no PEM certificate")]
+    NoCa,
+    /// `cert` is not PEM.
+    #[error("cert is not a valid PEM certificate: {0}")]
+    CertPem(String),
+    /// `cert` holds no certificate.
+    #[error("cert contains no PEM certificate")]
+    NoCert,
+    /// `key` is not an unencrypted PEM private key.
+    #[error("key is not a valid unencrypted PEM private key")]
+    Key,
+    /// `cert` and `key` do not match.
+    #[error("cert and key do not form a usable client identity: {0}")]
+    Identity(String),
+    /// `cert` without `key`.
+    #[error("cert is given without key")]
+    CertWithoutKey,
+    /// `key` without `cert`.
+    #[error("key is given without cert")]
+    KeyWithoutCert,
+}
+
 impl TlsOptions {
     /// Builds a rustls client configuration. Errors describe which part is malformed.
-    pub fn client_config(&self) -> Result<ClientConfig, String> {
+    pub fn client_config(&self) -> Result<ClientConfig, TlsError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
-            .map_err(|e| format!("TLS setup failed: {e}"))?;
+            .map_err(|e| TlsError::Setup(e.to_string()))?;
         let builder = if self.insecure {
             builder
                 .dangerous()
@@ -80,15 +116,14 @@ impl TlsOptions {
             if let Some(ca) = &self.ca {
                 let mut added = 0;
                 for cert in CertificateDer::pem_slice_iter(ca.as_bytes()) {
-                    let cert =
-                        cert.map_err(|e| format!("ca is not a valid PEM certificate: {e}"))?;
+                    let cert = cert.map_err(|e| TlsError::CaPem(e.to_string()))?;
                     roots
                         .add(cert)
-                        .map_err(|e| format!("ca is not a usable CA certificate: {e}"))?;
+                        .map_err(|e| TlsError::CaUnusable(e.to_string()))?;
                     added += 1;
                 }
                 if added == 0 {
-                    return Err("ca contains no PEM certificate".to_owned());
+                    return Err(TlsError::NoCa);
                 }
             }
             builder.with_root_certificates(roots)
@@ -97,18 +132,18 @@ impl TlsOptions {
             (Some(cert), Some(key)) => {
                 let chain = CertificateDer::pem_slice_iter(cert.as_bytes())
                     .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| format!("cert is not a valid PEM certificate: {e}"))?;
+                    .map_err(|e| TlsError::CertPem(e.to_string()))?;
                 if chain.is_empty() {
-                    return Err("cert contains no PEM certificate".to_owned());
+                    return Err(TlsError::NoCert);
                 }
                 let key = PrivateKeyDer::from_pem_slice(key.expose().as_bytes())
-                    .map_err(|_| "key is not a valid unencrypted PEM private key".to_owned())?;
+                    .map_err(|_| TlsError::Key)?;
                 builder
                     .with_client_auth_cert(chain, key)
-                    .map_err(|e| format!("cert and key do not form a usable client identity: {e}"))
+                    .map_err(|e| TlsError::Identity(e.to_string()))
             }
-            (Some(_), None) => Err("cert is given without key".to_owned()),
-            (None, Some(_)) => Err("key is given without cert".to_owned()),
+            (Some(_), None) => Err(TlsError::CertWithoutKey),
+            (None, Some(_)) => Err(TlsError::KeyWithoutCert),
             (None, None) => Ok(builder.with_no_client_auth()),
         }
     }
@@ -177,17 +212,20 @@ mod tests {
             ..Default::default()
         };
         let err = opts.client_config().unwrap_err();
+        assert!(matches!(err, TlsError::CaPem(_)), "{err}");
+        let text = err.to_string();
         assert!(
-            err.starts_with("ca is not a valid PEM certificate"),
-            "{err}"
+            text.starts_with("ca is not a valid PEM certificate"),
+            "{text}"
         );
-        assert!(!err.contains("secret-ish"));
+        assert!(!text.contains("secret-ish"));
         let opts = TlsOptions {
             cert: Some("x".into()),
             ..Default::default()
         };
+        assert_eq!(opts.client_config().unwrap_err(), TlsError::CertWithoutKey);
         assert_eq!(
-            opts.client_config().unwrap_err(),
+            TlsError::CertWithoutKey.to_string(),
             "cert is given without key"
         );
         assert!(TlsOptions::default().client_config().is_ok());
@@ -211,7 +249,7 @@ mod tests {
 pub(crate) fn grpc_channel(
     endpoint: tonic::transport::Endpoint,
     tls: &TlsOptions,
-) -> Result<tonic::transport::Channel, String> {
+) -> Result<tonic::transport::Channel, TlsError> {
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls.client_config()?)
         .https_only()

@@ -18,22 +18,25 @@ impl std::fmt::Debug for Formula {
 impl Formula {
     /// Compiles a formula (validation has checked names and shape already; this only fails on
     /// syntax).
-    pub fn compile(text: &str) -> Result<Formula, String> {
+    pub fn compile(text: &str) -> Result<Formula, FormulaError> {
         if text.len() > ringscale_api::validate::formula::MAX_FORMULA_LEN {
-            return Err("the formula is too long".into());
+            return Err(FormulaError::TooLong);
         }
         expr::compile(text)
             .map(|program| Formula {
                 program,
                 text: text.to_owned(),
             })
-            .map_err(|e| format!("the formula does not parse: {e}"))
+            .map_err(|e| FormulaError::Parse(e.to_string()))
     }
 
     /// Runs the formula. Each trigger name maps to its value, or `None` when the trigger failed:
     /// then it is `nil` in the formula (for `??`), as KEDA's `scalingModifiers` fallback does.
     /// `Ok(None)` means the formula returned nil (the caller applies the fallback replicas).
-    pub fn evaluate(&self, values: &BTreeMap<String, Option<f64>>) -> Result<Option<f64>, String> {
+    pub fn evaluate(
+        &self,
+        values: &BTreeMap<String, Option<f64>>,
+    ) -> Result<Option<f64>, FormulaError> {
         let mut ctx = expr::Context::default();
         for (name, value) in values {
             match value {
@@ -43,17 +46,47 @@ impl Formula {
         }
         match expr::run(&self.program, &ctx) {
             Ok(expr::Value::Float(v)) if v.is_finite() => Ok(Some(v)),
-            Ok(expr::Value::Float(v)) => Err(format!("the formula returned {v}")),
+            Ok(expr::Value::Float(v)) => Err(FormulaError::NotFinite(v)),
             #[allow(clippy::cast_precision_loss)]
             Ok(expr::Value::Integer(v)) => Ok(Some(v as f64)),
             Ok(expr::Value::Nil) => Ok(None),
-            Ok(other) => Err(format!(
-                "the formula must return a number, returned {other}"
-            )),
-            Err(e) => Err(format!("the formula failed: {e}")),
+            Ok(other) => Err(FormulaError::NotANumber(other.to_string())),
+            Err(e) => Err(FormulaError::Failed(e.to_string())),
         }
     }
 }
+
+/// Why a `scalingModifiers` formula cannot be compiled or did not give a number. The expression
+/// library's own errors are kept as text: its error type is not part of this crate's API.
+#[derive(Clone, Debug, PartialEq)]
+pub enum FormulaError {
+    /// Longer than validation allows.
+    TooLong,
+    /// Compiling failed (syntax).
+    Parse(String),
+    /// Running failed (a type error, a missing name).
+    Failed(String),
+    /// It returned NaN or an infinity.
+    NotFinite(f64),
+    /// It returned something other than a number or nil (shown as returned).
+    NotANumber(String),
+}
+
+impl std::fmt::Display for FormulaError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FormulaError::TooLong => f.write_str("the formula is too long"),
+            FormulaError::Parse(e) => write!(f, "the formula does not parse: {e}"),
+            FormulaError::Failed(e) => write!(f, "the formula failed: {e}"),
+            FormulaError::NotFinite(v) => write!(f, "the formula returned {v}"),
+            FormulaError::NotANumber(v) => {
+                write!(f, "the formula must return a number, returned {v}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for FormulaError {}
 
 /// Whether the composite metric is active: strictly above `activationTarget`.
 pub fn composite_active(value: f64, activation_target: f64) -> bool {
@@ -109,9 +142,24 @@ mod tests {
 
     #[test]
     fn non_numbers_and_bad_syntax_are_errors() {
-        assert!(Formula::compile("queue +").is_err());
+        assert!(matches!(
+            Formula::compile("queue +"),
+            Err(FormulaError::Parse(_))
+        ));
+        assert!(matches!(
+            Formula::compile(&"a+".repeat(10_000)),
+            Err(FormulaError::TooLong)
+        ));
         let f = Formula::compile("queue > 1").unwrap();
         let err = f.evaluate(&values(&[("queue", Some(2.0))])).unwrap_err();
-        assert!(err.contains("number"), "{err}");
+        assert_eq!(
+            err,
+            FormulaError::NotANumber("true".into()),
+            "a comparison gives a boolean"
+        );
+        assert_eq!(
+            err.to_string(),
+            "the formula must return a number, returned true"
+        );
     }
 }

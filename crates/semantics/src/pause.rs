@@ -45,18 +45,34 @@ fn flag(annotations: &BTreeMap<String, String>, key: &str) -> bool {
     }
 }
 
+/// Why the pause annotations cannot be read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PauseError {
+    /// `autoscaling.keda.sh/paused-replicas` is not a non-negative integer (the value given).
+    PausedReplicas(String),
+}
+
+impl std::fmt::Display for PauseError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PauseError::PausedReplicas(v) => write!(
+                f,
+                "annotation {ANNOTATION_PAUSED_REPLICAS} must be a non-negative integer, got {v:?}"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for PauseError {}
+
 /// Reads the annotations. An unparseable `paused-replicas` is an error (the object is not
 /// scaled until it is fixed, as KEDA refuses it).
-pub fn from_annotations(annotations: &BTreeMap<String, String>) -> Result<Pause, String> {
+pub fn from_annotations(annotations: &BTreeMap<String, String>) -> Result<Pause, PauseError> {
     let replicas = match annotations.get(ANNOTATION_PAUSED_REPLICAS) {
         None => None,
         Some(v) => match v.trim().parse::<i32>() {
             Ok(n) if n >= 0 => Some(n),
-            _ => {
-                return Err(format!(
-                    "annotation {ANNOTATION_PAUSED_REPLICAS} must be a non-negative integer, got {v:?}"
-                ));
-            }
+            _ => return Err(PauseError::PausedReplicas(v.clone())),
         },
     };
     let force_activation = flag(annotations, ANNOTATION_FORCE_ACTIVATION);
@@ -149,7 +165,14 @@ mod tests {
         assert_eq!(p.replicas, Some(3));
         assert!(p.is_full());
         let err = from_annotations(&with(&[(ANNOTATION_PAUSED_REPLICAS, "three")])).unwrap_err();
-        assert!(err.contains("paused-replicas"), "{err}");
-        assert!(from_annotations(&with(&[(ANNOTATION_PAUSED_REPLICAS, "-1")])).is_err());
+        assert_eq!(err, PauseError::PausedReplicas("three".into()));
+        assert_eq!(
+            err.to_string(),
+            "annotation autoscaling.keda.sh/paused-replicas must be a non-negative integer, got \"three\""
+        );
+        assert_eq!(
+            from_annotations(&with(&[(ANNOTATION_PAUSED_REPLICAS, "-1")])),
+            Err(PauseError::PausedReplicas("-1".into()))
+        );
     }
 }

@@ -27,7 +27,7 @@ use ringscale_api::{
 use super::cooldown::Cooldown;
 use super::fallback::{Health, fallback_replicas, fallback_value};
 use super::modifiers::{Formula, composite_active};
-use super::pause::Pause;
+use super::pause::{Pause, PauseError};
 
 /// How often at most `status.health` is refreshed while only failure counts change (the
 /// threshold being crossed, or a recovery, is written at once).
@@ -73,7 +73,7 @@ pub struct Input<'a> {
     /// The object as read (its status is the "before").
     pub so: &'a ScaledObject,
     /// The pause annotations, or why they are invalid.
-    pub pause: Result<Pause, String>,
+    pub pause: Result<Pause, PauseError>,
     /// The target's replicas and what kind it is, or why they could not be read.
     pub target: Result<(Target, GroupVersionKindResource), String>,
     /// Problems building the triggers (an invalid trigger, a missing secret, a bad formula).
@@ -388,13 +388,13 @@ pub fn plan(input: &Input<'_>) -> Plan {
 
     let pause = match &input.pause {
         Ok(p) => *p,
-        Err(message) => {
+        Err(e) => {
             set_condition(
                 &mut status.conditions,
                 ConditionType::Ready,
                 ConditionStatus::False,
                 "ScaledObjectCheckFailed",
-                message,
+                &e.to_string(),
                 now,
             );
             ready_events(&before, &status, &mut events);
@@ -803,7 +803,7 @@ pub fn assess(
                 Ok(Some(v))
             } else {
                 match formula {
-                    Some(f) => f.evaluate(&formula_values),
+                    Some(f) => f.evaluate(&formula_values).map_err(|e| e.to_string()),
                     None => Err("the formula is not compiled".to_owned()),
                 }
             };

@@ -444,13 +444,43 @@ async fn evaluate(
     }
 }
 
+/// Why the HPA controller could not read an external metric (the texts the real controller's
+/// conditions show, where it has them).
+#[derive(Debug, thiserror::Error)]
+enum ExternalMetricError {
+    /// The aggregator could not reach the metrics API (its message).
+    #[error("{0}")]
+    Unreachable(String),
+    /// The body could not be read.
+    #[error("{0}")]
+    Body(String),
+    /// The metrics API answered an error status (the status, the start of the body).
+    #[error("the server responded {0}: {1}")]
+    Status(http::StatusCode, String),
+    /// Not an ExternalMetricValueList.
+    #[error("invalid ExternalMetricValueList: {0}")]
+    Invalid(serde_json::Error),
+    /// A list without `items`.
+    #[error("the response has no items")]
+    NoItems,
+    /// An empty list.
+    #[error("no metrics returned from external metrics API")]
+    Empty,
+    /// An item without a value.
+    #[error("an item has no value")]
+    NoValue,
+    /// A value that is not a quantity.
+    #[error("{0}")]
+    Quantity(ringscale_api::quantity::QuantityError),
+}
+
 /// The summed value of an external metric, read through the aggregated API.
 async fn external_usage(
     sim: &Sim,
     namespace: &str,
     metric: &str,
     selector: &str,
-) -> Result<f64, String> {
+) -> Result<f64, ExternalMetricError> {
     let encoded: String = selector
         .bytes()
         .map(|b| {
@@ -479,39 +509,35 @@ async fn external_usage(
     };
     let response = crate::aggregator::call(sim, forward, &controller_user())
         .await
-        .map_err(|e| e.message)?;
+        .map_err(|e| ExternalMetricError::Unreachable(e.message))?;
     let status = response.status();
     let body = response
         .into_body()
         .collect()
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(|e| ExternalMetricError::Body(e.to_string()))?
         .to_bytes();
     if !status.is_success() {
-        return Err(format!(
-            "the server responded {status}: {}",
-            String::from_utf8_lossy(&body)
-                .chars()
-                .take(300)
-                .collect::<String>()
+        return Err(ExternalMetricError::Status(
+            status,
+            String::from_utf8_lossy(&body).chars().take(300).collect(),
         ));
     }
-    let list: Value = serde_json::from_slice(&body)
-        .map_err(|e| format!("invalid ExternalMetricValueList: {e}"))?;
+    let list: Value = serde_json::from_slice(&body).map_err(ExternalMetricError::Invalid)?;
     let items = list
         .get("items")
         .and_then(Value::as_array)
-        .ok_or("the response has no items")?;
+        .ok_or(ExternalMetricError::NoItems)?;
     if items.is_empty() {
-        return Err("no metrics returned from external metrics API".to_owned());
+        return Err(ExternalMetricError::Empty);
     }
     let mut sum = 0.0;
     for item in items {
         let value = item
             .get("value")
             .and_then(Value::as_str)
-            .ok_or("an item has no value")?;
-        sum += ringscale_api::quantity::parse(value).map_err(|e| e.to_string())?;
+            .ok_or(ExternalMetricError::NoValue)?;
+        sum += ringscale_api::quantity::parse(value).map_err(ExternalMetricError::Quantity)?;
     }
     Ok(sum)
 }

@@ -29,9 +29,11 @@ pub(super) async fn run_cycle(
     if let Ok(p) = &pause {
         ctx.metrics.paused(ns, name, p.is_paused());
     }
+    // The planner puts the reason in the status: it takes it as text.
     let target = read_target(ctx, so)
         .await
-        .map(|(current, ready, gvkr)| (plan::Target { current, ready }, gvkr));
+        .map(|(current, ready, gvkr)| (plan::Target { current, ready }, gvkr))
+        .map_err(|e| e.to_string());
     let polls = match &pause {
         Ok(p) if !p.is_full() => {
             let print = fingerprint(&so.metadata);
@@ -155,7 +157,7 @@ pub(super) async fn execute(
         match ensure_hpa(ctx, so, desired, generation, &mut state.hpa_matched).await {
             Ok(()) => {}
             Err(CycleError::Api(what, kube::Error::Api(s)))
-                if (400..500).contains(&s.code) && !matches!(s.code, 409 | 429) =>
+                if ringscale_coordinator::ApiErrorKind::of_status(&s).is_refusal() =>
             {
                 warn!(namespace = ns, name, what, error = %s.message, "the API server refused the HPA");
                 plan::set_condition(
@@ -396,7 +398,7 @@ pub(super) async fn build_scalers(
                     match update {
                         Ok(active) => {
                             debug!(object = %id, trigger = index, active, "push trigger reported");
-                            if inbox.send(Msg::Pushed(id.clone())).is_err() {
+                            if inbox.send(Msg::Pushed(id.clone())).await.is_err() {
                                 return;
                             }
                         }
@@ -433,13 +435,32 @@ pub(super) async fn build(ctx: &Ctx, so: &ScaledObject, state: &mut PollState) {
         .retain(|m, _| specs.iter().any(|s| s.external_name() == Some(m.as_str())));
 }
 
+/// Why a scale target cannot be read. The kube error is printed in the message (these go into
+/// the object's status as one line), so it is not also exposed as a source.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum TargetError {
+    /// No such Deployment or StatefulSet in the watches (the name).
+    #[error("{0} not found")]
+    NotFound(String),
+    /// Discovery does not know the target's kind.
+    #[error("the API server does not serve {api_version}/{kind}: {error}")]
+    NotServed {
+        api_version: String,
+        kind: String,
+        error: kube::Error,
+    },
+    /// Reading the target's `/scale` failed.
+    #[error("reading its /scale: {0}")]
+    Scale(kube::Error),
+}
+
 /// The target's replicas and ready replicas, and what kind it is: Deployments and
 /// StatefulSets from the shared watches; any other kind with a `/scale` subresource (an Argo
 /// Rollout, a custom resource) through discovery and one read of its `/scale` per poll.
 pub(super) async fn read_target(
     ctx: &Ctx,
     so: &ScaledObject,
-) -> Result<(i32, i32, GroupVersionKindResource), String> {
+) -> Result<(i32, i32, GroupVersionKindResource), TargetError> {
     let t = &so.spec.scale_target_ref;
     let ns = so.namespace().unwrap_or_default();
     let gvkr = |resource: &str| {
@@ -451,7 +472,7 @@ pub(super) async fn read_target(
             resource: resource.to_owned(),
         }
     };
-    let missing = || format!("{} not found", t.name);
+    let missing = || TargetError::NotFound(t.name.clone());
     match (t.effective_api_version(), t.effective_kind()) {
         ("apps/v1", kind @ ("Deployment" | "StatefulSet")) => {
             let (replicas, ready) = ctx
@@ -470,7 +491,7 @@ pub(super) async fn read_target(
             let scale = Api::<DynamicObject>::namespaced_with(ctx.client.clone(), &ns, &resource)
                 .get_scale(&t.name)
                 .await
-                .map_err(|e| format!("reading its /scale: {e}"))?;
+                .map_err(TargetError::Scale)?;
             Ok((
                 scale.spec.and_then(|s| s.replicas).unwrap_or(0),
                 scale.status.map_or(0, |s| s.replicas),
@@ -485,7 +506,7 @@ pub(super) fn split_api_version(api_version: &str) -> (&str, &str) {
 }
 
 /// The API resource of a scale target kind, found by discovery once and then remembered.
-pub(super) async fn target_kind(ctx: &Ctx, so: &ScaledObject) -> Result<ApiResource, String> {
+pub(super) async fn target_kind(ctx: &Ctx, so: &ScaledObject) -> Result<ApiResource, TargetError> {
     let t = &so.spec.scale_target_ref;
     let id = (
         t.effective_api_version().to_owned(),
@@ -503,7 +524,11 @@ pub(super) async fn target_kind(ctx: &Ctx, so: &ScaledObject) -> Result<ApiResou
     let gvk = GroupVersionKind::gvk(group, version, &id.1);
     let (resource, _) = kube::discovery::pinned_kind(&ctx.client, &gvk)
         .await
-        .map_err(|e| format!("the API server does not serve {}/{}: {e}", id.0, id.1))?;
+        .map_err(|e| TargetError::NotServed {
+            api_version: id.0.clone(),
+            kind: id.1.clone(),
+            error: e,
+        })?;
     ctx.target_kinds
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)

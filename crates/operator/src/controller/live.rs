@@ -12,7 +12,7 @@ use ringscale_cache::{Record, RecordKey};
 use ringscale_coordinator::Ownership;
 use ringscale_replication::{LiveQuery, Query, QueryError, Store};
 use ringscale_ring::Kind;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 
 use super::{Msg, PollState, read_metrics, record_planned};
 use ringscale_semantics::plan;
@@ -27,7 +27,7 @@ pub(super) struct Owned {
 }
 
 pub(super) struct Live {
-    pub(super) inbox: mpsc::UnboundedSender<Msg>,
+    pub(super) inbox: super::Inbox,
     pub(super) ownership: watch::Receiver<Ownership>,
     pub(super) records: Arc<Store>,
 }
@@ -47,7 +47,7 @@ impl LiveQuery for Live {
 }
 
 async fn answer(
-    inbox: &mpsc::UnboundedSender<Msg>,
+    inbox: &super::Inbox,
     ownership: &watch::Receiver<Ownership>,
     records: &Store,
     query: Query,
@@ -69,6 +69,7 @@ async fn answer(
     let (reply, answer) = oneshot::channel();
     inbox
         .send(Msg::Owned(id.clone(), reply))
+        .await
         .map_err(|_| QueryError::Unavailable("the operator is stopping".into()))?;
     let Owned {
         state,

@@ -142,22 +142,33 @@ fn workload(ctx: &Ctx, ns: &str, name: &str) -> Workload {
 }
 
 /// The Job to create: the template verbatim with KEDA's labels, annotations and owner.
-fn job_for(sj: &ScaledJob) -> Result<Value, String> {
+/// Why no Job can be made from a ScaledJob's `jobTargetRef` (the field at fault).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+enum JobTemplateError {
+    #[error("spec.jobTargetRef.template is missing")]
+    NoTemplate,
+    #[error("spec.jobTargetRef.template.metadata is not an object")]
+    Metadata,
+    #[error("spec.jobTargetRef.template.metadata.labels is not an object")]
+    Labels,
+}
+
+fn job_for(sj: &ScaledJob) -> Result<Value, JobTemplateError> {
     let name = sj.name_any();
     let mut spec = Value::Object(sj.spec.job_target_ref.raw().clone());
     let Some(template) = spec.get_mut("template").and_then(Value::as_object_mut) else {
-        return Err("spec.jobTargetRef.template is missing".into());
+        return Err(JobTemplateError::NoTemplate);
     };
     let meta = template
         .entry("metadata")
         .or_insert_with(|| json!({}))
         .as_object_mut()
-        .ok_or("spec.jobTargetRef.template.metadata is not an object")?;
+        .ok_or(JobTemplateError::Metadata)?;
     let labels = meta
         .entry("labels")
         .or_insert_with(|| json!({}))
         .as_object_mut()
-        .ok_or("spec.jobTargetRef.template.metadata.labels is not an object")?;
+        .ok_or(JobTemplateError::Labels)?;
     labels.insert(LABEL_SCALED_JOB_NAME.into(), json!(name));
     if let Some(pod) = template.get_mut("spec").and_then(Value::as_object_mut) {
         let policy = pod.get("restartPolicy").and_then(Value::as_str);
@@ -262,7 +273,7 @@ async fn delete_job(
             ctx.stats.jobs_deleted.fetch_add(1, Ordering::Relaxed);
             Ok(())
         }
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) if ringscale_coordinator::is_not_found(&e) => Ok(()),
         Err(e) => Err(CycleError::Api("delete a Job", e)),
     }
 }
@@ -299,13 +310,13 @@ pub(super) async fn run_cycle(
 
     let paused = match pause::from_annotations(sj.annotations()) {
         Ok(p) => p.paused,
-        Err(message) => {
+        Err(e) => {
             set_condition(
                 &mut status.conditions,
                 ConditionType::Ready,
                 ConditionStatus::False,
                 "ScaledJobCheckFailed",
-                &message,
+                &e.to_string(),
                 now,
             );
             return write_status(ctx, id, sj, status, &before, generation).await;
@@ -646,7 +657,7 @@ async fn create_jobs(
     let body = match job_for(sj) {
         Ok(b) => b,
         Err(problem) => {
-            state.problems.push(problem);
+            state.problems.push(problem.to_string());
             state.fingerprint = None;
             return Ok(());
         }

@@ -228,7 +228,7 @@ pub(super) async fn delete_hpa_named(
             ctx.stats.hpa_writes.fetch_add(1, Ordering::Relaxed);
             Ok(())
         }
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) if is_not_found(&e) => Ok(()),
         Err(e) => Err(CycleError::Api("delete the HPA", e)),
     }
 }
@@ -270,7 +270,7 @@ pub(super) async fn ensure_hpa(
         None => match hpas.create(&PostParams::default(), &desired).await {
             Ok(_) => {}
             // Created meanwhile (the watch is behind): the next poll compares again.
-            Err(kube::Error::Api(s)) if s.code == 409 => return Ok(()),
+            Err(e) if is_conflict(&e) => return Ok(()),
             Err(e) => return Err(CycleError::Api("create the HPA", e)),
         },
         Some(existing) => {

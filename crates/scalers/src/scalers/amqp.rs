@@ -44,7 +44,7 @@ impl AmqpSource {
 
     /// The number of messages in `queue` (ready ones; AMQP does not report unacknowledged
     /// messages).
-    pub async fn message_count(&self, queue: &str) -> Result<u32, String> {
+    pub async fn message_count(&self, queue: &str) -> Result<u32, AmqpError> {
         let mut state = self.state.lock().await;
         if !state
             .as_ref()
@@ -57,17 +57,17 @@ impl AmqpSource {
             let channel = conn
                 .open_channel(None)
                 .await
-                .map_err(|e| format!("cannot open a channel: {e}"))?;
+                .map_err(|e| AmqpError::Channel(e.to_string()))?;
             *state = Some((conn, channel));
         }
         let Some((_, channel)) = state.as_ref() else {
-            return Err("no channel".to_owned());
+            return Err(AmqpError::NoChannel);
         };
         let mut args = QueueDeclareArguments::new(queue);
         args.passive(true);
         match channel.queue_declare(args).await {
             Ok(Some((_, messages, _))) => Ok(messages),
-            Ok(None) => Err("the broker did not answer the queue declaration".to_owned()),
+            Ok(None) => Err(AmqpError::NoDeclareAnswer),
             Err(e) => {
                 // The broker closes the channel after a failed declaration.
                 if let Some((conn, _)) = state.take()
@@ -76,12 +76,12 @@ impl AmqpSource {
                 {
                     *state = Some((conn, ch));
                 }
-                Err(format!("queue {queue:?}: {e}"))
+                Err(AmqpError::Queue(queue.to_owned(), e.to_string()))
             }
         }
     }
 
-    async fn connect(&self) -> Result<Connection, String> {
+    async fn connect(&self) -> Result<Connection, AmqpError> {
         let k = &self.key;
         let mut args =
             OpenConnectionArguments::new(&k.host, k.port, &k.username, k.password.expose());
@@ -94,8 +94,31 @@ impl AmqpSource {
         }
         Connection::open(&args.finish())
             .await
-            .map_err(|e| format!("cannot connect to the broker: {e}"))
+            .map_err(|e| AmqpError::Connect(e.to_string()))
     }
+}
+
+/// Why an AMQP queue could not be read.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum AmqpError {
+    /// The TLS settings are unusable.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    /// The broker refused or did not take the connection.
+    #[error("cannot connect to the broker: {0}")]
+    Connect(String),
+    /// No channel could be opened on the connection.
+    #[error("cannot open a channel: {0}")]
+    Channel(String),
+    /// The channel went before it could be used.
+    #[error("no channel")]
+    NoChannel,
+    /// The broker did not answer the passive declaration.
+    #[error("the broker did not answer the queue declaration")]
+    NoDeclareAnswer,
+    /// The declaration failed (the queue, the broker's reason): a missing queue, no access.
+    #[error("queue {0:?}: {1}")]
+    Queue(String, String),
 }
 
 impl Drop for AmqpSource {

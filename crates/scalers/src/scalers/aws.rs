@@ -490,7 +490,7 @@ impl AwsSource {
         let client = self
             .http
             .client()
-            .map_err(|e| AwsError::source(e.to_owned()))?;
+            .map_err(|e| AwsError::source(e.to_string()))?;
         let identity = Credentials::new(
             keys.id.clone(),
             keys.secret.expose().to_owned(),
@@ -528,7 +528,7 @@ impl AwsSource {
         }
         let answer = shared_http::fetch(request.body(body))
             .await
-            .map_err(AwsError::source)?;
+            .map_err(|e| AwsError::source(e.to_string()))?;
         Ok((answer.status, answer.body))
     }
 }

@@ -145,7 +145,7 @@ pub(crate) fn parse(p: &mut Params<'_>) -> Config {
         }
     };
     if let Err(e) = check_period(period) {
-        p.fail_param(ErrorKind::Config, "metricStatPeriod", META, e);
+        p.fail_param(ErrorKind::Config, "metricStatPeriod", META, e.to_string());
     } else if collection_time < 0 || collection_time % period != 0 {
         p.fail_param(
             ErrorKind::Config,
@@ -171,26 +171,37 @@ pub(crate) fn parse(p: &mut Params<'_>) -> Config {
 }
 
 /// KEDA's checkMetricStatPeriod: 1, 5, 10, 30, 60 or a multiple of 60.
-fn check_period(period: i64) -> Result<(), String> {
+fn check_period(period: i64) -> Result<(), CloudWatchError> {
     if period < 1 {
-        return Err(format!(
-            "metricStatPeriod can not be smaller than 1, however, {period} is provided"
-        ));
+        return Err(CloudWatchError::PeriodBelowOne(period));
     }
     if period <= 60 {
         return match period {
             1 | 5 | 10 | 30 | 60 => Ok(()),
-            _ => Err(format!(
-                "metricStatPeriod < 60 has to be one of [1, 5, 10, 30], however, {period} is provided"
-            )),
+            _ => Err(CloudWatchError::ShortPeriod(period)),
         };
     }
     if period % 60 != 0 {
-        return Err(format!(
-            "metricStatPeriod >= 60 has to be a multiple of 60, however, {period} is provided"
-        ));
+        return Err(CloudWatchError::LongPeriod(period));
     }
     Ok(())
+}
+
+/// What the CloudWatch trigger refuses or could not read (KEDA's messages).
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+enum CloudWatchError {
+    #[error("metricStatPeriod can not be smaller than 1, however, {0} is provided")]
+    PeriodBelowOne(i64),
+    #[error("metricStatPeriod < 60 has to be one of [1, 5, 10, 30], however, {0} is provided")]
+    ShortPeriod(i64),
+    #[error("metricStatPeriod >= 60 has to be a multiple of 60, however, {0} is provided")]
+    LongPeriod(i64),
+    /// A value in the answer that is not a number (as answered).
+    #[error("CloudWatch answered a value that is not a number: {0}")]
+    NotANumber(String),
+    /// No data points in the window while `ignoreNullValues` is false.
+    #[error("empty metric data received, ignoreNullValues is false, returning error")]
+    Empty,
 }
 
 /// KEDA's computeQueryWindow, in Unix seconds: the end is `now - offset` truncated to the
@@ -258,7 +269,7 @@ impl Config {
 
     /// KEDA's GetCloudwatchMetrics on an answer: the first result's first value, else
     /// `minMetricValue` (or an error with `ignoreNullValues: false`).
-    fn value(&self, answer: &Value) -> Result<f64, String> {
+    fn value(&self, answer: &Value) -> Result<f64, CloudWatchError> {
         let first = answer
             .get("MetricDataResults")
             .and_then(Value::as_array)
@@ -271,10 +282,8 @@ impl Config {
         match values.first() {
             Some(v) => v
                 .as_f64()
-                .ok_or_else(|| format!("CloudWatch answered a value that is not a number: {v}")),
-            None if first.is_some() && !self.ignore_null_values => Err(
-                "empty metric data received, ignoreNullValues is false, returning error".to_owned(),
-            ),
+                .ok_or_else(|| CloudWatchError::NotANumber(v.to_string())),
+            None if first.is_some() && !self.ignore_null_values => Err(CloudWatchError::Empty),
             None => Ok(self.min_value),
         }
     }
@@ -311,7 +320,7 @@ impl CloudWatchScaler {
         let value = self
             .config
             .value(&answer)
-            .map_err(|e| common.source_error(e))?;
+            .map_err(|e| common.source_error(e.to_string()))?;
         Ok(Poll::one(
             common.name(metric),
             value,

@@ -101,16 +101,14 @@ pub(crate) fn parse(p: &mut Params<'_>) -> Config {
 }
 
 /// `expressionAttributeNames`: a JSON object of strings, not empty (KEDA's json2Map).
-fn attribute_names(text: &str) -> Result<Map<String, Value>, String> {
-    let map: Map<String, Value> =
-        serde_json::from_str(text).map_err(|e| format!("invalid expressionAttributeNames: {e}"))?;
+fn attribute_names(text: &str) -> Result<Map<String, Value>, AttributeError> {
+    let map: Map<String, Value> = serde_json::from_str(text)
+        .map_err(|e| AttributeError::Json(format!("invalid expressionAttributeNames: {e}")))?;
     if map.is_empty() {
-        return Err("empty map".to_owned());
+        return Err(AttributeError::EmptyNames);
     }
     if let Some((k, _)) = map.iter().find(|(_, v)| !v.is_string()) {
-        return Err(format!(
-            "invalid expressionAttributeNames: {k:?} is not a string"
-        ));
+        return Err(AttributeError::NameNotAString(k.clone()));
     }
     Ok(map)
 }
@@ -118,25 +116,49 @@ fn attribute_names(text: &str) -> Result<Map<String, Value>, String> {
 /// `expressionAttributeValues`: a JSON object of DynamoDB attribute values (`{"S": "x"}`,
 /// `{"N": "1"}`, `BOOL`, `B`, `L`, `M`, `NULL`), as KEDA's json2DynamoMap reads them, turned into
 /// DynamoDB's wire form (`B` holds the text's bytes, sent base64-encoded).
-fn attribute_values(text: &str) -> Result<Map<String, Value>, String> {
-    let map: Map<String, Value> = serde_json::from_str(text).map_err(|e| e.to_string())?;
+fn attribute_values(text: &str) -> Result<Map<String, Value>, AttributeError> {
+    let map: Map<String, Value> =
+        serde_json::from_str(text).map_err(|e| AttributeError::Json(e.to_string()))?;
     map.into_iter()
         .map(|(k, v)| attribute_value(&v).map(|a| (k, a)))
         .collect()
 }
 
-fn attribute_value(v: &Value) -> Result<Value, String> {
+/// Why `expressionAttributeNames` or `expressionAttributeValues` cannot be sent to DynamoDB.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+enum AttributeError {
+    /// `expressionAttributeNames` is `{}` (KEDA's message).
+    #[error("empty map")]
+    EmptyNames,
+    /// A name that maps to something other than a string.
+    #[error("invalid expressionAttributeNames: {0:?} is not a string")]
+    NameNotAString(String),
+    /// Not a JSON object.
+    #[error("{0}")]
+    Json(String),
+    /// A value that is not an object naming its data type.
+    #[error("unsupported data type for attribute value")]
+    NotTyped,
+    /// An object naming no or several data types (how many).
+    #[error("an attribute value names exactly one data type, {0} given")]
+    DataTypes(usize),
+    /// A data type holding the wrong JSON (the type, the value).
+    #[error("invalid expressionAttributeValues: {0} is {1}")]
+    Invalid(String, String),
+    /// A data type ringscale does not send (KEDA's message; sets such as `SS` included).
+    #[error("unsupported data type for attribute value: {0}")]
+    Unsupported(String),
+}
+
+fn attribute_value(v: &Value) -> Result<Value, AttributeError> {
     let Value::Object(m) = v else {
-        return Err("unsupported data type for attribute value".to_owned());
+        return Err(AttributeError::NotTyped);
     };
     let mut entries = m.iter();
     let (Some((data_type, inner)), None) = (entries.next(), entries.next()) else {
-        return Err(format!(
-            "an attribute value names exactly one data type, {} given",
-            m.len()
-        ));
+        return Err(AttributeError::DataTypes(m.len()));
     };
-    let invalid = || format!("invalid expressionAttributeValues: {data_type} is {inner}");
+    let invalid = || AttributeError::Invalid(data_type.clone(), inner.to_string());
     let wire = match (data_type.as_str(), inner) {
         ("S", Value::String(_)) => inner.clone(),
         ("N", Value::String(_)) => inner.clone(),
@@ -158,11 +180,7 @@ fn attribute_value(v: &Value) -> Result<Value, String> {
         ),
         ("NULL", _) => Value::Bool(true),
         ("S" | "N" | "BOOL" | "B" | "L" | "M", _) => return Err(invalid()),
-        (other, _) => {
-            return Err(format!(
-                "unsupported data type for attribute value: {other}"
-            ));
-        }
+        (other, _) => return Err(AttributeError::Unsupported(other.to_owned())),
     };
     let mut out = Map::new();
     out.insert(data_type.clone(), wire);
@@ -240,15 +258,15 @@ mod tests {
         // KEDA: a number given as a JSON number is invalid ("N" takes a string).
         assert!(attribute_values(r#"{":n": {"N": 3}}"#).is_err());
         assert!(
-            attribute_values(r#"{":x": {"SS": ["a"]}}"#)
-                .unwrap_err()
-                .contains("SS")
+            attribute_values(r#"{":x": {"SS": ["a"]}}"#).unwrap_err()
+                == AttributeError::Unsupported("SS".into())
         );
         assert!(attribute_values(r#"{":x": "open"}"#).is_err());
         assert!(attribute_values(r#"{":x": {}}"#).is_err());
         assert!(attribute_values("not json").is_err());
         assert!(attribute_values("{}").unwrap().is_empty());
-        assert_eq!(attribute_names("{}").unwrap_err(), "empty map");
+        assert_eq!(attribute_names("{}"), Err(AttributeError::EmptyNames));
+        assert_eq!(AttributeError::EmptyNames.to_string(), "empty map");
         assert!(attribute_names(r##"{"#k": 1}"##).is_err());
         assert!(attribute_names(r##"{"#k": "status"}"##).is_ok());
     }

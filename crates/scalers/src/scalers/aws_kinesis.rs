@@ -66,7 +66,7 @@ impl KinesisScaler {
             .call("Kinesis_20131202.DescribeStreamSummary", &body)
             .await
             .map_err(|e| common.error(e.kind, e.message))?;
-        let shards = open_shards(&answer).map_err(|e| common.source_error(e))?;
+        let shards = open_shards(&answer).map_err(|e| common.source_error(e.to_string()))?;
         Ok(Poll::one(
             common.name(metric),
             shards as f64,
@@ -75,12 +75,17 @@ impl KinesisScaler {
     }
 }
 
-fn open_shards(answer: &serde_json::Value) -> Result<i64, String> {
+/// Kinesis answered without `StreamDescriptionSummary.OpenShardCount`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("no StreamDescriptionSummary.OpenShardCount in Kinesis's answer")]
+struct NoShardCount;
+
+fn open_shards(answer: &serde_json::Value) -> Result<i64, NoShardCount> {
     answer
         .get("StreamDescriptionSummary")
         .and_then(|s| s.get("OpenShardCount"))
         .and_then(serde_json::Value::as_i64)
-        .ok_or_else(|| "no StreamDescriptionSummary.OpenShardCount in Kinesis's answer".to_owned())
+        .ok_or(NoShardCount)
 }
 
 #[cfg(test)]

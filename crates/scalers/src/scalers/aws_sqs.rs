@@ -44,7 +44,7 @@ pub(crate) fn parse(p: &mut Params<'_>) -> Config {
         Ok(n) => n,
         Err(e) => {
             if !queue_url.is_empty() {
-                p.fail_param(ErrorKind::Config, "queueURL", META_OR_ENV, e);
+                p.fail_param(ErrorKind::Config, "queueURL", META_OR_ENV, e.to_string());
             }
             String::new()
         }
@@ -60,9 +60,23 @@ pub(crate) fn parse(p: &mut Params<'_>) -> Config {
     }
 }
 
+/// What the SQS trigger could not read (KEDA's messages).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+enum SqsError {
+    /// `queueURL` is a URL whose path is not `/<account>/<name>`.
+    #[error("cannot get queueName from queueURL")]
+    QueueName,
+    /// An attribute asked for is missing from the answer.
+    #[error("metric {0} not found in SQS queue attributes")]
+    MissingAttribute(&'static str),
+    /// An attribute is not an integer.
+    #[error("{name} is {text:?}, not an integer")]
+    NotAnInteger { name: &'static str, text: String },
+}
+
 /// KEDA's queue name: the URL's path `/<account>/<name>`, or the whole value when it is not a
 /// URL (Go's ParseRequestURI: an absolute URL or an absolute path).
-fn queue_name(queue_url: &str) -> Result<String, String> {
+fn queue_name(queue_url: &str) -> Result<String, SqsError> {
     let path = if queue_url.starts_with('/') {
         Some(
             queue_url
@@ -82,7 +96,7 @@ fn queue_name(queue_url: &str) -> Result<String, String> {
     };
     let parts: Vec<&str> = path.split('/').collect();
     if parts.len() != 3 || parts[2].is_empty() {
-        return Err("cannot get queueName from queueURL".to_owned());
+        return Err(SqsError::QueueName);
     }
     Ok(parts[2].to_owned())
 }
@@ -126,8 +140,8 @@ impl SqsScaler {
             .call("AmazonSQS.GetQueueAttributes", &body)
             .await
             .map_err(|e| common.error(e.kind, e.message))?;
-        let length =
-            sum_attributes(&answer, &self.config.attributes).map_err(|e| common.source_error(e))?;
+        let length = sum_attributes(&answer, &self.config.attributes)
+            .map_err(|e| common.source_error(e.to_string()))?;
         Ok(Poll::one(
             common.name(metric),
             length as f64,
@@ -138,7 +152,7 @@ impl SqsScaler {
 
 /// KEDA's processQueueLengthFromSqsQueueAttributesOutput: every attribute asked for must be
 /// there and be an integer.
-fn sum_attributes(answer: &serde_json::Value, names: &[&str]) -> Result<i64, String> {
+fn sum_attributes(answer: &serde_json::Value, names: &[&'static str]) -> Result<i64, SqsError> {
     let mut total: i64 = 0;
     for name in names {
         let Some(text) = answer
@@ -146,11 +160,12 @@ fn sum_attributes(answer: &serde_json::Value, names: &[&str]) -> Result<i64, Str
             .and_then(|a| a.get(*name))
             .and_then(|v| v.as_str())
         else {
-            return Err(format!("metric {name} not found in SQS queue attributes"));
+            return Err(SqsError::MissingAttribute(name));
         };
-        let v: i64 = text
-            .parse()
-            .map_err(|_| format!("{name} is {text:?}, not an integer"))?;
+        let v: i64 = text.parse().map_err(|_| SqsError::NotAnInteger {
+            name,
+            text: text.to_owned(),
+        })?;
         total = total.saturating_add(v);
     }
     Ok(total)

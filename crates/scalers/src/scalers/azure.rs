@@ -65,14 +65,38 @@ pub(crate) struct Account {
     pub credential: Credential,
 }
 
+/// Why a storage connection string cannot be used (the Go SDK's messages where it has them).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum ConnectionStringError {
+    /// A part without `=`.
+    #[error(
+        "connection string is either blank or malformed; the expected form is \"Key=Value;Key=Value;...\""
+    )]
+    Malformed,
+    /// Neither `AccountName` nor the service's endpoint key (named).
+    #[error("connection string needs either AccountName or {0}")]
+    NoEndpoint(&'static str),
+    /// The service URL is not http(s) (the service, the URL).
+    #[error("the {0} service URL {1:?} is not an http(s) URL")]
+    NotHttp(&'static str, String),
+    /// `AccountKey` is not base64.
+    #[error("the connection string's AccountKey is not base64")]
+    KeyNotBase64,
+    /// Neither `AccountKey` nor `SharedAccessSignature`.
+    #[error("connection string needs either AccountKey or SharedAccessSignature")]
+    NoCredential,
+}
+
 /// Azure's Go SDK ParseConnectionString for `service`.
-pub(crate) fn parse_connection_string(text: &str, service: Service) -> Result<Account, String> {
-    const MALFORMED: &str = "connection string is either blank or malformed; the expected form is \"Key=Value;Key=Value;...\"";
+pub(crate) fn parse_connection_string(
+    text: &str,
+    service: Service,
+) -> Result<Account, ConnectionStringError> {
     let text = text.trim_end_matches(';');
     let mut map = BTreeMap::new();
     for part in text.split(';') {
         let Some((k, v)) = part.split_once('=') else {
-            return Err(MALFORMED.to_owned());
+            return Err(ConnectionStringError::Malformed);
         };
         map.insert(k, v);
     }
@@ -89,20 +113,14 @@ pub(crate) fn parse_connection_string(text: &str, service: Service) -> Result<Ac
         (Some(endpoint), _) => (*endpoint).to_owned(),
         (None, Some(a)) => format!("{protocol}://{a}.{}.{suffix}", service.name()),
         (None, None) => {
-            return Err(format!(
-                "connection string needs either AccountName or {}",
-                service.endpoint_key()
-            ));
+            return Err(ConnectionStringError::NoEndpoint(service.endpoint_key()));
         }
     };
     if !service_url.ends_with('/') {
         service_url.push('/');
     }
     if url::Url::parse(&service_url).map_or(true, |u| !matches!(u.scheme(), "http" | "https")) {
-        return Err(format!(
-            "the {} service URL {service_url:?} is not an http(s) URL",
-            service.name()
-        ));
+        return Err(ConnectionStringError::NotHttp(service.name(), service_url));
     }
     let credential = match (
         account,
@@ -114,7 +132,7 @@ pub(crate) fn parse_connection_string(text: &str, service: Service) -> Result<Ac
                 .decode(key)
                 .is_err()
             {
-                return Err("the connection string's AccountKey is not base64".to_owned());
+                return Err(ConnectionStringError::KeyNotBase64);
             }
             Credential::SharedKey {
                 account: account.to_owned(),
@@ -122,11 +140,7 @@ pub(crate) fn parse_connection_string(text: &str, service: Service) -> Result<Ac
             }
         }
         (_, _, Some(sas)) => Credential::Sas(Secret::new(sas.trim_start_matches('?').to_owned())),
-        _ => {
-            return Err(
-                "connection string needs either AccountKey or SharedAccessSignature".to_owned(),
-            );
-        }
+        _ => return Err(ConnectionStringError::NoCredential),
     };
     Ok(Account {
         service_url,
@@ -235,7 +249,7 @@ pub(crate) fn parse_account(
     match parse_connection_string(found.text, service) {
         Ok(a) => Some(a),
         Err(e) => {
-            p.invalid(&found, e);
+            p.invalid(&found, e.to_string());
             None
         }
     }
@@ -320,7 +334,7 @@ impl StorageSource {
         let client = self
             .http
             .client()
-            .map_err(|e| (ErrorKind::Source, e.to_owned()))?;
+            .map_err(|e| (ErrorKind::Source, e.to_string()))?;
         let mut url = url::Url::parse(&self.account.service_url)
             .and_then(|u| u.join(path))
             .map_err(|e| (ErrorKind::Config, format!("storage URL: {e}")))?;
@@ -361,7 +375,7 @@ impl StorageSource {
         }
         let answer = shared_http::fetch(request)
             .await
-            .map_err(|e| (ErrorKind::Source, e))?;
+            .map_err(|e| (ErrorKind::Source, e.to_string()))?;
         if answer.status.is_success() {
             return Ok(StorageAnswer {
                 headers: answer.headers,
@@ -488,13 +502,13 @@ mod tests {
             Credential::Sas(Secret::new("sv=2023&sig=abc%3D"))
         );
         assert!(
-            parse_connection_string("AccountName=acme", Service::Queue)
-                .unwrap_err()
-                .contains("AccountKey or SharedAccessSignature")
+            parse_connection_string("AccountName=acme", Service::Queue).unwrap_err()
+                == ConnectionStringError::NoCredential
         );
         assert!(
             parse_connection_string("AccountKey=x", Service::Blob)
                 .unwrap_err()
+                .to_string()
                 .contains("AccountName or BlobEndpoint")
         );
         assert!(parse_connection_string("UseDevelopmentStorage=true", Service::Queue).is_err());

@@ -73,13 +73,13 @@ pub(crate) fn parse(p: &mut Params<'_>) -> Config {
 
 /// A pattern as gobwas/glob compiles one without separators: `*` and `**` cross `/`; `?`,
 /// `[a-z]`, `[!a]`, `{a,b}`. A leading `/` is dropped (blob names never start with one).
-fn compile_glob(pattern: &str) -> Result<globset::GlobMatcher, String> {
+fn compile_glob(pattern: &str) -> Result<globset::GlobMatcher, globset::ErrorKind> {
     globset::GlobBuilder::new(pattern.trim_start_matches('/'))
         .literal_separator(false)
         .backslash_escape(true)
         .build()
         .map(|g| g.compile_matcher())
-        .map_err(|e| e.kind().to_string())
+        .map_err(|e| e.kind().clone())
 }
 
 impl Config {
@@ -143,7 +143,8 @@ impl BlobScaler {
                     ],
                 )
                 .await?;
-            let listing = parse_listing(&page.body).map_err(|e| (ErrorKind::Source, e))?;
+            let listing =
+                parse_listing(&page.body).map_err(|e| (ErrorKind::Source, e.to_string()))?;
             count = count.saturating_add(match &c.glob {
                 Some(g) => listing.names.iter().filter(|n| g.is_match(n)).count(),
                 None => listing.names.len(),
@@ -164,7 +165,18 @@ struct Listing {
     next_marker: Option<String>,
 }
 
-fn parse_listing(body: &[u8]) -> Result<Listing, String> {
+/// Why a List Blobs answer cannot be read.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+enum ListingError {
+    /// Not XML (the parser's reason).
+    #[error("the blob listing is not valid XML: {0}")]
+    Xml(String),
+    /// Deeper than a listing ever nests.
+    #[error("the blob listing is nested too deeply")]
+    TooDeep,
+}
+
+fn parse_listing(body: &[u8]) -> Result<Listing, ListingError> {
     use quick_xml::events::Event;
     let mut reader = quick_xml::Reader::from_reader(body);
     let mut buf = Vec::new();
@@ -172,12 +184,12 @@ fn parse_listing(body: &[u8]) -> Result<Listing, String> {
     let mut text = String::new();
     let mut encoded = false;
     let mut listing = Listing::default();
-    let invalid = |e: &dyn std::fmt::Display| format!("the blob listing is not valid XML: {e}");
+    let invalid = |e: &dyn std::fmt::Display| ListingError::Xml(e.to_string());
     loop {
         match reader.read_event_into(&mut buf).map_err(|e| invalid(&e))? {
             Event::Start(e) => {
                 if path.len() > 16 {
-                    return Err("the blob listing is nested too deeply".to_owned());
+                    return Err(ListingError::TooDeep);
                 }
                 let local = e.local_name();
                 let name: &str = local.as_ref();

@@ -81,30 +81,25 @@ const DOW: Bounds = Bounds {
 };
 
 impl Schedule {
-    pub fn parse(spec: &str) -> Result<Schedule, String> {
+    pub fn parse(spec: &str) -> Result<Schedule, CronError> {
         let mut spec = spec.trim();
         let mut zone = None;
         if spec.starts_with("TZ=") || spec.starts_with("CRON_TZ=") {
             let eq = spec.find('=').unwrap_or(0);
             let space = spec
                 .find(char::is_whitespace)
-                .ok_or("provided bad location")?;
+                .ok_or(CronError::BadLocation)?;
             let name = &spec[eq + 1..space];
             load_zone(name)?;
             zone = Some(name.to_owned());
             spec = spec[space..].trim();
         }
         if spec.starts_with('@') {
-            return Err(format!(
-                "descriptors such as {spec:?} are not accepted; use five fields"
-            ));
+            return Err(CronError::Descriptor(spec.to_owned()));
         }
         let fields: Vec<&str> = spec.split_whitespace().collect();
         if fields.len() != 5 {
-            return Err(format!(
-                "expected exactly 5 fields, found {}: {spec:?}",
-                fields.len()
-            ));
+            return Err(CronError::FieldCount(fields.len(), spec.to_owned()));
         }
         let (minute, _) = field(fields[0], &MINUTES)?;
         let (hour, _) = field(fields[1], &HOURS)?;
@@ -175,7 +170,7 @@ impl Schedule {
     }
 }
 
-fn field(text: &str, b: &Bounds) -> Result<(u64, bool), String> {
+fn field(text: &str, b: &Bounds) -> Result<(u64, bool), CronError> {
     let mut bits = 0u64;
     let mut star = false;
     for expr in text.split(',') {
@@ -186,7 +181,7 @@ fn field(text: &str, b: &Bounds) -> Result<(u64, bool), String> {
     Ok((bits, star))
 }
 
-fn range(expr: &str, b: &Bounds) -> Result<(u64, bool), String> {
+fn range(expr: &str, b: &Bounds) -> Result<(u64, bool), CronError> {
     let range_and_step: Vec<&str> = expr.split('/').collect();
     let low_high: Vec<&str> = range_and_step[0].split('-').collect();
     let single = low_high.len() == 1;
@@ -197,7 +192,7 @@ fn range(expr: &str, b: &Bounds) -> Result<(u64, bool), String> {
         let end = match low_high.len() {
             1 => start,
             2 => int_or_name(low_high[1], b)?,
-            _ => return Err(format!("too many hyphens: {expr}")),
+            _ => return Err(CronError::Hyphens(expr.to_owned())),
         };
         (start, end, false)
     };
@@ -213,27 +208,20 @@ fn range(expr: &str, b: &Bounds) -> Result<(u64, bool), String> {
             }
             step
         }
-        _ => return Err(format!("too many slashes: {expr}")),
+        _ => return Err(CronError::Slashes(expr.to_owned())),
     };
+    let expr = || expr.to_owned();
     if start < b.min {
-        return Err(format!(
-            "beginning of range ({start}) below minimum ({}): {expr}",
-            b.min
-        ));
+        return Err(CronError::BelowMinimum(start, b.min, expr()));
     }
     if end > b.max {
-        return Err(format!(
-            "end of range ({end}) above maximum ({}): {expr}",
-            b.max
-        ));
+        return Err(CronError::AboveMaximum(end, b.max, expr()));
     }
     if start > end {
-        return Err(format!(
-            "beginning of range ({start}) beyond end of range ({end}): {expr}"
-        ));
+        return Err(CronError::Backwards(start, end, expr()));
     }
     if step == 0 {
-        return Err(format!("step of range should be a positive number: {expr}"));
+        return Err(CronError::ZeroStep(expr()));
     }
     let mut bits = 0u64;
     let mut i = start;
@@ -244,7 +232,7 @@ fn range(expr: &str, b: &Bounds) -> Result<(u64, bool), String> {
     Ok((bits, star))
 }
 
-fn int_or_name(text: &str, b: &Bounds) -> Result<u32, String> {
+fn int_or_name(text: &str, b: &Bounds) -> Result<u32, CronError> {
     let lower = text.to_ascii_lowercase();
     if let Some((_, v)) = b.names.iter().find(|(n, _)| *n == lower) {
         return Ok(*v);
@@ -252,21 +240,66 @@ fn int_or_name(text: &str, b: &Bounds) -> Result<u32, String> {
     number(text)
 }
 
-fn number(text: &str) -> Result<u32, String> {
+fn number(text: &str) -> Result<u32, CronError> {
     match text.parse::<i64>() {
-        Ok(n) if n < 0 => Err(format!("negative number ({n}) not allowed: {text}")),
-        Ok(n) => u32::try_from(n).map_err(|_| format!("number too large: {text}")),
-        Err(_) => Err(format!("failed to parse int from {text:?}")),
+        Ok(n) if n < 0 => Err(CronError::Negative(n, text.to_owned())),
+        Ok(n) => u32::try_from(n).map_err(|_| CronError::TooLarge(text.to_owned())),
+        Err(_) => Err(CronError::NotANumber(text.to_owned())),
     }
 }
 
 /// Loads an IANA time zone (`UTC` and `Local` included).
-pub(crate) fn load_zone(name: &str) -> Result<TimeZone, String> {
+pub(crate) fn load_zone(name: &str) -> Result<TimeZone, CronError> {
     match name {
         "" | "UTC" => Ok(TimeZone::UTC),
         "Local" => Ok(TimeZone::system()),
-        other => TimeZone::get(other).map_err(|_| format!("unknown time zone {other:?}")),
+        other => TimeZone::get(other).map_err(|_| CronError::UnknownZone(other.to_owned())),
     }
+}
+
+/// Why a cron schedule or time zone cannot be read (the messages of the cron parser KEDA uses,
+/// robfig/cron).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum CronError {
+    /// `TZ=` without a schedule after it.
+    #[error("provided bad location")]
+    BadLocation,
+    /// Not an IANA zone name.
+    #[error("unknown time zone {0:?}")]
+    UnknownZone(String),
+    /// `@hourly` and friends.
+    #[error("descriptors such as {0:?} are not accepted; use five fields")]
+    Descriptor(String),
+    /// Not five fields (how many, the schedule).
+    #[error("expected exactly 5 fields, found {0}: {1:?}")]
+    FieldCount(usize, String),
+    /// `1-2-3`.
+    #[error("too many hyphens: {0}")]
+    Hyphens(String),
+    /// `1/2/3`.
+    #[error("too many slashes: {0}")]
+    Slashes(String),
+    /// A range starting below the field's minimum.
+    #[error("beginning of range ({0}) below minimum ({1}): {2}")]
+    BelowMinimum(u32, u32, String),
+    /// A range ending above the field's maximum.
+    #[error("end of range ({0}) above maximum ({1}): {2}")]
+    AboveMaximum(u32, u32, String),
+    /// A range whose start is after its end.
+    #[error("beginning of range ({0}) beyond end of range ({1}): {2}")]
+    Backwards(u32, u32, String),
+    /// A step of 0.
+    #[error("step of range should be a positive number: {0}")]
+    ZeroStep(String),
+    /// A negative number.
+    #[error("negative number ({0}) not allowed: {1}")]
+    Negative(i64, String),
+    /// A number beyond 32 bits.
+    #[error("number too large: {0}")]
+    TooLarge(String),
+    /// Not a number nor a month or day name.
+    #[error("failed to parse int from {0:?}")]
+    NotANumber(String),
 }
 
 /// A `cron` trigger.
@@ -327,7 +360,7 @@ pub(crate) fn parse(p: &mut Params<'_>) -> Config {
         match load_zone(&timezone) {
             Ok(z) => z,
             Err(e) => {
-                p.fail_param(ErrorKind::Config, "timezone", META, e);
+                p.fail_param(ErrorKind::Config, "timezone", META, e.to_string());
                 TimeZone::UTC
             }
         }
@@ -454,19 +487,22 @@ mod tests {
         assert_eq!(s.month, (1 << 1) | (1 << 6));
         assert!(s.dom_star && !s.dow_star);
         assert!(Schedule::parse("5/20 * * * *").unwrap().minute & (1 << 45) != 0);
-        for bad in [
-            "* * * *",
-            "@daily",
-            "60 * * * *",
-            "* * * * 7",
-            "5-1 * * * *",
-            "*/0 * * * *",
-            "a * * * *",
-            "-1 * * * *",
-            "1-2-3 * * * *",
-            "1/2/3 * * * *",
+        let s = |t: &str| t.to_owned();
+        for (bad, why) in [
+            ("* * * *", CronError::FieldCount(4, s("* * * *"))),
+            ("@daily", CronError::Descriptor(s("@daily"))),
+            ("60 * * * *", CronError::AboveMaximum(60, 59, s("60"))),
+            ("* * * * 7", CronError::AboveMaximum(7, 6, s("7"))),
+            ("5-1 * * * *", CronError::Backwards(5, 1, s("5-1"))),
+            ("*/0 * * * *", CronError::ZeroStep(s("*/0"))),
+            ("a * * * *", CronError::NotANumber(s("a"))),
+            // "-1" splits at its hyphen into an empty start.
+            ("-1 * * * *", CronError::NotANumber(s(""))),
+            ("1-2-3 * * * *", CronError::Hyphens(s("1-2-3"))),
+            ("1/2/3 * * * *", CronError::Slashes(s("1/2/3"))),
+            ("TZ=Asia/Tokyo", CronError::BadLocation),
         ] {
-            assert!(Schedule::parse(bad).is_err(), "{bad}");
+            assert_eq!(Schedule::parse(bad).err(), Some(why), "{bad}");
         }
         assert!(Schedule::parse("TZ=Asia/Tokyo 0 6 * * *").is_ok());
         assert!(Schedule::parse("TZ=Nowhere/City 0 6 * * *").is_err());

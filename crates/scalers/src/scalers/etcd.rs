@@ -90,7 +90,7 @@ pub(crate) fn parse(p: &mut Params<'_>) -> Config {
     let tls = (enable == "enable").then(|| crate::tls::from_auth(p, false));
     for endpoint in &endpoints {
         if let Err(e) = endpoint_url(endpoint, tls.is_some()) {
-            p.fail_param(ErrorKind::Config, "endpoints", META, e);
+            p.fail_param(ErrorKind::Config, "endpoints", META, e.to_string());
         }
     }
     Config {
@@ -106,7 +106,12 @@ pub(crate) fn parse(p: &mut Params<'_>) -> Config {
 
 /// An endpoint as a URL: `host:port` gets the scheme the TLS setting implies; `http://` and
 /// `https://` are kept (etcd's Go client accepts all three).
-fn endpoint_url(endpoint: &str, tls: bool) -> Result<String, String> {
+/// An endpoint that is not `host:port`, `http://host:port` or `https://host:port`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not an etcd endpoint (host:port, http://host:port or https://host:port)")]
+struct BadEndpoint(String);
+
+fn endpoint_url(endpoint: &str, tls: bool) -> Result<String, BadEndpoint> {
     let url = if endpoint.contains("://") {
         endpoint.to_owned()
     } else {
@@ -116,9 +121,7 @@ fn endpoint_url(endpoint: &str, tls: bool) -> Result<String, String> {
         Ok(uri) if uri.host().is_some() && matches!(uri.scheme_str(), Some("http" | "https")) => {
             Ok(url)
         }
-        _ => Err(format!(
-            "{endpoint:?} is not an etcd endpoint (host:port, http://host:port or https://host:port)"
-        )),
+        _ => Err(BadEndpoint(endpoint.to_owned())),
     }
 }
 
@@ -145,12 +148,27 @@ pub(crate) struct EtcdKey {
 
 /// Channels to the endpoints of one etcd cluster, and the auth token they share.
 pub(crate) struct EtcdSource {
-    channels: Result<Vec<Channel>, String>,
+    /// One channel per endpoint, or why they could not be made (reported on every poll).
+    channels: Result<Vec<Channel>, ChannelError>,
     /// The endpoint that answered last.
     current: AtomicUsize,
     credentials: Option<(String, Secret)>,
     token: tokio::sync::Mutex<Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>>,
     limit: Limit,
+}
+
+/// Why no gRPC channel could be made for an endpoint.
+#[derive(Debug, thiserror::Error)]
+enum ChannelError {
+    /// Not an etcd endpoint.
+    #[error(transparent)]
+    Endpoint(#[from] BadEndpoint),
+    /// tonic refused the URI (its reason).
+    #[error("invalid endpoint: {0}")]
+    Invalid(String),
+    /// The TLS settings are unusable.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 impl EtcdSource {
@@ -167,13 +185,13 @@ impl EtcdSource {
                     _ => url,
                 };
                 let endpoint = Endpoint::from_shared(url)
-                    .map_err(|e| format!("invalid endpoint: {e}"))?
+                    .map_err(|e| ChannelError::Invalid(e.to_string()))?
                     .connect_timeout(Duration::from_secs(5))
                     .http2_keep_alive_interval(Duration::from_secs(30))
                     .keep_alive_while_idle(true);
                 match &key.tls {
                     None => Ok(endpoint.connect_lazy()),
-                    Some(tls) => crate::tls::grpc_channel(endpoint, tls),
+                    Some(tls) => Ok(crate::tls::grpc_channel(endpoint, tls)?),
                 }
             })
             .collect();
@@ -256,7 +274,7 @@ impl EtcdScaler {
         let channels = match &self.source.channels {
             Ok(c) if !c.is_empty() => c,
             Ok(_) => return Err(common.error(ErrorKind::Config, "no etcd endpoint")),
-            Err(e) => return Err(common.error(ErrorKind::Config, e)),
+            Err(e) => return Err(common.error(ErrorKind::Config, e.to_string())),
         };
         let start = self.source.current.load(Ordering::Relaxed);
         let mut unreachable = Vec::new();
@@ -394,7 +412,7 @@ async fn watch_once(
     let channels = match &source.channels {
         Ok(c) if !c.is_empty() => c,
         Ok(_) => return fail(false, common.error(ErrorKind::Config, "no etcd endpoint")),
-        Err(e) => return fail(false, common.error(ErrorKind::Config, e)),
+        Err(e) => return fail(false, common.error(ErrorKind::Config, e.to_string())),
     };
     let i = source.current.load(Ordering::Relaxed) % channels.len();
     let channel = &channels[i];

@@ -54,7 +54,12 @@ pub(crate) fn parse(p: &mut Params<'_>, push: bool) -> Config {
     if let Some(t) = &tls
         && let Err(e) = t.client_config()
     {
-        p.fail_param(ErrorKind::Config, "caCert", &[ParamSource::Auth], e);
+        p.fail_param(
+            ErrorKind::Config,
+            "caCert",
+            &[ParamSource::Auth],
+            e.to_string(),
+        );
     }
     let mut metadata = HashMap::new();
     for (key, value) in &p.input.metadata {
@@ -83,8 +88,20 @@ pub(crate) struct GrpcKey {
 
 /// One shared gRPC channel (HTTP/2, multiplexing every trigger's calls).
 pub(crate) struct GrpcSource {
-    channel: Result<Channel, String>,
+    /// The channel, or why it could not be made (reported on every call).
+    channel: Result<Channel, ChannelError>,
     limit: Limit,
+}
+
+/// Why no gRPC channel could be made for a trigger.
+#[derive(Debug, thiserror::Error)]
+enum ChannelError {
+    /// `scalerAddress` is not a URI authority (the reason).
+    #[error("invalid scalerAddress: {0}")]
+    Address(String),
+    /// The TLS settings are unusable.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 impl GrpcSource {
@@ -92,13 +109,13 @@ impl GrpcSource {
         let channel = (|| {
             // TLS is done by the connector (`tls::grpc_channel`): the URI stays `http`.
             let endpoint = Endpoint::from_shared(format!("http://{}", key.address))
-                .map_err(|e| format!("invalid scalerAddress: {e}"))?
+                .map_err(|e| ChannelError::Address(e.to_string()))?
                 .connect_timeout(Duration::from_secs(5))
                 .http2_keep_alive_interval(Duration::from_secs(30))
                 .keep_alive_while_idle(true);
             match &key.tls {
                 None => Ok(endpoint.connect_lazy()),
-                Some(tls) => crate::tls::grpc_channel(endpoint, tls),
+                Some(tls) => Ok(crate::tls::grpc_channel(endpoint, tls)?),
             }
         })();
         GrpcSource { channel, limit }
@@ -141,7 +158,7 @@ impl ExternalScaler {
     fn client(&self, common: &Common) -> Result<ExternalScalerClient<Channel>, crate::ScalerError> {
         match &self.source.channel {
             Ok(ch) => Ok(ExternalScalerClient::new(ch.clone())),
-            Err(e) => Err(common.error(ErrorKind::Config, e)),
+            Err(e) => Err(common.error(ErrorKind::Config, e.to_string())),
         }
     }
 

@@ -15,28 +15,42 @@ pub(crate) const MAX_BODY: usize = 16 * 1024 * 1024;
 
 /// A shared HTTP client.
 pub(crate) struct HttpSource {
-    client: Result<reqwest::Client, String>,
+    client: Result<reqwest::Client, ClientError>,
     pub limit: Limit,
+}
+
+/// Why no HTTP client could be built for a trigger.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ClientError {
+    /// The TLS settings are unusable.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    /// reqwest refused the settings (its reason).
+    #[error("cannot create the HTTP client: {0}")]
+    Build(String),
 }
 
 impl HttpSource {
     fn new(tls: &TlsOptions, limit: Limit) -> Self {
-        let client = tls.client_config().and_then(|config| {
-            reqwest::Client::builder()
-                .tls_backend_preconfigured(config)
-                .pool_idle_timeout(Duration::from_secs(90))
-                .pool_max_idle_per_host(64)
-                .no_proxy()
-                .user_agent(concat!("ringscale/", env!("CARGO_PKG_VERSION")))
-                .build()
-                .map_err(|e| format!("cannot create the HTTP client: {e}"))
-        });
+        let client = tls
+            .client_config()
+            .map_err(ClientError::from)
+            .and_then(|config| {
+                reqwest::Client::builder()
+                    .tls_backend_preconfigured(config)
+                    .pool_idle_timeout(Duration::from_secs(90))
+                    .pool_max_idle_per_host(64)
+                    .no_proxy()
+                    .user_agent(concat!("ringscale/", env!("CARGO_PKG_VERSION")))
+                    .build()
+                    .map_err(|e| ClientError::Build(e.to_string()))
+            });
         HttpSource { client, limit }
     }
 
     /// The client, or why it could not be built.
-    pub fn client(&self) -> Result<&reqwest::Client, &str> {
-        self.client.as_ref().map_err(String::as_str)
+    pub fn client(&self) -> Result<&reqwest::Client, &ClientError> {
+        self.client.as_ref()
     }
 }
 
@@ -56,19 +70,32 @@ pub(crate) struct Answer {
     pub body: Vec<u8>,
 }
 
-/// Sends `request` and reads the whole answer. Errors are plain text, without the URL's
-/// credentials.
-pub(crate) async fn fetch(request: reqwest::RequestBuilder) -> Result<Answer, String> {
+/// Why a request got no whole answer. The texts carry no URL credentials.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum FetchError {
+    /// No connection (the cause: refused, DNS, TLS).
+    #[error("cannot connect: {0}")]
+    Connect(String),
+    /// No answer in time.
+    #[error("the request timed out")]
+    Timeout,
+    /// The answer is over [`MAX_BODY`].
+    #[error("the response is larger than {} MiB", MAX_BODY / (1024 * 1024))]
+    TooLarge,
+    /// Sending or reading failed otherwise (reqwest's error and its causes).
+    #[error("{0}")]
+    Transport(String),
+}
+
+/// Sends `request` and reads the whole answer.
+pub(crate) async fn fetch(request: reqwest::RequestBuilder) -> Result<Answer, FetchError> {
     let mut response = request.send().await.map_err(|e| describe(&e))?;
     let status = response.status();
     let headers = std::mem::take(response.headers_mut());
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(|e| describe(&e))? {
         if body.len() + chunk.len() > MAX_BODY {
-            return Err(format!(
-                "the response is larger than {} MiB",
-                MAX_BODY / (1024 * 1024)
-            ));
+            return Err(FetchError::TooLarge);
         }
         body.extend_from_slice(&chunk);
     }
@@ -81,18 +108,18 @@ pub(crate) async fn fetch(request: reqwest::RequestBuilder) -> Result<Answer, St
 
 /// A reqwest error with its causes. URLs are built without user info; secrets in query
 /// parameters are removed by the trigger's redactor.
-fn describe(e: &reqwest::Error) -> String {
+fn describe(e: &reqwest::Error) -> FetchError {
     let text = crate::error::chain(e);
     if e.is_connect() {
         // reqwest says "error sending request for url (...)"; the cause is what matters.
         match std::error::Error::source(e) {
-            Some(cause) => format!("cannot connect: {}", crate::error::chain(cause)),
-            None => text,
+            Some(cause) => FetchError::Connect(crate::error::chain(cause)),
+            None => FetchError::Transport(text),
         }
     } else if e.is_timeout() {
-        "the request timed out".to_owned()
+        FetchError::Timeout
     } else {
-        text
+        FetchError::Transport(text)
     }
 }
 

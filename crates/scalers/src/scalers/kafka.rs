@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use cluster::{Committed, ReadError, TopicLayout};
 pub(crate) use cluster::{KafkaKey, KafkaSource};
 use scram::Mechanism;
-use wire::{Sasl, WireError};
+use wire::{BrokerError, Sasl, WireError};
 
 use crate::error::{ErrorKind, ParamSource};
 use crate::metric::{ExternalMetric, MetricSpec, Poll, metric_name, normalize};
@@ -98,7 +98,12 @@ pub(crate) fn parse(p: &mut Params<'_>) -> Config {
         Some(text) => match parse_partition_limitation(&text) {
             Ok(list) => Some(list),
             Err(e) => {
-                p.fail_param(ErrorKind::Config, "partitionLimitation", META, e);
+                p.fail_param(
+                    ErrorKind::Config,
+                    "partitionLimitation",
+                    META,
+                    e.to_string(),
+                );
                 None
             }
         },
@@ -311,35 +316,48 @@ fn parse_sasl(p: &mut Params<'_>, tls: bool) -> Option<Sasl> {
 }
 
 /// `0,2,4-6` → [0, 2, 4, 5, 6], as KEDA's parsePartitionLimitation reads it.
-fn parse_partition_limitation(text: &str) -> Result<Vec<i32>, String> {
+fn parse_partition_limitation(text: &str) -> Result<Vec<i32>, PartitionLimitationError> {
+    use PartitionLimitationError as E;
     let mut out = Vec::new();
     for part in text.split(',') {
         let part = part.trim();
         if part.contains('-') {
             let bounds: Vec<&str> = part.split('-').collect();
             let [start, end] = bounds[..] else {
-                return Err(format!("invalid partition limitation range: {part}"));
+                return Err(E::Range(part.to_owned()));
             };
             let parse = |s: &str| {
                 s.trim()
                     .parse::<i32>()
-                    .map_err(|_| format!("invalid partition limitation: {part}"))
+                    .map_err(|_| E::NotANumber(part.to_owned()))
             };
             let (start, end) = (parse(start)?, parse(end)?);
             if end.saturating_sub(start) > 100_000 {
-                return Err(format!(
-                    "invalid partition limitation: {part} spans more than 100000 partitions"
-                ));
+                return Err(E::TooWide(part.to_owned()));
             }
             out.extend(start..=end);
         } else {
             out.push(
                 part.parse::<i32>()
-                    .map_err(|_| format!("invalid partition limitation: {part}"))?,
+                    .map_err(|_| E::NotANumber(part.to_owned()))?,
             );
         }
     }
     Ok(out)
+}
+
+/// Why `partitionLimitation` cannot be read (the part at fault; KEDA's messages).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+enum PartitionLimitationError {
+    /// A range that is not `start-end`.
+    #[error("invalid partition limitation range: {0}")]
+    Range(String),
+    /// A partition that is not a number.
+    #[error("invalid partition limitation: {0}")]
+    NotANumber(String),
+    /// A range wider than ringscale expands.
+    #[error("invalid partition limitation: {0} spans more than 100000 partitions")]
+    TooWide(String),
 }
 
 /// Sarama's ParseKafkaVersion: `major.minor.patch`, or `0.x.y.z` before 1.0.
@@ -442,7 +460,8 @@ impl KafkaScaler {
             }
         };
         let layouts = self.source.metadata(&topics, timeout).await.map_err(fail)?;
-        let partitions = select_partitions(cfg, layouts).map_err(|e| common.source_error(e))?;
+        let partitions =
+            select_partitions(cfg, layouts).map_err(|e| common.source_error(e.to_string()))?;
         let mut leaders: HashMap<String, HashMap<String, Vec<i32>>> = HashMap::new();
         let mut wanted: HashMap<String, Vec<i32>> = HashMap::new();
         for (topic, layout) in &partitions {
@@ -466,34 +485,58 @@ impl KafkaScaler {
         );
         let (committed, latest) = (committed.map_err(fail)?, latest.map_err(fail)?);
         let mut previous = self.previous.lock().unwrap_or_else(PoisonError::into_inner);
-        total_lag(cfg, &committed, &latest, &mut previous).map_err(|e| common.source_error(e))
+        total_lag(cfg, &committed, &latest, &mut previous)
+            .map_err(|e| common.source_error(e.to_string()))
     }
+}
+
+/// Why the lag could not be computed (KEDA's messages). The broker's per-topic and
+/// per-partition errors arrive as its error names (`UnknownTopicOrPartition (error 3)`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+enum LagError {
+    /// A `topic` was given but the metadata named another number of topics.
+    #[error("expected only 1 topic metadata, got {0}")]
+    TopicCount(usize),
+    /// The broker reported an error for the topic.
+    #[error("error describing topic {topic:?}: {error}")]
+    Describe { topic: String, error: BrokerError },
+    /// No partition left after `partitionLimitation`.
+    #[error("expected at least one active partition within the topic '{0}'")]
+    NoPartition(String),
+    /// No committed offset for a partition (with the broker's error, when it gave one).
+    #[error(
+        "error finding offset block for topic {topic} and partition {partition}{}",
+        error.map(|e| format!(": {e}")).unwrap_or_default()
+    )]
+    NoOffsetBlock {
+        topic: String,
+        partition: i32,
+        error: Option<BrokerError>,
+    },
 }
 
 /// The partitions to read per topic (with their leaders), after `partitionLimitation`; KEDA's
 /// errors for a topic the cluster reports an error for and for a topic left with no partition.
 fn select_partitions(
     cfg: &Config,
-    layouts: HashMap<String, Result<TopicLayout, String>>,
-) -> Result<HashMap<String, TopicLayout>, String> {
+    layouts: HashMap<String, Result<TopicLayout, BrokerError>>,
+) -> Result<HashMap<String, TopicLayout>, LagError> {
     if cfg.topic.is_some() && layouts.len() != 1 {
-        return Err(format!(
-            "expected only 1 topic metadata, got {}",
-            layouts.len()
-        ));
+        return Err(LagError::TopicCount(layouts.len()));
     }
     let mut out = HashMap::with_capacity(layouts.len());
     for (topic, layout) in layouts {
-        let layout = layout.map_err(|e| format!("error describing topic {topic:?}: {e}"))?;
+        let layout = match layout {
+            Ok(l) => l,
+            Err(error) => return Err(LagError::Describe { topic, error }),
+        };
         let partitions: Vec<(i32, Option<String>)> = layout
             .partitions
             .into_iter()
             .filter(|(p, _)| cfg.partitions.as_ref().is_none_or(|l| l.contains(p)))
             .collect();
         if partitions.is_empty() {
-            return Err(format!(
-                "expected at least one active partition within the topic '{topic}'"
-            ));
+            return Err(LagError::NoPartition(topic));
         }
         out.insert(topic, TopicLayout { partitions });
     }
@@ -506,7 +549,7 @@ fn total_lag(
     committed: &Committed,
     latest: &HashMap<String, HashMap<i32, i64>>,
     previous: &mut HashMap<(String, i32), i64>,
-) -> Result<(i64, i64), String> {
+) -> Result<(i64, i64), LagError> {
     let mut total: i64 = 0;
     let mut total_with_persistent: i64 = 0;
     let mut partitions: i64 = 0;
@@ -548,18 +591,22 @@ fn partition_lag(
     latest: i64,
     committed: &Committed,
     previous: &mut HashMap<(String, i32), i64>,
-) -> Result<(i64, i64), String> {
+) -> Result<(i64, i64), LagError> {
     let Some(block) = committed.0.get(topic).and_then(|t| t.get(&partition)) else {
-        return Err(format!(
-            "error finding offset block for topic {topic} and partition {partition}"
-        ));
+        return Err(LagError::NoOffsetBlock {
+            topic: topic.to_owned(),
+            partition,
+            error: None,
+        });
     };
     let consumer = match block {
         Ok(o) => *o,
         Err(e) => {
-            return Err(format!(
-                "error finding offset block for topic {topic} and partition {partition}: {e}"
-            ));
+            return Err(LagError::NoOffsetBlock {
+                topic: topic.to_owned(),
+                partition,
+                error: Some(*e),
+            });
         }
     };
     if consumer == -1 {
@@ -734,12 +781,18 @@ mod tests {
         let (mut c, l) = offsets(&[10, 20], &[4, 5]);
         c.0.entry("t".to_owned()).or_default().remove(&1);
         let e = total_lag(&config(), &c, &l, &mut HashMap::new()).unwrap_err();
-        assert!(e.contains("partition 1"), "{e}");
+        assert_eq!(
+            e.to_string(),
+            "error finding offset block for topic t and partition 1"
+        );
         c.0.entry("t".to_owned())
             .or_default()
-            .insert(1, Err("UnknownTopicOrPartition (error 3)".into()));
+            .insert(1, Err(BrokerError(3)));
         let e = total_lag(&config(), &c, &l, &mut HashMap::new()).unwrap_err();
-        assert!(e.contains("UnknownTopicOrPartition"), "{e}");
+        assert_eq!(
+            e.to_string(),
+            "error finding offset block for topic t and partition 1: UnknownTopicOrPartition (error 3)"
+        );
     }
 
     #[test]

@@ -32,7 +32,20 @@ pub struct PodSummary {
 
 /// The future a [`ListPods`] returns.
 pub type PodsFuture<'a> =
-    Pin<Box<dyn Future<Output = Result<Vec<PodSummary>, String>> + Send + 'a>>;
+    Pin<Box<dyn Future<Output = Result<Vec<PodSummary>, ListPodsError>> + Send + 'a>>;
+
+/// A pod LIST that failed: the namespace, the selector and the API's reason (as text: this
+/// crate has no Kubernetes client types).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("listing pods in {namespace} with {selector:?}: {reason}")]
+pub struct ListPodsError {
+    /// The namespace listed.
+    pub namespace: String,
+    /// The label selector.
+    pub selector: String,
+    /// Why the LIST failed.
+    pub reason: String,
+}
 
 /// Lists the pods of a namespace that match a label selector (the API server's syntax).
 pub trait ListPods: Send + Sync {

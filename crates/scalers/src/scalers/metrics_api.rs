@@ -93,10 +93,10 @@ pub(crate) fn parse(p: &mut Params<'_>) -> Config {
         && !value_location.is_empty()
         && let Err(e) = Selector::parse(&value_location)
     {
-        p.fail_param(ErrorKind::Config, "valueLocation", META, e);
+        p.fail_param(ErrorKind::Config, "valueLocation", META, e.to_string());
     }
     if let Err(e) = auth.tls(insecure, false).client_config() {
-        p.fail_param(ErrorKind::Config, "ca", crate::params::AUTH, e);
+        p.fail_param(ErrorKind::Config, "ca", crate::params::AUTH, e.to_string());
     }
     Config {
         url,
@@ -144,7 +144,7 @@ impl MetricsApiScaler {
         let client = self
             .source
             .client()
-            .map_err(|e| common.error(ErrorKind::Config, e))?;
+            .map_err(|e| common.error(ErrorKind::Config, e.to_string()))?;
         let mut url = url::Url::parse(&self.config.url)
             .map_err(|e| common.error(ErrorKind::Config, format!("invalid url: {e}")))?;
         if let Some((name, key)) = self.config.auth.query_param() {
@@ -166,7 +166,7 @@ impl MetricsApiScaler {
             &self.config.value_location,
             self.config.format,
         )
-        .map_err(|e| common.source_error(e))?;
+        .map_err(|e| common.source_error(e.to_string()))?;
         Ok(Poll::one(
             common.name(metric),
             value,
@@ -175,16 +175,56 @@ impl MetricsApiScaler {
     }
 }
 
+/// Why no number could be read from a response (the messages KEDA's metrics-api scaler gives,
+/// where it has them).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum ValueError {
+    /// The body is not UTF-8 text.
+    #[error("the response is not UTF-8")]
+    NotUtf8,
+    /// The body is not YAML.
+    #[error("the response is not valid YAML: {0}")]
+    Yaml(String),
+    /// The body is not XML (why).
+    #[error("the response is not valid XML: {0}")]
+    Xml(String),
+    /// The XML nests deeper than we follow.
+    #[error("the XML document is nested too deeply")]
+    XmlTooDeep,
+    /// The value found is not a number or a quantity (what was found).
+    #[error(
+        "valueLocation must point to value of type number or a string representing a Quantity got: '{0}'"
+    )]
+    WrongType(String),
+    /// A step of the path is missing.
+    #[error("key '{key}' not found in path '{location}'")]
+    KeyNotFound { key: String, location: String },
+    /// The path ends at a map or a list.
+    #[error("path '{0}' does not lead to a value")]
+    NotAValue(String),
+    /// `valueLocation` is not a Prometheus metric selector.
+    #[error("{selector:?} is not a metric selector: {why}")]
+    Selector { selector: String, why: &'static str },
+    /// The Prometheus exposition is malformed at a line.
+    #[error("prometheus format parsing error: line {line}: {why}")]
+    Exposition { line: usize, why: &'static str },
+    /// The metric family exists but no sample matches the selector.
+    #[error("value {0} not found")]
+    NoSample(String),
+    /// No such metric family.
+    #[error("metric '{0}' not found")]
+    NoMetric(String),
+}
+
 /// Reads the number at `location` in `body`.
 pub(crate) fn value_from_response(
     body: &[u8],
     location: &str,
     format: Format,
-) -> Result<f64, String> {
+) -> Result<f64, ValueError> {
     match format {
         Format::Json => {
-            let text =
-                std::str::from_utf8(body).map_err(|_| "the response is not UTF-8".to_owned())?;
+            let text = std::str::from_utf8(body).map_err(|_| ValueError::NotUtf8)?;
             let v = gjson::get(text, location);
             match v.kind() {
                 gjson::Kind::Number => Ok(v.f64()),
@@ -193,10 +233,9 @@ pub(crate) fn value_from_response(
             }
         }
         Format::Yaml => {
-            let text =
-                std::str::from_utf8(body).map_err(|_| "the response is not UTF-8".to_owned())?;
-            let doc: Value = serde_saphyr::from_str(text)
-                .map_err(|e| format!("the response is not valid YAML: {e}"))?;
+            let text = std::str::from_utf8(body).map_err(|_| ValueError::NotUtf8)?;
+            let doc: Value =
+                serde_saphyr::from_str(text).map_err(|e| ValueError::Yaml(e.to_string()))?;
             number_at(&doc, location)
         }
         Format::Xml => {
@@ -204,8 +243,7 @@ pub(crate) fn value_from_response(
             number_at(&doc, location)
         }
         Format::Prometheus => {
-            let text =
-                std::str::from_utf8(body).map_err(|_| "the response is not UTF-8".to_owned())?;
+            let text = std::str::from_utf8(body).map_err(|_| ValueError::NotUtf8)?;
             let selector = Selector::parse(location)?;
             prometheus_value(text, &selector)
         }
@@ -222,18 +260,16 @@ fn kind_name(kind: gjson::Kind) -> &'static str {
     }
 }
 
-fn wrong_type(got: &str) -> String {
-    format!(
-        "valueLocation must point to value of type number or a string representing a Quantity got: '{got}'"
-    )
+fn wrong_type(got: &str) -> ValueError {
+    ValueError::WrongType(got.to_owned())
 }
 
-fn quantity(s: &str) -> Result<f64, String> {
+fn quantity(s: &str) -> Result<f64, ValueError> {
     ringscale_api::quantity::parse(s).map_err(|_| wrong_type(s))
 }
 
 /// Walks a dot-separated path (`foo.0.bar`) through maps and lists.
-fn number_at(doc: &Value, location: &str) -> Result<f64, String> {
+fn number_at(doc: &Value, location: &str) -> Result<f64, ValueError> {
     let mut current = doc;
     for key in location.split('.') {
         current = match current {
@@ -241,23 +277,24 @@ fn number_at(doc: &Value, location: &str) -> Result<f64, String> {
             Value::Array(items) => key.parse::<usize>().ok().and_then(|i| items.get(i)),
             _ => None,
         }
-        .ok_or_else(|| format!("key '{key}' not found in path '{location}'"))?;
+        .ok_or_else(|| ValueError::KeyNotFound {
+            key: key.to_owned(),
+            location: location.to_owned(),
+        })?;
     }
     match current {
         Value::Number(n) => n.as_f64().ok_or_else(|| wrong_type("Number")),
         Value::String(s) => quantity(s),
         Value::Null => Err(wrong_type("Null")),
         Value::Bool(_) => Err(wrong_type("Boolean")),
-        Value::Array(_) | Value::Object(_) => {
-            Err(format!("path '{location}' does not lead to a value"))
-        }
+        Value::Array(_) | Value::Object(_) => Err(ValueError::NotAValue(location.to_owned())),
     }
 }
 
 /// Converts an XML document into nested maps: an element holding only text becomes a string,
 /// one with child elements a map of them (repeated names become lists). Paths start below the
 /// document element; a path naming the document element first also works.
-fn xml_to_value(body: &[u8]) -> Result<Value, String> {
+fn xml_to_value(body: &[u8]) -> Result<Value, ValueError> {
     use quick_xml::events::Event;
     let mut reader = quick_xml::Reader::from_reader(body);
     reader.config_mut().trim_text(true);
@@ -269,12 +306,12 @@ fn xml_to_value(body: &[u8]) -> Result<Value, String> {
     loop {
         let event = reader
             .read_event_into(&mut buf)
-            .map_err(|e| format!("the response is not valid XML: {e}"))?;
+            .map_err(|e| ValueError::Xml(e.to_string()))?;
         match event {
             Event::Start(e) => {
                 depth += 1;
                 if depth > 64 {
-                    return Err("the XML document is nested too deeply".to_owned());
+                    return Err(ValueError::XmlTooDeep);
                 }
                 let name = e.local_name().as_ref().to_owned();
                 stack.push((name, serde_json::Map::new(), String::new()));
@@ -301,9 +338,7 @@ fn xml_to_value(body: &[u8]) -> Result<Value, String> {
                     let resolved = match r.resolve_char_ref() {
                         Ok(Some(c)) => c.to_string(),
                         _ => quick_xml::escape::resolve_xml_entity(&r.xml10_content())
-                            .ok_or_else(|| {
-                                "the response is not valid XML: unknown entity".to_owned()
-                            })?
+                            .ok_or_else(|| ValueError::Xml("unknown entity".to_owned()))?
                             .to_owned(),
                     };
                     top.2.push_str(&resolved);
@@ -312,7 +347,7 @@ fn xml_to_value(body: &[u8]) -> Result<Value, String> {
             Event::End(_) => {
                 depth = depth.saturating_sub(1);
                 let Some((name, children, text)) = stack.pop() else {
-                    return Err("the response is not valid XML: unbalanced end tag".to_owned());
+                    return Err(ValueError::Xml("unbalanced end tag".to_owned()));
                 };
                 let value = if children.is_empty() {
                     Value::String(text.trim().to_owned())
@@ -330,7 +365,7 @@ fn xml_to_value(body: &[u8]) -> Result<Value, String> {
         buf.clear();
     }
     let (name, value) =
-        root.ok_or_else(|| "the response is not valid XML: it has no document element".to_owned())?;
+        root.ok_or_else(|| ValueError::Xml("it has no document element".to_owned()))?;
     // Allow both `child.value` and `root.child.value`.
     let mut doc = match value {
         Value::Object(map) => map,
@@ -375,8 +410,11 @@ enum Op {
 }
 
 impl Selector {
-    pub fn parse(text: &str) -> Result<Selector, String> {
-        let err = |why: &str| format!("{text:?} is not a metric selector: {why}");
+    pub fn parse(text: &str) -> Result<Selector, ValueError> {
+        let err = |why: &'static str| ValueError::Selector {
+            selector: text.to_owned(),
+            why,
+        };
         let text = text.trim();
         let (name, rest) = match text.find('{') {
             Some(i) => (text[..i].trim(), Some(&text[i..])),
@@ -492,7 +530,7 @@ fn quoted(s: &str) -> Option<(String, usize)> {
 
 /// The value of the first sample of `selector`'s metric whose labels match, from a text
 /// exposition. Only counters, gauges and untyped metrics carry values, as in KEDA.
-fn prometheus_value(text: &str, selector: &Selector) -> Result<f64, String> {
+fn prometheus_value(text: &str, selector: &Selector) -> Result<f64, ValueError> {
     let mut types: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
     let mut seen_family = false;
     for (n, raw) in text.lines().enumerate() {
@@ -509,7 +547,7 @@ fn prometheus_value(text: &str, selector: &Selector) -> Result<f64, String> {
             }
             continue;
         }
-        let bad = |why: &str| format!("prometheus format parsing error: line {}: {why}", n + 1);
+        let bad = |why: &'static str| ValueError::Exposition { line: n + 1, why };
         let name_end = line
             .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
             .unwrap_or(line.len());
@@ -559,9 +597,9 @@ fn prometheus_value(text: &str, selector: &Selector) -> Result<f64, String> {
         }
     }
     if seen_family {
-        Err(format!("value {} not found", selector_text(selector)))
+        Err(ValueError::NoSample(selector_text(selector)))
     } else {
-        Err(format!("metric '{}' not found", selector.name))
+        Err(ValueError::NoMetric(selector.name.clone()))
     }
 }
 
@@ -610,11 +648,13 @@ mod tests {
         assert!(
             value_from_response(body, "components.worker.ok", Format::Json)
                 .unwrap_err()
+                .to_string()
                 .contains("got: 'Boolean'")
         );
         assert!(
             value_from_response(body, "nope", Format::Json)
                 .unwrap_err()
+                .to_string()
                 .contains("got: 'Null'")
         );
     }
@@ -649,8 +689,11 @@ mod tests {
         assert_eq!(v("jobs{queue=\"b\"}"), Ok(5.0));
         assert_eq!(v("{__name__=\"jobs\",queue=~\"b|c\"}"), Ok(5.0));
         assert_eq!(v("plain"), Ok(9.0));
-        assert!(v("lat").unwrap_err().contains("not found"));
-        assert!(v("jobs{queue=\"z\"}").unwrap_err().contains("not found"));
+        assert_eq!(v("lat"), Err(ValueError::NoMetric("lat".into())));
+        assert!(matches!(
+            v("jobs{queue=\"z\"}"),
+            Err(ValueError::NoSample(_))
+        ));
         assert!(value_from_response(b"jobs{queue=\"a} 1\n", "jobs", Format::Prometheus).is_err());
         assert!(Selector::parse("jobs{queue}").is_err());
     }

@@ -132,8 +132,23 @@ fn empty_key() -> MySqlKey {
 }
 
 /// Parses a Go MySQL driver DSN: `[user[:password]@][net[(addr)]]/dbname[?params]`.
-fn parse_dsn(dsn: &str) -> Result<MySqlKey, String> {
-    let slash = dsn.rfind('/').ok_or("no /dbname part")?;
+/// Why a MySQL DSN cannot be read.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+enum DsnError {
+    #[error("no /dbname part")]
+    NoDatabase,
+    #[error("unclosed address parenthesis")]
+    Unclosed,
+    #[error("invalid port {0:?}")]
+    Port(String),
+    #[error("unsupported network {0:?}")]
+    Network(String),
+    #[error("unsupported tls value {0:?}")]
+    Tls(String),
+}
+
+fn parse_dsn(dsn: &str) -> Result<MySqlKey, DsnError> {
+    let slash = dsn.rfind('/').ok_or(DsnError::NoDatabase)?;
     let (head, tail) = (&dsn[..slash], &dsn[slash + 1..]);
     let (db, params) = match tail.split_once('?') {
         Some((db, params)) => (db, params),
@@ -151,11 +166,7 @@ fn parse_dsn(dsn: &str) -> Result<MySqlKey, String> {
         None => (None, None),
     };
     let (net, addr) = match address.split_once('(') {
-        Some((net, rest)) => (
-            net,
-            rest.strip_suffix(')')
-                .ok_or("unclosed address parenthesis")?,
-        ),
+        Some((net, rest)) => (net, rest.strip_suffix(')').ok_or(DsnError::Unclosed)?),
         None => (address, ""),
     };
     let mut key = MySqlKey {
@@ -173,14 +184,14 @@ fn parse_dsn(dsn: &str) -> Result<MySqlKey, String> {
                 match addr.rsplit_once(':') {
                     Some((h, p)) if !h.contains(']') || h.ends_with(']') => {
                         key.host = h.trim_start_matches('[').trim_end_matches(']').to_owned();
-                        key.port = p.parse().map_err(|_| format!("invalid port {p:?}"))?;
+                        key.port = p.parse().map_err(|_| DsnError::Port(p.to_owned()))?;
                     }
                     _ => key.host = addr.to_owned(),
                 }
             }
         }
         "unix" => key.socket = Some(addr.to_owned()),
-        other => return Err(format!("unsupported network {other:?}")),
+        other => return Err(DsnError::Network(other.to_owned())),
     }
     for pair in params.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
@@ -189,7 +200,7 @@ fn parse_dsn(dsn: &str) -> Result<MySqlKey, String> {
                 "true" => Tls::Verify,
                 "skip-verify" | "preferred" => Tls::SkipVerify,
                 "false" => Tls::Off,
-                other => return Err(format!("unsupported tls value {other:?}")),
+                other => return Err(DsnError::Tls(other.to_owned())),
             };
         }
     }

@@ -307,7 +307,7 @@ impl NatsScaler {
         let client = self
             .source
             .client()
-            .map_err(|e| common.error(ErrorKind::Config, e))?;
+            .map_err(|e| common.error(ErrorKind::Config, e.to_string()))?;
         let answer = fetch(client.get(url)).await.map_err(|e| {
             common.source_error(format!(
                 "unable to access the NATS monitoring endpoint: {e}"

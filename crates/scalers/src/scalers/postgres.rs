@@ -151,15 +151,30 @@ impl Config {
 
 /// One shared PostgreSQL database.
 pub(crate) struct PgSource {
-    pool: Result<Pool, String>,
+    /// The pool, or why it could not be made (reported on every poll).
+    pool: Result<Pool, PoolError>,
     limit: Limit,
+}
+
+/// Why no connection pool could be made for a trigger.
+#[derive(Debug, thiserror::Error)]
+enum PoolError {
+    /// `connection` is not a libpq connection string or URI (the driver's reason).
+    #[error("the connection string is invalid: {0}")]
+    Connection(String),
+    /// The TLS configuration could not be made.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    /// The pool refused its settings (its reason).
+    #[error("cannot create the connection pool: {0}")]
+    Build(String),
 }
 
 impl PgSource {
     fn new(key: &PgKey, pool_size: usize, limit: Limit) -> Self {
         let pool = (|| {
             let config = tokio_postgres::Config::from_str(key.connection.expose())
-                .map_err(|e| format!("the connection string is invalid: {e}"))?;
+                .map_err(|e| PoolError::Connection(e.to_string()))?;
             let tls = TlsOptions {
                 insecure: !key.verify_tls,
                 ..TlsOptions::default()
@@ -175,7 +190,7 @@ impl PgSource {
             Pool::builder(manager)
                 .max_size(pool_size.max(1))
                 .build()
-                .map_err(|e| format!("cannot create the connection pool: {e}"))
+                .map_err(|e| PoolError::Build(e.to_string()))
         })();
         PgSource { pool, limit }
     }
@@ -206,7 +221,7 @@ impl PgScaler {
             .source
             .pool
             .as_ref()
-            .map_err(|e| common.error(ErrorKind::Config, e))?;
+            .map_err(|e| common.error(ErrorKind::Config, e.to_string()))?;
         let client = pool.get().await.map_err(|e| {
             common.source_error(format!(
                 "cannot connect to PostgreSQL: {}",

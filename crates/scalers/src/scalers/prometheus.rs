@@ -84,7 +84,7 @@ pub(crate) fn parse(p: &mut Params<'_>) -> Config {
         );
     }
     if let Err(e) = auth.tls(insecure, true).client_config() {
-        p.fail_param(ErrorKind::Config, "ca", crate::params::AUTH, e);
+        p.fail_param(ErrorKind::Config, "ca", crate::params::AUTH, e.to_string());
     }
     Config {
         server,
@@ -158,7 +158,7 @@ impl PrometheusScaler {
         let client = self
             .source
             .client()
-            .map_err(|e| common.error(ErrorKind::Config, e))?;
+            .map_err(|e| common.error(ErrorKind::Config, e.to_string()))?;
         let mut url = url::Url::parse(&format!("{}/api/v1/query", c.server.trim_end_matches('/')))
             .map_err(|e| common.error(ErrorKind::Config, format!("invalid serverAddress: {e}")))?;
         {

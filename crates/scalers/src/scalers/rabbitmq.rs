@@ -374,7 +374,7 @@ pub(crate) fn parse(p: &mut Params<'_>) -> Config {
     if let Protocol::Http(t) = &protocol
         && let Err(e) = t.tls.client_config()
     {
-        p.fail_param(ErrorKind::Config, "tls", AUTH, e);
+        p.fail_param(ErrorKind::Config, "tls", AUTH, e.to_string());
     }
     Config {
         queue,
@@ -547,7 +547,7 @@ impl RabbitScaler {
     ) -> Result<QueueInfo, crate::ScalerError> {
         let client = source
             .client()
-            .map_err(|e| common.error(ErrorKind::Config, e))?;
+            .map_err(|e| common.error(ErrorKind::Config, e.to_string()))?;
         let url = if self.config.use_regex {
             format!(
                 "{}/api/queues/{}?page=1&use_regex=true&pagination=false&name={}&page_size={}",

@@ -172,7 +172,7 @@ fn parse_connection(p: &mut Params<'_>, topology: Topology) -> Connection {
     if let Some(t) = &tls
         && let Err(e) = t.client_config()
     {
-        p.fail_param(ErrorKind::Config, "tls", AUTH, e);
+        p.fail_param(ErrorKind::Config, "tls", AUTH, e.to_string());
     }
     Connection {
         key: RedisKey {

@@ -17,7 +17,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use super::wire::{Conn, Sasl, WireError, error_name};
+use super::wire::{BrokerError, Conn, Sasl, WireError, error_name};
 use crate::sources::Limit;
 use crate::tls::TlsOptions;
 
@@ -68,7 +68,8 @@ type Slot = Arc<tokio::sync::Mutex<Option<Arc<Conn>>>>;
 /// The client shared by every trigger reading one cluster with the same TLS and credentials.
 pub(crate) struct KafkaSource {
     key: KafkaKey,
-    tls: Result<Option<Arc<rustls::ClientConfig>>, String>,
+    /// The TLS configuration, or why it could not be made (reported on every connection).
+    tls: Result<Option<Arc<rustls::ClientConfig>>, crate::tls::TlsError>,
     slots: Mutex<HashMap<String, Slot>>,
     /// Group → coordinator address.
     coordinators: Mutex<HashMap<String, String>>,
@@ -181,7 +182,7 @@ impl KafkaSource {
         &self,
         topics: &[String],
         timeout: Duration,
-    ) -> Result<HashMap<String, Result<TopicLayout, String>>, ReadError> {
+    ) -> Result<HashMap<String, Result<TopicLayout, BrokerError>>, ReadError> {
         let conn = self
             .any_conn(timeout)
             .await
@@ -210,7 +211,7 @@ impl KafkaSource {
         for t in resp.topics {
             let Some(name) = t.name else { continue };
             let layout = if t.error_code != 0 {
-                Err(error_name(t.error_code))
+                Err(BrokerError(t.error_code))
             } else {
                 Ok(TopicLayout {
                     partitions: t
@@ -342,7 +343,7 @@ impl KafkaSource {
                 let entry = out.0.entry(t.name.0.as_str().to_owned()).or_default();
                 for p in t.partitions {
                     let v = if p.error_code != 0 {
-                        Err(error_name(p.error_code))
+                        Err(BrokerError(p.error_code))
                     } else {
                         Ok(p.committed_offset)
                     };
@@ -415,7 +416,7 @@ impl KafkaSource {
 
 /// Committed offsets by topic and partition (an error code's name where the partition has one).
 #[derive(Debug, Default)]
-pub(crate) struct Committed(pub HashMap<String, HashMap<i32, Result<i64, String>>>);
+pub(crate) struct Committed(pub HashMap<String, HashMap<i32, Result<i64, BrokerError>>>);
 
 fn join_host_port(host: &str, port: i32) -> String {
     if host.contains(':') && !host.starts_with('[') {

@@ -39,13 +39,33 @@ pub(crate) struct ScramClient {
     server_signature: Option<Vec<u8>>,
 }
 
+/// Why a SCRAM exchange failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ScramError {
+    /// The system's random source failed.
+    #[error("no random numbers for the SCRAM nonce")]
+    NoRandom,
+    /// A server message (which: first, final) is not UTF-8.
+    #[error("the server's {0} SCRAM message is not UTF-8")]
+    NotUtf8(&'static str),
+    /// The server answered `e=` (its reason).
+    #[error("the server refused: {0}")]
+    Refused(String),
+    /// The server's first message lacks or garbles a part (which).
+    #[error("the server's SCRAM message has {0}")]
+    Malformed(&'static str),
+    /// The server's signature is wrong: it does not know the password.
+    #[error("the server's SCRAM signature does not match: it does not know the password")]
+    ServerSignature,
+}
+
 impl ScramClient {
     /// Starts an exchange for `username` with a fresh random nonce.
-    pub fn new(mechanism: Mechanism, username: &str) -> Result<Self, String> {
+    pub fn new(mechanism: Mechanism, username: &str) -> Result<Self, ScramError> {
         let mut raw = [0u8; 24];
         ring::rand::SystemRandom::new()
             .fill(&mut raw)
-            .map_err(|_| "no random numbers for the SCRAM nonce".to_owned())?;
+            .map_err(|_| ScramError::NoRandom)?;
         Ok(Self::with_nonce(mechanism, username, &B64.encode(raw)))
     }
 
@@ -65,11 +85,15 @@ impl ScramClient {
     }
 
     /// The client's final message (with the proof), from the server's first message.
-    pub fn client_final(&mut self, server_first: &[u8], password: &str) -> Result<String, String> {
-        let server_first = std::str::from_utf8(server_first)
-            .map_err(|_| "the server's SCRAM message is not UTF-8".to_owned())?;
+    pub fn client_final(
+        &mut self,
+        server_first: &[u8],
+        password: &str,
+    ) -> Result<String, ScramError> {
+        let server_first =
+            std::str::from_utf8(server_first).map_err(|_| ScramError::NotUtf8("first"))?;
         if let Some(e) = server_first.strip_prefix("e=") {
-            return Err(format!("the server refused: {e}"));
+            return Err(ScramError::Refused(e.to_owned()));
         }
         let (mut nonce, mut salt, mut iterations) = (None, None, None);
         for attr in server_first.split(',') {
@@ -80,7 +104,7 @@ impl ScramClient {
                 _ => {}
             }
         }
-        let bad = |what: &str| format!("the server's SCRAM message has {what}");
+        let bad = ScramError::Malformed;
         let nonce = nonce.ok_or_else(|| bad("no nonce"))?;
         if !nonce.starts_with(&self.nonce) || nonce.len() == self.nonce.len() {
             return Err(bad("a nonce that does not extend the client's"));
@@ -141,21 +165,17 @@ impl ScramClient {
     }
 
     /// Checks the server's final message: the server proves it knows the password too.
-    pub fn verify_server(&self, server_final: &[u8]) -> Result<(), String> {
-        let text = std::str::from_utf8(server_final)
-            .map_err(|_| "the server's final SCRAM message is not UTF-8".to_owned())?;
+    pub fn verify_server(&self, server_final: &[u8]) -> Result<(), ScramError> {
+        let text = std::str::from_utf8(server_final).map_err(|_| ScramError::NotUtf8("final"))?;
         if let Some(e) = text.strip_prefix("e=") {
-            return Err(format!("the server refused: {e}"));
+            return Err(ScramError::Refused(e.to_owned()));
         }
         let given = text
             .strip_prefix("v=")
             .and_then(|v| B64.decode(v.split(',').next().unwrap_or(v)).ok());
         match (given, &self.server_signature) {
             (Some(g), Some(expected)) if &g == expected => Ok(()),
-            _ => Err(
-                "the server's SCRAM signature does not match: it does not know the password"
-                    .to_owned(),
-            ),
+            _ => Err(ScramError::ServerSignature),
         }
     }
 }

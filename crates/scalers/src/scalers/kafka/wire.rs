@@ -361,17 +361,14 @@ impl Conn {
                 self.sasl_step(msg, timeout).await?;
             }
             Mechanism::ScramSha256 | Mechanism::ScramSha512 => {
-                let mut scram =
-                    ScramClient::new(sasl.mechanism, &sasl.username).map_err(WireError::Auth)?;
+                let mut scram = ScramClient::new(sasl.mechanism, &sasl.username).map_err(auth)?;
                 let first = scram.client_first();
                 let server_first = self.sasl_step(first.into_bytes(), timeout).await?;
                 let final_msg = scram
                     .client_final(&server_first, sasl.password.expose())
-                    .map_err(WireError::Auth)?;
+                    .map_err(auth)?;
                 let server_final = self.sasl_step(final_msg.into_bytes(), timeout).await?;
-                scram
-                    .verify_server(&server_final)
-                    .map_err(WireError::Auth)?;
+                scram.verify_server(&server_final).map_err(auth)?;
             }
         }
         Ok(())
@@ -447,6 +444,11 @@ async fn read_loop(
     fail_all(&pending, &error);
 }
 
+/// A failed SCRAM exchange as the broker connection reports it.
+fn auth(e: super::scram::ScramError) -> WireError {
+    WireError::Auth(e.to_string())
+}
+
 fn fail_all(pending: &Mutex<VecDeque<(i32, Answer)>>, error: &WireError) {
     let waiting: Vec<_> = pending
         .lock()
@@ -463,6 +465,18 @@ pub(crate) fn host_of(addr: &str) -> &str {
     let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
     host.trim_start_matches('[').trim_end_matches(']')
 }
+
+/// An error code a broker answered for one topic or partition; shown by its name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct BrokerError(pub i16);
+
+impl fmt::Display for BrokerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&error_name(self.0))
+    }
+}
+
+impl std::error::Error for BrokerError {}
 
 /// The name of a Kafka error code, as the protocol documentation spells it.
 pub(crate) fn error_name(code: i16) -> String {
