@@ -96,6 +96,13 @@ mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
 
     #[test]
+    fn free_ports_are_never_handed_out_twice() {
+        let ports: Vec<u16> = (0..500).map(|_| free_port()).collect();
+        let distinct: std::collections::BTreeSet<u16> = ports.iter().copied().collect();
+        assert_eq!(distinct.len(), ports.len());
+    }
+
+    #[test]
     fn free_ports_can_be_bound() {
         let port = free_port();
         assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_ok());

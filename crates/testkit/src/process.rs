@@ -1,6 +1,7 @@
 //! What the chaos and load-test harnesses share about replica processes: finding the
 //! `ringscale` binary, free ports, and a replica process that is killed and reaped on drop.
 
+use std::collections::BTreeSet;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -43,11 +44,27 @@ impl Drop for ReplicaProcess {
     }
 }
 
-/// A loopback port that was free a moment ago, or why none could be had.
+/// A loopback port that was free a moment ago, or why none could be had. Never the same port
+/// twice in one process: the OS may hand a just-released port out again at once, and two
+/// replicas given one port fail in ways that look like something else (a replica that cannot
+/// bind its admin port while the test reads its neighbour's, as a CI run showed).
 pub fn try_free_port() -> io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    static GIVEN: std::sync::Mutex<BTreeSet<u16>> = std::sync::Mutex::new(BTreeSet::new());
+    for _ in 0..256 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        if GIVEN
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(port)
+        {
+            return Ok(port);
+        }
+    }
+    Err(io::Error::other(
+        "the OS kept handing out ports this process was already given",
+    ))
 }
 
 /// The `ringscale` binary: `explicit` when given, else the one next to the running binary.
