@@ -264,22 +264,92 @@ struct Tracked {
     again: bool,
 }
 
-/// How many messages the loop's inbox holds before senders wait: watch events arrive in bursts
-/// (a resync lists every object), push reports and live queries one at a time; the loop never
-/// sends to itself, so a full inbox only slows the senders down.
-const INBOX_CAPACITY: usize = 1024;
+/// Live queries waiting for the loop's answer before a new one waits to be queued.
+const QUERY_QUEUE: usize = 64;
 
-/// The controller loop's inbox: watch events, push triggers' reports, live queries' requests.
-type Inbox = mpsc::Sender<Msg>;
+/// A live query for an owned ScaledObject's poll state, polling interval, the object and its
+/// target's replicas (current, ready; for fallback values).
+type OwnedQuery = (ObjectId, oneshot::Sender<Option<live::Owned>>);
 
-enum Msg {
-    Changed(ObjectId),
-    Resync,
-    /// A push trigger reported a change of activity: poll now.
-    Pushed(ObjectId),
-    /// A live query wants an owned ScaledObject's poll state, polling interval, the object and
-    /// its target's replicas (current, ready; for fallback values).
-    Owned(ObjectId, oneshot::Sender<Option<live::Owned>>),
+/// The controller loop's inbox. Watch events and push reports only say "look at this object
+/// again", so they are kept as sets: an object reported twice before the loop looks is looked
+/// at once, the sets never hold more entries than there are objects, and a sender never waits.
+/// (A queue of messages would either grow without bound or, bounded, stall the watches before
+/// the caches sync — the loop waits for that sync before it reads — which a 10,000-object load
+/// test showed.) Live queries, which wait for an answer, go through a bounded queue.
+#[derive(Clone)]
+struct Inbox(Arc<InboxState>);
+
+struct InboxState {
+    pending: std::sync::Mutex<Pending>,
+    wake: tokio::sync::Notify,
+    queries: mpsc::Sender<OwnedQuery>,
+}
+
+/// What the watches and push listeners reported since the loop last looked.
+#[derive(Default)]
+struct Pending {
+    /// Objects a watch saw change (or appear, or go).
+    changed: std::collections::HashSet<ObjectId>,
+    /// A watch listed everything again: look at every object.
+    resync: bool,
+    /// Objects a push trigger reported a change of activity for: poll now.
+    pushed: std::collections::HashSet<ObjectId>,
+}
+
+impl Inbox {
+    fn new() -> (Inbox, mpsc::Receiver<OwnedQuery>) {
+        let (queries, rx) = mpsc::channel(QUERY_QUEUE);
+        let state = InboxState {
+            pending: std::sync::Mutex::default(),
+            wake: tokio::sync::Notify::new(),
+            queries,
+        };
+        (Inbox(Arc::new(state)), rx)
+    }
+
+    fn report(&self, add: impl FnOnce(&mut Pending)) {
+        add(&mut self
+            .0
+            .pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner));
+        self.0.wake.notify_one();
+    }
+
+    fn changed(&self, id: ObjectId) {
+        self.report(|p| {
+            p.changed.insert(id);
+        });
+    }
+
+    fn resync(&self) {
+        self.report(|p| p.resync = true);
+    }
+
+    fn pushed(&self, id: ObjectId) {
+        self.report(|p| {
+            p.pushed.insert(id);
+        });
+    }
+
+    /// Everything reported so far, leaving the inbox empty.
+    fn take(&self) -> Pending {
+        std::mem::take(
+            &mut *self
+                .0
+                .pending
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    /// Asks the loop about an owned object; `None` when the loop has stopped.
+    async fn owned(&self, id: ObjectId) -> Option<Option<live::Owned>> {
+        let (reply, answer) = oneshot::channel();
+        self.0.queries.send((id, reply)).await.ok()?;
+        answer.await.ok()
+    }
 }
 
 /// A running controller.
@@ -320,7 +390,7 @@ impl Controller {
         let stats = Arc::new(Stats::default());
         let metrics = Arc::new(Metrics::default());
         let health = Arc::new(crate::health::CycleHealth::default());
-        let (tx, rx) = mpsc::channel::<Msg>(INBOX_CAPACITY);
+        let (tx, rx) = Inbox::new();
         let sos = watch_objects::<ScaledObject>(&client, Kind::ScaledObject, tx.clone());
         let lookup = ClusterLookup::start(&client);
         let hpas = crate::lookup::reflect_modified(
@@ -440,7 +510,7 @@ struct Parts {
 
 async fn run(
     parts: Parts,
-    (tx, mut rx): (Inbox, mpsc::Receiver<Msg>),
+    (tx, mut rx): (Inbox, mpsc::Receiver<OwnedQuery>),
     shutdown: impl Future<Output = ()> + Send,
 ) {
     let Parts {
@@ -513,15 +583,28 @@ async fn run(
         let next_due = schedule.next_due().map(|due| grid.at_or_after(due));
         tokio::select! {
             () = &mut shutdown => break,
-            Some(msg) = rx.recv() => match msg {
-                Msg::Changed(id) => reconcile(&ctx, &mut objects, &mut schedule, id, initial),
-                Msg::Resync => {
+            () = tx.0.wake.notified() => {
+                let Pending { changed, resync, pushed } = tx.take();
+                for id in changed {
+                    reconcile(&ctx, &mut objects, &mut schedule, id, initial);
+                }
+                if resync {
                     for id in all_objects(&ctx, &objects) {
                         reconcile(&ctx, &mut objects, &mut schedule, id, initial);
                     }
                     initial = false;
                 }
-                Msg::Owned(id, reply) => {
+                for id in pushed {
+                    if let Some(obj) = objects.get_mut(&id) {
+                        if obj.in_flight {
+                            obj.again = true;
+                        } else {
+                            schedule.poll_now(&id, obj.interval, Instant::now());
+                        }
+                    }
+                }
+            }
+            Some((id, reply)) = rx.recv() => {
                     let so = (id.kind == Kind::ScaledObject)
                         .then(|| ctx.sos.get(&ObjectRef::new(&id.name).within(&id.namespace)))
                         .flatten();
@@ -543,18 +626,8 @@ async fn run(
                             replicas,
                         }
                     });
-                    let _ = reply.send(owned);
-                }
-                Msg::Pushed(id) => {
-                    if let Some(obj) = objects.get_mut(&id) {
-                        if obj.in_flight {
-                            obj.again = true;
-                        } else {
-                            schedule.poll_now(&id, obj.interval, Instant::now());
-                        }
-                    }
-                }
-            },
+                let _ = reply.send(owned);
+            }
             changed = ownership.changed() => {
                 if changed.is_err() {
                     break;
@@ -711,25 +784,19 @@ where
     let task = tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
         while let Some(event) = stream.next().await {
-            let msg = match event {
+            match event {
                 Ok(
                     watcher::Event::Apply(o)
                     | watcher::Event::Delete(o)
                     | watcher::Event::InitApply(o),
-                ) => Msg::Changed(ObjectId::new(
+                ) => tx.changed(ObjectId::new(
                     kind,
                     o.namespace().unwrap_or_default(),
                     o.name_any(),
                 )),
-                Ok(watcher::Event::InitDone) => Msg::Resync,
-                Ok(watcher::Event::Init) => continue,
-                Err(e) => {
-                    debug!(kind = %K::kind(&()), error = %e, "watch interrupted");
-                    continue;
-                }
-            };
-            if tx.send(msg).await.is_err() {
-                return;
+                Ok(watcher::Event::InitDone) => tx.resync(),
+                Ok(watcher::Event::Init) => {}
+                Err(e) => debug!(kind = %K::kind(&()), error = %e, "watch interrupted"),
             }
         }
     });
@@ -1076,5 +1143,61 @@ mod grid_tests {
         assert!(json_hash(&hpa(7)).is_some());
         assert_eq!(json_hash(&hpa(7)), json_hash(&hpa(7)));
         assert_ne!(json_hash(&hpa(7)), json_hash(&hpa(8)));
+    }
+}
+
+#[cfg(test)]
+mod inbox_tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn reports_never_wait_and_coalesce_per_object() {
+        let (inbox, _queries) = Inbox::new();
+        // A watch's initial list of 20,000 objects (each seen twice) while nobody reads: every
+        // report returns at once (this test would hang on a bounded queue), and the loop finds
+        // each object once.
+        let reporter = tokio::spawn({
+            let inbox = inbox.clone();
+            async move {
+                for round in 0..2 {
+                    for i in 0..20_000 {
+                        inbox.changed(ObjectId::scaled_object("ns", format!("so-{i}")));
+                    }
+                    if round == 0 {
+                        inbox.resync();
+                    }
+                }
+                inbox.pushed(ObjectId::scaled_job("ns", "job"));
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(1), reporter)
+            .await
+            .expect("reporting never waits for the reader")
+            .expect("the reporter does not panic");
+        // The loop is woken once for all of it.
+        tokio::time::timeout(Duration::from_secs(1), inbox.0.wake.notified())
+            .await
+            .expect("the reader is woken");
+        let pending = inbox.take();
+        assert_eq!(pending.changed.len(), 20_000);
+        assert!(pending.resync);
+        assert_eq!(
+            pending.pushed.into_iter().collect::<Vec<_>>(),
+            vec![ObjectId::scaled_job("ns", "job")]
+        );
+        let empty = inbox.take();
+        assert!(empty.changed.is_empty() && !empty.resync && empty.pushed.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_live_query_gets_none_once_the_loop_is_gone() {
+        let (inbox, queries) = Inbox::new();
+        drop(queries);
+        assert!(
+            inbox
+                .owned(ObjectId::scaled_object("ns", "so"))
+                .await
+                .is_none()
+        );
     }
 }

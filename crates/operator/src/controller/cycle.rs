@@ -398,9 +398,7 @@ pub(super) async fn build_scalers(
                     match update {
                         Ok(active) => {
                             debug!(object = %id, trigger = index, active, "push trigger reported");
-                            if inbox.send(Msg::Pushed(id.clone())).await.is_err() {
-                                return;
-                            }
+                            inbox.pushed(id.clone());
                         }
                         Err(e) => {
                             debug!(object = %id, trigger = index, error = %e, "push stream interrupted");

@@ -12,9 +12,9 @@ use ringscale_cache::{Record, RecordKey};
 use ringscale_coordinator::Ownership;
 use ringscale_replication::{LiveQuery, Query, QueryError, Store};
 use ringscale_ring::Kind;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 
-use super::{Msg, PollState, read_metrics, record_planned};
+use super::{PollState, read_metrics, record_planned};
 use ringscale_semantics::plan;
 
 /// What the loop hands a live query about an owned object.
@@ -66,19 +66,15 @@ async fn answer(
         }
         o.generation()
     };
-    let (reply, answer) = oneshot::channel();
-    inbox
-        .send(Msg::Owned(id.clone(), reply))
-        .await
-        .map_err(|_| QueryError::Unavailable("the operator is stopping".into()))?;
     let Owned {
         state,
         interval,
         so,
         replicas: (current, ready),
-    } = answer
+    } = inbox
+        .owned(id.clone())
         .await
-        .map_err(|_| QueryError::Unavailable("the operator is stopping".into()))?
+        .ok_or_else(|| QueryError::Unavailable("the operator is stopping".into()))?
         .ok_or_else(|| QueryError::NotFound(format!("{what} is not known to its owner")))?;
     let mut state = state.lock().await;
     if state.fingerprint.is_none() {
