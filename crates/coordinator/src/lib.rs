@@ -248,15 +248,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The coordinator's loops, in the order they are started.
-const TASK_NAMES: [&str; 5] = [
-    "Lease watch",
-    "ring watch",
-    "member Lease loop",
-    "lease watchdog",
-    "coordinator election loop",
-];
-
 /// Exports the ring as this replica follows it.
 struct RingCollector(watch::Receiver<Ownership>);
 
@@ -300,7 +291,8 @@ impl prometheus_client::collector::Collector for RingCollector {
 /// A replica's membership, running.
 pub struct Coordinator {
     shared: Arc<Shared>,
-    tasks: Vec<JoinHandle<()>>,
+    /// The running loops, each with its name (for [`Coordinator::stopped`]).
+    tasks: Vec<(&'static str, JoinHandle<()>)>,
 }
 
 impl std::fmt::Debug for Coordinator {
@@ -336,14 +328,27 @@ impl Coordinator {
             member_valid_until,
             reconcile: Notify::new(),
         });
-        // In the order of TASK_NAMES.
-        let tasks = vec![
-            tokio::spawn(Arc::clone(&shared).watch_leases()),
-            tokio::spawn(Arc::clone(&shared).watch_ring()),
-            tokio::spawn(Arc::clone(&shared).member_loop()),
-            tokio::spawn(Arc::clone(&shared).watchdog()),
-            tokio::spawn(Arc::clone(&shared).coordinator_loop()),
+        let mut tasks = vec![
+            (
+                "Lease watch",
+                tokio::spawn(Arc::clone(&shared).watch_leases()),
+            ),
+            ("ring watch", tokio::spawn(Arc::clone(&shared).watch_ring())),
+            (
+                "member Lease loop",
+                tokio::spawn(Arc::clone(&shared).member_loop()),
+            ),
+            (
+                "lease watchdog",
+                tokio::spawn(Arc::clone(&shared).watchdog()),
+            ),
         ];
+        if shared.config.candidate {
+            tasks.push((
+                "coordinator election loop",
+                tokio::spawn(Arc::clone(&shared).coordinator_loop()),
+            ));
+        }
         Ok(Coordinator { shared, tasks })
     }
 
@@ -364,13 +369,10 @@ impl Coordinator {
         if self.tasks.is_empty() {
             return std::future::pending().await;
         }
-        let (result, index, _) = futures_util::future::select_all(self.tasks.iter_mut()).await;
-        let name = TASK_NAMES
-            .get(index)
-            .copied()
-            .unwrap_or("a coordinator loop");
+        let (result, index, _) =
+            futures_util::future::select_all(self.tasks.iter_mut().map(|(_, task)| task)).await;
         // Ended: nothing is left to abort or poll.
-        self.tasks.remove(index);
+        let (name, _) = self.tasks.remove(index);
         match result {
             Ok(()) => format!("the {name} ended"),
             Err(e) => format!("the {name} failed: {e}"),
@@ -381,7 +383,7 @@ impl Coordinator {
     /// coordinator, deletes its member Lease and releases the coordinator Lease. Each API call is
     /// bounded by the request timeout.
     pub async fn shutdown(mut self) {
-        for task in self.tasks.drain(..) {
+        for (_, task) in self.tasks.drain(..) {
             task.abort();
         }
         let shared = &self.shared;
@@ -426,7 +428,7 @@ impl Coordinator {
 
     /// Stops every task without releasing anything, as a killed process would (tests).
     pub fn abort(mut self) {
-        for task in self.tasks.drain(..) {
+        for (_, task) in self.tasks.drain(..) {
             task.abort();
         }
     }
@@ -434,7 +436,7 @@ impl Coordinator {
 
 impl Drop for Coordinator {
     fn drop(&mut self) {
-        for task in &self.tasks {
+        for (_, task) in &self.tasks {
             task.abort();
         }
     }
@@ -883,10 +885,8 @@ impl Shared {
 
     // ---- the coordinator ----
 
+    /// Runs only on candidates (see [`Coordinator::start`]).
     async fn coordinator_loop(self: Arc<Self>) {
-        if !self.config.candidate {
-            return;
-        }
         let mut own: Option<Lease> = None;
         let mut tick = tokio::time::interval(self.config.retry_period);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);

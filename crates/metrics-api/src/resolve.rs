@@ -8,7 +8,6 @@ use ringscale_api::ScaledObject;
 use ringscale_cache::{Freshness, ObjectId, RecordKey};
 use ringscale_coordinator::Ownership;
 use ringscale_replication::{ForwardError, LiveQuery, Peers, Query, QueryError};
-use ringscale_ring::{Kind, ObjectKey};
 use ringscale_semantics::ObjectView;
 use ringscale_semantics::fallback::{fallback_replicas, fallback_value};
 use ringscale_semantics::plan::{Target, valid_fallback};
@@ -221,11 +220,7 @@ impl Resolver {
 
         let (owner, me) = {
             let o = self.ownership.borrow();
-            (
-                o.owner(&ObjectKey::new(Kind::ScaledObject, namespace, name))
-                    .cloned(),
-                o.member.clone(),
-            )
+            (o.owner(&key.object.ring_key()).cloned(), o.member.clone())
         };
         let Some(owner) = owner else {
             return self

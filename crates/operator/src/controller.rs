@@ -609,16 +609,7 @@ async fn run(
                         .then(|| ctx.sos.get(&ObjectRef::new(&id.name).within(&id.namespace)))
                         .flatten();
                     let owned = objects.get(&id).zip(so).map(|(o, so)| {
-                        let t = &so.spec.scale_target_ref;
-                        let replicas = ctx
-                            .lookup
-                            .replicas_of(
-                                &id.namespace,
-                                t.effective_api_version(),
-                                t.effective_kind(),
-                                &t.name,
-                            )
-                            .unwrap_or((0, 0));
+                        let replicas = ctx.lookup.target_replicas(&so).unwrap_or((0, 0));
                         live::Owned {
                             state: Arc::clone(&o.state),
                             interval: o.interval,

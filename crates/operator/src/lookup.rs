@@ -11,7 +11,7 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource};
 use ringscale_api::{
-    ClusterTriggerAuthentication, TriggerAuthentication, TriggerAuthenticationSpec,
+    ClusterTriggerAuthentication, ScaledObject, TriggerAuthentication, TriggerAuthenticationSpec,
 };
 use ringscale_scalers::auth::{Lookup, ObjectLookup, config_map_data, secret_data};
 use serde::de::DeserializeOwned;
@@ -166,6 +166,18 @@ impl ClusterLookup {
                 .map(|s| s.replicas()),
             _ => None,
         }
+    }
+
+    /// Replicas and ready replicas of a ScaledObject's scale target, when it is a Deployment or
+    /// StatefulSet the watches hold ([`ClusterLookup::replicas_of`]).
+    pub fn target_replicas(&self, so: &ScaledObject) -> Option<(i32, i32)> {
+        let t = &so.spec.scale_target_ref;
+        self.replicas_of(
+            so.metadata.namespace.as_deref().unwrap_or_default(),
+            t.effective_api_version(),
+            t.effective_kind(),
+            &t.name,
+        )
     }
 
     /// Waits until every store has its first full list.

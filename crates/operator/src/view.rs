@@ -48,15 +48,8 @@ impl ObjectView for Watched {
     }
 
     fn target_replicas(&self, so: &ScaledObject) -> Option<Target> {
-        let namespace = so.metadata.namespace.as_deref().unwrap_or_default();
-        let t = &so.spec.scale_target_ref;
         self.cluster
-            .replicas_of(
-                namespace,
-                t.effective_api_version(),
-                t.effective_kind(),
-                &t.name,
-            )
+            .target_replicas(so)
             .map(|(current, ready)| Target { current, ready })
     }
 }

@@ -81,7 +81,7 @@ pub(crate) fn render(s: &Sources) -> String {
         let t = &so.spec.scale_target_ref;
         let replicas = s
             .cluster
-            .replicas_of(&ns, t.effective_api_version(), t.effective_kind(), &t.name)
+            .target_replicas(so)
             .map_or("—".to_owned(), |(desired, ready)| {
                 format!("{ready}/{desired}")
             });
