@@ -39,17 +39,17 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn secs(d: Duration) -> String {
+pub(crate) fn secs(d: Duration) -> String {
     format!("{:.2} s", d.as_secs_f64())
 }
 
-fn first<T: std::fmt::Display>(items: &[T]) -> String {
+pub(crate) fn first<T: std::fmt::Display>(items: &[T]) -> String {
     items
         .first()
         .map_or(String::new(), |i| format!(" (first: {i})"))
 }
 
-fn is_write(verb: &str) -> bool {
+pub(crate) fn is_write(verb: &str) -> bool {
     matches!(
         verb,
         "create" | "update" | "patch" | "delete" | "deletecollection"
@@ -57,7 +57,7 @@ fn is_write(verb: &str) -> bool {
 }
 
 /// The replica behind a request-log user, if it is one.
-fn replica_of(user: &str) -> Option<&str> {
+pub(crate) fn replica_of(user: &str) -> Option<&str> {
     user.strip_prefix("system:serviceaccount:ringscale:")
 }
 
@@ -124,7 +124,7 @@ fn owner_in(generation: u64, members: &[String], namespace: &str, object: &str) 
 /// ring published before it under which the writer owned the object. Returns (writes,
 /// violations): a write with no such ring, or two replicas writing for one object under the
 /// same generation.
-fn scale_conflicts(
+pub(crate) fn scale_conflicts(
     cluster: &Cluster,
     log: &[RequestRecord],
     history: &[RingSample],
@@ -211,7 +211,7 @@ fn scale_conflicts(
 /// The check that no two replicas scaled one object at the same ring generation.
 /// The scale-write invariant; a scenario that made no scale write has not exercised it, which
 /// fails the check.
-fn conflict_check(scenario: &'static str, writes: usize, conflicts: &[String]) -> Check {
+pub(crate) fn conflict_check(scenario: &'static str, writes: usize, conflicts: &[String]) -> Check {
     Check {
         scenario,
         invariant: "no two replicas scale one object at the same ring generation".into(),
@@ -228,7 +228,7 @@ fn conflict_check(scenario: &'static str, writes: usize, conflicts: &[String]) -
     }
 }
 
-fn set_lengths(cluster: &Cluster, objects: &[String], length: i64) {
+pub(crate) fn set_lengths(cluster: &Cluster, objects: &[String], length: i64) {
     let mut lengths = lock(&cluster.lengths);
     for o in objects {
         lengths.insert(o.clone(), length);

@@ -5,10 +5,12 @@
 //! writes the status only when something changed.
 //!
 //! Every write is guarded twice: by the object's resourceVersion (optimistic concurrency), and by
-//! the ring generation. An owner stamps its generation on the object once
-//! (`ringscale.io/owner-generation`) and never writes to an object stamped with a higher one, so
-//! a replica that lost ownership cannot overwrite the new owner even if it has not yet seen the
-//! new ring.
+//! the ring generation — the replica must own the object at the generation its cycle started at.
+//! An owner stamps its generation on the object (`ringscale.io/owner-generation`) right before
+//! its first write to it, not before its first poll (a takeover costs no write per object; an
+//! object whose polls change nothing is never stamped), and never writes to an object stamped
+//! with a higher one, so a replica that lost ownership cannot overwrite the new owner's writes
+//! even if it has not yet seen the new ring ([`writes::Claim`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -138,8 +140,11 @@ pub struct Stats {
     pub scale_writes: AtomicU64,
     /// HPA creates, replaces and deletes.
     pub hpa_writes: AtomicU64,
-    /// Metadata writes (finalizer, owner generation).
+    /// Metadata writes adding the finalizer or the name label (with the ownership stamp).
     pub meta_writes: AtomicU64,
+    /// Ownership stamps written on their own, right before a cycle's first write to an object
+    /// taken over; a takeover writes none before its first poll.
+    pub stamps: AtomicU64,
     /// Events published (only on transitions).
     pub events: AtomicU64,
     /// Events dropped because the publishing queue was full or the report budget was spent.
@@ -167,6 +172,7 @@ impl Stats {
             + self.scale_writes.load(Ordering::Relaxed)
             + self.hpa_writes.load(Ordering::Relaxed)
             + self.meta_writes.load(Ordering::Relaxed)
+            + self.stamps.load(Ordering::Relaxed)
             + self.events.load(Ordering::Relaxed)
             + self.jobs_created.load(Ordering::Relaxed)
             + self.jobs_deleted.load(Ordering::Relaxed)

@@ -389,6 +389,7 @@ impl prometheus_client::collector::Collector for StatsCollector {
             ("scale", load(&s.scale_writes)),
             ("hpa", load(&s.hpa_writes)),
             ("meta", load(&s.meta_writes)),
+            ("stamp", load(&s.stamps)),
             ("event", load(&s.events)),
             ("job_create", load(&s.jobs_created)),
             ("job_delete", load(&s.jobs_deleted)),

@@ -652,6 +652,119 @@ async fn a_handover_in_the_cooldown_keeps_the_cooldown_and_fences_the_old_owner(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_takeover_polls_without_writing_and_stamps_only_before_a_write() {
+    const N: usize = 6;
+    let c = cluster().await;
+    let source = Source::start().await;
+    source.set(20);
+    let names: Vec<String> = (0..N).map(|i| format!("o{i}")).collect();
+    for name in &names {
+        deployment(&c.client, name, 0).await;
+        scaled_object(
+            &c.client,
+            name,
+            name,
+            json!({"triggers": [source.trigger()]}),
+            json!({}),
+        )
+        .await;
+    }
+    let sos = Api::<ScaledObject>::namespaced(c.client.clone(), NS);
+    let stamp = |so: &ScaledObject| {
+        let a = so.metadata.annotations.clone().unwrap_or_default();
+        (
+            a.get("ringscale.io/owner").cloned(),
+            a.get("ringscale.io/owner-generation").cloned(),
+        )
+    };
+    // r0 takes every object at generation 1: finalizer, label and stamp in one write each,
+    // scales them 0 → 1 and settles.
+    let (_tx_a, rx_a) = watch::channel(ownership(&["r0"], "r0", 1));
+    let (ctl_a, _) = controller(&c.client, rx_a, "r0");
+    for name in &names {
+        wait_replicas(&c.client, name, 1, WITHIN).await;
+        eventually(WITHIN, "Active=True and the HPA", || async {
+            let s = so_status(&c.client, name).await;
+            let hpa = Api::<HorizontalPodAutoscaler>::namespaced(c.client.clone(), NS)
+                .get_opt(&format!("keda-hpa-{name}"))
+                .await
+                .unwrap();
+            (condition(&s, "Active").0 == "True" && hpa.is_some()).then_some(())
+        })
+        .await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for name in &names {
+        let so = sos.get(name).await.unwrap();
+        assert_eq!(stamp(&so), (Some("r0".into()), Some("1".into())), "{name}");
+    }
+    // r0 dies; r1 takes every object over at generation 2.
+    ctl_a.abort();
+    drop(ctl_a);
+    let before: Vec<String> = {
+        let mut v = Vec::new();
+        for name in &names {
+            v.push(
+                sos.get(name)
+                    .await
+                    .unwrap()
+                    .metadata
+                    .resource_version
+                    .unwrap(),
+            );
+        }
+        v
+    };
+    let (_tx_b, rx_b) = watch::channel(ownership(&["r1"], "r1", 2));
+    let (ctl_b, records_b) = controller(&c.client, rx_b, "r1");
+    // Every object polled by r1 at generation 2 ...
+    for name in &names {
+        let key = ringscale_cache::RecordKey::scaled_object(NS, name, "s0-metric-api-value");
+        eventually(WITHIN, "a poll by the new owner", || async {
+            records_b
+                .get(&key)
+                .is_some_and(|r| r.version.generation == 2 && r.value == 20.0)
+                .then_some(())
+        })
+        .await;
+    }
+    // ... and a few polls more, with no write at all: nothing changed, so nothing is stamped.
+    let cycles = ctl_b.stats.cycles.load(Ordering::Relaxed);
+    eventually(WITHIN, "three more polls of each object", || async {
+        (ctl_b.stats.cycles.load(Ordering::Relaxed) >= cycles + 3 * N as u64).then_some(())
+    })
+    .await;
+    assert_eq!(
+        (
+            ctl_b.stats.writes(),
+            ctl_b.stats.stamps.load(Ordering::Relaxed)
+        ),
+        (0, 0),
+        "a takeover of {N} quiet objects wrote"
+    );
+    for (name, version) in names.iter().zip(&before) {
+        let so = sos.get(name).await.unwrap();
+        assert_eq!(
+            so.metadata.resource_version.as_ref(),
+            Some(version),
+            "{name}"
+        );
+        assert_eq!(stamp(&so), (Some("r0".into()), Some("1".into())), "{name}");
+    }
+    // The queues empty: the first write r1 makes for each object is preceded by its stamp (one
+    // each), then the status and, after the cooldown, the scale to 0.
+    source.set(0);
+    for name in &names {
+        wait_replicas(&c.client, name, 0, WITHIN).await;
+        let so = sos.get(name).await.unwrap();
+        assert_eq!(stamp(&so), (Some("r1".into()), Some("2".into())), "{name}");
+    }
+    assert_eq!(ctl_b.stats.stamps.load(Ordering::Relaxed), N as u64);
+    assert_eq!(ctl_b.stats.meta_writes.load(Ordering::Relaxed), 0);
+    assert!(ctl_b.stats.scale_writes.load(Ordering::Relaxed) >= N as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_owner_of_an_active_object_counts_the_cooldown_from_its_first_poll() {
     let c = cluster().await;
     let source = Source::start().await;

@@ -103,6 +103,7 @@ pub(super) async fn execute(
     generation: u64,
 ) -> Result<(), CycleError> {
     let (ns, name) = (id.namespace.as_str(), id.name.as_str());
+    let mut claim = Claim::new(ctx, so, generation);
     let interval = so.spec.polling_interval();
     let polled_at = ringscale_replication::now();
     for r in &plan.records {
@@ -115,10 +116,10 @@ pub(super) async fn execute(
     state.last_active = plan.last_active;
     for old in &plan.delete_hpas {
         info!(namespace = ns, name, hpa = %old, "deleting the HPA of the old name");
-        delete_hpa_named(ctx, so, old, generation).await?;
+        delete_hpa_named(ctx, so, &mut claim, old, generation).await?;
     }
     if plan.hpa == plan::HpaAction::Delete {
-        delete_hpa(ctx, so, generation).await?;
+        delete_hpa(ctx, so, &mut claim, generation).await?;
     }
     let kind = plan
         .status
@@ -127,7 +128,7 @@ pub(super) async fn execute(
         .unwrap_or_else(|| plan::scale_target_kind(so));
     if let Some(step) = &plan.scale {
         info!(namespace = ns, name, from = step.from, to = step.to, reason = ?step.reason, "scaling the target");
-        let result = scale(ctx, id, so, step.to, generation).await;
+        let result = scale(ctx, id, so, &mut claim, step.to, generation).await;
         if let Some(e) = step.event(&kind, so, result.is_ok()) {
             emit_planned(ctx, so, e);
         }
@@ -154,7 +155,16 @@ pub(super) async fn execute(
         let desired = hpa::desired(so, hpa::metrics(so, &state.specs, composite), &pause);
         // An HPA the API server refuses (e.g. a behavior it does not accept) is the user's to
         // fix: say so in the status, as KEDA does, rather than only in the log.
-        match ensure_hpa(ctx, so, desired, generation, &mut state.hpa_matched).await {
+        match ensure_hpa(
+            ctx,
+            so,
+            &mut claim,
+            desired,
+            generation,
+            &mut state.hpa_matched,
+        )
+        .await
+        {
             Ok(()) => {}
             Err(CycleError::Api(what, kube::Error::Api(s)))
                 if ringscale_coordinator::ApiErrorKind::of_status(&s).is_refusal() =>
@@ -200,9 +210,7 @@ pub(super) async fn execute(
         ctx.stats.reports_deferred.fetch_add(1, Ordering::Relaxed);
         return Ok(());
     }
-    if !owns_at(ctx, id, generation) {
-        return Err(CycleError::Fenced("ownership changed"));
-    }
+    claim.fence(ctx, id, so, generation).await?;
     for e in events {
         // The events of a report (ScaledObjectFallbackActivated, ...) cost a write each too.
         if !report || take_report(ctx) {
@@ -211,7 +219,7 @@ pub(super) async fn execute(
             ctx.stats.events_dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
-    let mut updated = so.clone();
+    let mut updated = claim.current(so).clone();
     updated.status = Some(plan.status);
     let written = put_status(ctx, id, &updated).await?;
     // Until the watch brings it, the next poll works on the object as written, not on the

@@ -28,8 +28,9 @@ use tokio::time::Instant;
 use tracing::{debug, info};
 
 use super::{
-    Ctx, CycleError, LAST_ACTIVE_REFRESH, PollState, api, emit, ensure_meta, fence_of, fingerprint,
-    is_stamp, owns_at, poll_metrics, prepare_settings, put_status, remove_finalizer, set_condition,
+    Claim, Ctx, CycleError, LAST_ACTIVE_REFRESH, PollState, api, emit, ensure_meta, fence_of,
+    fingerprint, is_stamp, poll_metrics, prepare_settings, put_status, remove_finalizer,
+    set_condition,
 };
 use ringscale_semantics::jobs::{Reading, combine, jobs_to_create};
 use ringscale_semantics::pause;
@@ -253,14 +254,12 @@ fn beyond_limit(mut jobs: Vec<Arc<Job>>, limit: Option<i32>) -> Vec<Arc<Job>> {
 
 async fn delete_job(
     ctx: &Ctx,
-    id: &ObjectId,
+    (id, sj, claim): (&ObjectId, &ScaledJob, &mut Claim<ScaledJob>),
     job: &Job,
     propagation: Propagation,
     generation: u64,
 ) -> Result<(), CycleError> {
-    if !owns_at(ctx, id, generation) {
-        return Err(CycleError::Fenced("ownership changed"));
-    }
+    claim.fence(ctx, id, sj, generation).await?;
     let params = DeleteParams {
         propagation_policy: Some(propagation),
         ..DeleteParams::default()
@@ -296,13 +295,15 @@ pub(super) async fn run_cycle(
             .iter()
             .any(|f| f == ringscale_api::names::FINALIZER)
         {
-            remove_finalizer(ctx, id, sj).await?;
+            let mut claim = Claim::new(ctx, sj, generation);
+            remove_finalizer(ctx, id, sj, &mut claim, generation).await?;
         }
         ctx.records.remove_object(id);
         return Ok(());
     }
     let sj = ensure_meta(ctx, id, sj, generation).await?;
     let sj = &sj;
+    let mut claim = Claim::new(ctx, sj, generation);
     let now = Timestamp::now();
     let mut status = sj.status.clone().unwrap_or_default();
     let before = status.clone();
@@ -319,7 +320,7 @@ pub(super) async fn run_cycle(
                 &e.to_string(),
                 now,
             );
-            return write_status(ctx, id, sj, status, &before, generation).await;
+            return write_status(ctx, (id, sj, &mut claim), status, &before, generation).await;
         }
     };
     if paused {
@@ -332,7 +333,7 @@ pub(super) async fn run_cycle(
             "ScaledJob is paused",
             now,
         );
-        return write_status(ctx, id, sj, status, &before, generation).await;
+        return write_status(ctx, (id, sj, &mut claim), status, &before, generation).await;
     }
     status.paused = None;
     set_condition(
@@ -373,7 +374,7 @@ pub(super) async fn run_cycle(
             "the triggers could not be built",
             now,
         );
-        return write_status(ctx, id, sj, status, &before, generation).await;
+        return write_status(ctx, (id, sj, &mut claim), status, &before, generation).await;
     }
 
     // Poll every metric at once; every reading also goes to the cache.
@@ -491,7 +492,7 @@ pub(super) async fn run_cycle(
     if active {
         let to_create = jobs_to_create(strategy, &combined, running, pending, min, max);
         if to_create > 0 {
-            create_jobs(ctx, id, sj, to_create, state, generation).await?;
+            create_jobs(ctx, (id, sj, &mut claim), to_create, state, generation).await?;
         }
         let stale = status
             .last_active_time
@@ -542,7 +543,15 @@ pub(super) async fn run_cycle(
             );
             for job in &old {
                 info!(namespace = ns, name, job = %job.name_any(), "deleting a Job of an older ScaledJob spec");
-                if let Err(e) = delete_job(ctx, id, job, propagation.clone(), generation).await {
+                if let Err(e) = delete_job(
+                    ctx,
+                    (id, sj, &mut claim),
+                    job,
+                    propagation.clone(),
+                    generation,
+                )
+                .await
+                {
                     emit(
                         ctx,
                         sj,
@@ -569,7 +578,14 @@ pub(super) async fn run_cycle(
         .chain(beyond_limit(failed, sj.spec.failed_jobs_history_limit));
     for job in old {
         debug!(namespace = ns, name, job = %job.name_any(), "deleting a finished Job beyond the history limit");
-        delete_job(ctx, id, &job, Propagation::Background, generation).await?;
+        delete_job(
+            ctx,
+            (id, sj, &mut claim),
+            &job,
+            Propagation::Background,
+            generation,
+        )
+        .await?;
     }
 
     // Conditions and status.
@@ -643,13 +659,12 @@ pub(super) async fn run_cycle(
             .map(|(metric, active)| (metric, TriggerActivityStatus { is_active: active }))
             .collect(),
     );
-    write_status(ctx, id, sj, status, &before, generation).await
+    write_status(ctx, (id, sj, &mut claim), status, &before, generation).await
 }
 
 async fn create_jobs(
     ctx: &Ctx,
-    id: &ObjectId,
-    sj: &ScaledJob,
+    (id, sj, claim): (&ObjectId, &ScaledJob, &mut Claim<ScaledJob>),
     count: i64,
     state: &mut PollState,
     generation: u64,
@@ -675,9 +690,7 @@ async fn create_jobs(
     let jobs = Api::<Job>::namespaced(ctx.client.clone(), &id.namespace);
     let mut created = 0;
     for _ in 0..count {
-        if !owns_at(ctx, id, generation) {
-            return Err(CycleError::Fenced("ownership changed"));
-        }
+        claim.fence(ctx, id, sj, generation).await?;
         match jobs.create(&PostParams::default(), &job).await {
             Ok(made) => {
                 created += 1;
@@ -718,8 +731,7 @@ async fn create_jobs(
 
 async fn write_status(
     ctx: &Ctx,
-    id: &ObjectId,
-    sj: &ScaledJob,
+    (id, sj, claim): (&ObjectId, &ScaledJob, &mut Claim<ScaledJob>),
     status: ScaledJobStatus,
     before: &ScaledJobStatus,
     generation: u64,
@@ -727,9 +739,7 @@ async fn write_status(
     if &status == before {
         return Ok(());
     }
-    if !owns_at(ctx, id, generation) {
-        return Err(CycleError::Fenced("ownership changed"));
-    }
+    claim.fence(ctx, id, sj, generation).await?;
     let find = |s: &ScaledJobStatus| {
         s.conditions
             .as_ref()
@@ -756,7 +766,7 @@ async fn write_status(
             _ => {}
         }
     }
-    let mut updated = sj.clone();
+    let mut updated = claim.current(sj).clone();
     updated.status = Some(status);
     put_status(ctx, id, &updated).await.map(|_| ())
 }

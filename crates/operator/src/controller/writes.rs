@@ -9,12 +9,11 @@ pub(super) async fn scale(
     ctx: &Ctx,
     id: &ObjectId,
     so: &ScaledObject,
+    claim: &mut Claim<ScaledObject>,
     replicas: i32,
     generation: u64,
 ) -> Result<(), CycleError> {
-    if !owns_at(ctx, id, generation) {
-        return Err(CycleError::Fenced("ownership changed"));
-    }
+    claim.fence(ctx, id, so, generation).await?;
     let t = &so.spec.scale_target_ref;
     let body = Patch::Merge(json!({"spec": {"replicas": replicas}}));
     let params = PatchParams::default();
@@ -49,14 +48,12 @@ pub(super) async fn scale(
     Ok(())
 }
 
-/// Adds the finalizer and stamps this replica as the owner, in one write, when either is
-/// missing or the stamp names another member.
-///
-/// The stamp (`ringscale.io/owner` and the generation it took the object at) is written only
-/// when the owner changes, so a ring change costs writes only for the objects that moved. It is
-/// a compare-and-swap on the object's resourceVersion: a newer owner's stamp makes an older
-/// owner's writes at the version it read fail. A stamp refused with 409 is tried once more on
-/// the object read again from the API server, never with the same stale resourceVersion.
+/// Adds the finalizer (and, on a ScaledObject, KEDA's name label) when either is missing — once
+/// in an object's life, as KEDA does on its first reconcile. Since that write is made anyway, it
+/// carries this replica's ownership stamp too; it never writes for the stamp alone (that is
+/// [`Claim`]'s, before the first write a cycle has to make). A write refused with 409 is tried
+/// once more on the object read again from the API server, never with the same stale
+/// resourceVersion.
 pub(super) async fn ensure_meta<K>(
     ctx: &Ctx,
     id: &ObjectId,
@@ -79,8 +76,7 @@ where
         let name_label = (id.kind == Kind::ScaledObject
             && current.labels().get(LABEL_SCALED_OBJECT_NAME) != Some(&id.name))
         .then(|| json!({ LABEL_SCALED_OBJECT_NAME: id.name }));
-        let stamped = owner_of(meta) == Some(&*me) && fence_of(meta) <= generation;
-        if has_finalizer && stamped && name_label.is_none() {
+        if has_finalizer && name_label.is_none() {
             return Ok(current.into_owned());
         }
         if fence_of(meta) > generation {
@@ -99,11 +95,8 @@ where
                 "finalizers": finalizers,
             }
         });
-        if !stamped {
-            patch["metadata"]["annotations"] = json!({
-                FENCE_ANNOTATION: generation.to_string(),
-                OWNER_ANNOTATION: &*me,
-            });
+        if !is_stamped(meta, &me, generation) {
+            patch["metadata"]["annotations"] = stamp(&me, generation);
         }
         if let Some(labels) = name_label {
             patch["metadata"]["labels"] = labels;
@@ -123,20 +116,121 @@ where
                     .map_err(api("read the object again after a conflict"))?;
                 current = std::borrow::Cow::Owned(read);
             }
-            Err(e) => return Err(api("stamp ownership")(e)),
+            Err(e) => return Err(api("add the finalizer")(e)),
         }
     }
-    Err(CycleError::Conflict("stamp ownership"))
+    Err(CycleError::Conflict("add the finalizer"))
 }
 
-/// Removes our finalizer (at the object's resourceVersion).
-pub(super) async fn remove_finalizer<K>(ctx: &Ctx, id: &ObjectId, obj: &K) -> Result<(), CycleError>
+/// Whether `meta` carries `me`'s ownership stamp at `generation` or earlier (a stamp this
+/// replica left at an earlier generation still holds while it stays the owner: a ring change
+/// costs the objects that did not move no write).
+fn is_stamped(meta: &ObjectMeta, me: &str, generation: u64) -> bool {
+    owner_of(meta) == Some(me) && fence_of(meta) <= generation
+}
+
+fn stamp(me: &str, generation: u64) -> serde_json::Value {
+    json!({ FENCE_ANNOTATION: generation.to_string(), OWNER_ANNOTATION: me })
+}
+
+/// The fence in front of every write a cycle makes for one object.
+///
+/// A takeover costs no write before the first poll: the new owner polls at once and writes its
+/// ownership stamp (`ringscale.io/owner` and `ringscale.io/owner-generation`) only right before
+/// the first write the cycle has to make anyway — a scale, an HPA, a status, a Job. An object
+/// whose polls change nothing is never stamped, so a failover costs the objects of the dead
+/// replica nothing but their polls.
+///
+/// Each write still requires that this replica owns the object at the cycle's ring generation
+/// (published by compare-and-swap: one owner per generation) and that its Lease is valid. The
+/// stamp is a compare-and-swap on the object's resourceVersion; once it is on the object, a
+/// replica that lost the object but has not seen the new ring yet stops at the first cycle that
+/// reads it (a higher generation than its own), and its status writes at the version it read
+/// are refused.
+pub(super) struct Claim<K> {
+    /// Whether this replica's stamp is on the object (at this generation or an earlier one).
+    stamped: bool,
+    /// The object as this cycle's stamp left it (the status is written on its resourceVersion).
+    updated: Option<K>,
+}
+
+impl<K> Claim<K>
 where
     K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
         + Clone
         + DeserializeOwned
         + std::fmt::Debug,
 {
+    pub(super) fn new(ctx: &Ctx, obj: &K, generation: u64) -> Self {
+        let me = ctx.ownership.borrow().member.clone();
+        Claim {
+            stamped: is_stamped(obj.meta(), &me, generation),
+            updated: None,
+        }
+    }
+
+    /// The object to write on: `obj` (the one the cycle planned from), or the same object as
+    /// this cycle's stamp left it.
+    pub(super) fn current<'a>(&'a self, obj: &'a K) -> &'a K {
+        self.updated.as_ref().unwrap_or(obj)
+    }
+
+    /// Lets one write through: this replica owns the object at `generation` and its Lease is
+    /// valid, no newer owner stamped it, and this replica's stamp is on it (written now, at
+    /// `obj`'s resourceVersion, when missing). A stamp refused with 409 fails the cycle with a
+    /// conflict: the object changed since the cycle planned from it, so the next poll reads it
+    /// again and plans anew rather than writing what it planned from a stale object.
+    pub(super) async fn fence(
+        &mut self,
+        ctx: &Ctx,
+        id: &ObjectId,
+        obj: &K,
+        generation: u64,
+    ) -> Result<(), CycleError> {
+        if !owns_at(ctx, id, generation) {
+            return Err(CycleError::Fenced("ownership changed"));
+        }
+        if self.stamped {
+            return Ok(());
+        }
+        let current = self.current(obj);
+        if fence_of(current.meta()) > generation {
+            return Err(CycleError::Fenced("a newer owner stamped the object"));
+        }
+        let me = ctx.ownership.borrow().member.clone();
+        let patch = json!({
+            "metadata": {
+                "resourceVersion": current.resource_version(),
+                "annotations": stamp(&me, generation),
+            }
+        });
+        let updated = Api::<K>::namespaced(ctx.client.clone(), &id.namespace)
+            .patch(&id.name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .map_err(api("stamp ownership"))?;
+        ctx.stats.stamps.fetch_add(1, Ordering::Relaxed);
+        self.updated = Some(updated);
+        self.stamped = true;
+        Ok(())
+    }
+}
+
+/// Removes our finalizer (at the object's resourceVersion, as this cycle's stamp left it).
+pub(super) async fn remove_finalizer<K>(
+    ctx: &Ctx,
+    id: &ObjectId,
+    obj: &K,
+    claim: &mut Claim<K>,
+    generation: u64,
+) -> Result<(), CycleError>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    claim.fence(ctx, id, obj, generation).await?;
+    let obj = claim.current(obj);
     let finalizers: Vec<&String> = obj
         .finalizers()
         .iter()
@@ -179,7 +273,8 @@ pub(super) async fn finalize(
     if !so.finalizers().iter().any(|f| f == FINALIZER) {
         return Ok(());
     }
-    delete_hpa(ctx, so, generation).await?;
+    let mut claim = Claim::new(ctx, so, generation);
+    delete_hpa(ctx, so, &mut claim, generation).await?;
     if so.spec.restore_to_original_replica_count()
         && let Some(original) = so.status.as_ref().and_then(|s| s.original_replica_count)
         && read_target(ctx, so)
@@ -187,9 +282,9 @@ pub(super) async fn finalize(
             .is_ok_and(|(current, _, _)| current != original)
     {
         info!(namespace = %id.namespace, name = %id.name, replicas = original, "restoring the original replica count");
-        scale(ctx, id, so, original, generation).await?;
+        scale(ctx, id, so, &mut claim, original, generation).await?;
     }
-    remove_finalizer(ctx, id, so).await?;
+    remove_finalizer(ctx, id, so, &mut claim, generation).await?;
     ctx.records.remove_object(id);
     Ok(())
 }
@@ -197,15 +292,17 @@ pub(super) async fn finalize(
 pub(super) async fn delete_hpa(
     ctx: &Ctx,
     so: &ScaledObject,
+    claim: &mut Claim<ScaledObject>,
     generation: u64,
 ) -> Result<(), CycleError> {
-    delete_hpa_named(ctx, so, &so.hpa_name(), generation).await
+    delete_hpa_named(ctx, so, claim, &so.hpa_name(), generation).await
 }
 
 /// Deletes the object's HPA of this name, when the watch shows one.
 pub(super) async fn delete_hpa_named(
     ctx: &Ctx,
     so: &ScaledObject,
+    claim: &mut Claim<ScaledObject>,
     name: &str,
     generation: u64,
 ) -> Result<(), CycleError> {
@@ -213,13 +310,8 @@ pub(super) async fn delete_hpa_named(
     if ctx.hpas.get(&ObjectRef::new(name).within(&ns)).is_none() {
         return Ok(());
     }
-    if !owns_at(
-        ctx,
-        &ObjectId::scaled_object(ns.as_str(), so.name_any()),
-        generation,
-    ) {
-        return Err(CycleError::Fenced("ownership changed"));
-    }
+    let id = ObjectId::scaled_object(ns.as_str(), so.name_any());
+    claim.fence(ctx, &id, so, generation).await?;
     match Api::<HorizontalPodAutoscaler>::namespaced(ctx.client.clone(), &ns)
         .delete(name, &DeleteParams::default())
         .await
@@ -236,6 +328,7 @@ pub(super) async fn delete_hpa_named(
 pub(super) async fn ensure_hpa(
     ctx: &Ctx,
     so: &ScaledObject,
+    claim: &mut Claim<ScaledObject>,
     desired: HorizontalPodAutoscaler,
     generation: u64,
     matched: &mut Option<(String, u64)>,
@@ -258,13 +351,8 @@ pub(super) async fn ensure_hpa(
         }
     }
     *matched = None;
-    if !owns_at(
-        ctx,
-        &ObjectId::scaled_object(ns.as_str(), so.name_any()),
-        generation,
-    ) {
-        return Err(CycleError::Fenced("ownership changed"));
-    }
+    let id = ObjectId::scaled_object(ns.as_str(), so.name_any());
+    claim.fence(ctx, &id, so, generation).await?;
     let hpas = Api::<HorizontalPodAutoscaler>::namespaced(ctx.client.clone(), &ns);
     match existing {
         None => match hpas.create(&PostParams::default(), &desired).await {
