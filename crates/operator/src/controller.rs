@@ -45,7 +45,7 @@ use ringscale_cache::RecordKey;
 use ringscale_coordinator::Ownership;
 use ringscale_replication::Store as RecordStore;
 use ringscale_ring::{Kind, ObjectId};
-use ringscale_scalers::{MetricSpec, Scaler, Sources, prepare};
+use ringscale_scalers::{MetricSpec, Scaler, SourceId, Sources, prepare};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
@@ -53,6 +53,7 @@ use tokio::sync::{Mutex, Semaphore, mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tracing::{Instrument as _, debug, info, warn};
 
+use crate::dispatch::{self, Caps, Dispatch};
 use crate::hpa::{self, HpaView};
 use crate::lookup::{ClusterLookup, reflect_with};
 use crate::metrics::Metrics;
@@ -96,6 +97,13 @@ pub struct Settings {
     pub first_poll_window: Duration,
     /// Poll cycles running at once.
     pub max_concurrent_cycles: usize,
+    /// Poll cycles of one namespace running at once: a tenant whose sources hang holds at most
+    /// this many of the cycle slots ([`crate::dispatch`]).
+    pub max_cycles_per_namespace: usize,
+    /// Poll cycles calling one source running at once. The same as the sources' own bound of
+    /// concurrent calls (`SourcesConfig::per_source_concurrency`), so that the polls waiting for
+    /// a slow source wait unstarted instead of holding cycle slots.
+    pub max_cycles_per_source: usize,
     /// Due polls are started on a grid of this step, every poll due within one step at once:
     /// one wake-up of the loop (and of the source connections, which pipeline the reads) per
     /// step instead of one per poll. A poll starts at most this late (`Duration::ZERO`: each
@@ -120,6 +128,8 @@ impl Default for Settings {
             cluster_object_namespace: "keda".into(),
             first_poll_window: Duration::from_secs(10),
             max_concurrent_cycles: 256,
+            max_cycles_per_namespace: 128,
+            max_cycles_per_source: 64,
             poll_grain: Duration::from_millis(20),
             keda_write_pattern: false,
             report_writes_per_second: 10.0,
@@ -268,7 +278,11 @@ struct Tracked {
     interval: Duration,
     /// The object changed while a cycle ran: poll again as soon as it ends.
     again: bool,
+    /// Where its due polls wait: its namespace and the sources its last poll called.
+    group: Group,
 }
+
+type Group = dispatch::Group<SourceId>;
 
 /// Live queries waiting for the loop's answer before a new one waits to be queued.
 const QUERY_QUEUE: usize = 64;
@@ -576,11 +590,15 @@ async fn run(
     let limit = Arc::new(Semaphore::new(ctx.settings.max_concurrent_cycles.max(1)));
     // Cycles that ended, so the loop can poll their object again: at most one message per
     // running cycle, and cycles are bounded by the permits.
-    let (done_tx, mut done_rx) =
-        mpsc::channel::<ObjectId>(ctx.settings.max_concurrent_cycles.max(1));
+    let (done_tx, mut done_rx) = mpsc::channel::<(ObjectId, Group, Vec<SourceId>)>(
+        ctx.settings.max_concurrent_cycles.max(1),
+    );
     let mut objects: HashMap<ObjectId, Tracked> = HashMap::new();
     let mut schedule: Schedule<ObjectId> = Schedule::new();
-    let mut ready: std::collections::VecDeque<ObjectId> = std::collections::VecDeque::new();
+    let mut ready: Dispatch<ObjectId, SourceId> = Dispatch::new(Caps {
+        namespace: ctx.settings.max_cycles_per_namespace,
+        source: ctx.settings.max_cycles_per_source,
+    });
     let mut initial = true;
     let mut shutdown = std::pin::pin!(shutdown);
     let grid = Grid::new(ctx.settings.poll_grain, Instant::now());
@@ -634,8 +652,10 @@ async fn run(
                     reconcile(&ctx, &mut objects, &mut schedule, id, initial);
                 }
             }
-            Some(id) = done_rx.recv() => {
+            Some((id, group, sources)) = done_rx.recv() => {
+                ready.finished(&group);
                 if let Some(obj) = objects.get_mut(&id) {
+                    obj.group = Group::new(Arc::clone(&obj.group.namespace), sources);
                     obj.in_flight = false;
                     if std::mem::take(&mut obj.again) {
                         schedule.poll_now(&id, obj.interval, Instant::now());
@@ -655,22 +675,26 @@ async fn run(
                     }
                     obj.in_flight = true;
                     obj.queued = true;
-                    ready.push_back(id);
+                    ready.push(obj.group.clone(), id);
                 }
             }
         }
-        // Start what is due, as far as permits allow: a cycle's task exists only while it runs,
-        // so 10,000 objects due at once are 10,000 queue entries, not 10,000 parked futures.
+        // Start what is due, as far as permits and the namespace and source caps allow: a
+        // cycle's task exists only while it runs, so 10,000 objects due at once are 10,000
+        // queue entries, not 10,000 parked futures.
         while !ready.is_empty() {
             let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
                 break;
             };
-            let Some(id) = ready.pop_front() else { break };
+            let Some((id, group)) = ready.pop() else {
+                break;
+            };
             // Gone, or re-created since it was queued (its new entry is the live one).
             let Some(obj) = objects.get_mut(&id).filter(|o| o.queued) else {
                 continue;
             };
             obj.queued = false;
+            ready.started(&group);
             let (ctx, state, done) = (Arc::clone(&ctx), Arc::clone(&obj.state), done_tx.clone());
             // Every log line of a cycle names the object.
             let span = tracing::info_span!(
@@ -681,11 +705,13 @@ async fn run(
             );
             tokio::spawn(
                 async move {
-                    cycle(&ctx, &id, &state).await;
+                    // The sources the poll called decide where its next one waits.
+                    let ((), sources) =
+                        ringscale_scalers::sources_used(cycle(&ctx, &id, &state)).await;
                     // The permit goes back before the loop hears of the end, so the loop
                     // can start the next queued cycle when it does.
                     drop(permit);
-                    let _ = done.send(id).await;
+                    let _ = done.send((id, group, sources)).await;
                 }
                 .instrument(span),
             );
@@ -926,6 +952,7 @@ fn reconcile(
                     seen: print,
                     interval,
                     again: false,
+                    group: Group::new(Arc::from(id.namespace.as_str()), Vec::new()),
                 },
             );
             let now = Instant::now();

@@ -3,6 +3,7 @@
 //! [`controller`] gathers what the rules need and performs the writes they plan.
 
 pub mod controller;
+mod dispatch;
 mod events;
 pub mod health;
 pub mod hpa;

@@ -207,6 +207,29 @@ fn controller(
 
 use ringscale_testkit::eventually;
 
+/// A controller with its own settings (first polls spread over 100 ms).
+fn controller_with(
+    client: &Client,
+    own: watch::Receiver<Ownership>,
+    name: &str,
+    settings: Settings,
+) -> (Controller, Arc<Store>) {
+    let records = Store::new(name);
+    records.set_generation(own.borrow().generation());
+    let c = Controller::start(
+        client.clone(),
+        own,
+        Arc::clone(&records),
+        Sources::new(SourcesConfig::default()),
+        Settings {
+            first_poll_window: Duration::from_millis(100),
+            ..settings
+        },
+        std::future::pending(),
+    );
+    (c, records)
+}
+
 async fn replicas(client: &Client, name: &str) -> i32 {
     Api::<Deployment>::namespaced(client.clone(), NS)
         .get(name)
@@ -762,6 +785,97 @@ async fn a_takeover_polls_without_writing_and_stamps_only_before_a_write() {
     assert_eq!(ctl_b.stats.stamps.load(Ordering::Relaxed), N as u64);
     assert_eq!(ctl_b.stats.meta_writes.load(Ordering::Relaxed), 0);
     assert!(ctl_b.stats.scale_writes.load(Ordering::Relaxed) >= N as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_source_holds_only_its_share_of_the_cycle_slots() {
+    let c = cluster().await;
+    // 16 objects on a source that answers after 3 s, 3 on one that answers at once; 8 cycle
+    // slots, at most 4 per source. Without the per-source cap the slow polls hold all 8 slots
+    // and the fast objects wait up to 3 s for each poll.
+    let slow_app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(|| async {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            axum::Json(json!({"value": 1}))
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let slow_addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, slow_app).await.unwrap() });
+    let fast = Source::start().await;
+    fast.set(1);
+    let slow_trigger = json!({
+        "type": "metrics-api",
+        "metadata": {
+            "url": format!("http://{slow_addr}/metrics"),
+            "valueLocation": "value",
+            "targetValue": "5",
+        }
+    });
+    for i in 0..16 {
+        let name = format!("slow-{i}");
+        deployment(&c.client, &name, 1).await;
+        scaled_object(
+            &c.client,
+            &name,
+            &name,
+            json!({"triggers": [slow_trigger]}),
+            json!({}),
+        )
+        .await;
+    }
+    let fast_names: Vec<String> = (0..3).map(|i| format!("fast-{i}")).collect();
+    for name in &fast_names {
+        deployment(&c.client, name, 1).await;
+        scaled_object(
+            &c.client,
+            name,
+            name,
+            json!({"triggers": [fast.trigger()]}),
+            json!({}),
+        )
+        .await;
+    }
+    let (_tx, rx) = watch::channel(ownership(&["r0"], "r0", 1));
+    let (ctl, records) = controller_with(
+        &c.client,
+        rx,
+        "r0",
+        Settings {
+            max_concurrent_cycles: 8,
+            max_cycles_per_source: 4,
+            ..Settings::default()
+        },
+    );
+    // Every object polled once: from then on each poll waits with the sources it called.
+    let key =
+        |name: &str| ringscale_cache::RecordKey::scaled_object(NS, name, "s0-metric-api-value");
+    for i in 0..16 {
+        let k = key(&format!("slow-{i}"));
+        eventually(Duration::from_secs(30), "a first slow poll", || async {
+            records.get(&k).map(|_| ())
+        })
+        .await;
+    }
+    // Over 6 s the fast objects are polled every second, as if the slow source were not there.
+    let watched = tokio::time::Instant::now();
+    let mut oldest = Duration::ZERO;
+    while watched.elapsed() < Duration::from_secs(6) {
+        for name in &fast_names {
+            let age = records
+                .get(&key(name))
+                .map_or(Duration::MAX, |r| r.polled_at.elapsed());
+            oldest = oldest.max(age);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        oldest < Duration::from_millis(1600),
+        "a fast object's value grew {oldest:?} old (pollingInterval 1 s)"
+    );
+    // The slow objects are still polled, four at a time: their own lag shows it.
+    assert!(ctl.stats.cycles.load(Ordering::Relaxed) > 16 + 3 * 6);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

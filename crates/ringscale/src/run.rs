@@ -228,6 +228,15 @@ struct OperatorArgs {
         value_parser = crate::flags::rate
     )]
     report_writes_per_second: f64,
+    /// Polls of one namespace running at once (of 256): a tenant whose sources hang holds at
+    /// most this many; the other namespaces' polls keep their schedule.
+    #[arg(
+        long,
+        env = "RINGSCALE_MAX_CYCLES_PER_NAMESPACE",
+        default_value_t = 128,
+        value_parser = clap::value_parser!(u16).range(1..)
+    )]
+    max_cycles_per_namespace: u16,
     /// Write the status on every active poll, as KEDA does (for load-test comparisons only).
     #[arg(long, hide = true)]
     keda_write_pattern: bool,
@@ -609,6 +618,7 @@ fn operator_settings(operator: OperatorArgs, ring_namespace: &str) -> anyhow::Re
         cluster_object_namespace,
         poll_grain,
         report_writes_per_second,
+        max_cycles_per_namespace,
         keda_write_pattern,
     } = operator;
     if poll_grain > Duration::from_secs(1) {
@@ -622,6 +632,7 @@ fn operator_settings(operator: OperatorArgs, ring_namespace: &str) -> anyhow::Re
         keda_write_pattern,
         report_writes_per_second,
         poll_grain,
+        max_cycles_per_namespace: usize::from(max_cycles_per_namespace),
         ..Settings::default()
     })
 }

@@ -35,7 +35,7 @@ pub use scalers::aws::AwsEnv;
 pub use scalers::kubernetes_workload::{
     ListPods, ListPodsError, PodLister, PodSummary, PodsFuture,
 };
-pub use sources::{SourceCounts, Sources, SourcesConfig};
+pub use sources::{SourceCounts, SourceId, Sources, SourcesConfig, sources_used};
 pub use tls::{TlsOptions, install_crypto_provider};
 pub use trigger::{ParsedTrigger, SUPPORTED_TRIGGER_TYPES, Scaler, parse};
 

@@ -4,9 +4,11 @@
 //! pool, shared by all triggers that point at it and dropped when the last of them is dropped.
 //! Each source bounds how many calls run against it at once.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::Hash;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
@@ -199,25 +201,68 @@ impl<K: Hash + Eq + Clone, V> Shared<K, V> {
     }
 }
 
+/// One shared source's bound of concurrent calls, as an identity: what a poll's calls went
+/// through ([`sources_used`]), so that a scheduler can keep the polls of one slow source from
+/// holding every slot it has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SourceId(u64);
+
+static NEXT_SOURCE: AtomicU64 = AtomicU64::new(1);
+
+tokio::task_local! {
+    /// The sources the calls of the current [`sources_used`] scope went through.
+    static USED: RefCell<Vec<SourceId>>;
+}
+
+/// Runs `fut` and returns, with its output, the sources whose bounds its calls entered (each
+/// once, in order) — also those still waiting for a slot when it ended. Calls made from tasks
+/// `fut` spawns are not seen.
+pub async fn sources_used<F: Future>(fut: F) -> (F::Output, Vec<SourceId>) {
+    USED.scope(RefCell::new(Vec::new()), async move {
+        let output = fut.await;
+        let used = USED.with(RefCell::take);
+        (output, used)
+    })
+    .await
+}
+
 /// Bounds concurrent calls against one source.
 #[derive(Debug)]
-pub(crate) struct Limit(Semaphore);
+pub(crate) struct Limit {
+    permits: Semaphore,
+    id: SourceId,
+}
 
 impl Limit {
     pub fn new(permits: usize) -> Self {
-        Limit(Semaphore::new(permits.max(1)))
+        Limit {
+            permits: Semaphore::new(permits.max(1)),
+            id: SourceId(NEXT_SOURCE.fetch_add(1, Ordering::Relaxed)),
+        }
+    }
+
+    /// Notes this source in the current [`sources_used`] scope, if any.
+    fn note(&self) {
+        let _ = USED.try_with(|used| {
+            let mut used = used.borrow_mut();
+            if !used.contains(&self.id) {
+                used.push(self.id);
+            }
+        });
     }
 
     /// Waits for a slot. The semaphore is never closed, so this only fails if it were.
     pub async fn acquire(&self) -> Option<SemaphorePermit<'_>> {
-        self.0.acquire().await.ok()
+        self.note();
+        self.permits.acquire().await.ok()
     }
 
     /// A slot at once if one is free, else within `timeout` (no timer when a slot is free).
     pub async fn acquire_within(&self, timeout: Duration) -> Option<SemaphorePermit<'_>> {
-        match self.0.try_acquire() {
+        self.note();
+        match self.permits.try_acquire() {
             Ok(permit) => Some(permit),
-            Err(_) => within(timeout, self.0.acquire()).await?.ok(),
+            Err(_) => within(timeout, self.permits.acquire()).await?.ok(),
         }
     }
 }

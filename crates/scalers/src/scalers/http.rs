@@ -1,6 +1,8 @@
-//! Shared HTTP clients: one per TLS configuration, pooling connections per host.
+//! Shared HTTP clients: one per TLS configuration, pooling connections per host, with a bound on
+//! the calls running at once per host.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use crate::sources::{Limit, Sources};
@@ -16,7 +18,10 @@ pub(crate) const MAX_BODY: usize = 16 * 1024 * 1024;
 /// A shared HTTP client.
 pub(crate) struct HttpSource {
     client: Result<reqwest::Client, ClientError>,
-    pub limit: Limit,
+    /// Calls allowed at once against one host.
+    per_host: usize,
+    /// The bound of each host (scheme, host, port) some trigger calls.
+    hosts: Mutex<HashMap<String, Weak<Limit>>>,
 }
 
 /// Why no HTTP client could be built for a trigger.
@@ -31,7 +36,7 @@ pub(crate) enum ClientError {
 }
 
 impl HttpSource {
-    fn new(tls: &TlsOptions, limit: Limit) -> Self {
+    fn new(tls: &TlsOptions, per_host: usize) -> Self {
         let client = tls
             .client_config()
             .map_err(ClientError::from)
@@ -45,7 +50,36 @@ impl HttpSource {
                     .build()
                     .map_err(|e| ClientError::Build(e.to_string()))
             });
-        HttpSource { client, limit }
+        HttpSource {
+            client,
+            per_host,
+            hosts: Mutex::default(),
+        }
+    }
+
+    /// The bound of calls to `url`'s host (its scheme, host and port): each host is a source of
+    /// its own, so one that hangs holds its own slots and never another host's. Held by the
+    /// triggers that call the host; gone with the last of them.
+    pub fn limit_for(&self, url: &str) -> Arc<Limit> {
+        let host = url::Url::parse(url).map_or_else(
+            |_| String::new(),
+            |u| {
+                format!(
+                    "{}://{}:{}",
+                    u.scheme(),
+                    u.host_str().unwrap_or_default(),
+                    u.port_or_known_default().unwrap_or(0)
+                )
+            },
+        );
+        let mut hosts = self.hosts.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(limit) = hosts.get(&host).and_then(Weak::upgrade) {
+            return limit;
+        }
+        hosts.retain(|_, limit| limit.strong_count() > 0);
+        let limit = Arc::new(Limit::new(self.per_host));
+        hosts.insert(host, Arc::downgrade(&limit));
+        limit
     }
 
     /// The client, or why it could not be built.
@@ -57,10 +91,9 @@ impl HttpSource {
 /// The shared client for `tls`.
 pub(crate) fn client(sources: &Sources, tls: TlsOptions) -> Arc<HttpSource> {
     let key = HttpKey(tls);
-    sources
-        .inner
-        .http
-        .get_or_insert(&key, || HttpSource::new(&key.0, sources.limit()))
+    sources.inner.http.get_or_insert(&key, || {
+        HttpSource::new(&key.0, sources.inner.config.per_source_concurrency)
+    })
 }
 
 /// An answer: status and body (capped at [`MAX_BODY`]).

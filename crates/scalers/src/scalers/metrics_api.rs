@@ -127,12 +127,19 @@ impl Config {
 pub(crate) struct MetricsApiScaler {
     config: Config,
     source: Arc<HttpSource>,
+    /// The bound of calls to the URL's host.
+    limit: Arc<crate::sources::Limit>,
 }
 
 impl MetricsApiScaler {
     pub fn new(config: Config, sources: &Sources) -> Self {
         let source = http::client(sources, config.auth.tls(config.insecure, false));
-        MetricsApiScaler { config, source }
+        let limit = source.limit_for(&config.url);
+        MetricsApiScaler {
+            config,
+            source,
+            limit,
+        }
     }
 
     pub fn config(&self) -> &Config {
@@ -140,7 +147,7 @@ impl MetricsApiScaler {
     }
 
     pub async fn poll(&self, common: &Common, metric: &str) -> Result<Poll, crate::ScalerError> {
-        let _permit = self.source.limit.acquire().await;
+        let _permit = self.limit.acquire().await;
         let client = self
             .source
             .client()

@@ -176,6 +176,8 @@ enum Found {
 pub(crate) struct NatsScaler {
     config: Config,
     source: Arc<HttpSource>,
+    /// The bound of calls to the monitoring endpoint's host.
+    limit: Arc<crate::sources::Limit>,
     /// The consumer leader's monitoring host, once found in a cluster.
     leader_host: Mutex<Option<(String, String)>>,
 }
@@ -183,9 +185,11 @@ pub(crate) struct NatsScaler {
 impl NatsScaler {
     pub fn new(config: Config, sources: &Sources) -> Self {
         let source = http::client(sources, TlsOptions::default());
+        let limit = source.limit_for(&config.jsz_url(&config.endpoint));
         NatsScaler {
             config,
             source,
+            limit,
             leader_host: Mutex::new(None),
         }
     }
@@ -195,7 +199,7 @@ impl NatsScaler {
     }
 
     pub async fn poll(&self, common: &Common, metric: &str) -> Result<Poll, crate::ScalerError> {
-        let _permit = self.source.limit.acquire().await;
+        let _permit = self.limit.acquire().await;
         let lag = self.lag(common).await?;
         Ok(Poll::one(
             common.name(metric),

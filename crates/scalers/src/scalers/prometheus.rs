@@ -131,12 +131,19 @@ struct Data {
 pub(crate) struct PrometheusScaler {
     config: Config,
     source: Arc<HttpSource>,
+    /// The bound of calls to the server's host.
+    limit: Arc<crate::sources::Limit>,
 }
 
 impl PrometheusScaler {
     pub fn new(config: Config, sources: &Sources) -> Self {
         let source = http::client(sources, config.auth.tls(config.insecure, true));
-        PrometheusScaler { config, source }
+        let limit = source.limit_for(&config.server);
+        PrometheusScaler {
+            config,
+            source,
+            limit,
+        }
     }
 
     pub fn config(&self) -> &Config {
@@ -144,7 +151,7 @@ impl PrometheusScaler {
     }
 
     pub async fn poll(&self, common: &Common, metric: &str) -> Result<Poll, crate::ScalerError> {
-        let _permit = self.source.limit.acquire().await;
+        let _permit = self.limit.acquire().await;
         let value = self.query(common).await?;
         Ok(Poll::one(
             common.name(metric),

@@ -455,7 +455,8 @@ struct QueuePage {
 
 enum Backend {
     Amqp(Arc<AmqpSource>),
-    Http(Arc<HttpSource>, HttpTarget),
+    /// The client, the bound of calls to the management API's host, and where it is.
+    Http(Arc<HttpSource>, Arc<crate::sources::Limit>, HttpTarget),
 }
 
 /// A built `rabbitmq` trigger.
@@ -474,7 +475,9 @@ impl RabbitScaler {
                     .get_or_insert(key, || AmqpSource::new(key.clone(), sources.limit())),
             ),
             Protocol::Http(target) => {
-                Backend::Http(http::client(sources, target.tls.clone()), target.clone())
+                let client = http::client(sources, target.tls.clone());
+                let limit = client.limit_for(&target.base);
+                Backend::Http(client, limit, target.clone())
             }
         };
         RabbitScaler { config, backend }
@@ -494,8 +497,8 @@ impl RabbitScaler {
                     .map_err(|e| common.source_error(format!("error inspecting RabbitMQ: {e}")))?;
                 (f64::from(n), 0.0, 0.0)
             }
-            Backend::Http(source, target) => {
-                let _permit = source.limit.acquire().await;
+            Backend::Http(source, limit, target) => {
+                let _permit = limit.acquire().await;
                 let info = self.queue_info(common, source, target).await?;
                 let messages = if self.config.exclude_unacknowledged {
                     info.messages_ready
