@@ -31,7 +31,7 @@ use serde_json::{Value, json};
 mod measure;
 mod report;
 
-use measure::{Dist, clock_ticks, proc_sample, samples};
+use measure::{Dist, clock_ticks, label, labelled_samples, proc_sample, samples};
 
 /// Command line.
 #[derive(Clone, Debug, Parser)]
@@ -103,6 +103,71 @@ struct Args {
     /// replica cannot go below this run's, whatever the ring costs.
     #[arg(long)]
     shard_reference: bool,
+    /// This fraction of the objects (seeded) reads a source of its own — another host — that
+    /// answers after `--slow-delay` seconds: noisy neighbours. Their poll lag is reported apart
+    /// from the others'; they take no part in changes and activations.
+    #[arg(long, default_value_t = 0.0, value_parser = fraction)]
+    slow_fraction: f64,
+    /// Seconds the slow source takes to answer (the metrics-api trigger gives up after 3).
+    #[arg(long, default_value_t = 3.0, value_parser = fraction_or_seconds)]
+    slow_delay: f64,
+    /// This fraction of the objects (seeded, not the slow ones) reads a source that answers
+    /// HTTP 500 at once.
+    #[arg(long, default_value_t = 0.0, value_parser = fraction)]
+    failing_fraction: f64,
+    /// Give every trigger `useCachedMetrics: true`: the metrics API answers the probes (and
+    /// `--hpa-queries`) from the replicated cache instead of reading the source through the
+    /// owner, so the figures leave out the live reads' forwarding.
+    #[arg(long)]
+    cached_metrics: bool,
+}
+
+fn fraction(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
+        _ => Err(format!("{text:?} is not a fraction between 0 and 1")),
+    }
+}
+
+fn fraction_or_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if (0.0..=600.0).contains(&s) => Ok(s),
+        _ => Err(format!(
+            "{text:?} is not a number of seconds between 0 and 600"
+        )),
+    }
+}
+
+/// Which source an object's triggers read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Lane {
+    /// The measured source (`--source`).
+    Measured,
+    /// The slow source (`--slow-fraction`).
+    Slow,
+    /// The failing source (`--failing-fraction`).
+    Failing,
+}
+
+/// The noisy neighbours' source: `/slow/<key>` answers `{"length": 3}` after a delay,
+/// `/fail/<key>` answers 500 at once. One host, apart from the measured source's.
+async fn start_noisy_source(delay: Duration) -> anyhow::Result<std::net::SocketAddr> {
+    let app = axum::Router::new()
+        .route(
+            "/slow/{name}",
+            axum::routing::get(move || async move {
+                tokio::time::sleep(delay).await;
+                axum::Json(json!({ "length": 3 }))
+            }),
+        )
+        .route(
+            "/fail/{name}",
+            axum::routing::get(|| async { axum::http::StatusCode::INTERNAL_SERVER_ERROR }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(addr)
 }
 
 /// Longest wait for KEDA's write pattern to hold every value before measuring anyway.
@@ -162,6 +227,11 @@ pub(crate) struct RunResult {
     pub fallback_served: Option<(usize, usize)>,
     /// Set on a `--shard-reference` run: the replica count whose share it polls alone.
     pub reference_for: Option<usize>,
+    /// `--slow-fraction` and `--failing-fraction`: the noisy objects, and their poll lag (the
+    /// others' is `poll_lag`).
+    pub slow_objects: usize,
+    pub failing_objects: usize,
+    pub noisy_poll_lag: Dist,
 }
 
 /// A target and whether the figures meet it.
@@ -715,6 +785,34 @@ async fn run_once(
         }
         v
     };
+    // Noisy neighbours: the next objects in the seeded order after the activated ones.
+    let slow_n = ((k as f64) * args.slow_fraction).round() as usize;
+    let failing_n = ((k as f64) * args.failing_fraction).round() as usize;
+    let mut lanes = vec![Lane::Measured; k];
+    for (n, &o) in order.iter().skip(activated.len()).enumerate() {
+        lanes[o] = if n < slow_n {
+            Lane::Slow
+        } else if n < slow_n + failing_n {
+            Lane::Failing
+        } else {
+            break;
+        };
+    }
+    let noisy_names: HashSet<String> = (0..k)
+        .filter(|o| lanes[*o] != Lane::Measured)
+        .map(|o| format!("lt-{o}"))
+        .collect();
+    let noisy = if noisy_names.is_empty() {
+        None
+    } else {
+        Some(start_noisy_source(Duration::from_secs_f64(args.slow_delay)).await?)
+    };
+    if !noisy_names.is_empty() {
+        println!(
+            "noisy neighbours: {slow_n} objects on a source answering after {} s, {failing_n} on one answering 500",
+            args.slow_delay
+        );
+    }
     let initial: Vec<(usize, usize, i64)> = (0..k)
         .flat_map(|o| (0..t_count).map(move |t| (o, t)))
         .map(|(o, t)| (o, t, if is_activated[o] { 0 } else { 3 }))
@@ -725,9 +823,20 @@ async fn run_once(
     let created = futures_util::stream::iter(0..k)
         .map(|i| {
             let client = client.clone();
-            let triggers: Vec<Value> = (0..t_count).map(|t| source.trigger(i, t)).collect();
+            let triggers: Vec<Value> = (0..t_count)
+                .map(|t| match (lanes[i], noisy) {
+                    (Lane::Slow, Some(addr)) => json!({"type": "metrics-api", "metadata": {
+                        "url": format!("http://{addr}/slow/{i}-{t}"),
+                        "valueLocation": "length", "targetValue": "5"}}),
+                    (Lane::Failing, Some(addr)) => json!({"type": "metrics-api", "metadata": {
+                        "url": format!("http://{addr}/fail/{i}-{t}"),
+                        "valueLocation": "length", "targetValue": "5"}}),
+                    _ => source.trigger(i, t),
+                })
+                .collect();
             let replicas = if is_activated[i] { 0 } else { 1 };
             let redis_addr = source.redis_addr().unwrap_or(&args.redis_addr).to_owned();
+            let cached = args.cached_metrics;
             let fallback = args
                 .fallback
                 .then(|| json!({"failureThreshold": 3, "replicas": 2}));
@@ -747,6 +856,9 @@ async fn run_once(
                 for t in &mut triggers {
                     if t["type"] == "redis" {
                         t["metadata"]["address"] = json!(redis_addr);
+                    }
+                    if cached {
+                        t["useCachedMetrics"] = json!(true);
                     }
                 }
                 let mut so = json!({
@@ -939,24 +1051,30 @@ async fn run_once(
             (series, peak)
         })
     };
-    // Scraper: the poll-schedule lag of every owned object, every polling interval.
+    // Scraper: the poll-schedule lag of every owned object, every polling interval; the noisy
+    // neighbours' apart.
     let scraper = {
         let http = http.clone();
         let admins: Vec<u16> = replicas.iter().map(|r| r.admin).collect();
+        let noisy_names = noisy_names.clone();
         tokio::spawn(async move {
-            let mut lags = Vec::new();
+            let (mut lags, mut noisy_lags) = (Vec::new(), Vec::new());
             while t0.elapsed() < window {
                 for port in &admins {
                     if let Ok((200, body)) = http.get(*port, "/metrics").await {
-                        lags.extend(samples(
+                        for (labels, lag) in labelled_samples(
                             &String::from_utf8_lossy(&body),
                             "keda_internal_scale_loop_latency_seconds",
-                        ));
+                        ) {
+                            let noisy = label(labels, "resource")
+                                .is_some_and(|name| noisy_names.contains(name));
+                            if noisy { &mut noisy_lags } else { &mut lags }.push(lag);
+                        }
                     }
                 }
                 tokio::time::sleep(Duration::from_secs(interval.max(5))).await;
             }
-            lags
+            (lags, noisy_lags)
         })
     };
     let metrics_ports: Arc<Vec<u16>> = Arc::new(replicas.iter().map(|r| r.metrics).collect());
@@ -1028,7 +1146,9 @@ async fn run_once(
     let (mut next_change, mut next_activation) = (t0, t0 + activation_every);
     let mut pending_activations = activated.clone();
     let mut changes = 0usize;
-    let candidates: Vec<usize> = (0..k).filter(|i| !is_activated[*i]).collect();
+    let candidates: Vec<usize> = (0..k)
+        .filter(|i| !is_activated[*i] && lanes[*i] == Lane::Measured)
+        .collect();
     while t0.elapsed() < window {
         let now = Instant::now();
         if changing && now >= next_change && !candidates.is_empty() {
@@ -1123,7 +1243,7 @@ async fn run_once(
         let _ = tokio::time::timeout(left, task).await;
     }
     let (series, peak) = sampler.await?;
-    let lags = scraper.await?;
+    let (lags, noisy_lags) = scraper.await?;
     let hpa = match hpa_task {
         Some(task) => Some(task.await?),
         None => None,
@@ -1239,6 +1359,9 @@ async fn run_once(
         outage_writes_per_second: outage_writes.map(|(_, w)| w),
         outage_writes_by_kind: outage_breakdown,
         fallback_served,
+        slow_objects: slow_n,
+        failing_objects: failing_n,
+        noisy_poll_lag: Dist::of(noisy_lags),
     })
 }
 

@@ -98,6 +98,33 @@ pub(crate) fn samples(text: &str, metric: &str) -> Vec<f64> {
         .collect()
 }
 
+/// The samples of `metric` in Prometheus text with their label text (`a="1",b="2"`; empty
+/// without labels).
+pub(crate) fn labelled_samples<'a>(text: &'a str, metric: &str) -> Vec<(&'a str, f64)> {
+    text.lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(metric)?;
+            let (labels, value) = if let Some(inner) = rest.strip_prefix('{') {
+                let end = inner.rfind('}')?;
+                (&inner[..end], inner[end + 1..].trim())
+            } else if rest.starts_with(' ') {
+                ("", rest.trim())
+            } else {
+                return None;
+            };
+            Some((labels, value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The value of label `name` in a label text (values without escaped quotes).
+pub(crate) fn label<'a>(labels: &'a str, name: &str) -> Option<&'a str> {
+    labels.split(',').find_map(|pair| {
+        let (key, value) = pair.split_once('=')?;
+        (key.trim() == name).then(|| value.trim().trim_matches('"'))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,6 +143,18 @@ mod tests {
     fn prometheus_samples_match_the_metric_name_exactly() {
         let text = "# HELP x\nfoo_total{a=\"1\"} 3\nfoo_total 4\nfoo_total_other 9\nbar 1\n";
         assert_eq!(samples(text, "foo_total"), vec![3.0, 4.0]);
+    }
+
+    #[test]
+    fn labelled_samples_keep_their_labels() {
+        let text = "# HELP x\nlat{namespace=\"default\",resource=\"lt-7\"} 0.25\nlat 1\nlat_other{a=\"b\"} 9\n";
+        let got = labelled_samples(text, "lat");
+        assert_eq!(
+            got,
+            vec![("namespace=\"default\",resource=\"lt-7\"", 0.25), ("", 1.0)]
+        );
+        assert_eq!(label(got[0].0, "resource"), Some("lt-7"));
+        assert_eq!(label(got[0].0, "type"), None);
     }
 
     #[test]

@@ -352,6 +352,22 @@ pub(crate) fn summary(command: &str, runs: &[RunResult], targets: &[Target]) -> 
             r.probe_timeouts,
         );
     }
+    for r in runs
+        .iter()
+        .filter(|r| r.slow_objects + r.failing_objects > 0)
+    {
+        let _ = writeln!(
+            md,
+            "\nNoisy neighbours ({} replicas): {} objects on a slow source, {} on a failing one; the poll lag above is the other objects'; theirs: p50 {:.1} / p99 {:.1} / max {:.1} ms ({} samples).",
+            r.replicas,
+            r.slow_objects,
+            r.failing_objects,
+            r.noisy_poll_lag.p50 * 1000.0,
+            r.noisy_poll_lag.p99 * 1000.0,
+            r.noisy_poll_lag.max * 1000.0,
+            r.noisy_poll_lag.n
+        );
+    }
     let _ = writeln!(md, "\nAPI requests per second by verb:\n");
     for r in runs {
         let verbs: Vec<String> = r
