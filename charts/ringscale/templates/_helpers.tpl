@@ -72,3 +72,48 @@ kind: Issuer
 group: cert-manager.io
 {{- end }}
 {{- end }}
+
+{{/*
+The replicas' rules on the objects they watch and write, granted cluster-wide (a ClusterRole)
+or in each watched namespace (Roles).
+*/}}
+{{- define "ringscale.watchRules" -}}
+# What triggers refer to, read from watches (TriggerAuthentication secrets, env of targets).
+- apiGroups: [""]
+  resources: [secrets, configmaps]
+  verbs: [list, watch]
+# ScaledJobs' pending Pods.
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [list, watch]
+# Scale targets' replica counts and pod templates.
+- apiGroups: [apps]
+  resources: [deployments, statefulsets]
+  verbs: [list, watch]
+# Any scale target with a /scale subresource (Deployments, StatefulSets, Argo Rollouts, ...).
+- apiGroups: ["*"]
+  resources: ["*/scale"]
+  verbs: [get, patch]
+# The HPA of each ScaledObject.
+- apiGroups: [autoscaling]
+  resources: [horizontalpodautoscalers]
+  verbs: [list, watch, create, update, delete]
+# ScaledJobs' Jobs.
+- apiGroups: [batch]
+  resources: [jobs]
+  verbs: [list, watch, create, delete]
+# KEDA's kinds: finalizers and the owner's stamp (patch), status (update).
+- apiGroups: [keda.sh]
+  resources: [scaledobjects, scaledjobs]
+  verbs: [list, watch, patch]
+- apiGroups: [keda.sh]
+  resources: [scaledobjects/status, scaledjobs/status]
+  verbs: [update]
+- apiGroups: [keda.sh]
+  resources: [triggerauthentications]
+  verbs: [list, watch]
+# Events on ScaledObjects and ScaledJobs (created once each; no series patches).
+- apiGroups: [events.k8s.io]
+  resources: [events]
+  verbs: [create]
+{{- end }}

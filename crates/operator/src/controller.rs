@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use futures_util::future::join_all;
 use jiff::Timestamp;
 use k8s_openapi::NamespaceResourceScope;
@@ -31,8 +30,8 @@ use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
 };
 use kube::runtime::events::EventType;
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use ringscale_api::common::GroupVersionKindResource;
 use ringscale_api::names::{
@@ -55,9 +54,10 @@ use tracing::{Instrument as _, debug, info, warn};
 
 use crate::dispatch::{self, Caps, Dispatch};
 use crate::hpa::{self, HpaView};
-use crate::lookup::{ClusterLookup, reflect_with};
+use crate::lookup::ClusterLookup;
 use crate::metrics::Metrics;
 use crate::schedule::Schedule;
+use crate::scope::{Scope, Scoped, watch_scoped};
 use ringscale_semantics::fallback::Health;
 use ringscale_semantics::modifiers::Formula;
 pub(crate) use ringscale_semantics::plan::set_condition;
@@ -95,14 +95,19 @@ pub struct Settings {
     pub cluster_object_namespace: String,
     /// First polls after start are spread over this window.
     pub first_poll_window: Duration,
+    /// The namespaces watched and the ScaledObjects' and ScaledJobs' label selector.
+    pub scope: Scope,
     /// Poll cycles running at once.
     pub max_concurrent_cycles: usize,
     /// Poll cycles of one namespace running at once: a tenant whose sources hang holds at most
-    /// this many of the cycle slots ([`crate::dispatch`]).
+    /// this many of the cycle slots ([`crate::dispatch`]); above `max_cycles_per_source`, so
+    /// the namespace's other sources keep room beside a hung one.
     pub max_cycles_per_namespace: usize,
-    /// Poll cycles calling one source running at once. The same as the sources' own bound of
-    /// concurrent calls (`SourcesConfig::per_source_concurrency`), so that the polls waiting for
-    /// a slow source wait unstarted instead of holding cycle slots.
+    /// Poll cycles calling one source running at once: half the slots, so a source that hangs
+    /// leaves the other half to everyone else while its further polls wait unstarted. Above the
+    /// sources' own bound of concurrent calls (`SourcesConfig::per_source_concurrency`, 64),
+    /// since a cycle lasts longer than its call: at the same bound, one busy source serving
+    /// thousands of objects would queue on the cap with its calls far from their limit.
     pub max_cycles_per_source: usize,
     /// Due polls are started on a grid of this step, every poll due within one step at once:
     /// one wake-up of the loop (and of the source connections, which pipeline the reads) per
@@ -127,9 +132,10 @@ impl Default for Settings {
         Settings {
             cluster_object_namespace: "keda".into(),
             first_poll_window: Duration::from_secs(10),
+            scope: Scope::default(),
             max_concurrent_cycles: 256,
-            max_cycles_per_namespace: 128,
-            max_cycles_per_source: 64,
+            max_cycles_per_namespace: 192,
+            max_cycles_per_source: 128,
             poll_grain: Duration::from_millis(20),
             keda_write_pattern: false,
             report_writes_per_second: 10.0,
@@ -198,13 +204,13 @@ impl Stats {
 
 struct Ctx {
     client: Client,
-    sos: Store<ScaledObject>,
-    sjs: Store<ScaledJob>,
+    sos: Scoped<ScaledObject>,
+    sjs: Scoped<ScaledJob>,
     /// Jobs created for ScaledJobs (labelled with the ScaledJob's name).
-    jobs: Store<Job>,
+    jobs: Scoped<Job>,
     /// Their Pods (the label is on the Jobs' pod templates), for pending-Job detection.
-    pods: Store<Pod>,
-    hpas: Store<HpaView>,
+    pods: Scoped<Pod>,
+    hpas: Scoped<HpaView>,
     lookup: ClusterLookup,
     records: Arc<RecordStore>,
     sources: Sources,
@@ -383,9 +389,9 @@ pub struct Controller {
     inbox: Inbox,
     ownership: watch::Receiver<Ownership>,
     records: Arc<RecordStore>,
-    scaled_objects: Store<ScaledObject>,
+    scaled_objects: Scoped<ScaledObject>,
     cluster: ClusterLookup,
-    hpas: Store<HpaView>,
+    hpas: Scoped<HpaView>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -411,12 +417,15 @@ impl Controller {
         let metrics = Arc::new(Metrics::default());
         let health = Arc::new(crate::health::CycleHealth::default());
         let (tx, rx) = Inbox::new();
-        let sos = watch_objects::<ScaledObject>(&client, Kind::ScaledObject, tx.clone());
-        let lookup = ClusterLookup::start(&client);
-        let hpas = crate::lookup::reflect_modified(
-            Api::<HpaView>::all(client.clone()),
-            watcher::Config::default(),
+        let scope = &settings.scope;
+        let sos = watch_objects::<ScaledObject>(&client, scope, Kind::ScaledObject, tx.clone());
+        let lookup = ClusterLookup::start(&client, scope, &settings.cluster_object_namespace);
+        let hpas = watch_scoped(
+            &client,
+            scope.namespaces(),
+            &watcher::Config::default(),
             HpaView::slim,
+            |_| {},
         );
         let (scaled_objects, cluster, autoscalers) =
             (sos.0.clone(), lookup.0.clone(), hpas.0.clone());
@@ -448,8 +457,8 @@ impl Controller {
         }
     }
 
-    /// Every ScaledObject, from the controller's watch (for the metrics API).
-    pub fn scaled_objects(&self) -> &Store<ScaledObject> {
+    /// Every ScaledObject in scope, from the controller's watch (for the status page).
+    pub fn scaled_objects(&self) -> &Scoped<ScaledObject> {
         &self.scaled_objects
     }
 
@@ -523,8 +532,8 @@ struct Parts {
     stats: Arc<Stats>,
     metrics: Arc<Metrics>,
     health: Arc<crate::health::CycleHealth>,
-    sos: (Store<ScaledObject>, tokio::task::JoinHandle<()>),
-    hpas: (Store<HpaView>, tokio::task::JoinHandle<()>),
+    sos: (Scoped<ScaledObject>, Vec<tokio::task::JoinHandle<()>>),
+    hpas: (Scoped<HpaView>, Vec<tokio::task::JoinHandle<()>>),
     lookup: (ClusterLookup, Vec<tokio::task::JoinHandle<()>>),
 }
 
@@ -546,15 +555,28 @@ async fn run(
         hpas: (hpas, hpa_watch),
         lookup: (lookup, lookup_watches),
     } = parts;
-    let (sjs, sj_watch) = watch_objects::<ScaledJob>(&client, Kind::ScaledJob, tx.clone());
+    let scope = settings.scope.clone();
+    let (sjs, sj_watch) = watch_objects::<ScaledJob>(&client, &scope, Kind::ScaledJob, tx.clone());
     let labelled = watcher::Config::default().labels(LABEL_SCALED_JOB_NAME);
-    let (jobs, job_watch) = reflect_with(Api::<Job>::all(client.clone()), labelled.clone());
-    let (pods, pod_watch) = reflect_with(Api::<Pod>::all(client.clone()), labelled);
-    let _ = sos.wait_until_ready().await;
-    let _ = sjs.wait_until_ready().await;
-    let _ = jobs.wait_until_ready().await;
-    let _ = pods.wait_until_ready().await;
-    let _ = hpas.wait_until_ready().await;
+    let (jobs, job_watch) = watch_scoped(
+        &client,
+        scope.namespaces(),
+        &labelled,
+        crate::lookup::slim,
+        |_| {},
+    );
+    let (pods, pod_watch) = watch_scoped(
+        &client,
+        scope.namespaces(),
+        &labelled,
+        crate::lookup::slim,
+        |_| {},
+    );
+    sos.wait_until_ready().await;
+    sjs.wait_until_ready().await;
+    jobs.wait_until_ready().await;
+    pods.wait_until_ready().await;
+    hpas.wait_until_ready().await;
     lookup.ready().await;
     info!("operator caches synced");
     health.set_synced(true);
@@ -595,7 +617,8 @@ async fn run(
     );
     let mut objects: HashMap<ObjectId, Tracked> = HashMap::new();
     let mut schedule: Schedule<ObjectId> = Schedule::new();
-    let mut ready: Dispatch<ObjectId, SourceId> = Dispatch::new(Caps {
+    // Due polls, with when each was planned.
+    let mut ready: Dispatch<(ObjectId, Instant), SourceId> = Dispatch::new(Caps {
         namespace: ctx.settings.max_cycles_per_namespace,
         source: ctx.settings.max_cycles_per_source,
     });
@@ -665,9 +688,6 @@ async fn run(
             () = sleep_until(next_due) => {
                 let now = Instant::now();
                 while let Some((id, planned)) = schedule.pop_due(now) {
-                    let lag = now.saturating_duration_since(planned);
-                    ctx.stats.lag(lag);
-                    ctx.metrics.loop_latency(&id, lag);
                     let Some(obj) = objects.get_mut(&id) else { continue };
                     if obj.in_flight {
                         ctx.stats.skipped.fetch_add(1, Ordering::Relaxed);
@@ -675,7 +695,7 @@ async fn run(
                     }
                     obj.in_flight = true;
                     obj.queued = true;
-                    ready.push(obj.group.clone(), id);
+                    ready.push(obj.group.clone(), (id, planned));
                 }
             }
         }
@@ -686,7 +706,7 @@ async fn run(
             let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
                 break;
             };
-            let Some((id, group)) = ready.pop() else {
+            let Some(((id, planned), group)) = ready.pop() else {
                 break;
             };
             // Gone, or re-created since it was queued (its new entry is the live one).
@@ -695,6 +715,11 @@ async fn run(
             };
             obj.queued = false;
             ready.started(&group);
+            // The lag runs to the start, so a poll that waited for its namespace's or its
+            // source's turn shows the wait as its own.
+            let lag = Instant::now().saturating_duration_since(planned);
+            ctx.stats.lag(lag);
+            ctx.metrics.loop_latency(&id, lag);
             let (ctx, state, done) = (Arc::clone(&ctx), Arc::clone(&obj.state), done_tx.clone());
             // Every log line of a cycle names the object.
             let span = tracing::info_span!(
@@ -717,14 +742,11 @@ async fn run(
             );
         }
     }
-    for w in [
-        so_watch,
-        sj_watch,
-        job_watch,
-        pod_watch,
-        hpa_watch,
-        events_task,
-    ] {
+    for w in [so_watch, sj_watch, job_watch, pod_watch, hpa_watch]
+        .into_iter()
+        .flatten()
+        .chain([events_task])
+    {
         w.abort();
     }
     for w in lookup_watches {
@@ -784,14 +806,15 @@ async fn sleep_until(due: Option<Instant>) {
     }
 }
 
-/// Watches every object of kind `K`, keeping a store and telling the loop what changed.
+/// Watches the objects of kind `K` in scope, keeping stores and telling the loop what changed.
 fn watch_objects<K>(
     client: &Client,
+    scope: &Scope,
     kind: Kind,
     tx: Inbox,
-) -> (Store<K>, tokio::task::JoinHandle<()>)
+) -> (Scoped<K>, Vec<tokio::task::JoinHandle<()>>)
 where
-    K: Resource<DynamicType = ()>
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
         + Clone
         + DeserializeOwned
         + std::fmt::Debug
@@ -799,31 +822,23 @@ where
         + Sync
         + 'static,
 {
-    let (store, writer) = reflector::store::<K>();
-    let stream = watcher(Api::<K>::all(client.clone()), watcher::Config::default())
-        .backoff(ringscale_coordinator::WatchBackoff::new())
-        .modify(crate::lookup::slim)
-        .reflect(writer);
-    let task = tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        while let Some(event) = stream.next().await {
-            match event {
-                Ok(
-                    watcher::Event::Apply(o)
-                    | watcher::Event::Delete(o)
-                    | watcher::Event::InitApply(o),
-                ) => tx.changed(ObjectId::new(
+    watch_scoped(
+        client,
+        scope.namespaces(),
+        &scope.objects(),
+        crate::lookup::slim,
+        move |event: &watcher::Event<K>| match event {
+            watcher::Event::Apply(o) | watcher::Event::Delete(o) | watcher::Event::InitApply(o) => {
+                tx.changed(ObjectId::new(
                     kind,
                     o.namespace().unwrap_or_default(),
                     o.name_any(),
-                )),
-                Ok(watcher::Event::InitDone) => tx.resync(),
-                Ok(watcher::Event::Init) => {}
-                Err(e) => debug!(kind = %K::kind(&()), error = %e, "watch interrupted"),
+                ));
             }
-        }
-    });
-    (store, task)
+            watcher::Event::InitDone => tx.resync(),
+            watcher::Event::Init => {}
+        },
+    )
 }
 
 /// Every object the watches hold or the loop tracks.

@@ -11,6 +11,7 @@ pub mod lookup;
 pub mod metrics;
 pub mod pods;
 pub mod schedule;
+pub mod scope;
 mod view;
 
 pub use controller::{Controller, Settings, Stats};

@@ -3,35 +3,36 @@
 
 use std::collections::BTreeMap;
 
-use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, PodSpec, Secret};
 use kube::api::Api;
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
 use kube::{Client, Resource};
 use ringscale_api::{
     ClusterTriggerAuthentication, ScaledObject, TriggerAuthentication, TriggerAuthenticationSpec,
 };
 use ringscale_scalers::auth::{Lookup, ObjectLookup, config_map_data, secret_data};
-use serde::de::DeserializeOwned;
 use tokio::task::JoinHandle;
-use tracing::debug;
+
+use crate::scope::{Scope, Scoped, reflect_one, watch_scoped};
 
 mod view;
 pub use view::WorkloadView;
 
-/// Reflector stores of everything a trigger may refer to.
+/// Reflector stores of everything a trigger may refer to, over the replica's [`Scope`].
 #[derive(Clone)]
 pub struct ClusterLookup {
-    secrets: Store<Secret>,
-    config_maps: Store<ConfigMap>,
-    trigger_auths: Store<TriggerAuthentication>,
+    secrets: Scoped<Secret>,
+    config_maps: Scoped<ConfigMap>,
+    trigger_auths: Scoped<TriggerAuthentication>,
+    /// Cluster-scoped: watched whatever the scope (their Secrets are in the cluster object
+    /// namespace, which a scoped replica watches too).
     cluster_trigger_auths: Store<ClusterTriggerAuthentication>,
     /// Deployments (also the scale targets' replica counts).
-    deployments: Store<WorkloadView<Deployment>>,
+    deployments: Scoped<WorkloadView<Deployment>>,
     /// StatefulSets (likewise).
-    stateful_sets: Store<WorkloadView<StatefulSet>>,
+    stateful_sets: Scoped<WorkloadView<StatefulSet>>,
 }
 
 impl std::fmt::Debug for ClusterLookup {
@@ -47,92 +48,47 @@ pub(crate) fn slim<K: Resource>(o: &mut K) {
     o.meta_mut().managed_fields = None;
 }
 
-/// Starts a reflector of a workload kind, decoding each object as a [`WorkloadView`].
-fn reflect_workloads<K>(client: &Client) -> (Store<WorkloadView<K>>, JoinHandle<()>)
-where
-    K: k8s_openapi::Resource<Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
-    reflect_modified(
-        Api::<WorkloadView<K>>::all(client.clone()),
-        watcher::Config::default(),
-        WorkloadView::slim,
-    )
-}
-
-/// Starts a reflector for `K` across the cluster; the task keeps the store current.
-pub fn reflect<K>(api: Api<K>) -> (Store<K>, JoinHandle<()>)
-where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
-    reflect_with(api, watcher::Config::default())
-}
-
-/// [`reflect`] with a watch configuration (e.g. a label selector).
-pub fn reflect_with<K>(api: Api<K>, config: watcher::Config) -> (Store<K>, JoinHandle<()>)
-where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
-    reflect_modified(api, config, slim)
-}
-
-/// [`reflect_with`] with a function that trims each object before it is stored.
-pub(crate) fn reflect_modified<K>(
-    api: Api<K>,
-    config: watcher::Config,
-    trim: fn(&mut K),
-) -> (Store<K>, JoinHandle<()>)
-where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
-    let (reader, writer) = reflector::store();
-    let stream = watcher(api, config)
-        .backoff(ringscale_coordinator::WatchBackoff::new())
-        .modify(trim)
-        .reflect(writer);
-    let task = tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        while let Some(event) = stream.next().await {
-            if let Err(e) = event {
-                debug!(kind = %K::kind(&()), error = %e, "watch interrupted");
-            }
-        }
-    });
-    (reader, task)
-}
-
 impl ClusterLookup {
-    /// Starts the watches.
-    pub fn start(client: &Client) -> (ClusterLookup, Vec<JoinHandle<()>>) {
-        let (secrets, a) = reflect(Api::<Secret>::all(client.clone()));
-        let (config_maps, b) = reflect(Api::<ConfigMap>::all(client.clone()));
-        let (trigger_auths, c) = reflect(Api::<TriggerAuthentication>::all(client.clone()));
-        let (cluster_trigger_auths, d) =
-            reflect(Api::<ClusterTriggerAuthentication>::all(client.clone()));
-        let (deployments, e) = reflect_workloads::<Deployment>(client);
-        let (stateful_sets, f) = reflect_workloads::<StatefulSet>(client);
+    /// Starts the watches over `scope`; Secrets and ConfigMaps also in
+    /// `cluster_object_namespace` (ClusterTriggerAuthentications' references).
+    pub fn start(
+        client: &Client,
+        scope: &Scope,
+        cluster_object_namespace: &str,
+    ) -> (ClusterLookup, Vec<JoinHandle<()>>) {
+        let all = watcher::Config::default();
+        let namespaces = scope.namespaces();
+        let with_cluster_objects = scope.with(cluster_object_namespace);
+        fn keep<T>(tasks: &mut Vec<JoinHandle<()>>, (store, mut t): (T, Vec<JoinHandle<()>>)) -> T {
+            tasks.append(&mut t);
+            store
+        }
+        let mut tasks = Vec::new();
+        let t = &mut tasks;
+        let secrets = keep(
+            t,
+            watch_scoped(client, &with_cluster_objects, &all, slim, |_| {}),
+        );
+        let config_maps = keep(
+            t,
+            watch_scoped(client, &with_cluster_objects, &all, slim, |_| {}),
+        );
+        let trigger_auths = keep(t, watch_scoped(client, namespaces, &all, slim, |_| {}));
+        let deployments = keep(
+            t,
+            watch_scoped(client, namespaces, &all, WorkloadView::slim, |_| {}),
+        );
+        let stateful_sets = keep(
+            t,
+            watch_scoped(client, namespaces, &all, WorkloadView::slim, |_| {}),
+        );
+        let (cluster_trigger_auths, cta_task) = reflect_one(
+            Api::<ClusterTriggerAuthentication>::all(client.clone()),
+            all,
+            slim,
+            |_| {},
+        );
+        tasks.push(cta_task);
         (
             ClusterLookup {
                 secrets,
@@ -142,7 +98,7 @@ impl ClusterLookup {
                 deployments,
                 stateful_sets,
             },
-            vec![a, b, c, d, e, f],
+            tasks,
         )
     }
 
@@ -182,12 +138,12 @@ impl ClusterLookup {
 
     /// Waits until every store has its first full list.
     pub async fn ready(&self) {
-        let _ = self.secrets.wait_until_ready().await;
-        let _ = self.config_maps.wait_until_ready().await;
-        let _ = self.trigger_auths.wait_until_ready().await;
+        self.secrets.wait_until_ready().await;
+        self.config_maps.wait_until_ready().await;
+        self.trigger_auths.wait_until_ready().await;
         let _ = self.cluster_trigger_auths.wait_until_ready().await;
-        let _ = self.deployments.wait_until_ready().await;
-        let _ = self.stateful_sets.wait_until_ready().await;
+        self.deployments.wait_until_ready().await;
+        self.stateful_sets.wait_until_ready().await;
     }
 }
 

@@ -2,19 +2,20 @@
 
 use std::sync::Arc;
 
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::ObjectRef;
 use ringscale_api::{MetricType, ScaledObject};
 use ringscale_semantics::ObjectView;
 use ringscale_semantics::plan::Target;
 
 use crate::hpa::HpaView;
 use crate::lookup::ClusterLookup;
+use crate::scope::Scoped;
 
 /// ScaledObjects, HPAs and scale targets from the controller's watches.
 #[derive(Clone)]
 pub(crate) struct Watched {
-    pub(crate) scaled_objects: Store<ScaledObject>,
-    pub(crate) hpas: Store<HpaView>,
+    pub(crate) scaled_objects: Scoped<ScaledObject>,
+    pub(crate) hpas: Scoped<HpaView>,
     pub(crate) cluster: ClusterLookup,
 }
 

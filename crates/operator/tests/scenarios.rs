@@ -878,6 +878,174 @@ async fn a_hung_source_holds_only_its_share_of_the_cycle_slots() {
     assert!(ctl.stats.cycles.load(Ordering::Relaxed) > 16 + 3 * 6);
 }
 
+/// A client that authenticates as `user`: its requests show under that name in the request log.
+async fn client_as(c: &Cluster, user: &str) -> Client {
+    let kubeconfig = kube::config::Kubeconfig::from_yaml(&c.sim.add_user(user, &[])).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(
+        kubeconfig,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .unwrap();
+    Client::try_from(config).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_rings_with_disjoint_scopes_never_touch_each_others_objects() {
+    use ringscale_operator::scope::Scope;
+    let c = cluster().await;
+    let source = Source::start().await;
+    source.set(7);
+    let ns: k8s_openapi::api::core::v1::Namespace =
+        serde_json::from_value(json!({"metadata": {"name": "team-b"}})).unwrap();
+    Api::all(c.client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
+    // (namespace, name, tier): the gold ring watches the default namespace's gold objects, the
+    // silver ring both namespaces' silver objects; team-b/gold-b is in neither ring's scope.
+    let objects = [
+        ("default", "gold-a", "gold"),
+        ("default", "silver-a", "silver"),
+        ("team-b", "gold-b", "gold"),
+        ("team-b", "silver-b", "silver"),
+    ];
+    for (namespace, name, tier) in objects {
+        let d: Deployment = serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "spec": {"replicas": 0, "selector": {"matchLabels": {"app": name}},
+                     "template": {"metadata": {"labels": {"app": name}},
+                                  "spec": {"containers": [{"name": "w", "image": "w:1"}]}}}
+        }))
+        .unwrap();
+        Api::<Deployment>::namespaced(c.client.clone(), namespace)
+            .create(&PostParams::default(), &d)
+            .await
+            .unwrap();
+        let so: ScaledObject = serde_json::from_value(json!({
+            "apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
+            "metadata": {"name": name, "labels": {"tier": tier}},
+            "spec": {"scaleTargetRef": {"name": name}, "pollingInterval": 1,
+                     "triggers": [source.trigger()]}
+        }))
+        .unwrap();
+        Api::<ScaledObject>::namespaced(c.client.clone(), namespace)
+            .create(&PostParams::default(), &so)
+            .await
+            .unwrap();
+    }
+    let user = |name: &str| format!("system:serviceaccount:ringscale:{name}");
+    let rings = [
+        ("gold-0", Scope::new(["default".to_owned()], "tier=gold")),
+        (
+            "silver-0",
+            Scope::new(["default".to_owned(), "team-b".to_owned()], "tier=silver"),
+        ),
+    ];
+    let mut running = Vec::new();
+    for (member, scope) in rings {
+        let client = client_as(&c, &user(member)).await;
+        let (tx, rx) = watch::channel(ownership(&[member], member, 1));
+        let (ctl, records) = controller_with(
+            &client,
+            rx,
+            member,
+            Settings {
+                scope,
+                ..Settings::default()
+            },
+        );
+        running.push((tx, ctl, records));
+    }
+    // Each ring scales its own objects 0 → 1 ...
+    for (namespace, name) in [
+        ("default", "gold-a"),
+        ("default", "silver-a"),
+        ("team-b", "silver-b"),
+    ] {
+        eventually(WITHIN, "the target scaled to 1", || async {
+            let d = Api::<Deployment>::namespaced(c.client.clone(), namespace)
+                .get(name)
+                .await
+                .unwrap();
+            (d.spec.and_then(|s| s.replicas) == Some(1)).then_some(())
+        })
+        .await;
+    }
+    // ... and keeps polling them.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The object in no ring's scope is untouched.
+    let gold_b = Api::<ScaledObject>::namespaced(c.client.clone(), "team-b")
+        .get("gold-b")
+        .await
+        .unwrap();
+    assert!(
+        gold_b.metadata.finalizers.is_none(),
+        "{:?}",
+        gold_b.metadata
+    );
+    assert!(gold_b.status.is_none());
+    let target = Api::<Deployment>::namespaced(c.client.clone(), "team-b")
+        .get("gold-b")
+        .await
+        .unwrap();
+    assert_eq!(target.spec.and_then(|s| s.replicas), Some(0));
+    // Each ring's records hold its own objects only.
+    let held = |records: &Store| {
+        let mut names: Vec<String> = records.with_cache(|cache| {
+            cache
+                .iter()
+                .map(|(key, _)| format!("{}/{}", key.object.namespace, key.object.name))
+                .collect()
+        });
+        names.sort();
+        names
+    };
+    assert_eq!(held(&running[0].2), ["default/gold-a"]);
+    assert_eq!(held(&running[1].2), ["default/silver-a", "team-b/silver-b"]);
+    // The request log: each ring wrote only its own objects (ScaledObjects, targets, HPAs), and
+    // read only in its namespaces (and the cluster object namespace, for the Secrets of
+    // ClusterTriggerAuthentications) — what Roles in those namespaces grant.
+    let log = c.sim.sim().stats.log();
+    for (member, own, namespaces) in [
+        ("gold-0", vec!["gold-a"], vec!["default", "keda"]),
+        (
+            "silver-0",
+            vec!["silver-a", "silver-b"],
+            vec!["default", "team-b", "keda"],
+        ),
+    ] {
+        let mine: Vec<_> = log.iter().filter(|r| r.user == user(member)).collect();
+        let writes = mine
+            .iter()
+            .filter(|r| matches!(r.verb.as_str(), "create" | "update" | "patch" | "delete"))
+            .filter(|r| {
+                matches!(
+                    r.resource.as_str(),
+                    "scaledobjects" | "deployments" | "horizontalpodautoscalers"
+                )
+            })
+            .inspect(|r| {
+                // A create names no object in its URL (its namespace is checked below).
+                if let Some(name) = r.name.as_deref() {
+                    let name = name.strip_prefix("keda-hpa-").unwrap_or(name);
+                    assert!(own.contains(&name), "{member} wrote {r:?}");
+                }
+            })
+            .count();
+        assert!(writes >= 3 * own.len(), "{member}: {writes} writes");
+        for r in &mine {
+            match &r.namespace {
+                Some(ns) => assert!(namespaces.contains(&ns.as_str()), "{member}: {r:?}"),
+                None => assert!(
+                    r.resource.is_empty() || r.resource == "clustertriggerauthentications",
+                    "{member} asked the whole cluster: {r:?}"
+                ),
+            }
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_owner_of_an_active_object_counts_the_cooldown_from_its_first_poll() {
     let c = cluster().await;

@@ -229,14 +229,36 @@ struct OperatorArgs {
     )]
     report_writes_per_second: f64,
     /// Polls of one namespace running at once (of 256): a tenant whose sources hang holds at
-    /// most this many; the other namespaces' polls keep their schedule.
+    /// most this many; the other namespaces' polls keep their schedule. Above the 128 one
+    /// source may hold, so a namespace's other sources keep room beside a hung one.
     #[arg(
         long,
         env = "RINGSCALE_MAX_CYCLES_PER_NAMESPACE",
-        default_value_t = 128,
+        default_value_t = 192,
         value_parser = clap::value_parser!(u16).range(1..)
     )]
     max_cycles_per_namespace: u16,
+    /// Namespaces to watch, comma-separated (KEDA's WATCH_NAMESPACE); empty: every namespace.
+    /// A ring scoped so needs Roles in these namespaces only (and in the cluster object
+    /// namespace, for ClusterTriggerAuthentications' Secrets).
+    #[arg(
+        long,
+        env = "WATCH_NAMESPACE",
+        value_delimiter = ',',
+        default_value = "",
+        value_name = "NAMESPACES"
+    )]
+    watch_namespaces: Vec<String>,
+    /// Label selector of the ScaledObjects and ScaledJobs this ring polls (KEDA's
+    /// WATCH_LABEL_SELECTOR; e.g. `tier=gold`, `tier in (gold,silver)`); empty: all of them.
+    /// Rings with distinct `--ring` names and disjoint scopes share a cluster.
+    #[arg(
+        long,
+        env = "WATCH_LABEL_SELECTOR",
+        default_value = "",
+        value_name = "SELECTOR"
+    )]
+    watch_label_selector: String,
     /// Write the status on every active poll, as KEDA does (for load-test comparisons only).
     #[arg(long, hide = true)]
     keda_write_pattern: bool,
@@ -445,9 +467,11 @@ pub(crate) async fn replica(
         process: ProcessArgs { drain_timeout, .. },
     } = args;
     let member = ring.name.clone();
+    let ring_name = ring.ring.clone();
     let api_requests = ApiRequests::default();
     let client = client(kube, api_requests.clone()).await?;
     let settings = operator_settings(operator, &ring.namespace)?;
+    let scope = settings.scope.clone();
 
     // Listen first: a port in use is an error before joining the ring.
     let listeners = Listeners::bind(listen).await?;
@@ -537,6 +561,8 @@ pub(crate) async fn replica(
             store: Arc::clone(&store),
             scaled_objects: controller.scaled_objects().clone(),
             cluster: controller.cluster().clone(),
+            ring: ring_name,
+            scope,
         },
     });
     let admin_server = {
@@ -619,8 +645,19 @@ fn operator_settings(operator: OperatorArgs, ring_namespace: &str) -> anyhow::Re
         poll_grain,
         report_writes_per_second,
         max_cycles_per_namespace,
+        watch_namespaces,
+        watch_label_selector,
         keda_write_pattern,
     } = operator;
+    // KEDA's chart writes an empty WATCH_NAMESPACE as `""`.
+    let unquote = |s: &str| s.trim().trim_matches('"').to_owned();
+    let selector = unquote(&watch_label_selector);
+    ringscale_api::selector::LabelSelector::parse(&selector)
+        .with_context(|| format!("--watch-label-selector {selector:?}"))?;
+    let scope = ringscale_operator::scope::Scope::new(
+        watch_namespaces.iter().map(|n| unquote(n)),
+        &selector,
+    );
     if poll_grain > Duration::from_secs(1) {
         anyhow::bail!(
             "--poll-grain must be at most 1 second (it delays every poll by up to that much)"
@@ -633,6 +670,7 @@ fn operator_settings(operator: OperatorArgs, ring_namespace: &str) -> anyhow::Re
         report_writes_per_second,
         poll_grain,
         max_cycles_per_namespace: usize::from(max_cycles_per_namespace),
+        scope,
         ..Settings::default()
     })
 }

@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use kube::runtime::reflector::Store as ObjectStore;
 use ringscale_api::ScaledObject;
 use ringscale_coordinator::Ownership;
 use ringscale_operator::lookup::ClusterLookup;
+use ringscale_operator::scope::{Scope, Scoped};
 use ringscale_replication::Store;
 use ringscale_ring::ObjectId;
 use tokio::sync::watch;
@@ -18,8 +18,25 @@ use tokio::sync::watch;
 pub(crate) struct Sources {
     pub ownership: watch::Receiver<Ownership>,
     pub store: Arc<Store>,
-    pub scaled_objects: ObjectStore<ScaledObject>,
+    pub scaled_objects: Scoped<ScaledObject>,
     pub cluster: ClusterLookup,
+    /// The ring's name (its Leases and ConfigMap).
+    pub ring: String,
+    /// What the ring watches.
+    pub scope: Scope,
+}
+
+/// What a ring watches, in words.
+fn describe(scope: &Scope) -> String {
+    let namespaces = if scope.namespaces().is_empty() {
+        "every namespace".to_owned()
+    } else {
+        format!("namespaces {}", scope.namespaces().join(", "))
+    };
+    match scope.selector() {
+        Some(selector) => format!("{namespaces}; ScaledObjects and ScaledJobs matching {selector}"),
+        None => format!("{namespaces}; every ScaledObject and ScaledJob"),
+    }
 }
 
 fn escape(text: &str) -> String {
@@ -131,11 +148,14 @@ pub(crate) fn render(s: &Sources) -> String {
 td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left;vertical-align:top}}th{{background:#f3f3f3}}</style>\
 </head><body>\
 <h1>ringscale replica {member}</h1>\
-<p id=\"ring\">Ring generation <b>{generation}</b>, {count} members; this replica is {state}.</p>\
+<p id=\"ring\">Ring <b>{ring}</b>, generation <b>{generation}</b>, {count} members; this replica is {state}.</p>\
+<p id=\"scope\">Watches {scope}.</p>\
 <h2>Members</h2><table id=\"members\"><tr><th>member</th><th>address</th><th>ScaledObjects owned</th></tr>{members}</table>\
 <h2>ScaledObjects</h2><table id=\"objects\"><tr><th>ScaledObject</th><th>owner</th><th>last poll</th><th>values</th><th>staleness</th><th>target ready/desired</th></tr>{rows}</table>\
 </body></html>\n",
         member = escape(&ownership.member),
+        ring = escape(&s.ring),
+        scope = escape(&describe(&s.scope)),
         generation = ownership.generation(),
         count = ownership.ring.members().len(),
         state = if ownership.active {
@@ -148,7 +168,19 @@ td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left;vertical-align:to
 
 #[cfg(test)]
 mod tests {
-    use super::escape;
+    use super::{Scope, describe, escape};
+
+    #[test]
+    fn the_scope_is_said_in_words() {
+        assert_eq!(
+            describe(&Scope::default()),
+            "every namespace; every ScaledObject and ScaledJob"
+        );
+        assert_eq!(
+            describe(&Scope::new(["b".to_owned(), "a".to_owned()], "tier=gold")),
+            "namespaces a, b; ScaledObjects and ScaledJobs matching tier=gold"
+        );
+    }
 
     #[test]
     fn text_is_escaped() {

@@ -24,10 +24,11 @@ use ringscale_kube_sim::{Config, KubeSim};
 use serde_json::{Value, json};
 
 const PRODUCTION: &str = "ci/production-values.yaml";
+const SCOPED: &str = "ci/scoped-values.yaml";
 
 #[test]
-fn the_chart_lints_clean_with_default_and_production_values() {
-    for values in [None, Some(PRODUCTION)] {
+fn the_chart_lints_clean_with_default_production_and_scoped_values() {
+    for values in [None, Some(PRODUCTION), Some(SCOPED)] {
         let mut args = vec!["lint".to_owned()];
         if let Some(v) = values {
             args.extend([
@@ -103,11 +104,22 @@ async fn renders_and_applies(values: &[&str]) {
     };
     let sim = KubeSim::start(Config::default()).await.unwrap();
     let client = sim_client(&sim).await;
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "ringscale"}})).unwrap();
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &ns)
-        .await
-        .unwrap();
+    // The release namespace and the namespaces a scoped ring watches exist before the chart is
+    // installed (kube-system exists already).
+    let mut namespaces: Vec<&str> = docs
+        .iter()
+        .filter_map(|d| d["metadata"]["namespace"].as_str())
+        .filter(|ns| *ns != "kube-system")
+        .collect();
+    namespaces.sort_unstable();
+    namespaces.dedup();
+    for name in namespaces {
+        let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .unwrap();
+    }
     let third_party: Vec<Value> = serde_saphyr::from_multiple(
         &std::fs::read_to_string(support::chart_dir().join("tests/third-party-crds.yaml")).unwrap(),
     )
@@ -196,6 +208,149 @@ async fn the_production_values_render_objects_kube_sim_accepts() {
     renders_and_applies(&[PRODUCTION]).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scoped_values_render_objects_kube_sim_accepts() {
+    renders_and_applies(&[SCOPED]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ring_the_chart_scopes_to_a_namespace_needs_only_its_roles_and_polls_only_its_objects() {
+    let Some(docs) = support::render(&[SCOPED]) else {
+        return;
+    };
+    // The chart grants the namespaced rules in team-a only; cluster-wide, only the
+    // cluster-scoped ClusterTriggerAuthentications.
+    let grants = support::grants(&docs, "ringscale", "ringscale");
+    for g in grants.iter().filter(|g| g.namespace.is_none()) {
+        assert_eq!(g.resources, ["clustertriggerauthentications"], "{}", g.role);
+    }
+    assert!(
+        grants
+            .iter()
+            .any(|g| g.namespace.as_deref() == Some("team-a")
+                && g.resources.iter().any(|r| r == "scaledobjects")),
+        "no Role in team-a"
+    );
+    let sim = KubeSim::start(Config::default()).await.unwrap();
+    let client = sim_client(&sim).await;
+    for ns in ["ringscale", "team-a", "team-b"] {
+        let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap();
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .unwrap();
+    }
+    for crd in ringscale_api::crds::all() {
+        Api::all(client.clone())
+            .create(&PostParams::default(), &crd)
+            .await
+            .unwrap();
+    }
+    // One producer pod per namespace: a kubernetes-workload trigger counting it is active.
+    // (namespace, name, tier): only team-a/gold is this ring's.
+    let objects = [
+        ("team-a", "gold", "gold"),
+        ("team-a", "silver", "silver"),
+        ("team-b", "gold", "gold"),
+    ];
+    for ns in ["team-a", "team-b"] {
+        apply(
+            &client,
+            &json!({"apiVersion": "v1", "kind": "Pod",
+                    "metadata": {"name": "producer", "namespace": ns, "labels": {"app": "producer"}},
+                    "spec": {"containers": [{"name": "p", "image": "p:1"}]}}),
+        )
+        .await
+        .unwrap();
+    }
+    for (ns, name, tier) in objects {
+        apply(
+            &client,
+            &json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                    "metadata": {"name": name, "namespace": ns},
+                    "spec": {"replicas": 0, "selector": {"matchLabels": {"app": name}},
+                             "template": {"metadata": {"labels": {"app": name}},
+                                          "spec": {"containers": [{"name": "w", "image": "w:1"}]}}}}),
+        )
+        .await
+        .unwrap();
+        apply(
+            &client,
+            &json!({"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
+                    "metadata": {"name": name, "namespace": ns, "labels": {"tier": tier}},
+                    "spec": {"scaleTargetRef": {"name": name}, "pollingInterval": 1,
+                             "triggers": [{"type": "kubernetes-workload",
+                                           "metadata": {"podSelector": "app=producer", "value": "1"}}]}}),
+        )
+        .await
+        .unwrap();
+    }
+    let replicas = AsRendered::new(&docs, &sim, "scoped");
+    let (r0, _) = replicas.start("gold-0");
+    let deployment = |ns: &str, name: &str| {
+        let api: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(client.clone(), ns);
+        let name = name.to_owned();
+        async move {
+            api.get(&name)
+                .await
+                .ok()
+                .and_then(|d| d.spec.and_then(|s| s.replicas))
+        }
+    };
+    let scaled = tokio::time::timeout(
+        Duration::from_secs(60),
+        eventually(
+            Duration::from_secs(60),
+            "team-a/gold scaled to 1",
+            || async { (deployment("team-a", "gold").await == Some(1)).then_some(()) },
+        ),
+    )
+    .await;
+    assert!(scaled.is_ok(), "{}", replicas.logs(&["gold-0"]));
+    // A few polls more; the objects outside the scope stay as they were.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(deployment("team-a", "silver").await, Some(0));
+    assert_eq!(deployment("team-b", "gold").await, Some(0));
+    for (ns, name) in [("team-a", "silver"), ("team-b", "gold")] {
+        let so = Api::<ringscale_api::ScaledObject>::namespaced(client.clone(), ns)
+            .get(name)
+            .await
+            .unwrap();
+        assert!(so.metadata.finalizers.is_none(), "{ns}/{name} was touched");
+    }
+    drop(r0);
+    // Every call the replica made is one the scoped chart grants.
+    let user = "system:serviceaccount:ringscale:ringscale";
+    let calls: Vec<support::Call> = sim
+        .sim()
+        .stats
+        .log()
+        .into_iter()
+        .filter(|r| r.user == user && !r.resource.is_empty())
+        .map(|r| support::Call {
+            verb: r.verb,
+            group: r.group,
+            resource: match r.subresource {
+                Some(sub) => format!("{}/{sub}", r.resource),
+                None => r.resource,
+            },
+            namespace: r.namespace,
+            name: r.name,
+        })
+        .collect();
+    assert!(calls.len() > 10, "{} calls", calls.len());
+    let refused: Vec<String> = calls
+        .iter()
+        .filter(|c| !grants.iter().any(|g| g.allows(c)))
+        .map(ToString::to_string)
+        .collect();
+    assert!(
+        refused.is_empty(),
+        "the scoped chart does not grant:\n{}",
+        refused.join("\n")
+    );
+}
+
 /// A replica process, killed on drop.
 struct Replica {
     child: Child,
@@ -210,6 +365,118 @@ impl Drop for Replica {
 }
 
 use ringscale_testkit::free_port;
+
+/// Replicas started exactly as the rendered StatefulSet starts them — its arguments and
+/// environment, the files its Secrets hold written where the pod mounts them (here: a temporary
+/// directory) — as the chart's ServiceAccount (`system:serviceaccount:ringscale:ringscale`).
+struct AsRendered {
+    container: k8s_openapi::api::core::v1::Container,
+    paths: BTreeMap<String, std::path::PathBuf>,
+    dir: std::path::PathBuf,
+    kubeconfig: std::path::PathBuf,
+}
+
+impl AsRendered {
+    fn new(docs: &[Value], sim: &KubeSim, tag: &str) -> AsRendered {
+        let find = |kind: &str, name: &str| {
+            docs.iter()
+                .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+                .unwrap_or_else(|| panic!("no {kind} {name} rendered"))
+                .clone()
+        };
+        let sts: StatefulSet = serde_json::from_value(find("StatefulSet", "ringscale")).unwrap();
+        let container = sts
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap()
+            .containers
+            .remove(0);
+        assert_eq!(container.args.as_deref(), Some(&["run".to_owned()][..]));
+        let dir =
+            std::env::temp_dir().join(format!("ringscale-chart-{tag}-{}", std::process::id()));
+        let mut paths = BTreeMap::new();
+        for (secret, mount) in [
+            ("ringscale-metrics-api-tls", "/etc/ringscale/metrics-api"),
+            ("ringscale-peer-tls", "/etc/ringscale/peer"),
+        ] {
+            let s: Secret = serde_json::from_value(find("Secret", secret)).unwrap();
+            let sub = dir.join(secret);
+            std::fs::create_dir_all(&sub).unwrap();
+            for (key, value) in s.data.unwrap() {
+                std::fs::write(sub.join(&key), &value.0).unwrap();
+                paths.insert(format!("{mount}/{key}"), sub.join(&key));
+            }
+        }
+        let kubeconfig = dir.join("kubeconfig");
+        std::fs::write(
+            &kubeconfig,
+            sim.add_user(
+                "system:serviceaccount:ringscale:ringscale",
+                &["system:serviceaccounts"],
+            ),
+        )
+        .unwrap();
+        AsRendered {
+            container,
+            paths,
+            dir,
+            kubeconfig,
+        }
+    }
+
+    /// Starts replica `name`; its metrics API port.
+    fn start(&self, name: &str) -> (Replica, u16) {
+        let (admin, metrics, replication) = (free_port(), free_port(), free_port());
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringscale"));
+        cmd.args(self.container.args.iter().flatten());
+        for env in self.container.env.iter().flatten() {
+            let value = match env.name.as_str() {
+                "RINGSCALE_NAME" => name.to_owned(),
+                "POD_IP" => "127.0.0.1".to_owned(),
+                "RINGSCALE_REPLICATION_LISTEN" => format!("127.0.0.1:{replication}"),
+                "RINGSCALE_METRICS_API_LISTEN" => format!("127.0.0.1:{metrics}"),
+                "RINGSCALE_ADMIN_LISTEN" => format!("127.0.0.1:{admin}"),
+                // Lease timings shortened so the test is quick; the rest as rendered.
+                "RINGSCALE_LEASE_DURATION" => "3".to_owned(),
+                "RINGSCALE_RENEW_DEADLINE" => "2".to_owned(),
+                "RINGSCALE_RETRY_PERIOD" => "0.5".to_owned(),
+                _ => {
+                    let v = env
+                        .value
+                        .clone()
+                        .unwrap_or_else(|| panic!("{} comes from {:?}", env.name, env.value_from));
+                    self.paths.get(&v).map_or(v, |p| p.display().to_string())
+                }
+            };
+            cmd.env(&env.name, value);
+        }
+        let log = std::fs::File::create(self.dir.join(format!("{name}.log"))).unwrap();
+        let child = cmd
+            .env("RINGSCALE_KUBECONFIG", &self.kubeconfig)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        (Replica { child, admin }, metrics)
+    }
+
+    /// The replicas' logs.
+    fn logs(&self, names: &[&str]) -> String {
+        names
+            .iter()
+            .map(|n| std::fs::read_to_string(self.dir.join(format!("{n}.log"))).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl Drop for AsRendered {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
 
 async fn get_plain(port: u16, path: &str) -> Option<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -235,17 +502,6 @@ async fn replicas_configured_as_the_chart_configures_them_form_a_ring_over_its_c
             .unwrap_or_else(|| panic!("no {kind} {name} rendered"))
             .clone()
     };
-    let sts: StatefulSet = serde_json::from_value(find("StatefulSet", "ringscale")).unwrap();
-    let container = sts
-        .spec
-        .unwrap()
-        .template
-        .spec
-        .unwrap()
-        .containers
-        .remove(0);
-    assert_eq!(container.args.as_deref(), Some(&["run".to_owned()][..]));
-
     let sim = KubeSim::start(Config::default()).await.unwrap();
     let client = sim_client(&sim).await;
     let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "ringscale"}})).unwrap();
@@ -262,67 +518,9 @@ async fn replicas_configured_as_the_chart_configures_them_form_a_ring_over_its_c
     let apiservice = find("APIService", "v1beta1.external.metrics.k8s.io");
     apply(&client, &apiservice).await.unwrap();
 
-    // The files the Secrets hold, where the pod mounts them (here: a temporary directory).
-    let dir = std::env::temp_dir().join(format!("ringscale-chart-{}", std::process::id()));
-    let mut paths = BTreeMap::new();
-    for (secret, mount) in [
-        ("ringscale-metrics-api-tls", "/etc/ringscale/metrics-api"),
-        ("ringscale-peer-tls", "/etc/ringscale/peer"),
-    ] {
-        let s: Secret = serde_json::from_value(find("Secret", secret)).unwrap();
-        let sub = dir.join(secret);
-        std::fs::create_dir_all(&sub).unwrap();
-        for (key, value) in s.data.unwrap() {
-            std::fs::write(sub.join(&key), &value.0).unwrap();
-            paths.insert(format!("{mount}/{key}"), sub.join(&key));
-        }
-    }
-    let kubeconfig = dir.join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        sim.add_user(
-            "system:serviceaccount:ringscale:ringscale",
-            &["system:serviceaccounts"],
-        ),
-    )
-    .unwrap();
-
-    let start = |name: &str| -> (Replica, u16) {
-        let (admin, metrics, replication) = (free_port(), free_port(), free_port());
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringscale"));
-        cmd.args(container.args.iter().flatten());
-        for env in container.env.iter().flatten() {
-            let value = match env.name.as_str() {
-                "RINGSCALE_NAME" => name.to_owned(),
-                "POD_IP" => "127.0.0.1".to_owned(),
-                "RINGSCALE_REPLICATION_LISTEN" => format!("127.0.0.1:{replication}"),
-                "RINGSCALE_METRICS_API_LISTEN" => format!("127.0.0.1:{metrics}"),
-                "RINGSCALE_ADMIN_LISTEN" => format!("127.0.0.1:{admin}"),
-                // Lease timings shortened so the test is quick; the rest as rendered.
-                "RINGSCALE_LEASE_DURATION" => "3".to_owned(),
-                "RINGSCALE_RENEW_DEADLINE" => "2".to_owned(),
-                "RINGSCALE_RETRY_PERIOD" => "0.5".to_owned(),
-                _ => {
-                    let v = env
-                        .value
-                        .clone()
-                        .unwrap_or_else(|| panic!("{} comes from {:?}", env.name, env.value_from));
-                    paths.get(&v).map_or(v, |p| p.display().to_string())
-                }
-            };
-            cmd.env(&env.name, value);
-        }
-        let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
-        let child = cmd
-            .env("RINGSCALE_KUBECONFIG", &kubeconfig)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        (Replica { child, admin }, metrics)
-    };
-    let (r0, m0) = start("ringscale-0");
-    let (r1, m1) = start("ringscale-1");
+    let replicas = AsRendered::new(&docs, &sim, "ring");
+    let (r0, m0) = replicas.start("ringscale-0");
+    let (r1, m1) = replicas.start("ringscale-1");
     sim.sim().backends.set(
         "v1beta1.external.metrics.k8s.io",
         vec![
@@ -330,13 +528,7 @@ async fn replicas_configured_as_the_chart_configures_them_form_a_ring_over_its_c
             format!("https://127.0.0.1:{m1}"),
         ],
     );
-    let logs = || {
-        ["ringscale-0", "ringscale-1"]
-            .iter()
-            .map(|n| std::fs::read_to_string(dir.join(format!("{n}.log"))).unwrap_or_default())
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
+    let logs = || replicas.logs(&["ringscale-0", "ringscale-1"]);
     // Each replica has its peer's first snapshot: the peer connection (mutual TLS with the
     // chart's certificate, verified as the headless Service's name) works both ways.
     for r in [&r0, &r1] {
@@ -369,5 +561,4 @@ async fn replicas_configured_as_the_chart_configures_them_form_a_ring_over_its_c
     .await;
     assert!(body.contains("external.metrics.k8s.io"), "{body}");
     drop((r0, r1));
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -403,7 +403,16 @@ async fn three_replicas_scale_a_deployment_from_a_redis_list_and_survive_a_kill(
     if let Some(page) = browser_dump(&format!("http://127.0.0.1:{}/status", ring[1].admin)).await {
         let object = format!("{ns}/consumer");
         let target = format!("consumer {ready}/3");
-        for want in ["Ring generation", &object, "r0", "r1", "r2", &target] {
+        let ring_line = format!("Ring <b>{ring_name}</b>, generation");
+        for want in [
+            ring_line.as_str(),
+            "Watches every namespace",
+            &object,
+            "r0",
+            "r1",
+            "r2",
+            &target,
+        ] {
             assert!(
                 page.contains(want),
                 "the status page lacks {want:?}:\n{page}"
