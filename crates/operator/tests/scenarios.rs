@@ -858,6 +858,19 @@ async fn a_hung_source_holds_only_its_share_of_the_cycle_slots() {
         })
         .await;
     }
+    // Until every object has been polled once, all of them wait in one group (their sources are
+    // not known yet), so the fast ones may have waited behind the slow ones' first polls: start
+    // watching once each fast value is fresh.
+    for name in &fast_names {
+        let k = key(name);
+        eventually(Duration::from_secs(30), "a fresh fast value", || async {
+            records
+                .get(&k)
+                .filter(|r| r.polled_at.elapsed() < Duration::from_millis(500))
+                .map(|_| ())
+        })
+        .await;
+    }
     // Over 6 s the fast objects are polled every second, as if the slow source were not there.
     let watched = tokio::time::Instant::now();
     let mut oldest = Duration::ZERO;
