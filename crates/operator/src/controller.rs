@@ -555,8 +555,8 @@ async fn run(
         hpas: (hpas, hpa_watch),
         lookup: (lookup, lookup_watches),
     } = parts;
-    let scope = settings.scope.clone();
-    let (sjs, sj_watch) = watch_objects::<ScaledJob>(&client, &scope, Kind::ScaledJob, tx.clone());
+    let scope = &settings.scope;
+    let (sjs, sj_watch) = watch_objects::<ScaledJob>(&client, scope, Kind::ScaledJob, tx.clone());
     let labelled = watcher::Config::default().labels(LABEL_SCALED_JOB_NAME);
     let (jobs, job_watch) = watch_scoped(
         &client,
@@ -678,7 +678,7 @@ async fn run(
             Some((id, group, sources)) = done_rx.recv() => {
                 ready.finished(&group);
                 if let Some(obj) = objects.get_mut(&id) {
-                    obj.group = Group::new(Arc::clone(&obj.group.namespace), sources);
+                    obj.group = obj.group.with_sources(sources);
                     obj.in_flight = false;
                     if std::mem::take(&mut obj.again) {
                         schedule.poll_now(&id, obj.interval, Instant::now());

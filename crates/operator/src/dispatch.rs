@@ -29,6 +29,20 @@ impl<S: Ord> Group<S> {
             sources: sources.into(),
         }
     }
+
+    /// The same namespace with `sources`; no allocation when they are the ones it has.
+    pub(crate) fn with_sources(&self, mut sources: Vec<S>) -> Self {
+        sources.sort_unstable();
+        sources.dedup();
+        Group {
+            namespace: Arc::clone(&self.namespace),
+            sources: if *self.sources == *sources {
+                Arc::clone(&self.sources)
+            } else {
+                sources.into()
+            },
+        }
+    }
 }
 
 /// Caps of polls running at once.
@@ -247,6 +261,20 @@ mod tests {
         }
         assert_eq!(rest, ["a", "b"]);
         assert!(d.is_empty());
+    }
+
+    #[test]
+    fn a_group_with_the_same_sources_shares_them() {
+        let g = Group::new("ns".into(), vec![2u64, 1]);
+        let same = g.with_sources(vec![1, 2, 1]);
+        assert_eq!(same, g);
+        assert!(
+            Arc::ptr_eq(&same.sources, &g.sources),
+            "not allocated again"
+        );
+        let other = g.with_sources(vec![3]);
+        assert_eq!(&*other.sources, &[3]);
+        assert!(Arc::ptr_eq(&other.namespace, &g.namespace));
     }
 
     #[test]

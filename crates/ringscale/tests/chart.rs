@@ -98,6 +98,26 @@ async fn apply(client: &Client, doc: &Value) -> Result<(), String> {
 }
 
 /// Every rendered document is a well-formed object of its kind and kube-sim accepts it.
+/// kube-sim with `namespaces` and ringscale's CRDs.
+async fn cluster_with(namespaces: &[&str]) -> (KubeSim, Client) {
+    let sim = KubeSim::start(Config::default()).await.unwrap();
+    let client = sim_client(&sim).await;
+    for name in namespaces {
+        let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .unwrap();
+    }
+    for crd in ringscale_api::crds::all() {
+        Api::all(client.clone())
+            .create(&PostParams::default(), &crd)
+            .await
+            .unwrap();
+    }
+    (sim, client)
+}
+
 async fn renders_and_applies(values: &[&str]) {
     let Some(docs) = support::render(values) else {
         return;
@@ -231,21 +251,7 @@ async fn a_ring_the_chart_scopes_to_a_namespace_needs_only_its_roles_and_polls_o
                 && g.resources.iter().any(|r| r == "scaledobjects")),
         "no Role in team-a"
     );
-    let sim = KubeSim::start(Config::default()).await.unwrap();
-    let client = sim_client(&sim).await;
-    for ns in ["ringscale", "team-a", "team-b"] {
-        let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap();
-        Api::<Namespace>::all(client.clone())
-            .create(&PostParams::default(), &ns)
-            .await
-            .unwrap();
-    }
-    for crd in ringscale_api::crds::all() {
-        Api::all(client.clone())
-            .create(&PostParams::default(), &crd)
-            .await
-            .unwrap();
-    }
+    let (sim, client) = cluster_with(&["ringscale", "team-a", "team-b"]).await;
     // One producer pod per namespace: a kubernetes-workload trigger counting it is active.
     // (namespace, name, tier): only team-a/gold is this ring's.
     let objects = [
@@ -326,17 +332,8 @@ async fn a_ring_the_chart_scopes_to_a_namespace_needs_only_its_roles_and_polls_o
         .stats
         .log()
         .into_iter()
-        .filter(|r| r.user == user && !r.resource.is_empty())
-        .map(|r| support::Call {
-            verb: r.verb,
-            group: r.group,
-            resource: match r.subresource {
-                Some(sub) => format!("{}/{sub}", r.resource),
-                None => r.resource,
-            },
-            namespace: r.namespace,
-            name: r.name,
-        })
+        .filter(|r| r.user == user)
+        .filter_map(support::Call::of)
         .collect();
     assert!(calls.len() > 10, "{} calls", calls.len());
     let refused: Vec<String> = calls
@@ -502,19 +499,7 @@ async fn replicas_configured_as_the_chart_configures_them_form_a_ring_over_its_c
             .unwrap_or_else(|| panic!("no {kind} {name} rendered"))
             .clone()
     };
-    let sim = KubeSim::start(Config::default()).await.unwrap();
-    let client = sim_client(&sim).await;
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "ringscale"}})).unwrap();
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &ns)
-        .await
-        .unwrap();
-    for crd in ringscale_api::crds::all() {
-        Api::all(client.clone())
-            .create(&PostParams::default(), &crd)
-            .await
-            .unwrap();
-    }
+    let (sim, client) = cluster_with(&["ringscale"]).await;
     let apiservice = find("APIService", "v1beta1.external.metrics.k8s.io");
     apply(&client, &apiservice).await.unwrap();
 

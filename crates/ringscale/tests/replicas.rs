@@ -622,21 +622,7 @@ async fn three_replicas_scale_a_deployment_from_a_redis_list_and_survive_a_kill(
     }
     // RBAC against reality: every call the replicas made is granted by the chart's rules for
     // its ServiceAccount, and every rule was used.
-    let mut calls: Vec<support::Call> = mine
-        .into_iter()
-        // Non-resource requests (discovery) are granted to every authenticated user.
-        .filter(|r| !r.resource.is_empty())
-        .map(|r| support::Call {
-            verb: r.verb,
-            group: r.group,
-            resource: match r.subresource {
-                Some(sub) => format!("{}/{sub}", r.resource),
-                None => r.resource,
-            },
-            namespace: r.namespace,
-            name: r.name,
-        })
-        .collect();
+    let mut calls: Vec<support::Call> = mine.into_iter().filter_map(support::Call::of).collect();
     calls.sort();
     calls.dedup();
     eprintln!(

@@ -87,6 +87,26 @@ pub struct Call {
     pub name: Option<String>,
 }
 
+impl Call {
+    /// A logged request as RBAC sees it; `None` for non-resource requests (discovery), which
+    /// every authenticated user may make.
+    pub fn of(r: ringscale_kube_sim::RequestRecord) -> Option<Call> {
+        if r.resource.is_empty() {
+            return None;
+        }
+        Some(Call {
+            verb: r.verb,
+            group: r.group,
+            resource: match r.subresource {
+                Some(sub) => format!("{}/{sub}", r.resource),
+                None => r.resource,
+            },
+            namespace: r.namespace,
+            name: r.name,
+        })
+    }
+}
+
 impl std::fmt::Display for Call {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(

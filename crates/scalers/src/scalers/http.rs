@@ -1,11 +1,10 @@
 //! Shared HTTP clients: one per TLS configuration, pooling connections per host, with a bound on
 //! the calls running at once per host.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::sources::{Limit, Sources};
+use crate::sources::{Limit, Shared, Sources};
 use crate::tls::TlsOptions;
 
 /// Identity of a shared HTTP client.
@@ -21,7 +20,7 @@ pub(crate) struct HttpSource {
     /// Calls allowed at once against one host.
     per_host: usize,
     /// The bound of each host (scheme, host, port) some trigger calls.
-    hosts: Mutex<HashMap<String, Weak<Limit>>>,
+    hosts: Shared<String, Limit>,
 }
 
 /// Why no HTTP client could be built for a trigger.
@@ -53,7 +52,7 @@ impl HttpSource {
         HttpSource {
             client,
             per_host,
-            hosts: Mutex::default(),
+            hosts: Shared::default(),
         }
     }
 
@@ -72,14 +71,8 @@ impl HttpSource {
                 )
             },
         );
-        let mut hosts = self.hosts.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(limit) = hosts.get(&host).and_then(Weak::upgrade) {
-            return limit;
-        }
-        hosts.retain(|_, limit| limit.strong_count() > 0);
-        let limit = Arc::new(Limit::new(self.per_host));
-        hosts.insert(host, Arc::downgrade(&limit));
-        limit
+        self.hosts
+            .get_or_insert(&host, || Limit::new(self.per_host))
     }
 
     /// The client, or why it could not be built.
