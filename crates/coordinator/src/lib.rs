@@ -847,27 +847,33 @@ impl Shared {
     }
 
     /// Marks this replica's member Lease as leaving (`true` when done).
+    /// A renewal the aborted renew task had already sent may land between the read and the
+    /// write here: a write refused with 409 is tried once more on the Lease read again.
     async fn mark_leaving(&self, name: &str) -> bool {
         let me = self.config.member.as_str();
-        let mut lease = match self.leases.get_opt(name).await {
-            Ok(Some(lease)) if holder(&lease) == Some(me) => lease,
-            Ok(_) => return false,
-            Err(e) => {
-                warn!(lease = name, error = %e, "could not mark the member lease leaving");
-                return false;
-            }
-        };
-        lease.annotations_mut().insert(
-            LEAVING_ANNOTATION.to_owned(),
-            self.config.leave_grace.as_secs().max(1).to_string(),
-        );
-        match replace_lease(&self.leases, &lease).await {
-            Ok(_) => true,
-            Err(e) => {
-                warn!(lease = name, error = %e, "could not mark the member lease leaving");
-                false
+        for attempt in 0..2 {
+            let mut lease = match self.leases.get_opt(name).await {
+                Ok(Some(lease)) if holder(&lease) == Some(me) => lease,
+                Ok(_) => return false,
+                Err(e) => {
+                    warn!(lease = name, error = %e, "could not mark the member lease leaving");
+                    return false;
+                }
+            };
+            lease.annotations_mut().insert(
+                LEAVING_ANNOTATION.to_owned(),
+                self.config.leave_grace.as_secs().max(1).to_string(),
+            );
+            match replace_lease(&self.leases, &lease).await {
+                Ok(_) => return true,
+                Err(e) if is_conflict(&e) && attempt == 0 => {}
+                Err(e) => {
+                    warn!(lease = name, error = %e, "could not mark the member lease leaving");
+                    return false;
+                }
             }
         }
+        false
     }
 
     /// Deletes a Lease this replica holds.
