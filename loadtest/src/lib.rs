@@ -728,6 +728,50 @@ fn is_write(verb: &str) -> bool {
     )
 }
 
+/// Waits until every replica is ready and follows a ring of all of them (no objects exist yet).
+async fn wait_for_ring(
+    http: &Http,
+    replicas: &mut [Replica],
+    dir: &std::path::Path,
+    deadline: Instant,
+) -> anyhow::Result<()> {
+    let want = replicas.len() as f64;
+    loop {
+        let mut formed = true;
+        for r in replicas.iter_mut() {
+            if !matches!(r.child.try_wait(), Ok(None)) {
+                bail!(
+                    "replica {} exited (log in {})",
+                    r.name,
+                    dir.join(format!("{}.log", r.name)).display()
+                );
+            }
+        }
+        for r in replicas.iter() {
+            let ready = http
+                .get(r.admin, "/readyz")
+                .await
+                .is_ok_and(|(c, _)| c == 200);
+            let members = http
+                .metrics(r)
+                .await
+                .and_then(|m| samples(&m, "ringscale_ring_members").first().copied());
+            formed &= ready && members == Some(want);
+        }
+        if formed {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the {} replicas did not form a ring before the objects were created (logs in {})",
+                replicas.len(),
+                dir.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 #[allow(clippy::too_many_lines)]
 async fn run_once(
     args: &Args,
@@ -818,6 +862,74 @@ async fn run_once(
         .map(|(o, t)| (o, t, if is_activated[o] { 0 } else { 3 }))
         .collect();
     source.set(&initial).await?;
+    // The replicas.
+    let mut flags: Vec<String> = vec![
+        "--kube-api-qps".into(),
+        if keda {
+            "20".into()
+        } else {
+            args.kube_api_qps.to_string()
+        },
+    ];
+    if keda {
+        flags.extend([
+            "--kube-api-burst".into(),
+            "30".into(),
+            "--keda-write-pattern".into(),
+        ]);
+    }
+    let mut replicas = Vec::new();
+    let started = Instant::now();
+    for i in 0..replica_count {
+        let name = format!("r{i}");
+        let kubeconfig = dir.join(format!("{name}.kubeconfig"));
+        std::fs::write(
+            &kubeconfig,
+            sim.add_user(&format!("system:serviceaccount:ringscale:{name}"), &[]),
+        )?;
+        let (admin, metrics, replication) = (free_port()?, free_port()?, free_port()?);
+        let log = std::fs::File::create(dir.join(format!("{name}.log")))?;
+        let child = Command::new(&bin)
+            .args([
+                "run",
+                "--name",
+                &name,
+                "--insecure-metrics-api",
+                "--log",
+                "warn",
+            ])
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(["--replication-listen", &format!("127.0.0.1:{replication}")])
+            .args(["--metrics-api-listen", &format!("127.0.0.1:{metrics}")])
+            .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
+            .args(&flags)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        replicas.push(Replica {
+            name,
+            child,
+            admin,
+            metrics,
+        });
+    }
+    let http = Http::new();
+    // The ring forms before the objects exist, and the objects then arrive at the pace the API
+    // server takes them, over more than a polling interval at 10,000: each object's first poll
+    // (and so its phase in every later interval) is when it arrived, as in a cluster whose
+    // objects come and go over time. Objects that existed before the replicas started would be
+    // polled all at once and stay bunched (cheaper to poll: one wake-up serves many), while a
+    // ring's handovers spread the ones they move: runs of different replica counts would not
+    // compare.
+    wait_for_ring(
+        &http,
+        &mut replicas,
+        &dir,
+        started + Duration::from_secs(args.ready_timeout),
+    )
+    .await?;
     // Deployments and ScaledObjects.
     let pb = bar(k as u64, "objects");
     let created = futures_util::stream::iter(0..k)
@@ -886,61 +998,8 @@ async fn run_once(
     for c in created {
         c?;
     }
-    // The replicas.
-    let mut flags: Vec<String> = vec![
-        "--kube-api-qps".into(),
-        if keda {
-            "20".into()
-        } else {
-            args.kube_api_qps.to_string()
-        },
-    ];
-    if keda {
-        flags.extend([
-            "--kube-api-burst".into(),
-            "30".into(),
-            "--keda-write-pattern".into(),
-        ]);
-    }
-    let mut replicas = Vec::new();
+    // Ready: every replica ready and holding every value (timed from the last object created).
     let started = Instant::now();
-    for i in 0..replica_count {
-        let name = format!("r{i}");
-        let kubeconfig = dir.join(format!("{name}.kubeconfig"));
-        std::fs::write(
-            &kubeconfig,
-            sim.add_user(&format!("system:serviceaccount:ringscale:{name}"), &[]),
-        )?;
-        let (admin, metrics, replication) = (free_port()?, free_port()?, free_port()?);
-        let log = std::fs::File::create(dir.join(format!("{name}.log")))?;
-        let child = Command::new(&bin)
-            .args([
-                "run",
-                "--name",
-                &name,
-                "--insecure-metrics-api",
-                "--log",
-                "warn",
-            ])
-            .arg("--kubeconfig")
-            .arg(&kubeconfig)
-            .args(["--replication-listen", &format!("127.0.0.1:{replication}")])
-            .args(["--metrics-api-listen", &format!("127.0.0.1:{metrics}")])
-            .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
-            .args(&flags)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
-        replicas.push(Replica {
-            name,
-            child,
-            admin,
-            metrics,
-        });
-    }
-    let http = Http::new();
-    // Ready: every replica ready and holding every value.
     let want = (k * t_count) as u64;
     let pb = bar(want, "values");
     let deadline = started
