@@ -387,10 +387,12 @@ pub(crate) async fn partition(args: &Args, seed: u64) -> anyhow::Result<Vec<Chec
     const NAME: &str = "partition";
     let mut rng = StdRng::seed_from_u64(seed ^ 0x9a27);
     let cluster = Cluster::start(args, "partition").await?;
-    // Below the cache's staleness bound (60 s with 1 s polling): past it a cut-off replica has
-    // no current value to serve and answers 503, by design.
+    // Below the cache's staleness bound (60 s with 1 s polling) less the age a peer's copy of an
+    // unchanged value may already have at the cut (up to half the bound: re-polls that read the
+    // same are confirmed to peers only then): past it a cut-off replica has no current value to
+    // serve and answers 503, by design.
     let cut_for = if args.long {
-        Duration::from_secs(45)
+        Duration::from_secs(25)
     } else {
         Duration::from_secs(15)
     };

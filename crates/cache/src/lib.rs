@@ -277,6 +277,27 @@ impl Cache {
         }
     }
 
+    /// [`Cache::merge`] for a borrowed key, which is cloned only when it is new (replication
+    /// merges every record of a peer through here: most keys are held already), together with
+    /// whether the record is news here ([`Cache::is_news`], judged before the merge).
+    pub fn merge_news(&mut self, key: &RecordKey, record: Record) -> (Merge, bool) {
+        match self.records.get_mut(key) {
+            None => {
+                self.records.insert(key.clone(), record);
+                (Merge::Inserted, true)
+            }
+            Some(held) => {
+                let news = !record.same_reading(held);
+                if record.merge_order(held) == Ordering::Greater {
+                    *held = record;
+                    (Merge::Replaced, news)
+                } else {
+                    (Merge::Ignored, news)
+                }
+            }
+        }
+    }
+
     /// The record for a key, whatever its age.
     pub fn get(&self, key: &RecordKey) -> Option<&Record> {
         self.records.get(key)

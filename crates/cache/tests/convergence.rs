@@ -173,3 +173,27 @@ proptest! {
         prop_assert_eq!(canonical(&expected), in_order);
     }
 }
+
+proptest! {
+    #![proptest_config(Config {
+        cases: 256,
+        rng_seed: RngSeed::Fixed(0x6e65_7773),
+        failure_persistence: None,
+        ..Config::default()
+    })]
+
+    /// Replication merges through `merge_news` (no key clone for a held key): it must end in the
+    /// same state, with the same outcome and the same news, as `is_news` then `merge`.
+    #[test]
+    fn merge_news_is_is_news_then_merge((updates, schedule) in scenario()) {
+        let base = Instant::now();
+        let (mut one, mut other) = (Cache::new(), Cache::new());
+        for &i in &schedule.order {
+            let (k, r) = materialize(&updates[i], base);
+            let news = one.is_news(&k, &r);
+            let outcome = one.merge(k.clone(), r.clone());
+            prop_assert_eq!(other.merge_news(&k, r), (outcome, news));
+        }
+        prop_assert_eq!(canonical(&one), canonical(&other));
+    }
+}

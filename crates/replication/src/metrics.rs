@@ -81,6 +81,11 @@ impl Collector for ReplicationCollector {
                 load(&stats.records_sent),
             ),
             (
+                "ringscale_replication_confirmations_held",
+                "Re-polls that read the same and were not sent, every peer's copy being young enough",
+                load(&stats.confirmations_held),
+            ),
+            (
                 "ringscale_replication_bytes_sent",
                 "Bytes sent to peers",
                 load(&stats.bytes_sent),

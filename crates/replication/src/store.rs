@@ -39,13 +39,31 @@ pub struct Stats {
     pub queries_served: AtomicU64,
     /// See `queries_served`.
     pub queries_coalesced: AtomicU64,
+    /// Re-polls that read the same and were not sent: every peer's copy was young enough
+    /// ([`confirmation_due`]).
+    pub confirmations_held: AtomicU64,
+}
+
+/// Whether a re-poll that read the same as the record it replaces must go to the peers: when
+/// their copy (polled at `sent`, the last record of the key that went to them) would otherwise
+/// be older than half its staleness limit before the next poll could refresh it. Peers serve a
+/// record while it is younger than the limit (max(3 × pollingInterval, 60 s)); for the 60 s floor
+/// with short intervals a peer's copy therefore ages at most 30 s instead of one interval, and a
+/// 10 s interval sends one confirmation in three polls. Intervals of 20 s and more confirm every
+/// poll, as before. News (a different value, activity, error or failure count) always goes.
+pub(crate) fn confirmation_due(sent: Option<Instant>, record: &Record) -> bool {
+    sent.is_none_or(|sent| {
+        record.polled_at.saturating_duration_since(sent) + record.polling_interval
+            > record.stale_after() / 2
+    })
 }
 
 /// The records waiting to go to one subscriber: only the latest per key, so a slow subscriber
 /// costs at most one record per key this replica polls, however many polls happen meanwhile.
 ///
 /// News (a new key or a different reading) wakes the sender at once. A re-poll that read the
-/// same only confirms that the peer's copy is still current; it waits for the next news or the
+/// same only confirms that the peer's copy is still current: it is queued only when that copy
+/// would otherwise grow too old ([`confirmation_due`]), then waits for the next news or the
 /// confirmation interval, whichever comes first, and goes in the same batch as the rest, so an
 /// unchanged source costs the ring one batch per interval instead of one per poll.
 #[derive(Default)]
@@ -90,6 +108,10 @@ struct Inner {
     cache: Cache,
     outboxes: HashMap<u64, Arc<Outbox>>,
     next_outbox: u64,
+    /// Per key this replica polled: when the last record of it that went to the subscribers
+    /// was polled. Every subscriber's copy is at least that young (a later subscriber's
+    /// snapshot holds the latest record).
+    sent: HashMap<RecordKey, Instant>,
 }
 
 /// One replica's view of every metric record.
@@ -161,6 +183,7 @@ impl Store {
                 cache: Cache::new(),
                 outboxes: HashMap::new(),
                 next_outbox: 0,
+                sent: HashMap::new(),
             }),
             observer: Mutex::new(None),
             max_outbox: AtomicUsize::new(0),
@@ -250,15 +273,26 @@ impl Store {
         .with_failures(reading.failures);
         let (changed, news) = {
             let mut inner = lock(&self.inner);
-            let news = inner.cache.is_news(&key, &record);
-            let outcome = inner.cache.merge(key.clone(), record.clone());
-            if outcome.changed() {
-                let mut largest = 0;
-                for outbox in inner.outboxes.values() {
-                    outbox.push(&key, &record, news);
-                    largest = largest.max(outbox.len());
+            let (outcome, news) = inner.cache.merge_news(&key, record.clone());
+            if outcome.changed() && !inner.outboxes.is_empty() {
+                if news || confirmation_due(inner.sent.get(&key).copied(), &record) {
+                    match inner.sent.get_mut(&key) {
+                        Some(sent) => *sent = record.polled_at,
+                        None => {
+                            inner.sent.insert(key.clone(), record.polled_at);
+                        }
+                    }
+                    let mut largest = 0;
+                    for outbox in inner.outboxes.values() {
+                        outbox.push(&key, &record, news);
+                        largest = largest.max(outbox.len());
+                    }
+                    self.max_outbox.fetch_max(largest, Ordering::Relaxed);
+                } else {
+                    self.stats
+                        .confirmations_held
+                        .fetch_add(1, Ordering::Relaxed);
                 }
-                self.max_outbox.fetch_max(largest, Ordering::Relaxed);
             }
             (outcome.changed(), news)
         };
@@ -273,8 +307,12 @@ impl Store {
     pub fn merge_remote(&self, key: RecordKey, record: Record) -> Merge {
         let (outcome, news) = {
             let mut inner = lock(&self.inner);
-            let news = inner.cache.is_news(&key, &record);
-            (inner.cache.merge(key.clone(), record.clone()), news)
+            let (outcome, news) = inner.cache.merge_news(&key, record.clone());
+            if outcome.changed() && !inner.sent.is_empty() {
+                // Another replica polls it now: a later poll of ours starts afresh.
+                inner.sent.remove(&key);
+            }
+            (outcome, news)
         };
         if outcome.changed() {
             self.stats.records_applied.fetch_add(1, Ordering::Relaxed);
@@ -304,12 +342,18 @@ impl Store {
 
     /// Forgets an object (deleted, or no longer owned).
     pub fn remove_object(&self, object: &ObjectId) -> usize {
-        lock(&self.inner).cache.remove_object(object)
+        let mut inner = lock(&self.inner);
+        inner.sent.retain(|k, _| k.object != *object);
+        inner.cache.remove_object(object)
     }
 
     /// Drops records far past their staleness limit.
     pub fn prune(&self, now: Instant) -> usize {
-        lock(&self.inner).cache.prune(now)
+        let inner = &mut *lock(&self.inner);
+        let pruned = inner.cache.prune(now);
+        let cache = &inner.cache;
+        inner.sent.retain(|k, _| cache.get(k).is_some());
+        pruned
     }
 
     /// Number of records.
@@ -367,15 +411,20 @@ impl Store {
 mod tests {
     use super::*;
 
-    fn poll(store: &Store, value: f64, error: Option<&str>) {
+    /// A poll of one key at `at`, pollingInterval 10 s (stale after 60 s).
+    fn poll(store: &Store, value: f64, error: Option<&str>, at: Instant) {
         store.record_poll(
             RecordKey::scaled_object("default", "orders", "s0-redis-orders"),
             value,
             value > 0.0,
             error,
-            crate::now(),
+            at,
             Duration::from_secs(10),
         );
+    }
+
+    fn seconds(t0: Instant) -> impl Fn(u64) -> Instant {
+        move |s| t0 + Duration::from_secs(s)
     }
 
     #[test]
@@ -385,11 +434,13 @@ mod tests {
             panic!("the outbox should open");
         };
         assert!(snapshot.is_empty());
-        poll(&store, 3.0, None);
+        let at = seconds(crate::now());
+        poll(&store, 3.0, None, at(0));
         assert!(outbox.has_news(), "a new key is news");
         assert_eq!(outbox.take().len(), 1);
 
-        poll(&store, 3.0, None);
+        // The peers' copy is 30 s old and would be 40 s at the next poll: past half of 60 s.
+        poll(&store, 3.0, None, at(30));
         assert!(!outbox.has_news(), "the same reading only confirms");
         let confirmed = outbox.take();
         assert_eq!(
@@ -398,19 +449,94 @@ mod tests {
             "but it is still sent with the next batch"
         );
 
-        poll(&store, 4.0, None);
-        poll(&store, 4.0, None);
+        poll(&store, 4.0, None, at(40));
+        poll(&store, 4.0, None, at(50));
         assert!(
             outbox.has_news(),
             "a confirmation does not hide the news it follows"
         );
         assert_eq!(outbox.take()[0].1.value, 4.0);
 
-        poll(&store, 4.0, Some("connection refused"));
+        poll(&store, 4.0, Some("connection refused"), at(60));
         assert!(outbox.has_news(), "a failure is news");
         outbox.take();
-        poll(&store, 4.0, Some("connection refused"));
+        poll(&store, 4.0, Some("connection refused"), at(90));
         assert!(!outbox.has_news(), "the same failure again is not");
+    }
+
+    #[test]
+    fn a_same_reading_goes_to_the_peers_only_before_their_copy_grows_too_old() {
+        let store = Store::new("ringscale-0");
+        let Some((outbox, _guard, _)) = store.open_outbox(4) else {
+            panic!("the outbox should open");
+        };
+        let t0 = crate::now();
+        let at = seconds(t0);
+        // pollingInterval 10 s: a peer serves a copy for 60 s; it gets one at most 30 s old.
+        let mut sent = Vec::new();
+        for s in (0..=100).step_by(10) {
+            poll(&store, 3.0, None, at(s));
+            for (_, r) in outbox.take() {
+                sent.push(r.polled_at.duration_since(t0).as_secs());
+            }
+        }
+        assert_eq!(sent, vec![0, 30, 60, 90]);
+        assert_eq!(store.stats.confirmations_held.load(Ordering::Relaxed), 7);
+        // The owner's own cache has every poll.
+        let key = RecordKey::scaled_object("default", "orders", "s0-redis-orders");
+        assert_eq!(store.get(&key).map(|r| r.polled_at), Some(at(100)));
+
+        // News goes whatever the last confirmation: a new value, and a failure count that grows.
+        poll(&store, 5.0, None, at(105));
+        assert_eq!(outbox.take().len(), 1);
+        let failing = |failures| Reading {
+            value: 5.0,
+            active: true,
+            error: Some("timeout"),
+            failures,
+            generation: 0,
+        };
+        store.record(key.clone(), failing(1), at(106), Duration::from_secs(10));
+        store.record(key.clone(), failing(2), at(107), Duration::from_secs(10));
+        assert_eq!(outbox.take()[0].1.failures, 2);
+        store.record(key.clone(), failing(2), at(108), Duration::from_secs(10));
+        assert!(outbox.take().is_empty(), "the same count again waits");
+
+        // With pollingInterval 30 s (stale after 90 s) every re-poll confirms, as before.
+        let slow = RecordKey::scaled_object("default", "slow", "s0-redis-slow");
+        for s in [0, 30, 60] {
+            store.record_poll(
+                slow.clone(),
+                1.0,
+                true,
+                None,
+                at(200 + s),
+                Duration::from_secs(30),
+            );
+            assert_eq!(outbox.take().len(), 1, "the poll at {s} s");
+        }
+    }
+
+    #[test]
+    fn without_subscribers_nothing_is_tracked_and_a_new_one_gets_the_latest_in_its_snapshot() {
+        let store = Store::new("ringscale-0");
+        let at = seconds(crate::now());
+        for s in (0..=40).step_by(10) {
+            poll(&store, 3.0, None, at(s));
+        }
+        assert!(lock(&store.inner).sent.is_empty());
+        assert_eq!(store.stats.confirmations_held.load(Ordering::Relaxed), 0);
+        let Some((outbox, _guard, snapshot)) = store.open_outbox(4) else {
+            panic!("the outbox should open");
+        };
+        assert_eq!(snapshot.len(), 1);
+        assert_eq!(snapshot[0].1.polled_at, at(40));
+        // Nothing was sent through an outbox yet: the first re-poll goes.
+        poll(&store, 3.0, None, at(50));
+        assert_eq!(outbox.take().len(), 1);
+        // Forgetting the object forgets what was sent.
+        store.remove_object(&ObjectId::scaled_object("default", "orders"));
+        assert!(lock(&store.inner).sent.is_empty());
     }
 
     #[test]

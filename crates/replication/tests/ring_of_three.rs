@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Options, Replica, connect_all, eventually, key, stays, test_limits};
+use common::{Options, Replica, connect_all, eventually, key, long_ago, stays, test_limits};
 use ringscale_kube_sim::proxy::{FaultProxy, Mode};
 use ringscale_replication::Limits;
 use ringscale_ring::Member;
@@ -63,7 +63,7 @@ async fn a_re_poll_that_read_the_same_rides_with_the_next_news_or_the_confirmati
     tokio::time::timeout(WITHIN, b.peers.wait_synced())
         .await
         .unwrap();
-    a.poll(&key(1), 3.0);
+    a.poll_at(&key(1), 3.0, long_ago());
     a.poll(&key(2), 5.0);
     eventually("b sees a's first readings", WITHIN, || {
         b.value(&key(1)) == Some(3.0) && b.value(&key(2)) == Some(5.0)
@@ -94,13 +94,12 @@ async fn a_re_poll_that_read_the_same_rides_with_the_next_news_or_the_confirmati
     tokio::time::timeout(WITHIN, a.peers.wait_synced())
         .await
         .unwrap();
-    c.poll(&key(3), 2.0);
+    c.poll_at(&key(3), 2.0, long_ago());
     eventually("a sees c's reading", WITHIN, || {
         a.value(&key(3)) == Some(2.0)
     })
     .await;
     let before = a.store.get(&key(3)).unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await;
     c.poll(&key(3), 2.0);
     let owner = c.store.get(&key(3)).unwrap();
     eventually(

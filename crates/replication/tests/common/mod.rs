@@ -104,12 +104,19 @@ impl Replica {
     }
 
     pub fn poll(&self, key: &RecordKey, value: f64) {
+        self.poll_at(key, value, ringscale_replication::now());
+    }
+
+    /// A poll read at `at` (pollingInterval 30 s): a re-poll of the same reading goes to the
+    /// peers only once their copy would pass 45 s at the next poll, so tests of confirmations
+    /// poll the first reading [`long_ago`].
+    pub fn poll_at(&self, key: &RecordKey, value: f64, at: std::time::Instant) {
         self.store.record_poll(
             key.clone(),
             value,
             value > 0.0,
             None,
-            ringscale_replication::now(),
+            at,
             Duration::from_secs(30),
         );
     }
@@ -151,6 +158,15 @@ async fn bind(addr: Option<SocketAddr>) -> TcpListener {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("cannot rebind {addr}");
+}
+
+/// 40 s ago: a reading polled then is still fresh (stale after 90 s), and a same reading polled
+/// now is a confirmation the peers are sent.
+#[allow(dead_code)] // not every test binary of this crate confirms
+pub fn long_ago() -> std::time::Instant {
+    ringscale_replication::now()
+        .checked_sub(Duration::from_secs(40))
+        .expect("the clock runs for more than 40 s")
 }
 
 pub fn key(i: usize) -> RecordKey {
