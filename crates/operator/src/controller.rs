@@ -257,6 +257,11 @@ struct PollState {
     /// The object as this replica last wrote it, and the resourceVersion it replaced: while the
     /// cache still holds that version, cycles work on the written object.
     written: Option<(String, Arc<dyn std::any::Any + Send + Sync>)>,
+    /// The ring generation at which a cycle last found that this replica owns the object. The
+    /// ring of one generation never changes, so later cycles at that generation check only the
+    /// generation and the member Lease, not the ring (eight hashed probes into every member's
+    /// virtual nodes: ~10 µs a poll with 5 members).
+    owned_at: Option<u64>,
 }
 
 /// Tasks listening to `external-push` streams; they stop with the poll state (a rebuild, or
@@ -993,6 +998,26 @@ fn owns_at(ctx: &Ctx, id: &ObjectId, generation: u64) -> bool {
     o.generation() == generation && o.may_act(&id.ring_key())
 }
 
+/// [`owns_at`], with the ring's answer at `generation` remembered in `owned_at`.
+fn owns_at_remembered(
+    ctx: &Ctx,
+    id: &ObjectId,
+    generation: u64,
+    owned_at: &mut Option<u64>,
+) -> bool {
+    if *owned_at == Some(generation) {
+        // What `may_act` checks besides the ring: the member Lease held and not past its
+        // renew deadline.
+        let o = ctx.ownership.borrow();
+        return o.generation() == generation && o.active && o.lease_valid();
+    }
+    let owned = owns_at(ctx, id, generation);
+    if owned {
+        *owned_at = Some(generation);
+    }
+    owned
+}
+
 fn fence_of(meta: &ObjectMeta) -> u64 {
     meta.annotations
         .as_ref()
@@ -1015,10 +1040,10 @@ use ringscale_coordinator::{is_conflict, is_not_found};
 async fn cycle(ctx: &Ctx, id: &ObjectId, state: &Mutex<PollState>) {
     ctx.stats.cycles.fetch_add(1, Ordering::Relaxed);
     let generation = ctx.ownership.borrow().generation();
-    if !owns_at(ctx, id, generation) {
+    let mut state = state.lock().await;
+    if !owns_at_remembered(ctx, id, generation, &mut state.owned_at) {
         return;
     }
-    let mut state = state.lock().await;
     // The resourceVersion the cycle worked on, kept only when a write for it was refused.
     let refused = |result: &Result<(), CycleError>, meta: &ObjectMeta| {
         matches!(result, Err(CycleError::Conflict(_)))
