@@ -1077,6 +1077,10 @@ async fn run_once(
         }
     }
     let commands_before = source.commands_processed().await;
+    println!(
+        "every replica holds every value; measuring for {} s",
+        args.duration
+    );
     let t0 = Instant::now();
     let cpu0: Vec<f64> = pids
         .iter()
