@@ -12,8 +12,10 @@ use crate::{Args, Check, Cluster};
 /// Per object: (when sampled, seq, age ms) of each sample.
 type Samples = Arc<Mutex<HashMap<String, Vec<(Instant, u64, u64)>>>>;
 
-/// Samples one replica's records (every object's, replicated from its owner) every 250 ms, to
-/// tell how long each object went unpolled.
+/// Samples every replica's records every 250 ms, to tell how long each object went unpolled.
+/// Every replica is asked, not one: an owner's own cache holds each of its polls, while a peer's
+/// copy of an unchanged value is refreshed only every few polls (replication sends a re-poll
+/// that read the same only when the peer's copy would grow too old).
 pub(crate) struct PollGaps {
     samples: Samples,
     task: tokio::task::JoinHandle<()>,
@@ -26,8 +28,8 @@ impl Drop for PollGaps {
 }
 
 impl PollGaps {
-    /// Starts sampling the first replica of `admins` (admin ports, updated as replicas restart)
-    /// that answers.
+    /// Starts sampling every replica of `admins` (admin ports, updated as replicas restart) that
+    /// answers.
     pub(crate) fn start(admins: Arc<Mutex<Vec<u16>>>) -> Self {
         let samples: Samples = Arc::default();
         let out = Arc::clone(&samples);
@@ -39,17 +41,16 @@ impl PollGaps {
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .clone();
-                let mut answer = None;
+                let mut answers = Vec::new();
                 for port in ports {
                     if let Ok((200, body)) = http.get(port, "/records").await {
-                        answer = Some(body);
-                        break;
+                        answers.push((Instant::now(), body));
                     }
                 }
-                if let Some(body) = answer
-                    && let Ok(list) = serde_json::from_slice::<Vec<serde_json::Value>>(&body)
-                {
-                    let now = Instant::now();
+                for (now, body) in answers {
+                    let Ok(list) = serde_json::from_slice::<Vec<serde_json::Value>>(&body) else {
+                        continue;
+                    };
                     let mut samples = out.lock().unwrap_or_else(PoisonError::into_inner);
                     for r in list.iter().filter(|r| r["kind"] == "ScaledObject") {
                         let key = format!(
@@ -74,17 +75,19 @@ impl PollGaps {
         let samples = self.samples.lock().unwrap_or_else(PoisonError::into_inner);
         let mut worst = (Duration::ZERO, String::new());
         for (object, list) in samples.iter() {
-            // When each poll happened, as the samples tell (seq identifies a poll).
-            let mut polls: Vec<Instant> = Vec::new();
-            let mut last_seq = None;
+            // When each poll happened, as the samples tell (seq identifies a poll; several
+            // replicas, and several samples, may show the same one).
+            let mut by_seq: HashMap<u64, Instant> = HashMap::new();
             for (at, seq, age) in list {
-                if last_seq != Some(*seq) {
-                    last_seq = Some(*seq);
-                    if let Some(t) = at.checked_sub(Duration::from_millis(*age)) {
-                        polls.push(t);
-                    }
+                if let Some(t) = at.checked_sub(Duration::from_millis(*age)) {
+                    by_seq
+                        .entry(*seq)
+                        .and_modify(|p| *p = (*p).min(t))
+                        .or_insert(t);
                 }
             }
+            let mut polls: Vec<Instant> = by_seq.into_values().collect();
+            polls.sort();
             let mut previous = from;
             for poll in polls.iter().copied().filter(|t| *t > from && *t <= to) {
                 let gap = poll.saturating_duration_since(previous);
