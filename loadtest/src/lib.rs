@@ -648,6 +648,18 @@ fn start_redis(port: u16) -> anyhow::Result<Child> {
 /// A replica process, killed on drop.
 use ringscale_testkit::ReplicaProcess as Replica;
 
+/// An error naming the replica's log when its process has exited.
+fn ensure_running(r: &mut Replica, dir: &std::path::Path) -> anyhow::Result<()> {
+    if matches!(r.child.try_wait(), Ok(None)) {
+        return Ok(());
+    }
+    bail!(
+        "replica {} exited (log in {})",
+        r.name,
+        dir.join(format!("{}.log", r.name)).display()
+    )
+}
+
 fn free_port() -> anyhow::Result<u16> {
     Ok(ringscale_testkit::try_free_port()?)
 }
@@ -683,6 +695,13 @@ impl Http {
             .await??
             .to_bytes();
         Ok((code, body))
+    }
+
+    /// Whether the replica's `/readyz` answers 200.
+    async fn ready(&self, r: &Replica) -> bool {
+        self.get(r.admin, "/readyz")
+            .await
+            .is_ok_and(|(c, _)| c == 200)
     }
 
     async fn metrics(&self, r: &Replica) -> Option<String> {
@@ -739,19 +758,10 @@ async fn wait_for_ring(
     loop {
         let mut formed = true;
         for r in replicas.iter_mut() {
-            if !matches!(r.child.try_wait(), Ok(None)) {
-                bail!(
-                    "replica {} exited (log in {})",
-                    r.name,
-                    dir.join(format!("{}.log", r.name)).display()
-                );
-            }
+            ensure_running(r, dir)?;
         }
         for r in replicas.iter() {
-            let ready = http
-                .get(r.admin, "/readyz")
-                .await
-                .is_ok_and(|(c, _)| c == 200);
+            let ready = http.ready(r).await;
             let members = http
                 .metrics(r)
                 .await
@@ -1013,19 +1023,10 @@ async fn run_once(
         let mut least = u64::MAX;
         let mut ready = true;
         for r in &mut replicas {
-            if !matches!(r.child.try_wait(), Ok(None)) {
-                bail!(
-                    "replica {} exited (log in {})",
-                    r.name,
-                    dir.join(format!("{}.log", r.name)).display()
-                );
-            }
+            ensure_running(r, &dir)?;
         }
         for r in &replicas {
-            ready &= http
-                .get(r.admin, "/readyz")
-                .await
-                .is_ok_and(|(c, _)| c == 200);
+            ready &= http.ready(r).await;
             let held = http
                 .metrics(r)
                 .await
